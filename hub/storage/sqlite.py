@@ -1,0 +1,276 @@
+"""SQLite storage: the hub's embedded default. No server to install; fine for one site or a demo."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hub.storage.base import EdgeState, Incident, IncidentMaker, NewIncident, incident_id
+from protocols.reading import Reading
+from protocols.wire import Event, SyncAck, SyncBatch
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    ts REAL NOT NULL,            -- seconds since the epoch, UTC
+    substation TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    unit TEXT NOT NULL,
+    quality REAL NOT NULL,
+    flags INTEGER NOT NULL,
+    source TEXT NOT NULL,        -- edge id, or 'http' / 'mqtt'
+    seq INTEGER                  -- the edge's sequence number, NULL for other sources
+);
+CREATE INDEX IF NOT EXISTS readings_device_metric_ts ON readings (device_id, metric, ts);
+CREATE TABLE IF NOT EXISTS events (
+    ts REAL NOT NULL,
+    substation TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    value REAL,
+    threshold REAL,
+    nominal REAL,
+    unit TEXT NOT NULL,
+    description TEXT NOT NULL,
+    edge_id TEXT NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    number INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    type TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    description TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'OPEN',
+    agent TEXT NOT NULL,
+    substation TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_status_severity ON incidents (status, severity);
+CREATE TABLE IF NOT EXISTS edge_sync (
+    edge_id TEXT PRIMARY KEY,
+    substation TEXT NOT NULL,
+    readings_acked_through INTEGER NOT NULL DEFAULT 0,
+    events_acked_through INTEGER NOT NULL DEFAULT 0,
+    gaps INTEGER NOT NULL DEFAULT 0,
+    last_sync REAL
+);
+"""
+
+_READING_SQL = "INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?,?)"
+_EVENT_SQL = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INCIDENT_SQL = (
+    "INSERT INTO incidents (ts, type, device_id, severity, description, status, agent, substation, metric,"
+    " value, created_at, updated_at) VALUES (?,?,?,?,?,'OPEN',?,?,?,?,?,?)"
+)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def reading_rows(readings: Sequence[Reading], source: str, first_seq: int | None) -> list[tuple]:
+    if first_seq is None:
+        return [
+            (r.ts.timestamp(), r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source, None)
+            for r in readings
+        ]
+    return [
+        (r.ts.timestamp(), r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source, first_seq + i)
+        for i, r in enumerate(readings)
+    ]
+
+
+class SQLiteStorage:
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _insert_incidents(self, incidents: Sequence[NewIncident]) -> list[int]:
+        now = datetime.now(UTC).timestamp()
+        numbers = []
+        for inc in incidents:
+            cur = self._db.execute(
+                _INCIDENT_SQL,
+                (inc.timestamp.timestamp(), inc.type, inc.device_id, inc.severity, inc.description, inc.agent,
+                 inc.substation, inc.metric, inc.value, now, now),
+            )
+            numbers.append(cur.lastrowid)
+        return numbers
+
+    def apply_sync(self, batch: SyncBatch, make_incidents: IncidentMaker) -> SyncAck:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT readings_acked_through, events_acked_through, gaps FROM edge_sync WHERE edge_id = ?",
+                    (batch.edge_id,),
+                ).fetchone()
+                r_hwm, e_hwm, gaps = row if row else (0, 0, 0)
+                stored_r = stored_e = dup = 0
+                run_gaps = 0
+                if batch.readings is not None and batch.readings.items:
+                    run = batch.readings
+                    skip = max(0, min(len(run.items), r_hwm - run.first_seq + 1))
+                    dup += skip
+                    new = run.items[skip:]
+                    if new:
+                        run_gaps += max(0, run.first_seq - r_hwm - 1)
+                        db.executemany(_READING_SQL, reading_rows(new, batch.edge_id, run.first_seq + skip))
+                        stored_r = len(new)
+                        r_hwm = run.last_seq
+                new_events: list[Event] = []
+                if batch.events is not None and batch.events.items:
+                    run = batch.events
+                    skip = max(0, min(len(run.items), e_hwm - run.first_seq + 1))
+                    dup += skip
+                    new_events = run.items[skip:]
+                    if new_events:
+                        run_gaps += max(0, run.first_seq - e_hwm - 1)
+                        first = run.first_seq + skip
+                        db.executemany(
+                            _EVENT_SQL,
+                            [
+                                (e.ts.timestamp(), e.substation, e.device_id, e.metric, e.type, e.state, e.severity,
+                                 e.value, e.threshold, e.nominal, e.unit, e.description, batch.edge_id, first + i)
+                                for i, e in enumerate(new_events)
+                            ],
+                        )
+                        stored_e = len(new_events)
+                        e_hwm = run.last_seq
+                if new_events:
+                    self._insert_incidents(make_incidents(new_events))
+                db.execute(
+                    "INSERT INTO edge_sync VALUES (?,?,?,?,?,?) ON CONFLICT (edge_id) DO UPDATE SET"
+                    " substation=excluded.substation, readings_acked_through=excluded.readings_acked_through,"
+                    " events_acked_through=excluded.events_acked_through, gaps=excluded.gaps,"
+                    " last_sync=excluded.last_sync",
+                    (batch.edge_id, batch.substation, r_hwm, e_hwm, gaps + run_gaps, datetime.now(UTC).timestamp()),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return SyncAck(
+            edge_id=batch.edge_id, readings_acked_through=r_hwm, events_acked_through=e_hwm,
+            readings_stored=stored_r, events_stored=stored_e, duplicates=dup, gaps=run_gaps,
+        )
+
+    def insert_readings(self, readings: Sequence[Reading], source: str) -> int:
+        rows = reading_rows(readings, source, None)
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(_READING_SQL, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def add_incidents(self, incidents: Sequence[NewIncident]) -> list[Incident]:
+        if not incidents:
+            return []
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                numbers = self._insert_incidents(incidents)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            marks = ",".join("?" * len(numbers))
+            rows = self._db.execute(f"SELECT {_INCIDENT_COLS} FROM incidents WHERE number IN ({marks}) ORDER BY number",
+                                    numbers).fetchall()
+        return [_incident(r) for r in rows]
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def list_incidents(self, status: str | None = None, severity: str | None = None, limit: int = 100) -> list[Incident]:
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if severity:
+            where.append("severity = ?")
+            args.append(severity)
+        sql = f"SELECT {_INCIDENT_COLS} FROM incidents"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY number DESC LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        return [_incident(r) for r in rows]
+
+    def reading_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT substation, count(*) FROM readings GROUP BY substation").fetchall())
+
+    def incident_counts(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            rows = self._db.execute("SELECT type, severity, count(*) FROM incidents GROUP BY type, severity").fetchall()
+        return {(t, s): n for t, s, n in rows}
+
+    def edge_states(self) -> list[EdgeState]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT edge_id, substation, readings_acked_through, events_acked_through, gaps, last_sync"
+                " FROM edge_sync ORDER BY edge_id"
+            ).fetchall()
+        return [
+            EdgeState(edge_id=r[0], substation=r[1], readings_acked_through=r[2], events_acked_through=r[3],
+                      gaps=r[4], last_sync=_utc(r[5]) if r[5] is not None else None)
+            for r in rows
+        ]
+
+    def query_readings(self, device_id: str, metric: str, start: datetime | None = None,
+                       end: datetime | None = None, limit: int = 10_000) -> list[Reading]:
+        lo = start.timestamp() if start else float("-inf")
+        hi = end.timestamp() if end else float("inf")
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ts, substation, device_id, metric, value, unit, quality, flags FROM readings"
+                " WHERE device_id = ? AND metric = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
+                (device_id, metric, lo, hi, limit),
+            ).fetchall()
+        return [
+            Reading(ts=_utc(r[0]), substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5],
+                    quality=r[6], flags=r[7])
+            for r in rows
+        ]
+
+
+_INCIDENT_COLS = "number, ts, type, device_id, severity, description, status, agent, substation, metric, value"
+
+
+def _incident(r: tuple) -> Incident:
+    ts = _utc(r[1])
+    return Incident(id=incident_id(ts.year, r[0]), timestamp=ts, type=r[2], device_id=r[3], severity=r[4],
+                    description=r[5], status=r[6], agent=r[7], substation=r[8], metric=r[9], value=r[10])

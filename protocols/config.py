@@ -1,0 +1,160 @@
+"""The firmware config of one edge box: the one config loader, used by the edge and the simulator.
+
+A config is a TOML file converted into frozen msgspec structs that forbid unknown keys. Every error
+names the file and the key path, e.g.::
+
+    firmware_configs/nairobi.toml: devices[0].points[2].address: Expected `int` <= 65535
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from protocols.modbus.config import ModbusTcpDevice, Name, Seconds
+
+Device = ModbusTcpDevice  # a tagged union (on `protocol`) as more drivers arrive
+
+__all__ = [
+    "BufferSettings",
+    "ConfigError",
+    "Device",
+    "FirmwareConfig",
+    "HubSettings",
+    "Identity",
+    "Limits",
+    "Location",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used. ``str()`` is one line: file, key path, what is wrong."""
+
+    def __init__(self, source: str, path: str, message: str) -> None:
+        self.source, self.path, self.message = source, path, message
+        where = f"{source}: {path}" if path else source
+        super().__init__(f"{where}: {message}")
+
+
+class Location(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    latitude: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    longitude: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    description: str = ""
+
+
+class Identity(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    edge_id: Name
+    substation: Name
+    zone: str = ""
+    location: Location | None = None
+
+
+class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+(/\S*)?$")]
+    token_env: Annotated[str, msgspec.Meta(pattern=r"^[A-Z_][A-Z0-9_]*$")] = "SENTINEL_EDGE_TOKEN"
+    sync_interval_s: Seconds = 2.0
+    batch_max_readings: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5_000
+    timeout_s: Seconds = 10.0
+    backoff_initial_s: Seconds = 1.0
+    backoff_max_s: Seconds = 60.0
+
+    def __post_init__(self) -> None:
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError("backoff_initial_s must not exceed backoff_max_s")
+
+    def token(self) -> str | None:
+        """The bearer token, read from the environment variable ``token_env`` (never from the file)."""
+        return os.environ.get(self.token_env) or None
+
+
+class BufferSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    path: str = ""  # empty: var/<edge_id>.db under the working directory
+    max_rows: Annotated[int, msgspec.Meta(ge=1_000)] = 10_000_000  # oldest unsent rows dropped past this
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Grid-code limits checked at the edge (and by the hub's grid monitor)."""
+
+    voltage_tolerance_pct: Annotated[float, msgspec.Meta(gt=0, le=50)] = 5.0
+    voltage_critical_pct: Annotated[float, msgspec.Meta(gt=0, le=90)] = 10.0
+    frequency_nominal_hz: Annotated[float, msgspec.Meta(gt=0)] = 50.0
+    frequency_min_hz: float = 49.5
+    frequency_max_hz: float = 50.5
+    frequency_critical_min_hz: float = 49.0
+    frequency_critical_max_hz: float = 51.0
+
+    def __post_init__(self) -> None:
+        if self.voltage_critical_pct < self.voltage_tolerance_pct:
+            raise ValueError("voltage_critical_pct must be at least voltage_tolerance_pct")
+        if not (
+            self.frequency_critical_min_hz
+            <= self.frequency_min_hz
+            < self.frequency_nominal_hz
+            < self.frequency_max_hz
+            <= self.frequency_critical_max_hz
+        ):
+            raise ValueError(
+                "frequency bands must nest: critical_min <= min < nominal < max <= critical_max"
+            )
+
+
+class FirmwareConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    identity: Identity
+    hub: HubSettings
+    devices: Annotated[list[Device], msgspec.Meta(min_length=1)]
+    limits: Limits = Limits()
+    buffer: BufferSettings = BufferSettings()
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for i, device in enumerate(self.devices):
+            if device.id in seen:
+                raise ValueError(f"devices[{i}].id {device.id!r} appears twice")
+            seen.add(device.id)
+
+    def buffer_path(self) -> Path:
+        return Path(self.buffer.path or f"var/{self.identity.edge_id}.db")
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
+
+
+def _config_error(source: str, exc: msgspec.ValidationError) -> ConfigError:
+    m = _AT.match(str(exc))
+    assert m is not None
+    msg, path = m["msg"], (m["path"] or "").lstrip(".")
+    unknown = _UNKNOWN.match(msg)
+    if unknown:
+        path = f"{path}.{unknown['field']}" if path else unknown["field"]
+        msg = "unknown key"
+    return ConfigError(source, path, msg)
+
+
+def parse_config(text: str, source: str = "<config>") -> FirmwareConfig:
+    """Parse and validate a firmware config from TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML: {exc}") from exc
+    try:
+        return msgspec.convert(data, FirmwareConfig)
+    except msgspec.ValidationError as exc:
+        raise _config_error(source, exc) from exc
+
+
+def load_config(path: str | os.PathLike[str]) -> FirmwareConfig:
+    """Load and validate one firmware config file. Raises :class:`ConfigError` naming file and key."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), "", f"cannot read: {exc.strerror}") from exc
+    return parse_config(text, str(p))

@@ -1,0 +1,92 @@
+"""Modbus device and point configuration (part of the firmware config)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "float64"]
+Order = Literal["big", "little"]
+RegisterType = Literal["holding", "input"]
+
+REGISTER_COUNT: dict[str, int] = {
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "float64": 4,
+}
+MAX_ADDRESS = 65535
+MAX_BLOCK_REGISTERS = 125  # the most one Read Holding/Input Registers request may ask for
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+Seconds = Annotated[float, msgspec.Meta(gt=0.0, le=86_400.0)]
+
+
+class ModbusPoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One value a device exposes in its register map."""
+
+    metric: Name
+    address: Annotated[int, msgspec.Meta(ge=0, le=MAX_ADDRESS)]  # 0-based protocol address
+    unit: Annotated[str, msgspec.Meta(max_length=16)] = ""
+    register_type: RegisterType = "holding"
+    data_type: DataType = "float32"
+    byte_order: Order = "big"  # order of the two bytes inside each register
+    word_order: Order = "big"  # order of the registers of a 32/64-bit value
+    scale: float = 1.0  # value = raw * scale + offset
+    offset: float = 0.0
+    nominal: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
+    limit_low: float | None = None  # absolute limits in the point's unit, beside the grid-code bands
+    limit_high: float | None = None
+
+    def __post_init__(self) -> None:
+        end = self.address + REGISTER_COUNT[self.data_type] - 1
+        if end > MAX_ADDRESS:
+            raise ValueError(
+                f"address {self.address} with data_type {self.data_type} ends at register {end}, "
+                f"beyond the last Modbus address {MAX_ADDRESS}"
+            )
+        if self.scale == 0:
+            raise ValueError("scale must not be 0")
+        if self.limit_low is not None and self.limit_high is not None and self.limit_low >= self.limit_high:
+            raise ValueError(f"limit_low {self.limit_low} must be below limit_high {self.limit_high}")
+
+    @property
+    def count(self) -> int:
+        return REGISTER_COUNT[self.data_type]
+
+
+class ModbusTcpDevice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="protocol", tag="modbus_tcp"):
+    """A device (or a unit behind a gateway) reached over Modbus TCP."""
+
+    id: Name
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 502
+    unit_id: Annotated[int, msgspec.Meta(ge=0, le=255)] = 1
+    poll_interval_s: Seconds = 1.0
+    timeout_s: Seconds = 1.0
+    max_block_registers: Annotated[int, msgspec.Meta(ge=1, le=MAX_BLOCK_REGISTERS)] = MAX_BLOCK_REGISTERS
+    max_gap_registers: Annotated[int, msgspec.Meta(ge=0, le=MAX_BLOCK_REGISTERS)] = 0
+    description: str = ""
+    points: Annotated[list[ModbusPoint], msgspec.Meta(min_length=1)]
+
+    def __post_init__(self) -> None:
+        if self.timeout_s >= self.poll_interval_s:
+            raise ValueError(
+                f"timeout_s ({self.timeout_s}) must be shorter than poll_interval_s ({self.poll_interval_s})"
+            )
+        seen_metrics: set[str] = set()
+        used: dict[tuple[str, int], str] = {}
+        for i, point in enumerate(self.points):
+            if point.metric in seen_metrics:
+                raise ValueError(f"points[{i}].metric {point.metric!r} appears twice")
+            seen_metrics.add(point.metric)
+            for reg in range(point.address, point.address + point.count):
+                other = used.get((point.register_type, reg))
+                if other is not None:
+                    raise ValueError(
+                        f"points[{i}] ({point.metric}) overlaps {other} at {point.register_type} register {reg}"
+                    )
+                used[(point.register_type, reg)] = point.metric

@@ -1,0 +1,39 @@
+"""Shared fixtures. Every server a test needs is started here on 127.0.0.1 and a free port."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "firmware_configs"
+SCENARIOS = REPO / "scenarios"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
+    """A throwaway PostgreSQL server for the whole session (initdb + pg_ctl in a temp dir)."""
+    from tests.support.pg import PostgresServer
+
+    with PostgresServer(tmp_path_factory.mktemp("pg")) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the session's server; its URL."""
+    return postgres_server.create_database()
