@@ -99,16 +99,23 @@ def build_table(specs: Sequence[PointSpec], limits: Limits) -> LimitTable:
     return LimitTable(tuple(specs), kind, low_w, high_w, low_c, high_c)
 
 
-def evaluate(table: LimitTable, values: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def evaluate(
+    table: LimitTable, values: np.ndarray, rows: np.ndarray | None = None, margin: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Check values against their points' bands.
 
-    ``rows`` maps each value to its row in the table (default: value i is point i). Returns
+    ``rows`` maps each value to its row in the table (default: value i is point i). ``margin``
+    narrows the warning band by that fraction of its half-width on each side (for hysteresis: a
+    violation clears only once the value is back inside the narrowed band). Returns
     (direction: -1 below / 0 inside / +1 above, severity: NONE / WARNING / CRITICAL). NaN is inside.
     """
     v = np.asarray(values, dtype=np.float64)
     if rows is None:
         rows = np.arange(v.size)
     lw, hw = table.low_warn[rows], table.high_warn[rows]
+    if margin:
+        half = np.where(np.isfinite(hw - lw), (hw - lw) / 2, 0.0)
+        lw, hw = lw + margin * half, hw - margin * half
     below, above = v < lw, v > hw
     crit = (v < table.low_crit[rows]) | (v > table.high_crit[rows])
     direction = above.astype(np.int8) - below.astype(np.int8)

@@ -35,11 +35,11 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     substation: str
     device_id: str
     metric: str
-    type: str  # voltage_sag, voltage_swell, under_frequency, over_frequency, limit_high, limit_low
+    type: str  # voltage_sag, voltage_swell, under_frequency, over_frequency, limit_high, limit_low, device_offline
     state: Literal["raised", "cleared"]
     severity: Severity
-    value: float
-    threshold: float
+    value: float | None = None
+    threshold: float | None = None
     nominal: float | None = None
     unit: str = ""
     description: str = ""

@@ -1,0 +1,233 @@
+"""The edge's store-and-forward buffer: SQLite in WAL mode.
+
+Readings and events wait here until the hub acknowledges them; nothing is deleted before that.
+Each table's ``seq`` is an AUTOINCREMENT key, so sequence numbers only ever grow, across restarts
+too, and they are what the hub de-duplicates on (see :mod:`protocols.wire`).
+
+All methods are synchronous and thread-safe (one connection, one lock); the daemon calls them
+through ``asyncio.to_thread`` so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from protocols.reading import Reading
+from protocols.wire import Event, EventRun, ReadingRun
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    device_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    unit TEXT NOT NULL,
+    quality REAL NOT NULL,
+    flags INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    body BLOB NOT NULL            -- the Event, msgpack-encoded
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+"""
+
+ReadingRow = tuple[float, str, str, float | None, str, float, int]
+"""(ts, device_id, metric, value, unit, quality, flags) — what the poller hands the buffer."""
+
+_event_enc = msgspec.msgpack.Encoder()
+_event_dec = msgspec.msgpack.Decoder(Event)
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStats:
+    readings_pending: int
+    events_pending: int
+    oldest_pending: datetime | None
+    last_sync: datetime | None
+    readings_acked_through: int
+    dropped: int
+
+
+def _contiguous(seqs: list[int]) -> int:
+    """How many leading entries of ``seqs`` are consecutive numbers."""
+    if not seqs:
+        return 0
+    first = seqs[0]
+    for i, s in enumerate(seqs):
+        if s != first + i:
+            return i
+    return len(seqs)
+
+
+class Buffer:
+    def __init__(self, path: str | Path, substation: str, max_rows: int = 10_000_000) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.substation = substation
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash; WAL fsyncs at checkpoints
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+        self._inserted_since_check = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _meta(self, key: str, default: float = 0) -> float:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def _set_meta(self, key: str, value: float) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def append(self, readings: Sequence[ReadingRow], events: Sequence[Event] = ()) -> None:
+        """Store readings and events in one transaction."""
+        if not readings and not events:
+            return
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                if readings:
+                    db.executemany(
+                        "INSERT INTO readings (ts, device_id, metric, value, unit, quality, flags)"
+                        " VALUES (?,?,?,?,?,?,?)",
+                        readings,
+                    )
+                if events:
+                    db.executemany(
+                        "INSERT INTO events (ts, body) VALUES (?, ?)",
+                        [(e.ts.timestamp(), _event_enc.encode(e)) for e in events],
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._inserted_since_check += len(readings)
+            if self._inserted_since_check >= 10_000:
+                self._inserted_since_check = 0
+                self._enforce_cap()
+
+    def _enforce_cap(self) -> None:
+        lo, hi = self._db.execute("SELECT min(seq), max(seq) FROM readings").fetchone()
+        if lo is None or hi - lo + 1 <= self.max_rows:
+            return
+        cut = hi - self.max_rows
+        n = self._db.execute("DELETE FROM readings WHERE seq <= ?", (cut,)).rowcount
+        self._set_meta("dropped", self._meta("dropped") + n)
+        log.error("buffer full (%d rows): dropped the %d oldest unsent readings", self.max_rows, n)
+
+    def ack(self, readings_through: int, events_through: int) -> None:
+        """The hub holds everything up to these sequence numbers: forget it here."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                db.execute("DELETE FROM readings WHERE seq <= ?", (readings_through,))
+                db.execute("DELETE FROM events WHERE seq <= ?", (events_through,))
+                self._set_meta("readings_acked_through", max(readings_through, self._meta("readings_acked_through")))
+                self._set_meta("events_acked_through", max(events_through, self._meta("events_acked_through")))
+                self._set_meta("last_sync", time.time())
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def rebase(self, table: str, floor: int) -> int:
+        """Renumber pending rows of ``table`` so they start above ``floor``.
+
+        Needed when the hub already holds higher sequence numbers for this edge than this buffer
+        ever made (the box was re-imaged and its buffer started again from 1): without renumbering,
+        the hub would take the new rows for duplicates. Returns the offset applied.
+        """
+        if table not in ("readings", "events"):
+            raise ValueError(table)
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                lo, hi = db.execute(f"SELECT min(seq), max(seq) FROM {table}").fetchone()
+                seq_row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+                current = max(hi or 0, seq_row[0] if seq_row else 0)
+                offset = floor - (lo - 1) if lo is not None else floor - current
+                if offset <= 0:
+                    db.execute("ROLLBACK")
+                    return 0
+                if lo is not None:
+                    # shift in two steps so no new number collides with an old one
+                    db.execute(f"UPDATE {table} SET seq = -seq")
+                    db.execute(f"UPDATE {table} SET seq = -seq + ?", (offset,))
+                if seq_row is None:
+                    db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, current + offset))
+                else:
+                    db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (current + offset, table))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        log.warning("hub already holds %s up to %d: renumbered pending %s by +%d", table, floor, table, offset)
+        return offset
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def pending(self, max_readings: int, max_events: int = 1000) -> tuple[ReadingRun | None, EventRun | None]:
+        """The oldest unacknowledged readings and events, as contiguous runs."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, ts, device_id, metric, value, unit, quality, flags FROM readings ORDER BY seq LIMIT ?",
+                (max_readings,),
+            ).fetchall()
+            erows = self._db.execute("SELECT seq, body FROM events ORDER BY seq LIMIT ?", (max_events,)).fetchall()
+        readings = None
+        if rows:
+            n = _contiguous([r[0] for r in rows])
+            sub = self.substation
+            fromts = datetime.fromtimestamp
+            items = [
+                Reading(ts=fromts(r[1], UTC), substation=sub, device_id=r[2], metric=r[3], value=r[4],
+                        unit=r[5], quality=r[6], flags=r[7])
+                for r in rows[:n]
+            ]
+            readings = ReadingRun(first_seq=rows[0][0], items=items)
+        events = None
+        if erows:
+            n = _contiguous([r[0] for r in erows])
+            events = EventRun(first_seq=erows[0][0], items=[_event_dec.decode(r[1]) for r in erows[:n]])
+        return readings, events
+
+    def stats(self) -> BufferStats:
+        with self._lock:
+            db = self._db
+            rp = db.execute("SELECT count(*), min(ts) FROM readings").fetchone()
+            ep = db.execute("SELECT count(*), min(ts) FROM events").fetchone()
+            oldest = min((t for t in (rp[1], ep[1]) if t is not None), default=None)
+            last = self._meta("last_sync", 0)
+            return BufferStats(
+                readings_pending=rp[0],
+                events_pending=ep[0],
+                oldest_pending=datetime.fromtimestamp(oldest, UTC) if oldest is not None else None,
+                last_sync=datetime.fromtimestamp(last, UTC) if last else None,
+                readings_acked_through=int(self._meta("readings_acked_through")),
+                dropped=int(self._meta("dropped")),
+            )

@@ -1,0 +1,173 @@
+"""The edge daemon: poll every device, check limits, buffer, sync.
+
+One task per device (``edge.<device>.poll``), one buffer writer (``edge.buffer``) that batches
+what the pollers produce into single transactions, and one sync loop (``edge.sync``), all in an
+``asyncio.TaskGroup``. Polling never waits on the hub: when the hub is down, readings and events
+pile up in the SQLite buffer and flow out when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.backoff import Backoff
+from edge.buffer import Buffer, ReadingRow
+from edge.limits import LimitMonitor
+from edge.sync import SyncLoop
+from protocols.config import Device, FirmwareConfig
+from protocols.gridcode import PointSpec
+from protocols.modbus.source import ModbusTcpConnection, ModbusTcpSource
+from protocols.reading import QualityFlag
+from protocols.sources import SourceError
+from protocols.wire import Event
+
+log = logging.getLogger(__name__)
+
+_BAD = int(QualityFlag.INVALID | QualityFlag.COMM_LOST)
+
+
+@dataclass
+class DeviceHealth:
+    device_id: str
+    online: bool | None = None  # None until the first poll
+    polls: int = 0
+    failures: int = 0
+    last_error: str = ""
+    last_poll: float | None = None
+    last_latency_s: float | None = None
+
+
+@dataclass
+class EdgeStats:
+    readings_buffered: int = 0
+    events_buffered: int = 0
+    devices: dict[str, DeviceHealth] = field(default_factory=dict)
+
+
+class _Device:
+    def __init__(self, device: Device, source: ModbusTcpSource, monitor: LimitMonitor) -> None:
+        self.device = device
+        self.source = source
+        self.monitor = monitor
+        pts = device.points
+        self.metrics = [p.metric for p in pts]
+        self.units = [p.unit for p in pts]
+
+
+class EdgeDaemon:
+    def __init__(self, config: FirmwareConfig, buffer_path: str | Path | None = None) -> None:
+        self.config = config
+        ident = config.identity
+        self.buffer = Buffer(buffer_path or config.buffer_path(), ident.substation, config.buffer.max_rows)
+        self.sync = SyncLoop(config, self.buffer)
+        self.stats = EdgeStats()
+        self._queue: asyncio.Queue[tuple[list[ReadingRow], list[Event]]] = asyncio.Queue()
+        self._connections: dict[tuple[str, int], ModbusTcpConnection] = {}
+        self.devices: list[_Device] = []
+        for dev in config.devices:
+            key = (dev.host, dev.port)
+            conn = self._connections.get(key)
+            if conn is None:
+                conn = self._connections[key] = ModbusTcpConnection(dev.host, dev.port, dev.timeout_s)
+            specs = [PointSpec(p.metric, p.unit, p.nominal, p.limit_low, p.limit_high) for p in dev.points]
+            monitor = LimitMonitor(ident.substation, dev.id, specs, config.limits)
+            self.devices.append(_Device(dev, ModbusTcpSource(dev, conn), monitor))
+            self.stats.devices[dev.id] = DeviceHealth(dev.id)
+
+    async def run(self) -> None:
+        """Run until cancelled; on the way out, flush what was polled into the buffer."""
+        log.info("edge %s (%s): %d devices, hub %s", self.config.identity.edge_id,
+                 self.config.identity.substation, len(self.devices), self.config.hub.url)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for d in self.devices:
+                    tg.create_task(self._poll(d), name=f"edge.{d.device.id}.poll")
+                tg.create_task(self._writer(), name="edge.buffer")
+                tg.create_task(self.sync.run(), name="edge.sync")
+        finally:
+            await self._flush()
+            for conn in self._connections.values():
+                conn.close()
+            await self.sync.aclose()
+            self.buffer.close()
+
+    # -- polling ------------------------------------------------------------------------------
+
+    async def _poll(self, d: _Device) -> None:
+        loop = asyncio.get_running_loop()
+        dev = d.device
+        health = self.stats.devices[dev.id]
+        backoff = Backoff(dev.poll_interval_s, max(30.0, dev.poll_interval_s))
+        next_t = loop.time()
+        while True:
+            delay = next_t - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ts = time.time()
+            started = loop.time()
+            try:
+                values, flags = await d.source.read()
+            except SourceError as exc:
+                health.failures += 1
+                health.last_error = exc.reason
+                if health.online is not False:
+                    log.error("device %s down: %s", dev.id, exc)
+                    self._queue.put_nowait(([], [d.monitor.offline(ts, exc.reason, online=False)]))
+                health.online = False
+                next_t = loop.time() + backoff.next_delay()
+                continue
+            health.last_latency_s = loop.time() - started
+            if health.online is False:
+                log.info("device %s answers again", dev.id)
+                self._queue.put_nowait(([], [d.monitor.offline(ts, "", online=True)]))
+            health.online = True
+            health.polls += 1
+            health.last_poll = ts
+            backoff.reset()
+            self._queue.put_nowait((self._rows(d, ts, values, flags), d.monitor.check(ts, values)))
+            next_t += dev.poll_interval_s
+            if next_t < loop.time():  # fell behind (slow device): skip the missed slots
+                next_t = loop.time()
+
+    @staticmethod
+    def _rows(d: _Device, ts: float, values: np.ndarray, flags: np.ndarray) -> list[ReadingRow]:
+        finite = np.isfinite(values)
+        flags = np.where(finite, flags, flags | QualityFlag.INVALID)
+        quality = np.where(flags & _BAD, 0.0, np.where(flags != 0, 0.5, 1.0))
+        vals = values.tolist()
+        fin = finite.tolist()
+        return [
+            (ts, d.device.id, m, v if ok else None, u, q, f)
+            for m, v, ok, u, q, f in zip(d.metrics, vals, fin, d.units, quality.tolist(), flags.tolist())
+        ]
+
+    # -- buffering ----------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while True:
+            rows, events = await self._queue.get()
+            await self._write(rows, events)
+
+    async def _flush(self) -> None:
+        if not self._queue.empty():
+            await self._write([], [])
+
+    async def _write(self, rows: list[ReadingRow], events: list[Event]) -> None:
+        rows, events = list(rows), list(events)
+        while not self._queue.empty():  # take everything queued so far in one transaction
+            r, e = self._queue.get_nowait()
+            rows.extend(r)
+            events.extend(e)
+        if not rows and not events:
+            return
+        await asyncio.shield(asyncio.to_thread(self.buffer.append, rows, events))
+        self.stats.readings_buffered += len(rows)
+        self.stats.events_buffered += len(events)
+        if events:
+            self.sync.wake.set()

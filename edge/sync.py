@@ -1,0 +1,125 @@
+"""The sync loop: sends buffered readings and events to the hub, forgets them only once acked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+import msgspec
+
+from edge.backoff import Backoff
+from edge.buffer import Buffer
+from protocols.config import FirmwareConfig
+from protocols.wire import SYNC_PATH, SyncBatch, decode_ack, encode
+
+log = logging.getLogger(__name__)
+
+
+class HubRejected(Exception):
+    """The hub answered, but refused the batch (4xx): retrying as is will not help by itself."""
+
+
+@dataclass
+class SyncStats:
+    batches: int = 0
+    readings_sent: int = 0
+    events_sent: int = 0
+    failures: int = 0
+    last_error: str = ""
+    last_sync: datetime | None = None
+    hub_up: bool | None = None
+    renumbered: int = 0
+    sizes: list[int] = field(default_factory=list)
+
+
+class SyncLoop:
+    def __init__(self, config: FirmwareConfig, buffer: Buffer, client: httpx.AsyncClient | None = None) -> None:
+        self.config = config
+        self.buffer = buffer
+        hub = config.hub
+        headers = {"content-type": "application/json"}
+        token = hub.token()
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._client = client or httpx.AsyncClient(base_url=hub.url.rstrip("/"), timeout=hub.timeout_s, headers=headers)
+        self._backoff = Backoff(hub.backoff_initial_s, hub.backoff_max_s)
+        self.stats = SyncStats()
+        self.wake = asyncio.Event()  # set to sync now (e.g. on a new event)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def sync_once(self) -> int:
+        """Send one batch if anything is pending; return how many items the hub newly acked."""
+        readings, events = await asyncio.to_thread(self.buffer.pending, self.config.hub.batch_max_readings)
+        if readings is None and events is None:
+            return 0
+        ident = self.config.identity
+        batch = SyncBatch(edge_id=ident.edge_id, substation=ident.substation, sent_at=datetime.now(UTC),
+                          readings=readings, events=events)
+        resp = await self._client.post(SYNC_PATH, content=encode(batch))
+        if resp.status_code >= 400:
+            detail = resp.text[:500]
+            if resp.status_code >= 500:
+                raise httpx.HTTPStatusError(f"hub error {resp.status_code}: {detail}", request=resp.request,
+                                            response=resp)
+            raise HubRejected(f"hub refused the batch ({resp.status_code}): {detail}")
+        try:
+            ack = decode_ack(resp.content)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise HubRejected(f"hub answered with something that is not a sync ack: {exc}") from exc
+        if ack.edge_id != ident.edge_id:
+            raise HubRejected(f"hub acked edge {ack.edge_id!r}, expected {ident.edge_id!r}")
+        # The hub holds numbers beyond anything this buffer has made (the box was re-imaged and its
+        # buffer began again at 1): acking would discard unsent data, so renumber and resend instead.
+        renumbered = False
+        if readings is not None and ack.readings_acked_through > readings.last_seq:
+            renumbered |= await asyncio.to_thread(self.buffer.rebase, "readings", ack.readings_acked_through) > 0
+        if events is not None and ack.events_acked_through > events.last_seq:
+            renumbered |= await asyncio.to_thread(self.buffer.rebase, "events", ack.events_acked_through) > 0
+        if renumbered:
+            self.stats.renumbered += 1
+            return 0
+        await asyncio.to_thread(self.buffer.ack, ack.readings_acked_through, ack.events_acked_through)
+        n_r = len(readings.items) if readings else 0
+        n_e = len(events.items) if events else 0
+        self.stats.batches += 1
+        self.stats.readings_sent += n_r
+        self.stats.events_sent += n_e
+        self.stats.last_sync = datetime.now(UTC)
+        if ack.gaps:
+            log.warning("hub reports %d sequence numbers missing before this batch", ack.gaps)
+        return n_r + n_e
+
+    async def run(self) -> None:
+        interval = self.config.hub.sync_interval_s
+        while True:
+            try:
+                sent = await self.sync_once()
+            except (httpx.HTTPError, OSError, HubRejected) as exc:
+                self.stats.failures += 1
+                self.stats.last_error = str(exc) or type(exc).__name__
+                delay = self._backoff.next_delay()
+                if self.stats.hub_up is not False:
+                    log.error("hub %s unreachable or refusing (%s); buffering, retrying with backoff",
+                              self.config.hub.url, self.stats.last_error)
+                self.stats.hub_up = False
+                await self._sleep(delay)
+                continue
+            if self.stats.hub_up is False:
+                log.info("hub %s reachable again; sending the backlog", self.config.hub.url)
+            self.stats.hub_up = True
+            self._backoff.reset()
+            if sent == 0:
+                await self._sleep(interval)
+
+    async def _sleep(self, delay: float) -> None:
+        self.wake.clear()
+        try:
+            async with asyncio.timeout(delay):
+                await self.wake.wait()
+        except TimeoutError:
+            pass
