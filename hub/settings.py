@@ -1,0 +1,35 @@
+"""Hub settings: grouped, read from the environment, passed explicitly to ``create_app``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from protocols.config import Limits
+
+DEFAULT_DATABASE_URL = "sqlite:///var/hub.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    # Bearer tokens edges must present on /edge/sync. Empty: sync is open (fine on a closed network
+    # or a demo; the hub logs a warning at start).
+    edge_tokens: frozenset[str] = field(default_factory=frozenset)
+    # Substation recorded for readings that arrive without one (POST /sensors/process, MQTT).
+    default_substation: str = "UNASSIGNED"
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """``SENTINEL_DATABASE_URL``, ``SENTINEL_EDGE_TOKENS`` (comma-separated),
+        ``SENTINEL_DEFAULT_SUBSTATION``; keyword overrides win (e.g. from CLI flags)."""
+        env: dict[str, object] = {}
+        if url := os.environ.get("SENTINEL_DATABASE_URL"):
+            env["database_url"] = url
+        if tokens := os.environ.get("SENTINEL_EDGE_TOKENS"):
+            env["edge_tokens"] = frozenset(t.strip() for t in tokens.split(",") if t.strip())
+        if sub := os.environ.get("SENTINEL_DEFAULT_SUBSTATION"):
+            env["default_substation"] = sub
+        env.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**env)  # type: ignore[arg-type]

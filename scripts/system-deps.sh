@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the system packages the tests need, when missing: PostgreSQL server binaries, Mosquitto,
+# socat and mbpoll. Uses apt-get when we are root (CI, a fresh box); otherwise lists what is missing.
+set -euo pipefail
+
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v mbpoll >/dev/null 2>&1 || missing+=(mbpoll)
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "system-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts the packaged services; the tests start their own, so stop these.
+    for svc in postgresql mosquitto; do
+        if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+    done
+else
+    echo "system-deps: missing ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
+    echo "system-deps: tests that need them will be skipped outside CI" >&2
+fi

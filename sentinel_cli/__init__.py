@@ -1,0 +1,1 @@
+"""The ``sentinel`` command: a thin layer over the library. See ``sentinel --help``."""

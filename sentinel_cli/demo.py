@@ -1,0 +1,122 @@
+"""``sentinel demo``: a hub on SQLite, the simulated substations, one edge each, a scenario.
+
+Everything runs in one process and one event loop, on 127.0.0.1: the hub (uvicorn) on ``port``,
+the simulator's Modbus servers at the addresses the firmware configs name, and an edge daemon per
+config whose hub URL is pointed at the demo's hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import msgspec
+import uvicorn
+
+from edge.daemon import EdgeDaemon
+from hub.app import create_app
+from hub.settings import Settings
+from hub.storage import Storage, open_storage
+from protocols.config import FirmwareConfig
+
+SUMMARY_EVERY_S = 2.0
+
+
+async def start_hub(storage: Storage, port: int, settings: Settings | None = None) -> tuple[uvicorn.Server, asyncio.Task]:
+    """Serve the hub on 127.0.0.1:port in this event loop; returns once it answers /healthz."""
+    app = create_app(settings or Settings(), storage=storage)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(), name="demo.hub")
+    async with httpx.AsyncClient() as client:
+        for _ in range(200):
+            if task.done():
+                task.result()  # raises what stopped it (e.g. the port is taken)
+                raise OSError(f"hub on 127.0.0.1:{port} stopped during start-up")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return server, task
+            await asyncio.sleep(0.05)
+    raise OSError(f"hub on 127.0.0.1:{port} did not answer within 10 s")
+
+
+def summary_lines(storage: Storage, elapsed_s: float) -> list[str]:
+    counts = storage.reading_counts()
+    incidents = storage.incident_counts()
+    total = sum(incidents.values())
+    lines = [f"[{elapsed_s:6.1f}s] readings synced: "
+             + (", ".join(f"{sub} {n:,}" for sub, n in sorted(counts.items())) or "none yet")]
+    if incidents:
+        by = ", ".join(f"{t}/{s} {n}" for (t, s), n in sorted(incidents.items()))
+        lines.append(f"          incidents: {total} ({by})")
+    else:
+        lines.append("          incidents: none yet")
+    return lines
+
+
+async def run_demo(
+    configs: list[FirmwareConfig],
+    *,
+    scenario: str | None,
+    port: int = 8000,
+    duration_s: float | None = None,
+    database_url: str | None = None,
+    speed: float = 1.0,
+    out: Callable[[str], None] = lambda s: print(s, flush=True),
+) -> dict[str, int]:
+    """Run the demo; returns readings stored per substation at the end."""
+    from simulator.runner import Simulation
+    from simulator.scenario import load_scenario
+
+    with tempfile.TemporaryDirectory(prefix="sentinel-demo-") as tmp:
+        url = database_url or f"sqlite:///{Path(tmp) / 'hub.db'}"
+        storage = open_storage(url)
+        hub_url = f"http://127.0.0.1:{port}"
+        edge_configs = [
+            msgspec.structs.replace(c, hub=msgspec.structs.replace(c.hub, url=hub_url)) for c in configs
+        ]
+        scen = load_scenario(scenario, configs) if scenario else None
+        server, hub_task = await start_hub(storage, port)
+        out(f"demo: hub on {hub_url} (database {url}) - try: curl {hub_url}/incidents")
+        started = time.monotonic()
+        try:
+            async with Simulation(configs, scen, speed=speed) as sim:
+                for line in sim.endpoints:
+                    out(f"demo: simulator serves {line}")
+                if scen is not None:
+                    out(f"demo: scenario {scen.scenario_name!r}: {scen.description}")
+                daemons = [EdgeDaemon(c, buffer_path=Path(tmp) / f"{c.identity.edge_id}.db") for c in edge_configs]
+                for c in edge_configs:
+                    out(f"demo: edge {c.identity.edge_id} polls {len(c.devices)} devices of {c.identity.substation}")
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [tg.create_task(sim.run(), name="demo.sim")]
+                    tasks += [tg.create_task(d.run(), name=f"demo.edge.{d.config.identity.edge_id}") for d in daemons]
+                    try:
+                        while duration_s is None or time.monotonic() - started < duration_s:
+                            wait = SUMMARY_EVERY_S
+                            if duration_s is not None:
+                                wait = min(wait, max(0.0, duration_s - (time.monotonic() - started)))
+                            await asyncio.sleep(wait)
+                            for line in await asyncio.to_thread(summary_lines, storage, time.monotonic() - started):
+                                out(line)
+                        # let the edges send what they hold before stopping
+                        for d in daemons:
+                            d.sync.wake.set()
+                        await asyncio.sleep(min(3.0, max(c.hub.sync_interval_s for c in edge_configs) + 0.5))
+                    finally:
+                        for t in tasks:
+                            t.cancel()
+        finally:
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await hub_task
+            final = storage.reading_counts()
+            out("demo: final summary")
+            for line in summary_lines(storage, time.monotonic() - started):
+                out(line)
+            storage.close()
+        return final

@@ -1,0 +1,160 @@
+"""``sentinel`` — command-line entry point. Each subcommand parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_DIR = REPO / "firmware_configs"
+
+
+class CliError(Exception):
+    """Something the user can fix; printed as one line, exit status 2."""
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "pymodbus", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _load_configs(paths: Sequence[str] | None) -> list:
+    from protocols.config import load_config
+
+    if not paths:
+        paths = [str(p) for p in sorted(DEFAULT_CONFIG_DIR.glob("*.toml"))]
+        if not paths:
+            raise CliError(f"no firmware configs in {DEFAULT_CONFIG_DIR}; pass --config FILE")
+    return [load_config(p) for p in paths]
+
+
+# -- hub ------------------------------------------------------------------------------------------
+
+def cmd_hub_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from hub.app import create_app
+    from hub.settings import Settings
+    from hub.storage import parse_database_url
+
+    settings = Settings.from_env(database_url=args.database)
+    parse_database_url(settings.database_url)  # a bad URL fails here, before the server starts
+    print(f"hub: serving on http://{args.host}:{args.port} (database {settings.database_url}); "
+          f"API docs at /docs", flush=True)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+# -- edge -----------------------------------------------------------------------------------------
+
+def cmd_edge_run(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from edge.daemon import EdgeDaemon
+    from protocols.config import load_config
+
+    config = load_config(args.config)
+    if args.hub_url:
+        config = msgspec.structs.replace(config, hub=msgspec.structs.replace(config.hub, url=args.hub_url))
+    daemon = EdgeDaemon(config, buffer_path=args.buffer)
+    ident = config.identity
+    print(f"edge {ident.edge_id} ({ident.substation}): polling {len(config.devices)} devices, "
+          f"buffer {daemon.buffer.path}, hub {config.hub.url}", flush=True)
+    try:
+        asyncio.run(daemon.run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# -- simulator ------------------------------------------------------------------------------------
+
+def cmd_sim_run(args: argparse.Namespace) -> int:
+    from simulator.runner import serve
+
+    try:
+        asyncio.run(serve(args.config or [str(p) for p in sorted(DEFAULT_CONFIG_DIR.glob("*.toml"))],
+                          args.scenario, duration_s=args.duration, speed=args.speed))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# -- demo -----------------------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sentinel_cli.demo import run_demo
+
+    configs = _load_configs(args.config)
+    try:
+        asyncio.run(run_demo(configs, scenario=args.scenario, port=args.port, duration_s=args.duration,
+                             database_url=args.database, speed=args.speed))
+    except KeyboardInterrupt:
+        print("\ndemo: stopped", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sentinel", description="SmartGrid Sentinel: substation edge, hub and simulator.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    hub = sub.add_parser("hub", help="the hub service").add_subparsers(dest="hub_command", required=True, metavar="ACTION")
+    s = hub.add_parser("serve", help="serve the hub's HTTP API")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--database", default=None,
+                   help="sqlite:///relative.db, sqlite:////absolute/path.db or postgresql://user@host:port/db "
+                        "(default $SENTINEL_DATABASE_URL or sqlite:///var/hub.db)")
+    s.set_defaults(func=cmd_hub_serve)
+
+    edge = sub.add_parser("edge", help="the substation edge daemon").add_subparsers(dest="edge_command", required=True, metavar="ACTION")
+    s = edge.add_parser("run", help="poll devices, check limits, buffer and sync to the hub")
+    s.add_argument("--config", required=True, help="firmware config (TOML), e.g. firmware_configs/nairobi-s1.toml")
+    s.add_argument("--hub-url", default=None, help="override the config's hub URL")
+    s.add_argument("--buffer", default=None, help="override the config's buffer path")
+    s.set_defaults(func=cmd_edge_run)
+
+    sim = sub.add_parser("sim", help="simulated substations").add_subparsers(dest="sim_command", required=True, metavar="ACTION")
+    s = sim.add_parser("run", help="serve the simulated substations of the firmware configs and play a scenario")
+    s.add_argument("scenario", help="scenario JSON, e.g. scenarios/medium_risk_voltage_fluctuation.json")
+    s.add_argument("--config", action="append", help="firmware config to serve (repeatable; default: all in firmware_configs/)")
+    s.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until Ctrl-C)")
+    s.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall-clock second (default 1)")
+    s.set_defaults(func=cmd_sim_run)
+
+    s = sub.add_parser("demo", help="hub + two simulated substations + their edges, running a scenario")
+    s.add_argument("--port", type=int, default=8000, help="hub port (default 8000)")
+    s.add_argument("--duration", type=float, default=None, help="exit 0 after this many seconds (default: until Ctrl-C)")
+    s.add_argument("--scenario", default=str(REPO / "scenarios" / "medium_risk_voltage_fluctuation.json"),
+                   help="scenario JSON (default: the seed's medium-risk voltage fluctuation)")
+    s.add_argument("--config", action="append", help="firmware config (repeatable; default: all in firmware_configs/)")
+    s.add_argument("--database", default=None, help="hub database URL (default: a fresh SQLite file in a temp dir)")
+    s.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall-clock second (default 1)")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from protocols.config import ConfigError
+
+    try:
+        return args.func(args)
+    except (CliError, ConfigError, ValueError, OSError) as exc:
+        print(f"sentinel: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
