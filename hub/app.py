@@ -14,7 +14,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.params import Parameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from agents import grid_monitor
 from hub.settings import Settings
@@ -78,7 +78,7 @@ def _check_token(request: Request, settings: Settings) -> None:
 
 
 @post(SYNC_PATH, sync_to_thread=True, status_code=200, summary="Edge sync: store a batch, answer with an ack")
-def edge_sync(data: SyncBatch, request: Request, state: State) -> SyncAck:
+def edge_sync(data: JSONBody[SyncBatch], request: Request, state: State) -> SyncAck:
     """Idempotent: items at or below the edge's high-water marks are acknowledged, not stored again."""
     _check_token(request, state.settings)
     for name, run in (("readings", data.readings), ("events", data.events)):
@@ -94,7 +94,7 @@ def edge_sync(data: SyncBatch, request: Request, state: State) -> SyncAck:
 
 
 @post("/sensors/process", sync_to_thread=True, status_code=200, summary="Ingest readings (the seed's API)")
-def sensors_process(data: SensorBatch, state: State) -> ProcessResult:
+def sensors_process(data: JSONBody[SensorBatch], state: State) -> ProcessResult:
     """Store readings in the telemetry schema, check them against the grid code, raise incidents."""
     started = time.perf_counter()
     settings: Settings = state.settings
@@ -113,9 +113,9 @@ def sensors_process(data: SensorBatch, state: State) -> ProcessResult:
 @get("/incidents", sync_to_thread=True, summary="List incidents, newest first")
 def list_incidents(
     state: State,
-    status: Status | None = None,
-    severity: SeverityName | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=10_000)] = 100,
+    status: FromQuery[Status | None] = None,
+    severity: FromQuery[SeverityName | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 100,
 ) -> IncidentList:
     return IncidentList(incidents=_storage(state).list_incidents(status, severity, limit))
 

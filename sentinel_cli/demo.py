@@ -8,40 +8,19 @@ config whose hub URL is pointed at the demo's hub.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import msgspec
-import uvicorn
 
 from edge.daemon import EdgeDaemon
-from hub.app import create_app
-from hub.settings import Settings
+from hub.server import HubServer
 from hub.storage import Storage, open_storage
 from protocols.config import FirmwareConfig
 
 SUMMARY_EVERY_S = 2.0
-
-
-async def start_hub(storage: Storage, port: int, settings: Settings | None = None) -> tuple[uvicorn.Server, asyncio.Task]:
-    """Serve the hub on 127.0.0.1:port in this event loop; returns once it answers /healthz."""
-    app = create_app(settings or Settings(), storage=storage)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(), name="demo.hub")
-    async with httpx.AsyncClient() as client:
-        for _ in range(200):
-            if task.done():
-                task.result()  # raises what stopped it (e.g. the port is taken)
-                raise OSError(f"hub on 127.0.0.1:{port} stopped during start-up")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    return server, task
-            await asyncio.sleep(0.05)
-    raise OSError(f"hub on 127.0.0.1:{port} did not answer within 10 s")
 
 
 def summary_lines(storage: Storage, elapsed_s: float) -> list[str]:
@@ -80,7 +59,8 @@ async def run_demo(
             msgspec.structs.replace(c, hub=msgspec.structs.replace(c.hub, url=hub_url)) for c in configs
         ]
         scen = load_scenario(scenario, configs) if scenario else None
-        server, hub_task = await start_hub(storage, port)
+        hub = HubServer(storage, port)
+        await hub.start()
         out(f"demo: hub on {hub_url} (database {url}) - try: curl {hub_url}/incidents")
         started = time.monotonic()
         try:
@@ -111,9 +91,7 @@ async def run_demo(
                         for t in tasks:
                             t.cancel()
         finally:
-            server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await hub_task
+            await hub.stop()
             final = storage.reading_counts()
             out("demo: final summary")
             for line in summary_lines(storage, time.monotonic() - started):

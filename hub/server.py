@@ -1,0 +1,49 @@
+"""Serving the hub inside an existing event loop (the demo, end-to-end tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+import uvicorn
+
+from hub.app import create_app
+from hub.settings import Settings
+from hub.storage import Storage
+
+
+class HubServer:
+    """The hub on ``host:port`` as a task of the running loop. ``await start()``, ``await stop()``."""
+
+    def __init__(self, storage: Storage, port: int, host: str = "127.0.0.1", settings: Settings | None = None) -> None:
+        self.host, self.port = host, port
+        self.url = f"http://{host}:{port}"
+        app = create_app(settings or Settings(), storage=storage)
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout_s: float = 10.0) -> None:
+        """Start serving; returns once /healthz answers. Raises OSError if it cannot."""
+        self._task = asyncio.create_task(self._server.serve(), name=f"hub.{self.port}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        async with httpx.AsyncClient() as client:
+            while loop.time() < deadline:
+                if self._task.done():
+                    self._task.result()  # raises what stopped it
+                    raise OSError(f"hub on {self.host}:{self.port} stopped during start-up (is the port in use?)")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.05)
+        await self.stop()
+        raise OSError(f"hub on {self.host}:{self.port} did not answer within {timeout_s:g} s")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
