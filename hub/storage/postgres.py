@@ -252,11 +252,13 @@ class PostgresStorage:
         conn.execute(f"CREATE TABLE IF NOT EXISTS readings ({_READINGS_COLUMNS_DDL})")
         (version,) = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
         major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+        # if_not_exists: already a hypertable is fine; migrate_data: a plain table with rows is converted.
         if major_minor >= (2, 13):
-            conn.execute("SELECT create_hypertable('readings', by_range('ts', INTERVAL '1 day'), if_not_exists => TRUE)")
-        else:
+            conn.execute("SELECT create_hypertable('readings', by_range('ts', INTERVAL '1 day'),"
+                         " if_not_exists => TRUE, migrate_data => TRUE)")
+        else:  # the interface before 2.13
             conn.execute("SELECT create_hypertable('readings', 'ts', chunk_time_interval => INTERVAL '1 day',"
-                         " if_not_exists => TRUE)")
+                         " if_not_exists => TRUE, migrate_data => TRUE)")
         conn.execute("CREATE INDEX IF NOT EXISTS readings_device_metric_ts ON readings (device_id, metric, ts)")
         # Compression settings cannot be changed while compressed chunks exist: set them only once.
         row = conn.execute(
@@ -266,12 +268,12 @@ class PostgresStorage:
         if not (row and row[0]):
             conn.execute("ALTER TABLE readings SET (timescaledb.compress,"
                          " timescaledb.compress_segmentby = 'device_id, metric', timescaledb.compress_orderby = 'ts')")
-        conn.execute("SELECT add_compression_policy('readings', compress_after => %s::interval, if_not_exists => TRUE)",
-                     (self._compress_after,))
+        conn.execute("SELECT add_compression_policy('readings', compress_after => %s::interval,"
+                     " if_not_exists => TRUE)", (self._compress_after,))
         if self._retain_for is not None:
             # if_not_exists keeps an existing policy as it is (with a notice) even if its window differs.
-            conn.execute("SELECT add_retention_policy('readings', drop_after => %s::interval, if_not_exists => TRUE)",
-                         (self._retain_for,))
+            conn.execute("SELECT add_retention_policy('readings', drop_after => %s::interval,"
+                         " if_not_exists => TRUE)", (self._retain_for,))
 
     def _ensure_partitions(self, readings: Iterable[Reading]) -> None:
         """Give every UTC day in ``readings`` its partition before a COPY writes to it.
@@ -316,7 +318,8 @@ class PostgresStorage:
                     sql.SQL("WITH moved AS (DELETE FROM readings_default WHERE ts >= {lo} AND ts < {hi} RETURNING *)"
                             " INSERT INTO {name} SELECT * FROM moved").format(
                         lo=sql.Literal(lo), hi=sql.Literal(hi), name=sql.Identifier(name)))
-                conn.execute(sql.SQL("ALTER TABLE readings ATTACH PARTITION {} {}").format(sql.Identifier(name), bounds))
+                conn.execute(sql.SQL("ALTER TABLE readings ATTACH PARTITION {} {}")
+                             .format(sql.Identifier(name), bounds))
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -414,7 +417,8 @@ class PostgresStorage:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def list_incidents(self, status: str | None = None, severity: str | None = None, limit: int = 100) -> list[Incident]:
+    def list_incidents(self, status: str | None = None, severity: str | None = None,
+                       limit: int = 100) -> list[Incident]:
         where, args = [], []
         if status:
             where.append("status = %s")

@@ -1,0 +1,435 @@
+"""One suite for both hub storages: whatever SQLite does, PostgreSQL must do identically.
+
+The PostgreSQL cases run against a throwaway server (tests/support/pg.py) on 127.0.0.1, one fresh
+database per test.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from hub.storage import open_storage
+from hub.storage.base import EdgeState, Incident, NewIncident, Storage
+from hub.storage.sqlite import SQLiteStorage
+from protocols.reading import Reading
+from protocols.wire import Event, EventRun, ReadingRun, SyncBatch
+
+T0 = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)  # an hour before midnight: batches span two UTC days
+SUB = "nairobi-s1"
+EDGE = "edge-nairobi-1"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def storage(request: pytest.FixtureRequest, tmp_path) -> Iterator[Storage]:
+    if request.param == "sqlite":
+        store: Storage = SQLiteStorage(tmp_path / "hub.db")
+    else:
+        store = open_storage(request.getfixturevalue("postgres_url"))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+# -- builders ----------------------------------------------------------------------------------------
+
+
+def readings(n: int, *, start: int = 0, device: str = "feeder-1", metric: str = "voltage_l1",
+             step: timedelta = timedelta(minutes=1), substation: str = SUB) -> list[Reading]:
+    """``n`` readings one ``step`` apart from ``T0 + start*step``; value ``230 + i/10`` (``i`` absolute)."""
+    return [
+        Reading(ts=T0 + (start + i) * step, substation=substation, device_id=device, metric=metric,
+                value=230.0 + (start + i) / 10, unit="V", quality=0.95, flags=0)
+        for i in range(n)
+    ]
+
+
+def events(n: int, *, start: int = 0) -> list[Event]:
+    """Alternating raised/cleared voltage sags; value ``200 + i`` (``i`` absolute)."""
+    return [
+        Event(ts=T0 + timedelta(minutes=start + i), substation=SUB, device_id="feeder-1", metric="voltage_l1",
+              type="voltage_sag", state="raised" if (start + i) % 2 == 0 else "cleared",
+              severity="CRITICAL" if (start + i) % 4 == 0 else "WARNING", value=200.0 + start + i,
+              threshold=207.0, nominal=230.0, unit="V", description=f"sag {start + i}")
+        for i in range(n)
+    ]
+
+
+def batch(r_first: int | None = None, r_items: Sequence[Reading] = (), e_first: int | None = None,
+          e_items: Sequence[Event] = (), edge: str = EDGE) -> SyncBatch:
+    return SyncBatch(
+        edge_id=edge, substation=SUB, sent_at=datetime.now(UTC),
+        readings=ReadingRun(first_seq=r_first, items=list(r_items)) if r_first is not None else None,
+        events=EventRun(first_seq=e_first, items=list(e_items)) if e_first is not None else None,
+    )
+
+
+class Incidents:
+    """An incident maker that records what it was given: one incident per *raised* event."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[Event]] = []
+
+    def __call__(self, new_events: Sequence[Event]) -> list[NewIncident]:
+        self.calls.append(list(new_events))
+        return [
+            NewIncident(timestamp=e.ts, type=e.type, device_id=e.device_id, severity=e.severity,
+                        description=e.description, agent="edge-limits", substation=e.substation, metric=e.metric,
+                        value=e.value)
+            for e in new_events if e.state == "raised"
+        ]
+
+
+def new_incident(ts: datetime, severity: str = "WARNING", type_: str = "voltage_sag",
+                 value: float | None = 201.5) -> NewIncident:
+    return NewIncident(timestamp=ts, type=type_, device_id="tx-1", severity=severity, description="d",
+                       agent="analyst", substation=SUB, metric="voltage_l1", value=value)
+
+
+def values(store: Storage, **kw) -> list[float | None]:
+    return [r.value for r in store.query_readings("feeder-1", "voltage_l1", **kw)]
+
+
+# -- sync ----------------------------------------------------------------------------------------------
+
+
+def test_sync_stores_readings_and_events_and_makes_incidents_from_them(storage: Storage) -> None:
+    maker = Incidents()
+    ack = storage.apply_sync(batch(1, readings(120), 1, events(6)), maker)
+
+    assert (ack.edge_id, ack.readings_acked_through, ack.events_acked_through) == (EDGE, 120, 6)
+    assert (ack.readings_stored, ack.events_stored, ack.duplicates, ack.gaps) == (120, 6, 0, 0)
+    assert storage.reading_counts() == {SUB: 120}
+    assert [len(c) for c in maker.calls] == [6]
+    assert storage.incident_counts() == {("voltage_sag", "CRITICAL"): 2, ("voltage_sag", "WARNING"): 1}
+    got = storage.query_readings("feeder-1", "voltage_l1")
+    assert got == readings(120)
+
+
+def test_resending_a_batch_stores_nothing_twice_and_acks_the_same_marks(storage: Storage) -> None:
+    maker = Incidents()
+    sent = batch(1, readings(50), 1, events(4))
+    first = storage.apply_sync(sent, maker)
+    counts = (storage.reading_counts(), storage.incident_counts())
+
+    again = storage.apply_sync(sent, maker)
+
+    assert (again.readings_acked_through, again.events_acked_through) == (
+        first.readings_acked_through, first.events_acked_through) == (50, 4)
+    assert (again.readings_stored, again.events_stored, again.duplicates, again.gaps) == (0, 0, 54, 0)
+    assert (storage.reading_counts(), storage.incident_counts()) == counts
+    assert len(maker.calls) == 1  # no new events, so no call to make incidents
+    assert len(storage.list_incidents()) == 2
+
+
+def test_an_overlapping_batch_stores_only_the_new_tail(storage: Storage) -> None:
+    maker = Incidents()
+    storage.apply_sync(batch(1, readings(10), 1, events(4)), maker)
+
+    ack = storage.apply_sync(batch(6, readings(10, start=5), 3, events(5, start=2)), maker)
+
+    assert (ack.readings_stored, ack.events_stored, ack.duplicates, ack.gaps) == (5, 3, 5 + 2, 0)
+    assert (ack.readings_acked_through, ack.events_acked_through) == (15, 7)
+    assert values(storage) == [230.0 + i / 10 for i in range(15)]
+    assert [e.description for e in maker.calls[1]] == ["sag 4", "sag 5", "sag 6"]
+
+
+def test_a_batch_entirely_below_the_marks_changes_nothing(storage: Storage) -> None:
+    storage.apply_sync(batch(1, readings(10), 1, events(3)), Incidents())
+
+    ack = storage.apply_sync(batch(3, readings(4, start=2), 2, events(1, start=1)), Incidents())
+
+    assert (ack.readings_acked_through, ack.events_acked_through) == (10, 3)
+    assert (ack.readings_stored, ack.events_stored, ack.duplicates) == (0, 0, 5)
+    assert storage.reading_counts() == {SUB: 10}
+
+
+def test_gaps_are_counted_per_batch_and_in_total(storage: Storage) -> None:
+    storage.apply_sync(batch(1, readings(10), 1, events(2)), Incidents())
+
+    ack = storage.apply_sync(batch(14, readings(5, start=13)), Incidents())  # 11..13 never arrive
+    assert (ack.gaps, ack.readings_acked_through, ack.readings_stored) == (3, 18, 5)
+    ack = storage.apply_sync(batch(None, (), 5, events(1, start=4)), Incidents())  # events 3..4 lost
+    assert (ack.gaps, ack.events_acked_through) == (2, 5)
+
+    (state,) = storage.edge_states()
+    assert state.gaps == 5
+    assert (state.readings_acked_through, state.events_acked_through) == (18, 5)
+
+
+def test_a_first_batch_that_does_not_start_at_one_counts_the_gap(storage: Storage) -> None:
+    ack = storage.apply_sync(batch(101, readings(3)), Incidents())
+    assert (ack.gaps, ack.readings_acked_through, ack.duplicates) == (100, 103, 0)
+
+
+@pytest.mark.parametrize("known_edge", [False, True], ids=["new-edge", "known-edge"])
+def test_concurrent_syncs_of_the_same_batch_store_it_once(storage: Storage, known_edge: bool) -> None:
+    maker = Incidents()
+    sent = batch(1, readings(2_000, step=timedelta(seconds=1)), 1, events(10))
+    if known_edge:  # the edge's row exists already, so only the row lock can keep the syncs apart
+        storage.apply_sync(batch(1, sent.readings.items[:1], 1, sent.events.items[:1]), maker)
+    barrier = threading.Barrier(4)
+    acks, errors = [], []
+
+    def sync() -> None:
+        try:
+            barrier.wait(timeout=10)
+            acks.append(storage.apply_sync(sent, maker))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sync, name=f"sync-{i}") for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert errors == []
+    already = 1 if known_edge else 0
+    assert sorted(a.readings_stored for a in acks) == [0, 0, 0, 2_000 - already]
+    assert sorted(a.events_stored for a in acks) == [0, 0, 0, 10 - already]
+    assert {(a.readings_acked_through, a.events_acked_through) for a in acks} == {(2_000, 10)}
+    assert storage.reading_counts() == {SUB: 2_000}
+    assert len(storage.list_incidents()) == 5
+    assert len(maker.calls) == 1 + already
+
+
+def test_concurrent_syncs_from_different_edges_all_land(storage: Storage) -> None:
+    def sync(i: int) -> None:
+        storage.apply_sync(batch(1, readings(300, device=f"feeder-{i}"), edge=f"edge-{i}"), Incidents())
+
+    threads = [threading.Thread(target=sync, args=(i,), name=f"edge-{i}") for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert storage.reading_counts() == {SUB: 1_200}
+    assert [s.edge_id for s in storage.edge_states()] == ["edge-0", "edge-1", "edge-2", "edge-3"]
+
+
+def test_values_none_round_trip(storage: Storage) -> None:
+    sent = [Reading(ts=T0, substation=SUB, device_id="feeder-1", metric="voltage_l1", value=None, unit="V",
+                    quality=0.0, flags=16),
+            Reading(ts=T0 + timedelta(seconds=1), substation=SUB, device_id="feeder-1", metric="voltage_l1",
+                    value=0.0, unit="V")]
+    storage.apply_sync(batch(1, sent), Incidents())
+
+    assert storage.query_readings("feeder-1", "voltage_l1") == sent
+    (inc,) = storage.add_incidents([new_incident(T0, value=None)])
+    assert inc.value is None
+
+
+# -- insert_readings -----------------------------------------------------------------------------------
+
+
+def test_insert_readings_stores_readings_without_sequence(storage: Storage) -> None:
+    assert storage.insert_readings(readings(30), "http") == 30
+    assert storage.insert_readings(readings(30), "mqtt") == 30  # no sequence, so no de-duplication
+    assert storage.insert_readings([], "http") == 0
+
+    assert storage.reading_counts() == {SUB: 60}
+    assert storage.edge_states() == []
+    assert len(storage.query_readings("feeder-1", "voltage_l1")) == 60
+
+
+def test_readings_from_other_time_zones_are_stored_in_utc(storage: Storage) -> None:
+    eat = timezone(timedelta(hours=3))
+    local = Reading(ts=datetime(2026, 3, 2, 1, 30, tzinfo=eat), substation=SUB, device_id="feeder-1",
+                    metric="voltage_l1", value=231.0)  # 22:30 UTC on 1 March
+    storage.insert_readings([local], "http")
+
+    (got,) = storage.query_readings("feeder-1", "voltage_l1")
+    assert got.ts == datetime(2026, 3, 1, 22, 30, tzinfo=UTC)
+    assert got.ts.utcoffset() == timedelta(0)
+
+
+# -- incidents -----------------------------------------------------------------------------------------
+
+
+def test_add_incidents_numbers_them_by_year_and_returns_them(storage: Storage) -> None:
+    added = storage.add_incidents([new_incident(datetime(2025, 12, 31, 23, 59, tzinfo=UTC)),
+                                   new_incident(T0, severity="CRITICAL", value=190.0)])
+
+    assert [i.id for i in added] == ["INC-2025-000001", "INC-2026-000002"]
+    first = added[0]
+    assert isinstance(first, Incident)
+    assert (first.status, first.type, first.device_id, first.agent, first.metric) == (
+        "OPEN", "voltage_sag", "tx-1", "analyst", "voltage_l1")
+    assert first.timestamp == datetime(2025, 12, 31, 23, 59, tzinfo=UTC)
+    assert first.timestamp.tzinfo is not None and first.timestamp.utcoffset() == timedelta(0)
+    assert isinstance(added[1].value, float) and added[1].value == 190.0
+    assert storage.add_incidents([]) == []
+
+
+def test_list_incidents_is_newest_first_and_filters(storage: Storage) -> None:
+    severities = ["WARNING", "CRITICAL", "WARNING", "EMERGENCY", "CRITICAL"]
+    storage.add_incidents([new_incident(T0 + timedelta(hours=i), severity=s) for i, s in enumerate(severities)])
+
+    assert [i.id for i in storage.list_incidents()] == [f"INC-2026-{n:06d}" for n in (5, 4, 3, 2, 1)]
+    assert [i.id for i in storage.list_incidents(severity="CRITICAL")] == ["INC-2026-000005", "INC-2026-000002"]
+    assert len(storage.list_incidents(status="OPEN")) == 5
+    assert storage.list_incidents(status="RESOLVED") == []
+    assert [i.id for i in storage.list_incidents(status="OPEN", severity="WARNING", limit=1)] == ["INC-2026-000003"]
+    assert [i.id for i in storage.list_incidents(limit=2)] == ["INC-2026-000005", "INC-2026-000004"]
+    assert len(storage.list_incidents(status="", severity="")) == 5  # empty filters are no filters
+
+
+def test_incident_counts_group_by_type_and_severity(storage: Storage) -> None:
+    storage.add_incidents([new_incident(T0), new_incident(T0), new_incident(T0, severity="CRITICAL"),
+                           new_incident(T0, type_="over_frequency")])
+    assert storage.incident_counts() == {
+        ("voltage_sag", "WARNING"): 2, ("voltage_sag", "CRITICAL"): 1, ("over_frequency", "WARNING"): 1}
+
+
+# -- reads ---------------------------------------------------------------------------------------------
+
+
+def test_reading_counts_are_per_substation(storage: Storage) -> None:
+    assert storage.reading_counts() == {}
+    storage.insert_readings(readings(7), "http")
+    storage.insert_readings(readings(3, substation="mombasa-s1"), "mqtt")
+    assert storage.reading_counts() == {SUB: 7, "mombasa-s1": 3}
+
+
+def test_edge_states_report_marks_gaps_and_last_sync(storage: Storage) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    storage.apply_sync(batch(1, readings(5), edge="edge-b"), Incidents())
+    storage.apply_sync(batch(3, readings(2), 1, events(2), edge="edge-a"), Incidents())
+
+    states = storage.edge_states()
+
+    assert [(s.edge_id, s.substation, s.readings_acked_through, s.events_acked_through, s.gaps) for s in states] == [
+        ("edge-a", SUB, 4, 2, 2), ("edge-b", SUB, 5, 0, 0)]
+    for s in states:
+        assert isinstance(s, EdgeState)
+        assert s.last_sync is not None and s.last_sync.utcoffset() == timedelta(0)
+        assert before <= s.last_sync <= datetime.now(UTC) + timedelta(seconds=5)
+
+
+def test_query_readings_ranges_are_half_open_and_oldest_first(storage: Storage) -> None:
+    storage.insert_readings(list(reversed(readings(100))), "http")  # stored out of order
+    storage.insert_readings(readings(100, metric="frequency"), "http")
+    storage.insert_readings(readings(100, device="feeder-2"), "http")
+    at = lambda i: T0 + timedelta(minutes=i)  # noqa: E731
+
+    assert values(storage) == [230.0 + i / 10 for i in range(100)]
+    assert values(storage, start=at(10), end=at(20)) == [230.0 + i / 10 for i in range(10, 20)]
+    assert values(storage, start=at(95)) == [230.0 + i / 10 for i in range(95, 100)]
+    assert values(storage, end=at(3)) == [230.0, 230.1, 230.2]
+    assert values(storage, start=at(50), limit=2) == [235.0, 235.1]
+    assert values(storage, start=at(200)) == []
+    assert storage.query_readings("feeder-9", "voltage_l1") == []
+    got = storage.query_readings("feeder-2", "voltage_l1", limit=1)[0]
+    assert (got.device_id, got.metric, got.unit, got.quality, got.flags) == ("feeder-2", "voltage_l1", "V", 0.95, 0)
+    assert type(got.value) is float and type(got.quality) is float and type(got.flags) is int
+    assert got.ts == T0 and got.ts.utcoffset() == timedelta(0)
+
+
+# -- PostgreSQL only -----------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_postgres_answers_exactly_as_sqlite_does(postgres_url: str, tmp_path) -> None:
+    from hub.storage.postgres import PostgresStorage
+
+    def scenario(store: Storage) -> list:
+        maker = Incidents()
+        acks = [
+            store.apply_sync(batch(1, readings(40), 1, events(6)), maker),
+            store.apply_sync(batch(31, readings(20, start=30), 5, events(4, start=4)), maker),
+            store.apply_sync(batch(60, readings(5, start=59)), maker),
+        ]
+        store.insert_readings(readings(5, device="feeder-2", metric="frequency") + [
+            Reading(ts=T0, substation="mombasa-s1", device_id="x", metric="m", value=None)], "http")
+        added = store.add_incidents([new_incident(datetime(2025, 6, 1, tzinfo=UTC), value=None)])
+        states = [(s.edge_id, s.substation, s.readings_acked_through, s.events_acked_through, s.gaps)
+                  for s in store.edge_states()]
+        return [acks, added, store.list_incidents(), store.list_incidents(severity="CRITICAL", limit=2),
+                store.reading_counts(), store.incident_counts(), states,
+                store.query_readings("feeder-1", "voltage_l1", start=T0 + timedelta(minutes=5), limit=30),
+                store.query_readings("x", "m")]
+
+    lite = SQLiteStorage(tmp_path / "hub.db")
+    pg = PostgresStorage(postgres_url)
+    try:
+        assert scenario(pg) == scenario(lite)
+    finally:
+        lite.close()
+        pg.close()
+
+
+@pytest.mark.postgres
+def test_postgres_without_timescaledb_partitions_readings_by_utc_day(postgres_url: str) -> None:
+    import psycopg
+
+    from hub.storage.postgres import PostgresStorage
+
+    with PostgresStorage(postgres_url) as store:
+        assert store.backend == "postgresql"
+        # 23:00 on 1 March to 01:59 on 2 March, UTC; and one reading three days later.
+        store.apply_sync(batch(1, readings(180)), Incidents())
+        store.insert_readings(readings(1, start=3 * 24 * 60), "http")
+
+    with psycopg.connect(postgres_url) as conn:
+        partitions = {name for (name,) in conn.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'readings'::regclass")}
+        placed = dict(conn.execute("SELECT tableoid::regclass::text, count(*) FROM readings GROUP BY 1"))
+        (kind,) = conn.execute("SELECT relkind FROM pg_class WHERE relname = 'readings'").fetchone()
+        indexes = dict(conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'readings'").fetchall())
+
+    assert kind == "p"
+    assert partitions == {"readings_default", "readings_p20260301", "readings_p20260302", "readings_p20260304"}
+    assert placed == {"readings_p20260301": 60, "readings_p20260302": 120, "readings_p20260304": 1}
+    assert "USING brin (ts)" in indexes["readings_ts_brin"]
+    assert "(device_id, metric, ts)" in indexes["readings_device_metric_ts"]
+
+
+@pytest.mark.postgres
+def test_postgres_reopens_an_existing_database(postgres_url: str) -> None:
+    from hub.storage.postgres import PostgresStorage
+
+    with PostgresStorage(postgres_url) as store:
+        store.apply_sync(batch(1, readings(100)), Incidents())
+        store.add_incidents([new_incident(T0)])
+    with PostgresStorage(postgres_url) as store:  # schema creation is idempotent; partitions remembered
+        assert store.backend == "postgresql"
+        ack = store.apply_sync(batch(1, readings(120)), Incidents())
+        assert (ack.readings_stored, ack.duplicates) == (20, 100)
+        assert store.reading_counts() == {SUB: 120}
+        assert [i.id for i in store.add_incidents([new_incident(T0)])] == ["INC-2026-000002"]
+
+
+@pytest.mark.postgres
+def test_postgres_moves_stray_rows_out_of_the_default_partition(postgres_url: str) -> None:
+    import psycopg
+
+    from hub.storage.postgres import PostgresStorage
+
+    with PostgresStorage(postgres_url) as store:
+        store.insert_readings(readings(3), "http")
+    with psycopg.connect(postgres_url) as conn:  # someone drops a day's partition; new rows land in DEFAULT
+        conn.execute("DROP TABLE readings_p20260301")
+        conn.execute("INSERT INTO readings (ts, substation, device_id, metric, value, unit, quality, flags, source)"
+                     " VALUES ('2026-03-01 23:30+00', 's', 'd', 'm', 1, '', 1, 0, 'http')")
+    with PostgresStorage(postgres_url) as store:
+        store.insert_readings(readings(1, start=5), "http")
+        assert store.reading_counts() == {SUB: 1, "s": 1}
+    with psycopg.connect(postgres_url) as conn:
+        placed = dict(conn.execute("SELECT tableoid::regclass::text, count(*) FROM readings GROUP BY 1"))
+    assert placed == {"readings_p20260301": 2}
+
+
+def test_postgres_unreachable_server_is_a_clear_error() -> None:
+    from tests.conftest import free_port
+
+    from hub.storage.postgres import PostgresStorage, PostgresUnavailable
+
+    port = free_port()
+    with pytest.raises(PostgresUnavailable, match=f"127.0.0.1:{port}/nothing"):
+        PostgresStorage(f"postgresql://nobody@127.0.0.1:{port}/nothing", connect_timeout_s=1)
