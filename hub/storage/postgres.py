@@ -21,9 +21,10 @@ both store the same sequence numbers.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import psycopg
 from psycopg import sql
@@ -38,8 +39,6 @@ __all__ = ["PostgresStorage", "PostgresUnavailable"]
 
 log = logging.getLogger(__name__)
 
-_DAY_S = 86_400
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SCHEMA_LOCK = 0x5E47_0001  # advisory lock keys: schema creation, partition creation
 _PARTITION_LOCK = 0x5E47_0002
 
@@ -134,13 +133,23 @@ def _where(url: str) -> str:
     return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
 
 
-def _day(ts: datetime) -> int:
-    """Days since the epoch of ``ts``'s UTC date (negative before 1970)."""
-    return int(ts.timestamp() // _DAY_S)
+def _utc_days(readings: Iterable[Reading]) -> set[int]:
+    """The UTC dates (as ordinals) of the readings' timestamps."""
+    days: set[int] = set()
+    add = days.add
+    for r in readings:
+        ts = r.ts
+        add(ts.toordinal() if ts.tzinfo is UTC else ts.astimezone(UTC).toordinal())  # the fast path is common
+    return days
 
 
 def _partition_name(day: int) -> str:
-    return f"readings_p{(_EPOCH + timedelta(days=day)):%Y%m%d}"
+    d = date.fromordinal(day)
+    return f"readings_p{d.year:04d}{d.month:02d}{d.day:02d}"
+
+
+def _midnight(day: int) -> str:
+    return datetime.combine(date.fromordinal(day), time(), UTC).isoformat()
 
 
 def _reading_rows(readings: Sequence[Reading], source: str, first_seq: int | None) -> list[tuple]:
@@ -174,7 +183,7 @@ class PostgresStorage:
         self._where = _where(url)
         self._compress_after = compress_after
         self._retain_for = retain_for
-        self._partitions: set[int] = set()  # days (since the epoch) that have their own partition
+        self._partitions: set[int] = set()  # UTC dates (ordinals) that have their own partition
         self._partition_lock = threading.Lock()
         self._pool = ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, name="hub-storage",
@@ -233,9 +242,8 @@ class PostgresStorage:
                     " WHERE i.inhparent = 'readings'::regclass"
                 ).fetchall()
                 for (name,) in rows:
-                    if name.startswith("readings_p") and len(name) == len("readings_p20260101"):
-                        day = datetime.strptime(name[len("readings_p"):], "%Y%m%d").replace(tzinfo=UTC)
-                        self._partitions.add(_day(day))
+                    if re.fullmatch(r"readings_p\d{8}", name):
+                        self._partitions.add(datetime.strptime(name[len("readings_p"):], "%Y%m%d").toordinal())
         return backend
 
     @staticmethod
@@ -283,7 +291,7 @@ class PostgresStorage:
         """
         if self.backend != "postgresql":
             return
-        days = {_day(r.ts) for r in readings}
+        days = _utc_days(readings)
         if days <= self._partitions:
             return
         with self._partition_lock, self._pool.connection() as conn:
@@ -299,8 +307,7 @@ class PostgresStorage:
     @staticmethod
     def _create_partition(conn: psycopg.Connection, day: int) -> None:
         name = _partition_name(day)
-        lo = (_EPOCH + timedelta(days=day)).isoformat()
-        hi = (_EPOCH + timedelta(days=day + 1)).isoformat()
+        lo, hi = _midnight(day), _midnight(day + 1)
         if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None:
             return
         bounds = sql.SQL("FOR VALUES FROM ({}) TO ({})").format(sql.Literal(lo), sql.Literal(hi))
