@@ -212,6 +212,24 @@ def test_concurrent_syncs_from_different_edges_all_land(storage: Storage) -> Non
     assert [s.edge_id for s in storage.edge_states()] == ["edge-0", "edge-1", "edge-2", "edge-3"]
 
 
+def test_a_failing_sync_leaves_nothing_behind(storage: Storage) -> None:
+    storage.apply_sync(batch(1, readings(5), 1, events(2)), Incidents())
+
+    def broken(new_events: Sequence[Event]) -> list[NewIncident]:
+        raise RuntimeError("analyst crashed")
+
+    sent = batch(6, readings(5, start=5), 3, events(2, start=2))
+    with pytest.raises(RuntimeError, match="analyst crashed"):
+        storage.apply_sync(sent, broken)
+
+    assert storage.reading_counts() == {SUB: 5}
+    (state,) = storage.edge_states()
+    assert (state.readings_acked_through, state.events_acked_through) == (5, 2)
+    ack = storage.apply_sync(sent, Incidents())  # the edge resends; now it lands, once
+    assert (ack.readings_stored, ack.events_stored, ack.duplicates) == (5, 2, 0)
+    assert storage.reading_counts() == {SUB: 10}
+
+
 def test_values_none_round_trip(storage: Storage) -> None:
     sent = [Reading(ts=T0, substation=SUB, device_id="feeder-1", metric="voltage_l1", value=None, unit="V",
                     quality=0.0, flags=16),
@@ -433,3 +451,19 @@ def test_postgres_unreachable_server_is_a_clear_error() -> None:
     port = free_port()
     with pytest.raises(PostgresUnavailable, match=f"127.0.0.1:{port}/nothing"):
         PostgresStorage(f"postgresql://nobody@127.0.0.1:{port}/nothing", connect_timeout_s=1)
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_without_postgres_binaries_the_server_skips_outside_ci_and_fails_in_ci(
+        ci: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from tests.support import pg
+
+    def nothing_installed() -> None:
+        raise pg.PostgresNotFound("no PostgreSQL server binaries found")
+
+    monkeypatch.setattr(pg, "find_bindir", nothing_installed)
+    monkeypatch.setenv("CI", ci)
+    expected = pg.PostgresNotFound if ci else pytest.skip.Exception
+    with pytest.raises(expected, match="no PostgreSQL server binaries"):
+        with pg.PostgresServer(tmp_path):
+            pass
