@@ -179,15 +179,16 @@ class PostgresStorage:
 
     def __init__(self, url: str, *, pool_size: int = 8, connect_timeout_s: float = 10.0,
                  compress_after: timedelta = timedelta(days=7), retain_for: timedelta | None = None) -> None:
-        self.url = url
+        self._url = url
         self._where = _where(url)
+        self._connect_timeout = max(1, round(connect_timeout_s))
         self._compress_after = compress_after
         self._retain_for = retain_for
         self._partitions: set[int] = set()  # UTC dates (ordinals) that have their own partition
         self._partition_lock = threading.Lock()
         self._pool = ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, name="hub-storage",
-            kwargs={"options": "-c TimeZone=UTC", "connect_timeout": max(1, round(connect_timeout_s))},
+            kwargs={"options": "-c TimeZone=UTC", "connect_timeout": self._connect_timeout},
         )
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
@@ -217,22 +218,22 @@ class PostgresStorage:
     def _create_schema(self) -> str:
         """Create what is missing (safe to run again, and from several processes); return the layout."""
         with self._pool.connection() as conn:
+            row = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass('readings')").fetchone()
+        kind = row[0] if row else None
+        if kind == "p":
+            backend = "postgresql"  # partitioned already: keep it, even if TimescaleDB came later
+        elif self._try_timescaledb():
+            backend = "timescaledb"
+        elif kind is not None:
+            raise PostgresUnavailable(
+                f"table 'readings' at {self._where} is neither partitioned nor a hypertable, and TimescaleDB is "
+                "not available: move it aside, the hub recreates it partitioned"
+            )
+        else:
+            backend = "postgresql"
+        with self._pool.connection() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             conn.execute(_COMMON_SCHEMA)
-            kind = conn.execute(
-                "SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass('readings')"
-            ).fetchone()
-            if kind and kind[0] == "p":
-                backend = "postgresql"  # partitioned already: keep it, even if TimescaleDB came later
-            elif self._try_timescaledb(conn):
-                backend = "timescaledb"
-            elif kind:
-                raise PostgresUnavailable(
-                    f"table 'readings' at {self._where} is neither partitioned nor a hypertable, and TimescaleDB is "
-                    "not available: move it aside, the hub recreates it partitioned"
-                )
-            else:
-                backend = "postgresql"
             if backend == "timescaledb":
                 self._create_hypertable(conn)
             else:
@@ -246,15 +247,25 @@ class PostgresStorage:
                         self._partitions.add(datetime.strptime(name[len("readings_p"):], "%Y%m%d").toordinal())
         return backend
 
-    @staticmethod
-    def _try_timescaledb(conn: psycopg.Connection) -> bool:
+    def _try_timescaledb(self) -> bool:
+        """``CREATE EXTENSION IF NOT EXISTS timescaledb``; whether it is there now.
+
+        On a connection of its own, outside the pool: where the library is installed but not
+        preloaded, some TimescaleDB versions answer with FATAL, which ends the session.
+        """
         try:
-            with conn.transaction():  # a savepoint: the failure must not abort the schema transaction
+            with psycopg.connect(self._url, autocommit=True, options="-c TimeZone=UTC",
+                                 connect_timeout=self._connect_timeout) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            return True
         except psycopg.Error as exc:
-            log.info("TimescaleDB not available (%s); using native partitioning", str(exc).strip().splitlines()[0])
-            return False
-        return True
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        # Another hub process may have created it at the same moment (unique violation on pg_extension).
+        with self._pool.connection() as conn:
+            if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
+                return True
+        log.info("TimescaleDB not available (%s); readings are partitioned by day natively", reason)
+        return False
 
     def _create_hypertable(self, conn: psycopg.Connection) -> None:
         conn.execute(f"CREATE TABLE IF NOT EXISTS readings ({_READINGS_COLUMNS_DDL})")
