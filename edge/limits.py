@@ -33,7 +33,8 @@ class LimitMonitor:
         # per group: (direction, severity) currently raised; (0, 0) when normal
         self.state: list[tuple[int, int]] = [(0, 0)] * len(self.groups)
         nominal = np.array([s.nominal or np.nan for s in self.specs])
-        mid = (self.table.low_warn + self.table.high_warn) / 2
+        with np.errstate(invalid="ignore"):  # -inf + inf where a point has no bands
+            mid = (self.table.low_warn + self.table.high_warn) / 2
         self._center = np.where(np.isfinite(nominal), nominal, np.where(np.isfinite(mid), mid, 0.0))
 
     def check(self, ts: float, values: np.ndarray) -> list[Event]:

@@ -101,6 +101,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulation_error() -> type[Exception]:
+    try:
+        from simulator.runner import SimulationError
+    except ImportError:  # an edge-only install has no simulator dependencies
+        return CliError
+    return SimulationError
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sentinel", description="SmartGrid Sentinel: substation edge, hub and simulator.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
@@ -151,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CliError, ConfigError, ValueError, OSError) as exc:
+    except (CliError, ConfigError, ValueError, OSError, _simulation_error()) as exc:
         print(f"sentinel: error: {exc}", file=sys.stderr)
         return 2
 

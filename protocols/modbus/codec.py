@@ -5,7 +5,8 @@ device that swaps the two bytes inside each register; ``word_order = "little"`` 
 holding the least significant word of a 32/64-bit value comes first ("word swap").
 
 ``value = raw * scale + offset``; encoding is the inverse (rounded and clipped for integer types,
-with the overflow flag set where clipping happened).
+with the overflow flag set where clipping happened). An integer point whose raw value is SunSpec's
+"not available" marker (:data:`NOT_AVAILABLE`) decodes as NaN with the INVALID flag.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import numpy as np
 
 from protocols.modbus.config import REGISTER_COUNT, ModbusPoint
 from protocols.reading import QualityFlag
+
+NOT_AVAILABLE = {"int16": -0x8000, "uint16": 0xFFFF, "int32": -0x80000000, "uint32": 0xFFFFFFFF}
+"""SunSpec's raw "not implemented / not available" markers per integer type."""
 
 _DTYPE = {
     "int16": np.dtype(">i2"),
@@ -137,6 +141,9 @@ class DeviceCodec:
             self._groups.append((dtype, bo, wo, m, gather))
         self.scale = np.array([p.scale for p in self.points], dtype=np.float64)
         self.offset = np.array([p.offset for p in self.points], dtype=np.float64)
+        self.na_raw = np.array(
+            [NOT_AVAILABLE.get(p.data_type, np.nan) if p.not_available_marker else np.nan for p in self.points]
+        )
 
     def decode(self, block_registers: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Registers of each block, in block order -> (values float64, QualityFlag bits int64)."""
@@ -147,5 +154,6 @@ class DeviceCodec:
         for dtype, bo, wo, members, gather in self._groups:
             raw[members] = registers_to_raw(regs[gather], dtype, bo, wo)
         values = raw * self.scale + self.offset
+        values[raw == self.na_raw] = np.nan
         flags = np.where(np.isfinite(values), 0, int(QualityFlag.INVALID)).astype(np.int64)
         return values, flags

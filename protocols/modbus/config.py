@@ -40,6 +40,10 @@ class ModbusPoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     nominal: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
     limit_low: float | None = None  # absolute limits in the point's unit, beside the grid-code bands
     limit_high: float | None = None
+    # Integer raw values equal to SunSpec's "not implemented" marker (int16 0x8000, uint16 0xFFFF,
+    # int32 0x80000000, uint32 0xFFFFFFFF) mean "no value" and are flagged invalid. Set false for a
+    # point where that raw value is a real reading.
+    not_available_marker: bool = True
 
     def __post_init__(self) -> None:
         end = self.address + REGISTER_COUNT[self.data_type] - 1
@@ -66,7 +70,7 @@ class ModbusTcpDevice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 502
     unit_id: Annotated[int, msgspec.Meta(ge=0, le=255)] = 1
     poll_interval_s: Seconds = 1.0
-    timeout_s: Seconds = 1.0
+    timeout_s: Seconds = 0.5
     max_block_registers: Annotated[int, msgspec.Meta(ge=1, le=MAX_BLOCK_REGISTERS)] = MAX_BLOCK_REGISTERS
     max_gap_registers: Annotated[int, msgspec.Meta(ge=0, le=MAX_BLOCK_REGISTERS)] = 0
     description: str = ""

@@ -89,3 +89,14 @@ def test_nan_decodes_as_invalid() -> None:
     pts = [_pt("v", 0)]
     values, flags = DeviceCodec(pts, plan_blocks(pts)).decode([[0x7FC0, 0x0000]])
     assert np.isnan(values[0]) and flags[0] == 1
+
+
+def test_sunspec_not_available_markers_decode_as_invalid() -> None:
+    pts = [ModbusPoint(metric="t", address=0, data_type="int16", scale=0.1),
+           ModbusPoint(metric="i", address=1, data_type="uint16"),
+           ModbusPoint(metric="raw", address=2, data_type="uint16", not_available_marker=False),
+           ModbusPoint(metric="ok", address=3, data_type="int16")]
+    values, flags = DeviceCodec(pts, plan_blocks(pts)).decode([[0x8000, 0xFFFF, 0xFFFF, 0x8001]])
+    assert np.isnan(values[0]) and np.isnan(values[1])
+    assert values[2] == 65535 and values[3] == -32767
+    assert flags.tolist() == [1, 1, 0, 0]
