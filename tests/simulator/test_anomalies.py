@@ -124,11 +124,12 @@ def test_dropout_serves_the_not_available_pattern_in_integer_registers(configs: 
             tr = sim.servers[0].registers(3, "input", 200, 2)
             return tr, await read(configs, "TR-04"), await read(configs, "FEEDER-F12")
 
-    tr_registers, (tr, _), (feeder, _) = arun(run())
-    assert tr_registers[0] == 0x8000  # int16 minimum: -32768 x 0.1 = -3276.8 degC
-    assert tr["oil_temperature"] == pytest.approx(-3276.8)
-    assert 20 < tr["winding_temperature"] < 100
-    assert feeder["current_l2"] == pytest.approx(6553.5)  # uint16 0xFFFF x 0.1
+    tr_registers, (tr, tr_flags), (feeder, feeder_flags) = arun(run())
+    assert tr_registers[0] == 0x8000  # SunSpec "not available" for int16
+    # the edge's codec knows the markers: no value, flagged invalid, neighbours untouched
+    assert math.isnan(tr["oil_temperature"]) and tr_flags["oil_temperature"] == QualityFlag.INVALID
+    assert 20 < tr["winding_temperature"] < 100 and tr_flags["winding_temperature"] == 0
+    assert math.isnan(feeder["current_l2"]) and feeder_flags["current_l2"] == QualityFlag.INVALID  # uint16 0xFFFF
     assert 100 < feeder["current_l1"] < 400
 
 
