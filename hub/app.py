@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Litestar, Request, get, post
 from litestar.datastructures import State
+from litestar.logging.config import LoggingConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -159,6 +160,9 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
             render_plugins=[SwaggerRenderPlugin()],
         ),
         exception_handlers={HTTPException: _http_error},
+        # Log through the standard `litestar` logger, but leave the root logger to the process
+        # (the CLI configures it; an embedding program has its own).
+        logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="always"),
     )
 
 

@@ -63,12 +63,15 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.hub_url:
         config = msgspec.structs.replace(config, hub=msgspec.structs.replace(config.hub, url=args.hub_url))
-    daemon = EdgeDaemon(config, buffer_path=args.buffer)
-    ident = config.identity
-    print(f"edge {ident.edge_id} ({ident.substation}): polling {len(config.devices)} devices, "
-          f"buffer {daemon.buffer.path}, hub {config.hub.url}", flush=True)
+    async def run() -> None:
+        daemon = EdgeDaemon(config, buffer_path=args.buffer)  # its Modbus clients need the running loop
+        ident = config.identity
+        print(f"edge {ident.edge_id} ({ident.substation}): polling {len(config.devices)} devices, "
+              f"buffer {daemon.buffer.path}, hub {config.hub.url}", flush=True)
+        await daemon.run()
+
     try:
-        asyncio.run(daemon.run())
+        asyncio.run(run())
     except KeyboardInterrupt:
         pass
     return 0
