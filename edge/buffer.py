@@ -130,7 +130,7 @@ class Buffer:
                 self._enforce_cap()
 
     def _enforce_cap(self) -> None:
-        lo, hi = self._db.execute("SELECT min(seq), max(seq) FROM readings").fetchone()
+        lo, hi = self._db.execute("SELECT (SELECT min(seq) FROM readings), (SELECT max(seq) FROM readings)").fetchone()
         if lo is None or hi - lo + 1 <= self.max_rows:
             return
         cut = hi - self.max_rows
@@ -167,7 +167,7 @@ class Buffer:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                lo, hi = db.execute(f"SELECT min(seq), max(seq) FROM {table}").fetchone()
+                lo, hi = db.execute(f"SELECT (SELECT min(seq) FROM {table}), (SELECT max(seq) FROM {table})").fetchone()
                 seq_row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
                 current = max(hi or 0, seq_row[0] if seq_row else 0)
                 offset = floor - (lo - 1) if lo is not None else floor - current
