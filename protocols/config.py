@@ -28,19 +28,24 @@ __all__ = [
     "HubSettings",
     "Identity",
     "Limits",
+    "LocatedError",
     "Location",
     "load_config",
     "parse_config",
 ]
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used. ``str()`` is one line: file, key path, what is wrong."""
+class LocatedError(ValueError):
+    """Bad input in a file. ``str()`` is one line: the file, the key path in it, what is wrong."""
 
     def __init__(self, source: str, path: str, message: str) -> None:
         self.source, self.path, self.message = source, path, message
         where = f"{source}: {path}" if path else source
         super().__init__(f"{where}: {message}")
+
+
+class ConfigError(LocatedError):
+    """A firmware config that cannot be used."""
 
 
 class Location(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

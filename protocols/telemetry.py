@@ -7,7 +7,6 @@ msgspec types here decode exactly that shape fast and are checked against the fi
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
 

@@ -22,7 +22,7 @@ import jsonschema
 import msgspec
 from jsonschema.exceptions import ValidationError, best_match
 
-from protocols.config import FirmwareConfig
+from protocols.config import FirmwareConfig, LocatedError
 from protocols.reading import sensor_type as sensor_type_of
 from simulator.plant import Plant, PointInfo
 
@@ -43,13 +43,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "scenario.schema.jso
 AnomalyType = Literal["drift", "step", "spike", "oscillation", "dropout"]
 
 
-class ScenarioError(ValueError):
+class ScenarioError(LocatedError):
     """A scenario that cannot be used. ``str()`` is one line: file, JSON path, what is wrong."""
-
-    def __init__(self, source: str, path: str, message: str) -> None:
-        self.source, self.path, self.message = source, path, message
-        where = f"{source}: {path}" if path else source
-        super().__init__(f"{where}: {message}")
 
 
 class Anomaly(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -101,3 +101,43 @@ class Storage(Protocol):
     ) -> list[Reading]:
         """Oldest first."""
         ...
+
+
+class SyncPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What to store of a batch, given the edge's high-water marks: the sync contract's arithmetic."""
+
+    readings: list[Reading]  # the new ones, numbered from readings_first
+    readings_first: int
+    events: list[Event]
+    events_first: int
+    readings_acked_through: int
+    events_acked_through: int
+    duplicates: int
+    gaps: int
+
+    def ack(self, edge_id: str) -> SyncAck:
+        return SyncAck(
+            edge_id=edge_id, readings_acked_through=self.readings_acked_through,
+            events_acked_through=self.events_acked_through, readings_stored=len(self.readings),
+            events_stored=len(self.events), duplicates=self.duplicates, gaps=self.gaps,
+        )
+
+
+def plan_sync(batch: SyncBatch, readings_hwm: int, events_hwm: int) -> SyncPlan:
+    """Items at or below a mark are duplicates; the rest are new; a jump past mark + 1 is a gap."""
+    dup = gaps = 0
+    out: list[tuple[list, int, int]] = []
+    for run, hwm in ((batch.readings, readings_hwm), (batch.events, events_hwm)):
+        if run is None or not run.items:
+            out.append(([], 0, hwm))
+            continue
+        skip = max(0, min(len(run.items), hwm - run.first_seq + 1))
+        dup += skip
+        new = list(run.items[skip:])
+        if new:
+            gaps += max(0, run.first_seq - hwm - 1)
+            hwm = run.last_seq
+        out.append((new, run.first_seq + skip, hwm))
+    (readings, r_first, r_hwm), (events, e_first, e_hwm) = out
+    return SyncPlan(readings=readings, readings_first=r_first, events=events, events_first=e_first,
+                    readings_acked_through=r_hwm, events_acked_through=e_hwm, duplicates=dup, gaps=gaps)

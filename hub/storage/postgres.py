@@ -31,9 +31,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from hub.storage.base import EdgeState, Incident, IncidentMaker, NewIncident, incident_id
+from hub.storage.base import EdgeState, Incident, IncidentMaker, NewIncident, incident_id, plan_sync
 from protocols.reading import Reading
-from protocols.wire import Event, SyncAck, SyncBatch
+from protocols.wire import SyncAck, SyncBatch
 
 __all__ = ["PostgresStorage", "PostgresUnavailable"]
 
@@ -374,48 +374,26 @@ class PostgresStorage:
             cur.execute("SELECT readings_acked_through, events_acked_through, gaps FROM edge_sync"
                         " WHERE edge_id = %s FOR UPDATE", (batch.edge_id,))
             r_hwm, e_hwm, gaps = cur.fetchone()
-            stored_r = stored_e = dup = 0
-            run_gaps = 0
-            if batch.readings is not None and batch.readings.items:
-                run = batch.readings
-                skip = max(0, min(len(run.items), r_hwm - run.first_seq + 1))
-                dup += skip
-                new = run.items[skip:]
-                if new:
-                    run_gaps += max(0, run.first_seq - r_hwm - 1)
-                    self._copy_readings(cur, _reading_rows(new, batch.edge_id, run.first_seq + skip))
-                    stored_r = len(new)
-                    r_hwm = run.last_seq
-            new_events: list[Event] = []
-            if batch.events is not None and batch.events.items:
-                run = batch.events
-                skip = max(0, min(len(run.items), e_hwm - run.first_seq + 1))
-                dup += skip
-                new_events = run.items[skip:]
-                if new_events:
-                    run_gaps += max(0, run.first_seq - e_hwm - 1)
-                    first = run.first_seq + skip
-                    cur.executemany(_EVENT_SQL, [
-                        (e.ts, e.substation, e.device_id, e.metric, e.type, e.state, e.severity, e.value, e.threshold,
-                         e.nominal, e.unit, e.description, batch.edge_id, first + i)
-                        for i, e in enumerate(new_events)
-                    ])
-                    stored_e = len(new_events)
-                    e_hwm = run.last_seq
-            if new_events:
-                incidents = make_incidents(new_events)
+            plan = plan_sync(batch, r_hwm, e_hwm)
+            if plan.readings:
+                self._copy_readings(cur, _reading_rows(plan.readings, batch.edge_id, plan.readings_first))
+            if plan.events:
+                cur.executemany(_EVENT_SQL, [
+                    (e.ts, e.substation, e.device_id, e.metric, e.type, e.state, e.severity, e.value, e.threshold,
+                     e.nominal, e.unit, e.description, batch.edge_id, plan.events_first + i)
+                    for i, e in enumerate(plan.events)
+                ])
+                incidents = make_incidents(plan.events)
                 if incidents:
                     self._insert_incidents(cur, incidents)
             cur.execute(
                 "UPDATE edge_sync SET substation = %s, readings_acked_through = %s, events_acked_through = %s,"
                 " gaps = %s, last_sync = %s WHERE edge_id = %s",
-                (batch.substation, r_hwm, e_hwm, gaps + run_gaps, datetime.now(UTC), batch.edge_id),
+                (batch.substation, plan.readings_acked_through, plan.events_acked_through, gaps + plan.gaps,
+                 datetime.now(UTC), batch.edge_id),
             )
         # Leaving the pool's context committed the transaction (or rolled it back on an exception).
-        return SyncAck(
-            edge_id=batch.edge_id, readings_acked_through=r_hwm, events_acked_through=e_hwm,
-            readings_stored=stored_r, events_stored=stored_e, duplicates=dup, gaps=run_gaps,
-        )
+        return plan.ack(batch.edge_id)
 
     def insert_readings(self, readings: Sequence[Reading], source: str) -> int:
         if not readings:

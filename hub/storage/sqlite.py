@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hub.storage.base import EdgeState, Incident, IncidentMaker, NewIncident, incident_id
+from hub.storage.base import EdgeState, Incident, IncidentMaker, NewIncident, incident_id, plan_sync
 from protocols.reading import Reading
-from protocols.wire import Event, SyncAck, SyncBatch
+from protocols.wire import SyncAck, SyncBatch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -134,54 +134,33 @@ class SQLiteStorage:
                     (batch.edge_id,),
                 ).fetchone()
                 r_hwm, e_hwm, gaps = row if row else (0, 0, 0)
-                stored_r = stored_e = dup = 0
-                run_gaps = 0
-                if batch.readings is not None and batch.readings.items:
-                    run = batch.readings
-                    skip = max(0, min(len(run.items), r_hwm - run.first_seq + 1))
-                    dup += skip
-                    new = run.items[skip:]
-                    if new:
-                        run_gaps += max(0, run.first_seq - r_hwm - 1)
-                        db.executemany(_READING_SQL, reading_rows(new, batch.edge_id, run.first_seq + skip))
-                        stored_r = len(new)
-                        r_hwm = run.last_seq
-                new_events: list[Event] = []
-                if batch.events is not None and batch.events.items:
-                    run = batch.events
-                    skip = max(0, min(len(run.items), e_hwm - run.first_seq + 1))
-                    dup += skip
-                    new_events = run.items[skip:]
-                    if new_events:
-                        run_gaps += max(0, run.first_seq - e_hwm - 1)
-                        first = run.first_seq + skip
-                        db.executemany(
-                            _EVENT_SQL,
-                            [
-                                (e.ts.timestamp(), e.substation, e.device_id, e.metric, e.type, e.state, e.severity,
-                                 e.value, e.threshold, e.nominal, e.unit, e.description, batch.edge_id, first + i)
-                                for i, e in enumerate(new_events)
-                            ],
-                        )
-                        stored_e = len(new_events)
-                        e_hwm = run.last_seq
-                if new_events:
-                    self._insert_incidents(make_incidents(new_events))
+                plan = plan_sync(batch, r_hwm, e_hwm)
+                if plan.readings:
+                    db.executemany(_READING_SQL, reading_rows(plan.readings, batch.edge_id, plan.readings_first))
+                if plan.events:
+                    db.executemany(
+                        _EVENT_SQL,
+                        [
+                            (e.ts.timestamp(), e.substation, e.device_id, e.metric, e.type, e.state, e.severity,
+                             e.value, e.threshold, e.nominal, e.unit, e.description, batch.edge_id,
+                             plan.events_first + i)
+                            for i, e in enumerate(plan.events)
+                        ],
+                    )
+                    self._insert_incidents(make_incidents(plan.events))
                 db.execute(
                     "INSERT INTO edge_sync VALUES (?,?,?,?,?,?) ON CONFLICT (edge_id) DO UPDATE SET"
                     " substation=excluded.substation, readings_acked_through=excluded.readings_acked_through,"
                     " events_acked_through=excluded.events_acked_through, gaps=excluded.gaps,"
                     " last_sync=excluded.last_sync",
-                    (batch.edge_id, batch.substation, r_hwm, e_hwm, gaps + run_gaps, datetime.now(UTC).timestamp()),
+                    (batch.edge_id, batch.substation, plan.readings_acked_through, plan.events_acked_through,
+                     gaps + plan.gaps, datetime.now(UTC).timestamp()),
                 )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return SyncAck(
-            edge_id=batch.edge_id, readings_acked_through=r_hwm, events_acked_through=e_hwm,
-            readings_stored=stored_r, events_stored=stored_e, duplicates=dup, gaps=run_gaps,
-        )
+        return plan.ack(batch.edge_id)
 
     def insert_readings(self, readings: Sequence[Reading], source: str) -> int:
         rows = reading_rows(readings, source, None)
