@@ -20,11 +20,11 @@ from edge.backoff import Backoff
 from edge.buffer import Buffer, ReadingRow
 from edge.limits import LimitMonitor
 from edge.sync import SyncLoop
-from protocols.config import Device, FirmwareConfig
+from protocols.config import FirmwareConfig
+from protocols.drivers import SourceFactory
 from protocols.gridcode import PointSpec
-from protocols.modbus.source import ModbusTcpConnection, ModbusTcpSource
 from protocols.reading import QualityFlag
-from protocols.sources import SourceError
+from protocols.sources import PolledSource, PushedSource, SourceError, Update
 from protocols.wire import Event
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,13 @@ class EdgeStats:
 
 
 class _Device:
-    def __init__(self, device: Device, source: ModbusTcpSource, monitor: LimitMonitor) -> None:
-        self.device = device
+    def __init__(self, source: PolledSource | PushedSource, monitor: LimitMonitor) -> None:
+        self.id = source.device_id
         self.source = source
         self.monitor = monitor
-        pts = device.points
-        self.metrics = [p.metric for p in pts]
-        self.units = [p.unit for p in pts]
+        self.metrics = [p.metric for p in source.points]
+        self.units = [p.unit for p in source.points]
+        self.last = np.full(len(self.metrics), np.nan)  # latest value per point (pushed sources)
 
 
 class EdgeDaemon:
@@ -68,16 +68,13 @@ class EdgeDaemon:
         self.sync = SyncLoop(config, self.buffer)
         self.stats = EdgeStats()
         self._queue: asyncio.Queue[tuple[list[ReadingRow], list[Event]]] = asyncio.Queue()
-        self._connections: dict[tuple[str, int], ModbusTcpConnection] = {}
+        self._factory = SourceFactory(ident.edge_id)
         self.devices: list[_Device] = []
         for dev in config.devices:
-            key = (dev.host, dev.port)
-            conn = self._connections.get(key)
-            if conn is None:
-                conn = self._connections[key] = ModbusTcpConnection(dev.host, dev.port, dev.timeout_s)
-            specs = [PointSpec(p.metric, p.unit, p.nominal, p.limit_low, p.limit_high) for p in dev.points]
+            source = self._factory.create(dev)
+            specs = [PointSpec(p.metric, p.unit, p.nominal, p.limit_low, p.limit_high) for p in source.points]
             monitor = LimitMonitor(ident.substation, dev.id, specs, config.limits)
-            self.devices.append(_Device(dev, ModbusTcpSource(dev, conn), monitor))
+            self.devices.append(_Device(source, monitor))
             self.stats.devices[dev.id] = DeviceHealth(dev.id)
 
     async def run(self) -> None:
@@ -87,13 +84,17 @@ class EdgeDaemon:
         try:
             async with asyncio.TaskGroup() as tg:
                 for d in self.devices:
-                    tg.create_task(self._poll(d), name=f"edge.{d.device.id}.poll")
+                    if isinstance(d.source, PolledSource):
+                        tg.create_task(self._poll(d), name=f"edge.{d.id}.poll")
+                    else:
+                        tg.create_task(self._listen(d), name=f"edge.{d.id}.listen")
                 tg.create_task(self._writer(), name="edge.buffer")
                 tg.create_task(self.sync.run(), name="edge.sync")
         finally:
             await self._flush()
-            for conn in self._connections.values():
-                conn.close()
+            for d in self.devices:
+                await d.source.close()
+            await self._factory.aclose()
             await self.sync.aclose()
             self.buffer.close()
 
@@ -101,9 +102,10 @@ class EdgeDaemon:
 
     async def _poll(self, d: _Device) -> None:
         loop = asyncio.get_running_loop()
-        dev = d.device
-        health = self.stats.devices[dev.id]
-        backoff = Backoff(dev.poll_interval_s, max(30.0, dev.poll_interval_s))
+        src = d.source
+        assert isinstance(src, PolledSource)
+        health = self.stats.devices[d.id]
+        backoff = Backoff(src.poll_interval_s, max(30.0, src.poll_interval_s))
         next_t = loop.time()
         while True:
             delay = next_t - loop.time()
@@ -112,39 +114,77 @@ class EdgeDaemon:
             ts = time.time()
             started = loop.time()
             try:
-                values, flags = await d.source.read()
+                values, flags = await src.read()
             except SourceError as exc:
-                health.failures += 1
-                health.last_error = exc.reason
-                if health.online is not False:
-                    log.error("device %s down: %s", dev.id, exc)
-                    self._queue.put_nowait(([], [d.monitor.offline(ts, exc.reason, online=False)]))
-                health.online = False
+                self._down(d, ts, exc)
                 next_t = loop.time() + backoff.next_delay()
                 continue
             health.last_latency_s = loop.time() - started
-            if health.online is False:
-                log.info("device %s answers again", dev.id)
-                self._queue.put_nowait(([], [d.monitor.offline(ts, "", online=True)]))
-            health.online = True
-            health.polls += 1
-            health.last_poll = ts
+            self._up(d, ts)
             backoff.reset()
             self._queue.put_nowait((self._rows(d, ts, values, flags), d.monitor.check(ts, values)))
-            next_t += dev.poll_interval_s
+            next_t += src.poll_interval_s
             if next_t < loop.time():  # fell behind (slow device): skip the missed slots
                 next_t = loop.time()
 
+    async def _listen(self, d: _Device) -> None:
+        """Consume a pushed source; on failure back off and subscribe again."""
+        src = d.source
+        assert isinstance(src, PushedSource)
+        backoff = Backoff(1.0, 30.0)
+        while True:
+            try:
+                async for update in src.stream():
+                    now = time.time()
+                    self._up(d, now)
+                    backoff.reset()
+                    self._queue.put_nowait(self._update_rows(d, update))
+            except SourceError as exc:
+                self._down(d, time.time(), exc)
+            await asyncio.sleep(backoff.next_delay())
+
+    def _down(self, d: _Device, ts: float, exc: SourceError) -> None:
+        health = self.stats.devices[d.id]
+        health.failures += 1
+        health.last_error = exc.reason
+        if health.online is not False:  # log on change of state, not per failed poll
+            log.error("device %s down: %s", d.id, exc)
+            self._queue.put_nowait(([], [d.monitor.offline(ts, exc.reason, online=False)]))
+        health.online = False
+
+    def _up(self, d: _Device, ts: float) -> None:
+        health = self.stats.devices[d.id]
+        if health.online is False:
+            log.info("device %s answers again", d.id)
+            self._queue.put_nowait(([], [d.monitor.offline(ts, "", online=True)]))
+        health.online = True
+        health.polls += 1
+        health.last_poll = ts
+
+    def _update_rows(self, d: _Device, u: Update) -> tuple[list[ReadingRow], list[Event]]:
+        """Rows for a pushed update; limits are checked on the device's latest value of every point."""
+        events: list[Event] = []
+        rows: list[ReadingRow] = []
+        order = np.argsort(u.ts, kind="stable")
+        for ts in np.unique(u.ts[order]):
+            sel = order[u.ts[order] == ts]
+            d.last[u.index[sel]] = u.values[sel]
+            events.extend(d.monitor.check(float(ts), d.last))
+            rows.extend(self._rows(d, float(ts), u.values[sel], u.flags[sel], u.index[sel]))
+        return rows, events
+
     @staticmethod
-    def _rows(d: _Device, ts: float, values: np.ndarray, flags: np.ndarray) -> list[ReadingRow]:
+    def _rows(d: _Device, ts: float, values: np.ndarray, flags: np.ndarray,
+              index: np.ndarray | None = None) -> list[ReadingRow]:
         finite = np.isfinite(values)
         flags = np.where(finite, flags, flags | QualityFlag.INVALID)
         quality = np.where(flags & _BAD, 0.0, np.where(flags != 0, 0.5, 1.0))
-        vals = values.tolist()
-        fin = finite.tolist()
+        metrics = d.metrics if index is None else [d.metrics[i] for i in index.tolist()]
+        units = d.units if index is None else [d.units[i] for i in index.tolist()]
         return [
-            (ts, d.device.id, m, v if ok else None, u, q, f)
-            for m, v, ok, u, q, f in zip(d.metrics, vals, fin, d.units, quality.tolist(), flags.tolist())
+            (ts, d.id, m, v if ok else None, un, q, f)
+            for m, v, ok, un, q, f in zip(metrics, values.tolist(), finite.tolist(), units, quality.tolist(),
+                                          flags.tolist())
         ]
 
     # -- buffering ----------------------------------------------------------------------------

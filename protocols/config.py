@@ -16,9 +16,12 @@ from typing import Annotated
 
 import msgspec
 
-from protocols.modbus.config import ModbusTcpDevice, Name, Seconds
+from protocols.modbus.config import ModbusTcpDevice
+from protocols.mqtt.config import MqttDevice
+from protocols.opcua.config import OpcUaDevice
+from protocols.points import Name, Seconds
 
-Device = ModbusTcpDevice  # a tagged union (on `protocol`) as more drivers arrive
+Device = ModbusTcpDevice | OpcUaDevice | MqttDevice  # a tagged union on `protocol`
 
 __all__ = [
     "BufferSettings",

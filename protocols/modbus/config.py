@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from protocols.points import Name, Seconds
+
 DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "float64"]
 Order = Literal["big", "little"]
 RegisterType = Literal["holding", "input"]
@@ -21,8 +23,6 @@ REGISTER_COUNT: dict[str, int] = {
 MAX_ADDRESS = 65535
 MAX_BLOCK_REGISTERS = 125  # the most one Read Holding/Input Registers request may ask for
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
-Seconds = Annotated[float, msgspec.Meta(gt=0.0, le=86_400.0)]
 
 
 class ModbusPoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

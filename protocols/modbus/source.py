@@ -11,7 +11,7 @@ from pymodbus.exceptions import ModbusException
 
 from protocols.modbus.codec import DeviceCodec, plan_blocks
 from protocols.modbus.config import ModbusTcpDevice
-from protocols.sources import SourceConnectError, SourceReadError
+from protocols.sources import PointInfo, SourceConnectError, SourceReadError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ class ModbusTcpSource:
     def __init__(self, device: ModbusTcpDevice, connection: ModbusTcpConnection) -> None:
         self.device = device
         self.connection = connection
+        self.device_id = device.id
+        self.endpoint = f"modbus_tcp://{connection.endpoint}/{device.unit_id}"
+        self.poll_interval_s = device.poll_interval_s
+        self.points = [PointInfo(p.metric, p.unit, p.nominal, p.limit_low, p.limit_high) for p in device.points]
         self.blocks = plan_blocks(device.points, device.max_block_registers, device.max_gap_registers)
         self.codec = DeviceCodec(device.points, self.blocks)
 
@@ -99,3 +103,6 @@ class ModbusTcpSource:
                     )
                 regs.append(rr.registers)
         return self.codec.decode(regs)
+
+    async def close(self) -> None:
+        """The connection is shared with the bus's other units: the factory closes it."""

@@ -1,0 +1,1 @@
+"""OPC-UA driver (asyncua): polling and subscriptions, security, reconnects owned by the edge."""
