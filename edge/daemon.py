@@ -71,10 +71,10 @@ class EdgeDaemon:
         self._factory = SourceFactory(ident.edge_id)
         self.devices: list[_Device] = []
         for dev in config.devices:
-            source = self._factory.create(dev)
-            specs = [PointSpec(p.metric, p.unit, p.nominal, p.limit_low, p.limit_high) for p in source.points]
-            monitor = LimitMonitor(ident.substation, dev.id, specs, config.limits)
-            self.devices.append(_Device(source, monitor))
+            for source in self._factory.create(dev):
+                specs = [PointSpec(p.metric, p.unit, p.nominal, p.limit_low, p.limit_high) for p in source.points]
+                monitor = LimitMonitor(ident.substation, dev.id, specs, config.limits)
+                self.devices.append(_Device(source, monitor))
             self.stats.devices[dev.id] = DeviceHealth(dev.id)
 
     async def run(self) -> None:

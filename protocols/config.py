@@ -16,12 +16,12 @@ from typing import Annotated
 
 import msgspec
 
-from protocols.modbus.config import ModbusTcpDevice
+from protocols.modbus.config import ModbusRtuDevice, ModbusTcpDevice
 from protocols.mqtt.config import MqttDevice
 from protocols.opcua.config import OpcUaDevice
 from protocols.points import Name, Seconds
 
-Device = ModbusTcpDevice | OpcUaDevice | MqttDevice  # a tagged union on `protocol`
+Device = ModbusTcpDevice | ModbusRtuDevice | OpcUaDevice | MqttDevice  # a tagged union on `protocol`
 
 __all__ = [
     "BufferSettings",

@@ -31,12 +31,15 @@ from dataclasses import dataclass
 
 import numpy as np
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from protocols.modbus.codec import encode_values, raw_to_registers
 from protocols.modbus.config import MAX_BLOCK_REGISTERS, REGISTER_COUNT
+from protocols.modbus.config import ModbusRtuDevice
 from simulator.plant import DeviceInfo, PointInfo
+from simulator.serial_line import PtyPair, SerialLineError
 
 __all__ = ["MISSING_RAW", "EndpointError", "ModbusEndpoint"]
 
@@ -84,10 +87,16 @@ class _Group:
 
 
 class ModbusEndpoint:
-    """A Modbus TCP server for the devices at one (host, port); ``write()`` updates what it serves."""
+    """A Modbus server for the devices at one endpoint; ``write()`` updates what it serves.
 
-    def __init__(self, host: str, port: int, devices: Sequence[DeviceInfo], points: Sequence[PointInfo]) -> None:
+    Modbus TCP at (host, port); or, when ``host`` is ``"rtu"``, Modbus RTU on a virtual serial line
+    (:class:`simulator.serial_line.PtyPair`) whose edge end is the path ``port``.
+    """
+
+    def __init__(self, host: str, port: int | str, devices: Sequence[DeviceInfo], points: Sequence[PointInfo]) -> None:
         self.host, self.port = host, port
+        self.serial = host == "rtu"
+        self._line: PtyPair | None = None
         self.devices = tuple(devices)
         self._regions: dict[tuple[int, str], _Region] = {}
         total = 0
@@ -105,7 +114,7 @@ class ModbusEndpoint:
 
     @property
     def endpoint(self) -> str:
-        return f"modbus_tcp {self.host}:{self.port}"
+        return f"modbus_rtu {self.port}" if self.serial else f"modbus_tcp {self.host}:{self.port}"
 
     def describe(self) -> str:
         """One line: ``modbus_tcp 127.0.0.1:15020 units 1,2,3 (NAIROBI-S1: BUS-220, FEEDER-F12, TR-04)``."""
@@ -159,6 +168,8 @@ class ModbusEndpoint:
 
     def _sim_devices(self) -> list[SimDevice]:
         devices = [self._sim_device(d.device.unit_id) for d in self.devices]
+        # A TCP gateway answers for units it does not know (exception 11); on a serial line an
+        # absent unit is silent, as on a real RS-485 bus.
         if all(d.device.unit_id != 0 for d in self.devices):
             devices.append(self._unknown_units())
         return devices
@@ -190,7 +201,8 @@ class ModbusEndpoint:
         """Unit 0 is pymodbus's catch-all: every request to an unknown unit ends up here."""
         everything = [SimData(0, count=65536, datatype=DataType.REGISTERS)]
         bits = [SimData(0, datatype=DataType.BITS, values=False)]
-        return SimDevice(id=0, simdata=(bits, list(bits), everything, list(everything)), action=_no_such_unit)
+        action = _silent_unit if self.serial else _no_such_unit
+        return SimDevice(id=0, simdata=(bits, list(bits), everything, list(everything)), action=action)
 
     async def _on_request(
         self, unit_id: int, function_code: int, start_address: int, address: int, count: int,
@@ -210,23 +222,55 @@ class ModbusEndpoint:
 
     async def start(self) -> None:
         """Listen. Raises :class:`EndpointError` naming the endpoint if it cannot."""
-        server = ModbusTcpServer(self._sim_devices(), address=(self.host, self.port))
+        if self.serial:
+            await self._start_serial()
+        else:
+            server = ModbusTcpServer(self._sim_devices(), address=(self.host, self.port))
+            try:
+                await server.serve_forever(background=True)
+            except RuntimeError as exc:
+                raise EndpointError(self.endpoint, _bind_failure(self.host, int(self.port))) from exc
+            self._server = server
+        log.info("serving %s", self.describe())
+
+    async def _start_serial(self) -> None:
+        dev = self.devices[0].device
+        assert isinstance(dev, ModbusRtuDevice)
+        line = PtyPair(str(self.port))
+        try:
+            await line.start()
+        except SerialLineError as exc:
+            raise EndpointError(self.endpoint, str(exc)) from exc
+        self._line = line
+        server = ModbusSerialServer(
+            self._sim_devices(), port=str(line.sim_path), baudrate=dev.baudrate, parity=dev.parity,
+            stopbits=dev.stopbits, bytesize=dev.bytesize, ignore_missing_devices=True,
+        )
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
-            raise EndpointError(self.endpoint, _bind_failure(self.host, self.port)) from exc
+            await line.stop()
+            raise EndpointError(self.endpoint, f"cannot open {line.sim_path}: {exc}") from exc
         self._server = server
-        log.info("serving %s", self.describe())
 
     async def stop(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
             await server.shutdown()
             await asyncio.sleep(0)  # let the closed transports finish
+        if self._line is not None:
+            line, self._line = self._line, None
+            await line.stop()
 
 
 async def _no_such_unit(*_args: object) -> ExcCodes:
     return ExcCodes.GATEWAY_NO_RESPONSE
+
+
+async def _silent_unit(*_args: object) -> None:
+    """pymodbus (3.16) answers with exception 4 for a unit no SimDevice has; raising
+    NoSuchIdException from the catch-all makes a server with ignore_missing_devices stay silent."""
+    raise NoSuchIdException("no such unit on this line")
 
 
 def _bind_failure(host: str, port: int) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocols.config import FirmwareConfig, Limits
-from protocols.modbus.config import ModbusPoint, ModbusTcpDevice
+from protocols.modbus.config import ModbusPoint, ModbusRtuDevice, ModbusTcpDevice
 from protocols.reading import sensor_type
 
 __all__ = ["DeviceInfo", "Plant", "PlantError", "PointInfo"]
@@ -26,7 +26,7 @@ class DeviceInfo:
 
     index: int
     substation: str
-    device: ModbusTcpDevice
+    device: ModbusTcpDevice | ModbusRtuDevice
     limits: Limits
 
     @property
@@ -34,7 +34,10 @@ class DeviceInfo:
         return self.device.id
 
     @property
-    def endpoint(self) -> tuple[str, int]:
+    def endpoint(self) -> tuple[str, str | int]:
+        """("host", port) for Modbus TCP; ("rtu", serial port path) for Modbus RTU."""
+        if isinstance(self.device, ModbusRtuDevice):
+            return ("rtu", self.device.port)
         return (self.device.host, self.device.port)
 
 
@@ -74,6 +77,8 @@ class Plant:
         points: list[PointInfo] = []
         for config in configs:
             for device in config.devices:
+                if not isinstance(device, ModbusTcpDevice | ModbusRtuDevice):
+                    continue  # OPC-UA and MQTT devices are served by their own simulators
                 info = DeviceInfo(len(devices), config.identity.substation, device, config.limits)
                 devices.append(info)
                 base = len(points)
@@ -104,8 +109,9 @@ def _group_by_endpoint(devices: Sequence[DeviceInfo]) -> dict[tuple[str, int], t
         clash = next((o for o in group if o.device.unit_id == d.device.unit_id), None)
         if clash is not None:
             host, port = d.endpoint
+            where = f"modbus_rtu {port}" if host == "rtu" else f"modbus_tcp {host}:{port}"
             raise PlantError(
-                f"modbus_tcp {host}:{port} unit {d.device.unit_id} is claimed by both "
+                f"{where} unit {d.device.unit_id} is claimed by both "
                 f"{clash.substation} {clash.id} and {d.substation} {d.id}"
             )
         group.append(d)

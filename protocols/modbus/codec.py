@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocols.modbus.config import REGISTER_COUNT, ModbusPoint
+from protocols.modbus.config import BIT_TYPES, MAX_BLOCK_BITS, REGISTER_COUNT, ModbusPoint
 from protocols.reading import QualityFlag
 
 NOT_AVAILABLE = {"int16": -0x8000, "uint16": 0xFFFF, "int32": -0x80000000, "uint32": 0xFFFFFFFF}
@@ -37,7 +37,12 @@ def _swap_bytes(regs: np.ndarray) -> np.ndarray:
 
 
 def registers_to_raw(regs: np.ndarray, data_type: str, byte_order: str = "big", word_order: str = "big") -> np.ndarray:
-    """Registers of shape (n, count) as received -> n raw values (float64, unscaled)."""
+    """Registers of shape (n, count) as received -> n raw values (float64, unscaled).
+
+    For ``bool`` (coils, discrete inputs) each "register" is one bit, 0 or 1.
+    """
+    if data_type == "bool":
+        return (np.asarray(regs).reshape(-1) != 0).astype(np.float64)
     regs = np.asarray(regs, dtype=np.uint16).reshape(-1, REGISTER_COUNT[data_type])
     if word_order == "little":
         regs = regs[:, ::-1]
@@ -64,8 +69,10 @@ def encode_values(
     values: np.ndarray, data_type: str, byte_order: str = "big", word_order: str = "big",
     scale: float = 1.0, offset: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Engineering values -> (registers (n, count), overflow mask)."""
+    """Engineering values -> (registers (n, count), overflow mask). ``bool``: bits (n, 1), nonzero is 1."""
     raw = (np.asarray(values, dtype=np.float64) - offset) / scale
+    if data_type == "bool":
+        return (np.nan_to_num(raw) != 0).astype(np.uint16).reshape(-1, 1), ~np.isfinite(raw)
     overflow = np.zeros(raw.shape, dtype=bool)
     if data_type.startswith(("int", "uint")):
         info = np.iinfo(_DTYPE[data_type])
@@ -90,7 +97,7 @@ def plan_blocks(points: Sequence[ModbusPoint], max_block: int = 125, max_gap: in
     """Coalesce points into as few block reads as possible.
 
     Points of one register type whose registers are at most ``max_gap`` apart share a read, as long
-    as the read stays within ``max_block`` registers.
+    as the read stays within ``max_block`` registers (coils and discrete inputs: 2,000 bits).
     """
     blocks: list[Block] = []
     by_type: dict[str, list[int]] = {}
@@ -98,12 +105,13 @@ def plan_blocks(points: Sequence[ModbusPoint], max_block: int = 125, max_gap: in
         by_type.setdefault(p.register_type, []).append(i)
     for rtype in sorted(by_type):
         idx = sorted(by_type[rtype], key=lambda i: points[i].address)
+        limit = MAX_BLOCK_BITS if rtype in BIT_TYPES else max_block
         start = end = -1
         members: list[int] = []
         for i in idx:
             p = points[i]
             p_end = p.address + p.count  # exclusive
-            if members and p.address - end <= max_gap and p_end - start <= max_block:
+            if members and p.address - end <= max_gap and p_end - start <= limit:
                 end = max(end, p_end)
                 members.append(i)
                 continue

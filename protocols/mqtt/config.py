@@ -1,12 +1,89 @@
-"""MQTT device configuration (part of the firmware config)."""
+"""MQTT device configuration (part of the firmware config), and the topic templates it names."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
 
 from protocols.points import EnvName, Name, Nominal, Seconds, Unit, check_limits, check_unique_metrics
+
+__all__ = ["FIELDS", "MqttDevice", "MqttPoint", "MqttTls", "TopicTemplate"]
+
+FIELDS = ("substation", "device", "metric")
+"""The placeholders a topic template may use, each standing for one whole topic level."""
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+class TopicTemplate:
+    """A topic template such as ``substations/{substation}/{device}/{metric}``.
+
+    Each placeholder is one whole topic level; it is subscribed as ``+`` (or as a fixed value, see
+    :meth:`filter`) and read back from each message's topic by :meth:`match`. Raises ValueError
+    on a template that is not one.
+    """
+
+    __slots__ = ("fields", "levels", "text", "_slots")
+
+    def __init__(self, text: str) -> None:
+        if not text:
+            raise ValueError("topic template is empty")
+        if "+" in text or "#" in text:
+            raise ValueError(f"topic template {text!r}: use {{substation}}, {{device}}, {{metric}} for "
+                             "levels, not the wildcards + and #")
+        if text.startswith("$"):
+            raise ValueError(f"topic template {text!r}: topics starting with $ are the broker's own")
+        self.text = text
+        self.levels: tuple[str, ...] = tuple(text.split("/"))
+        slots: list[tuple[int, str]] = []
+        for i, level in enumerate(self.levels):
+            names = _PLACEHOLDER.findall(level)
+            if not names:
+                if "{" in level or "}" in level:
+                    raise ValueError(f"topic template {text!r}: level {i} ({level!r}) has an unbalanced brace")
+                continue
+            if level != f"{{{names[0]}}}":
+                raise ValueError(f"topic template {text!r}: a placeholder must be a whole level, not part of "
+                                 f"{level!r}")
+            name = names[0]
+            if name not in FIELDS:
+                raise ValueError(f"topic template {text!r}: unknown placeholder {{{name}}} (known: "
+                                 + ", ".join(f"{{{f}}}" for f in FIELDS) + ")")
+            if any(name == n for _, n in slots):
+                raise ValueError(f"topic template {text!r}: {{{name}}} appears twice")
+            slots.append((i, name))
+        self._slots = tuple(slots)
+        self.fields = frozenset(name for _, name in slots)
+
+    def __repr__(self) -> str:
+        return f"TopicTemplate({self.text!r})"
+
+    def filter(self, **fixed: str) -> str:
+        """The subscription filter: ``+`` for every placeholder, unless ``fixed`` gives its value."""
+        levels = list(self.levels)
+        for i, name in self._slots:
+            levels[i] = fixed.get(name) or "+"
+        return "/".join(levels)
+
+    def match(self, topic: str) -> dict[str, str] | None:
+        """The placeholders' values in ``topic``, or None if the topic does not fit the template."""
+        levels = topic.split("/")
+        if len(levels) != len(self.levels):
+            return None
+        values: dict[str, str] = {}
+        slot_names = dict(self._slots)
+        for i, (want, got) in enumerate(zip(self.levels, levels)):
+            name = slot_names.get(i)
+            if name is None:
+                if want != got:
+                    return None
+            elif not got:
+                return None  # an empty level names nothing
+            else:
+                values[name] = got
+        return values
 
 
 class MqttPoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -24,7 +101,7 @@ class MqttTls(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     ca_file: str = ""  # CA bundle to verify the broker; empty: the system's
     cert_file: str = ""  # client certificate, for brokers that require one
     key_file: str = ""
-    insecure: bool = False  # skip host name verification (test benches only)
+    insecure: bool = False  # skip host name verification (test benches only); the chain is still verified
 
     def __post_init__(self) -> None:
         if bool(self.cert_file) != bool(self.key_file):
@@ -35,19 +112,24 @@ class MqttDevice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """A device (or a group of IoT sensors) publishing telemetry to a broker.
 
     ``topic`` is a template: ``{substation}``, ``{device}`` and ``{metric}`` stand for topic levels
-    (subscribed as ``+``) and are read back from each message's topic. Payloads are JSON in the
+    and are read back from each message's topic. ``{device}`` is subscribed as this device's ``id``
+    (the broker sends only this device's messages); the others as ``+``. Payloads are JSON in the
     telemetry schema (protocols/schemas/telemetry.schema.json): one reading, a bare number (when the
-    topic names the metric), or a batch ``{"sensor_readings": [...]}``.
+    topic names the metric), or a batch ``{"sensor_readings": [...]}``. Every reading must name this
+    device (``device_id`` = ``id``) and one of its points' metrics.
     """
 
     id: Name
     host: Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
-    topic: Annotated[str, msgspec.Meta(min_length=1)] = "substations/{substation}/{device}/{metric}"
+    topic: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)] = "substations/{substation}/{device}/{metric}"
     qos: Literal[0, 1, 2] = 1
-    client_id: str = ""  # empty: <edge_id>-<device id>; fixed so the broker keeps the session
+    mqtt_version: Literal["3.1.1", "5"] = "3.1.1"
+    client_id: Annotated[str, msgspec.Meta(max_length=128)] = ""  # empty: <edge_id>-<device id>; fixed so the broker keeps the session
     clean_session: bool = False  # False: persistent session, QoS 1 messages wait while we are away
+    session_expiry_s: Annotated[int, msgspec.Meta(ge=0, le=4_294_967_295)] = 86_400  # MQTT 5: how long the broker keeps it
     keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    connect_timeout_s: Seconds = 10.0
     username: str = ""
     password_env: EnvName = ""
     tls: MqttTls | None = None
@@ -58,4 +140,24 @@ class MqttDevice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     def __post_init__(self) -> None:
         if self.username and not self.password_env:
             raise ValueError("username needs password_env (the environment variable holding the password)")
+        if self.password_env and not self.username:
+            raise ValueError("password_env needs username (MQTT sends no password without a user name)")
+        TopicTemplate(self.topic)  # raises ValueError naming what is wrong
+        if self.qos > 0 and self.clean_session is False and self.mqtt_version == "5" and self.session_expiry_s == 0:
+            raise ValueError("session_expiry_s 0 ends the session at every disconnect: with clean_session = "
+                             "false give it a duration (MQTT 5)")
+        if self.connect_timeout_s >= 3 * self.keepalive_s:
+            raise ValueError(f"connect_timeout_s ({self.connect_timeout_s}) must be shorter than 3 x keepalive_s "
+                             f"({self.keepalive_s})")
+        if self.stale_after_s is not None and self.stale_after_s <= self.connect_timeout_s:
+            raise ValueError(f"stale_after_s ({self.stale_after_s}) must be longer than connect_timeout_s "
+                             f"({self.connect_timeout_s})")
         check_unique_metrics([p.metric for p in self.points])
+
+    @property
+    def template(self) -> TopicTemplate:
+        return TopicTemplate(self.topic)
+
+    def subscription(self) -> str:
+        """The topic filter this device subscribes to."""
+        return self.template.filter(device=self.id)

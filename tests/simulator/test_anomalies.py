@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from protocols.config import FirmwareConfig
-from protocols.modbus.source import ModbusTcpConnection, ModbusTcpSource
+from protocols.modbus.source import ModbusConnection, ModbusSource
 from protocols.reading import QualityFlag
 from simulator import Simulation, parse_scenario
 from simulator.injection import Injector
@@ -28,9 +28,9 @@ def scenario(*anomalies: dict, duration: float = 1000.0):
 
 async def read(configs: list[FirmwareConfig], device_id: str) -> tuple[dict[str, float], dict[str, int]]:
     d = device(configs, device_id)
-    connection = ModbusTcpConnection(d.host, d.port, 1.0)
+    connection = ModbusConnection(d)
     try:
-        values, flags = await ModbusTcpSource(d, connection).read()
+        values, flags = await ModbusSource(d, connection).read()
     finally:
         connection.close()
     return ({p.metric: float(v) for p, v in zip(d.points, values)}, {p.metric: int(f) for p, f in zip(d.points, flags)})

@@ -14,7 +14,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from protocols.config import FirmwareConfig
 from protocols.modbus.codec import registers_to_raw
-from protocols.modbus.source import ModbusTcpConnection, ModbusTcpSource
+from protocols.modbus.source import ModbusConnection, ModbusSource
 from simulator import PlantError, Simulation, SimulationError
 from tests.simulator.conftest import arun, device
 
@@ -26,10 +26,10 @@ async def read_all(configs: list[FirmwareConfig]) -> dict[tuple[str, str], tuple
     out: dict[tuple[str, str], tuple[float, int]] = {}
     for config in configs:
         first = config.devices[0]
-        connection = ModbusTcpConnection(first.host, first.port, 1.0)
+        connection = ModbusConnection(first)
         try:
             for d in config.devices:
-                values, flags = await ModbusTcpSource(d, connection).read()
+                values, flags = await ModbusSource(d, connection).read()
                 out.update({(d.id, p.metric): (float(v), int(f)) for p, v, f in zip(d.points, values, flags)})
         finally:
             connection.close()
