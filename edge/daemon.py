@@ -105,7 +105,8 @@ class EdgeDaemon:
         src = d.source
         assert isinstance(src, PolledSource)
         health = self.stats.devices[d.id]
-        backoff = Backoff(src.poll_interval_s, max(30.0, src.poll_interval_s))
+        # reconnect attempts back off from one poll interval to a cap of 5 intervals (5-30 s)
+        backoff = Backoff(src.poll_interval_s, min(30.0, max(5.0, 5 * src.poll_interval_s)))
         next_t = loop.time()
         while True:
             delay = next_t - loop.time()
