@@ -189,6 +189,16 @@ class Buffer:
         log.warning("hub already holds %s up to %d: renumbered pending %s by +%d", table, floor, table, offset)
         return offset
 
+    def set_status(self, status_json: str) -> None:
+        """The daemon's latest health snapshot, for ``sentinel edge status`` in another process."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('status', ?)", (status_json,))
+
+    def status(self) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'status'").fetchone()
+        return row[0] if row else None
+
     # -- reads --------------------------------------------------------------------------------
 
     def pending(self, max_readings: int, max_events: int = 1000) -> tuple[ReadingRun | None, EventRun | None]:

@@ -9,9 +9,11 @@ pile up in the SQLite buffer and flow out when it returns.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,7 @@ class EdgeDaemon:
                     else:
                         tg.create_task(self._listen(d), name=f"edge.{d.id}.listen")
                 tg.create_task(self._writer(), name="edge.buffer")
+                tg.create_task(self._publish_status(), name="edge.status")
                 tg.create_task(self.sync.run(), name="edge.sync")
         finally:
             await self._flush()
@@ -96,6 +99,7 @@ class EdgeDaemon:
                 await d.source.close()
             await self._factory.aclose()
             await self.sync.aclose()
+            self.buffer.set_status(json.dumps(self.status_snapshot()))  # the last word, for `edge status`
             self.buffer.close()
 
     # -- polling ------------------------------------------------------------------------------
@@ -187,6 +191,28 @@ class EdgeDaemon:
             for m, v, ok, un, q, f in zip(metrics, values.tolist(), finite.tolist(), units, quality.tolist(),
                                           flags.tolist())
         ]
+
+    # -- status -------------------------------------------------------------------------------
+
+    STATUS_EVERY_S = 2.0
+
+    def status_snapshot(self) -> dict:
+        sync = self.sync.stats
+        return {
+            "edge_id": self.config.identity.edge_id,
+            "substation": self.config.identity.substation,
+            "updated_at": time.time(),
+            "pid": os.getpid(),
+            "hub": {"url": self.config.hub.url, "up": sync.hub_up, "last_error": sync.last_error,
+                    "batches": sync.batches, "readings_sent": sync.readings_sent, "failures": sync.failures},
+            "devices": [asdict(h) for h in self.stats.devices.values()],
+        }
+
+    async def _publish_status(self) -> None:
+        while True:
+            text = json.dumps(self.status_snapshot())
+            await asyncio.to_thread(self.buffer.set_status, text)
+            await asyncio.sleep(self.STATUS_EVERY_S)
 
     # -- buffering ----------------------------------------------------------------------------
 

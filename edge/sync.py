@@ -52,11 +52,12 @@ class SyncLoop:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def sync_once(self) -> int:
-        """Send one batch if anything is pending; return how many items the hub newly acked."""
+    async def sync_once(self) -> int | None:
+        """Send one batch if anything is pending; return how many items the hub newly acked
+        (None: nothing was pending, so the hub was not asked)."""
         readings, events = await asyncio.to_thread(self.buffer.pending, self.config.hub.batch_max_readings)
         if readings is None and events is None:
-            return 0
+            return None
         ident = self.config.identity
         batch = SyncBatch(edge_id=ident.edge_id, substation=ident.substation, sent_at=datetime.now(UTC),
                           readings=readings, events=events)
@@ -108,6 +109,9 @@ class SyncLoop:
                               self.config.hub.url, self.stats.last_error)
                 self.stats.hub_up = False
                 await self._sleep(delay)
+                continue
+            if sent is None:  # nothing to send: the hub was not asked, its state is unchanged
+                await self._sleep(interval)
                 continue
             if self.stats.hub_up is False:
                 log.info("hub %s reachable again; sending the backlog", self.config.hub.url)

@@ -21,8 +21,10 @@ class CliError(Exception):
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "pymodbus", "uvicorn.access"):
+    for noisy in ("httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # pymodbus logs every failed connect; the edge reports device state changes itself
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if verbose > 1 else logging.CRITICAL)
 
 
 def _load_configs(paths: Sequence[str] | None) -> list:
@@ -74,6 +76,27 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def cmd_edge_check(args: argparse.Namespace) -> int:
+    from edge.check import check_devices, format_table
+    from protocols.config import load_config
+
+    config = load_config(args.config)
+    checks = asyncio.run(check_devices(config, wait_s=args.wait))
+    print(format_table(checks))
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def cmd_edge_status(args: argparse.Namespace) -> int:
+    import json
+
+    from edge.status import format_status, read_status
+    from protocols.config import load_config
+
+    status = read_status(load_config(args.config), args.buffer)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 
 
@@ -132,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hub-url", default=None, help="override the config's hub URL")
     s.add_argument("--buffer", default=None, help="override the config's buffer path")
     s.set_defaults(func=cmd_edge_run)
+    s = edge.add_parser("check", help="read every configured point once and report (exit 1 if any failed)")
+    s.add_argument("--config", required=True, help="firmware config (TOML)")
+    s.add_argument("--wait", type=float, default=5.0, help="seconds to wait for pushed sources (MQTT, OPC-UA)")
+    s.set_defaults(func=cmd_edge_check)
+    s = edge.add_parser("status", help="device health, buffer depth, oldest unsent reading, last sync")
+    s.add_argument("--config", required=True, help="firmware config (TOML)")
+    s.add_argument("--buffer", default=None, help="override the config's buffer path")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_edge_status)
 
     sim = sub.add_parser("sim", help="simulated substations").add_subparsers(dest="sim_command", required=True, metavar="ACTION")
     s = sim.add_parser("run", help="serve the simulated substations of the firmware configs and play a scenario")

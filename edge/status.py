@@ -1,0 +1,61 @@
+"""``sentinel edge status``: what a running (or stopped) edge daemon left in its buffer."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edge.buffer import Buffer
+from protocols.config import FirmwareConfig
+
+
+def read_status(config: FirmwareConfig, buffer_path: str | Path | None = None) -> dict:
+    path = Path(buffer_path or config.buffer_path())
+    if not path.exists():
+        raise FileNotFoundError(f"no buffer at {path}: has `sentinel edge run --config ...` run here?")
+    buf = Buffer(path, config.identity.substation)
+    try:
+        stats = buf.stats()
+        raw = buf.status()
+    finally:
+        buf.close()
+    snap = json.loads(raw) if raw else {}
+    now = datetime.now(UTC)
+    return {
+        "edge_id": config.identity.edge_id,
+        "buffer": str(path),
+        "readings_pending": stats.readings_pending,
+        "events_pending": stats.events_pending,
+        "oldest_pending_age_s": (now - stats.oldest_pending).total_seconds() if stats.oldest_pending else None,
+        "last_sync": stats.last_sync.isoformat() if stats.last_sync else None,
+        "dropped": stats.dropped,
+        "daemon_seen_s_ago": time.time() - snap["updated_at"] if snap else None,
+        "hub": snap.get("hub"),
+        "devices": snap.get("devices", []),
+    }
+
+
+def format_status(st: dict) -> str:
+    def age(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{seconds:.0f} s"
+
+    seen = st["daemon_seen_s_ago"]
+    lines = [
+        f"edge {st['edge_id']}  buffer {st['buffer']}",
+        f"daemon: " + ("never ran" if seen is None else ("running" if seen < 10 else f"not running (last seen {age(seen)} ago)")),
+        f"buffer: {st['readings_pending']:,} readings and {st['events_pending']:,} events waiting; "
+        f"oldest unsent {age(st['oldest_pending_age_s'])} old; dropped {st['dropped']:,}",
+        f"last sync: {st['last_sync'] or 'never'}",
+    ]
+    hub = st.get("hub")
+    if hub:
+        state = {True: "reachable", False: "UNREACHABLE", None: "not tried yet"}[hub["up"]]
+        lines.append(f"hub {hub['url']}: {state}" + (f" ({hub['last_error']})" if hub["up"] is False else ""))
+    if st["devices"]:
+        lines.append("DEVICE            STATE    POLLS  FAILURES  LAST ERROR")
+        for d in st["devices"]:
+            state = {True: "up", False: "DOWN", None: "-"}[d["online"]]
+            lines.append(f"{d['device_id']:<17} {state:<8} {d['polls']:>5}  {d['failures']:>8}  {d['last_error']}")
+    return "\n".join(lines)
