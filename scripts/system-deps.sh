@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Install the system packages the tests need, when missing: PostgreSQL server binaries, Mosquitto,
-# socat and mbpoll. Uses apt-get when we are root (CI, a fresh box); otherwise lists what is missing.
+# socat, mbpoll and libmodbus-dev + gcc (a non-pymodbus Modbus server for interop tests). Uses apt-get when we are root (CI, a fresh box); otherwise lists what is missing.
 set -euo pipefail
 
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+[ -f /usr/include/modbus/modbus.h ] || missing+=(libmodbus-dev)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v mbpoll >/dev/null 2>&1 || missing+=(mbpoll)
