@@ -83,3 +83,16 @@ def test_token_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert cfg.hub.token() is None
     monkeypatch.setenv("SENTINEL_EDGE_TOKEN", "s3cret")
     assert cfg.hub.token() == "s3cret"
+
+
+DRIVER_SAMPLES = sorted((CONFIGS.parent / "protocols").glob("*/sample.toml"))
+
+
+@pytest.mark.parametrize("path", DRIVER_SAMPLES, ids=lambda p: p.parent.name)
+def test_every_driver_sample_is_a_valid_config_part(path: Path) -> None:
+    head = '[identity]\nedge_id = "e"\nsubstation = "S"\n[hub]\nurl = "http://127.0.0.1:8000"\n'
+    cfg = parse_config(head + path.read_text(), str(path))
+    assert cfg.devices
+    readme = (path.parent / "README.md").read_text()
+    for heading in ("## Configuration", "## Readings produced", "## Example output", "## Troubleshooting"):
+        assert heading in readme, f"{path.parent.name}/README.md lacks {heading}"
