@@ -60,6 +60,19 @@ class _Device:
         self.metrics = [p.metric for p in source.points]
         self.units = [p.unit for p in source.points]
         self.last = np.full(len(self.metrics), np.nan)  # latest value per point (pushed sources)
+        self.held = np.full(len(self.metrics), np.nan)  # value the point has held ...
+        self.held_since = np.zeros(len(self.metrics))  # ... since this time (for the stale flag)
+
+    def stale_flags(self, ts: float, values: np.ndarray, index: np.ndarray | None, stale_after_s: float | None
+                    ) -> np.ndarray:
+        """STALE where a point's value has not changed for longer than ``stale_after_s``."""
+        idx = np.arange(len(self.metrics)) if index is None else index
+        changed = values != self.held[idx]  # NaN != anything: a missing value restarts the clock
+        self.held[idx] = values
+        self.held_since[idx] = np.where(changed, ts, self.held_since[idx])
+        if stale_after_s is None:
+            return np.zeros(len(idx), dtype=np.int64)
+        return np.where(ts - self.held_since[idx] > stale_after_s, int(QualityFlag.STALE), 0).astype(np.int64)
 
 
 class EdgeDaemon:
@@ -178,11 +191,11 @@ class EdgeDaemon:
             rows.extend(self._rows(d, float(ts), u.values[sel], u.flags[sel], u.index[sel]))
         return rows, events
 
-    @staticmethod
-    def _rows(d: _Device, ts: float, values: np.ndarray, flags: np.ndarray,
+    def _rows(self, d: _Device, ts: float, values: np.ndarray, flags: np.ndarray,
               index: np.ndarray | None = None) -> list[ReadingRow]:
         finite = np.isfinite(values)
         flags = np.where(finite, flags, flags | QualityFlag.INVALID)
+        flags = flags | d.stale_flags(ts, values, index, self.config.quality.stale_after_s)
         quality = np.where(flags & _BAD, 0.0, np.where(flags != 0, 0.5, 1.0))
         metrics = d.metrics if index is None else [d.metrics[i] for i in index.tolist()]
         units = d.units if index is None else [d.units[i] for i in index.tolist()]

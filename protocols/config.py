@@ -33,6 +33,7 @@ __all__ = [
     "Limits",
     "LocatedError",
     "Location",
+    "QualitySettings",
     "load_config",
     "parse_config",
 ]
@@ -113,12 +114,19 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             )
 
 
+class QualitySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # A value identical for this long is flagged stale (a frozen sensor or a gateway serving its
+    # cache). Off by default: breaker states and counters legitimately hold still.
+    stale_after_s: Seconds | None = None
+
+
 class FirmwareConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     identity: Identity
     hub: HubSettings
     devices: Annotated[list[Device], msgspec.Meta(min_length=1)]
     limits: Limits = Limits()
     buffer: BufferSettings = BufferSettings()
+    quality: QualitySettings = QualitySettings()
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

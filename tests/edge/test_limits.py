@@ -55,3 +55,18 @@ def test_description_has_the_measured_deviation() -> None:
 
 def test_nan_is_not_a_violation() -> None:
     assert _run([[np.nan, 11.0, 11.0, np.nan, np.nan]]) == [[]]
+
+
+def test_frozen_values_are_flagged_stale() -> None:
+    from edge.daemon import _Device
+    from protocols.sources import PointInfo
+
+    class Src:
+        device_id, endpoint, poll_interval_s = "D", "x", 1.0
+        points = [PointInfo("a"), PointInfo("b")]
+
+    d = _Device(Src(), None)  # type: ignore[arg-type]
+    seq = [(0.0, [1.0, 5.0]), (5.0, [1.0, 5.1]), (11.0, [1.0, 5.2]), (12.0, [1.1, 5.2])]
+    out = [d.stale_flags(t, np.array(v), None, 10.0).tolist() for t, v in seq]
+    assert out == [[0, 0], [0, 0], [2, 0], [0, 0]]  # a: unchanged for 11 s -> stale; changes -> fresh
+    assert d.stale_flags(20.0, np.array([1.1, 5.2]), None, None).tolist() == [0, 0]  # off by default
