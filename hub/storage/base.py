@@ -14,6 +14,7 @@ from typing import Protocol
 
 import msgspec
 
+from protocols.mqtt.codec import DeadLetter
 from protocols.reading import Reading
 from protocols.wire import Event, SyncAck, SyncBatch
 
@@ -101,6 +102,16 @@ class Storage(Protocol):
     ) -> list[Reading]:
         """Oldest first."""
         ...
+
+    def add_dead_letters(self, items: Sequence[DeadLetter]) -> int:
+        """Keep messages that could not be used (malformed MQTT payloads), with the reason; returns how many."""
+        ...
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Newest first (in the order they were added)."""
+        ...
+
+    def dead_letter_count(self) -> int: ...
 
 
 class SyncPlan(msgspec.Struct, frozen=True, kw_only=True):

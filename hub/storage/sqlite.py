@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hub.storage.base import EdgeState, Incident, IncidentMaker, NewIncident, incident_id, plan_sync
+from protocols.mqtt.codec import DeadLetter
 from protocols.reading import Reading
 from protocols.wire import SyncAck, SyncBatch
 
@@ -58,6 +59,14 @@ CREATE TABLE IF NOT EXISTS incidents (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS incidents_status_severity ON incidents (status, severity);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    number INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,            -- when it was received, seconds since the epoch, UTC
+    source TEXT NOT NULL,        -- who received it: '<device>@<broker>' (edge), 'hub@<broker>'
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,       -- as text, cut at 64 KiB
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS edge_sync (
     edge_id TEXT PRIMARY KEY,
     substation TEXT NOT NULL,
@@ -190,6 +199,21 @@ class SQLiteStorage:
                                     numbers).fetchall()
         return [_incident(r) for r in rows]
 
+    def add_dead_letters(self, items: Sequence[DeadLetter]) -> int:
+        if not items:
+            return 0
+        rows = [(d.ts.timestamp(), d.source, d.topic, d.payload, d.reason) for d in items]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO dead_letters (ts, source, topic, payload, reason) VALUES (?,?,?,?,?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
     # -- reads --------------------------------------------------------------------------------
 
     def list_incidents(self, status: str | None = None, severity: str | None = None, limit: int = 100) -> list[Incident]:
@@ -244,6 +268,18 @@ class SQLiteStorage:
                     quality=r[6], flags=r[7])
             for r in rows
         ]
+
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ts, source, topic, payload, reason FROM dead_letters ORDER BY number DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [DeadLetter(ts=_utc(r[0]), source=r[1], topic=r[2], payload=r[3], reason=r[4]) for r in rows]
+
+    def dead_letter_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
 
 
 _INCIDENT_COLS = "number, ts, type, device_id, severity, description, status, agent, substation, metric, value"

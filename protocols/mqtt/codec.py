@@ -87,14 +87,31 @@ class Reject(NamedTuple):
 class Parsed(NamedTuple):
     """One message, parsed: its readings (valid against the schema and the topic) and its rejects.
 
-    ``where[i]`` locates ``readings[i]`` in the payload (``"sensor_readings[3]"``, or ``""``) for
-    reasons found later (an unknown metric, another device).
+    ``items[i]`` is the position of ``readings[i]`` in a batch's ``sensor_readings`` (-1 when the
+    payload is not a batch), for reasons found later (an unknown metric, another device):
+    :meth:`where` and :meth:`raw` locate it.
     """
 
     fields: Mapping[str, str]
     readings: list[TelemetryReading]
-    where: list[str]
+    items: list[int]
     rejects: list[Reject]
+    payload: bytes
+
+    def where(self, i: int) -> str:
+        """``"sensor_readings[3]: "`` for reading ``i`` of a batch, ``""`` otherwise."""
+        item = self.items[i]
+        return f"sensor_readings[{item}]: " if item >= 0 else ""
+
+    def raw(self, i: int) -> bytes:
+        """The JSON of reading ``i`` as it came (the whole payload unless it came in a batch)."""
+        item = self.items[i]
+        if item < 0:
+            return self.payload
+        try:
+            return bytes(_RAW_BATCH.decode(self.payload).sensor_readings[item])
+        except (msgspec.DecodeError, IndexError):  # pragma: no cover - it decoded once already
+            return _ENCODE(self.readings[i])
 
 
 # -- decoding ------------------------------------------------------------------------------------
@@ -141,56 +158,61 @@ def parse_message(template: TopicTemplate, topic: str, payload: bytes, received:
     """
     fields = template.match(topic)
     if fields is None:
-        return Parsed({}, [], [], [Reject(f"topic {topic} does not match template {template.text}", payload)])
+        return _rejected({}, f"topic {topic} does not match template {template.text}", payload)
     head = payload.lstrip(_WS)[:1]
     if not head:
-        return Parsed(fields, [], [], [Reject("empty payload", payload)])
-    if head == b"{":
-        if b'"sensor_readings"' in payload:
-            readings, where, rejects = _parse_batch(payload)
-        else:
-            try:
-                readings, where, rejects = [_READING.decode(payload)], [""], []
-            except msgspec.ValidationError as exc:
-                return Parsed(fields, [], [], [Reject(_located(exc), payload)])
-            except msgspec.DecodeError as exc:
-                return Parsed(fields, [], [], [Reject(_decode_error(exc), payload)])
-    else:
+        return _rejected(fields, "empty payload", payload)
+    if head != b"{":
         return _parse_bare(fields, topic, payload, received, default_device)
-    if fields and readings:
-        readings, where, rejects = _apply_topic(fields, readings, where, rejects)
-    return Parsed(fields, readings, where, rejects)
+    rejects: list[Reject] = []
+    if b'"sensor_readings"' in payload:
+        readings, items = _parse_batch(payload, rejects)
+    else:
+        try:
+            readings, items = [_READING.decode(payload)], [-1]
+        except msgspec.ValidationError as exc:
+            return _rejected(fields, _located(exc), payload)
+        except msgspec.DecodeError as exc:
+            return _rejected(fields, _decode_error(exc), payload)
+    parsed = Parsed(fields, readings, items, rejects, payload)
+    return _apply_topic(parsed) if fields and readings else parsed
 
 
-def _parse_batch(payload: bytes) -> tuple[list[TelemetryReading], list[str], list[Reject]]:
+def _rejected(fields: Mapping[str, str], reason: str, payload: bytes) -> Parsed:
+    return Parsed(fields, [], [], [Reject(reason, payload)], payload)
+
+
+def _parse_batch(payload: bytes, rejects: list[Reject]) -> tuple[list[TelemetryReading], list[int]]:
     try:
         batch = _BATCH.decode(payload)
-        return batch.sensor_readings, [f"sensor_readings[{i}]" for i in range(len(batch.sensor_readings))], []
-    except msgspec.DecodeError as exc:
-        if not isinstance(exc, msgspec.ValidationError):
-            return [], [], [Reject(_decode_error(exc), payload)]
+        return batch.sensor_readings, list(range(len(batch.sensor_readings)))
+    except msgspec.ValidationError as exc:
         first = exc
+    except msgspec.DecodeError as exc:
+        rejects.append(Reject(_decode_error(exc), payload))
+        return [], []
     # Some reading is bad (or the envelope is): decode item by item, keep the good ones.
     try:
         raw = _RAW_BATCH.decode(payload)
     except msgspec.ValidationError:
-        return [], [], [Reject(_located(first), payload)]
+        raw = None
     except msgspec.DecodeError as exc:
-        return [], [], [Reject(_decode_error(exc), payload)]
-    if not raw.sensor_readings:
-        return [], [], [Reject(_located(first), payload)]
+        rejects.append(Reject(_decode_error(exc), payload))
+        return [], []
+    if raw is None or not raw.sensor_readings:
+        rejects.append(Reject(_located(first), payload))
+        return [], []
     readings: list[TelemetryReading] = []
-    where: list[str] = []
-    rejects: list[Reject] = []
+    items: list[int] = []
     for i, item in enumerate(raw.sensor_readings):
-        loc = f"sensor_readings[{i}]"
         try:
             readings.append(_READING.decode(item))
-            where.append(loc)
-        except msgspec.DecodeError as exc:
-            rejects.append(Reject(_located(exc, loc + ".") if isinstance(exc, msgspec.ValidationError)
-                                  else f"{loc}: {_decode_error(exc)}", bytes(item)))
-    return readings, where, rejects
+            items.append(i)
+        except msgspec.ValidationError as exc:
+            rejects.append(Reject(_located(exc, f"sensor_readings[{i}]."), bytes(item)))
+        except msgspec.DecodeError as exc:  # pragma: no cover - the envelope decoded, so the item is JSON
+            rejects.append(Reject(f"sensor_readings[{i}]: {_decode_error(exc)}", bytes(item)))
+    return readings, items
 
 
 def _parse_bare(fields: Mapping[str, str], topic: str, payload: bytes, received: float,
@@ -198,54 +220,45 @@ def _parse_bare(fields: Mapping[str, str], topic: str, payload: bytes, received:
     try:
         value = _BARE.decode(payload)
     except msgspec.ValidationError as exc:
-        return Parsed(fields, [], [], [Reject(
-            f"payload: {_located(exc)} (give one reading object, a batch {{\"sensor_readings\": [...]}}, "
-            "or a bare number on a topic that names the metric)", payload)])
+        return _rejected(fields, f"payload: {_located(exc)} (send one reading object, a batch "
+                         '{"sensor_readings": [...]}, or a bare number on a topic that names the metric)', payload)
     except msgspec.DecodeError as exc:
-        return Parsed(fields, [], [], [Reject(_decode_error(exc), payload)])
+        return _rejected(fields, _decode_error(exc), payload)
     metric = fields.get("metric")
     device = fields.get("device") or default_device
     if not metric or not device:
-        missing = "{metric}" if not metric else "{device}"
-        return Parsed(fields, [], [], [Reject(
-            f"a bare value needs the topic to name the {missing[1:-1]}, but topic {topic} has no {missing} level",
-            payload)])
+        missing = "metric" if not metric else "device"
+        return _rejected(fields, f"a bare value needs a topic that names the {missing}, and topic {topic} "
+                         f"has no {{{missing}}} level", payload)
     reading = TelemetryReading(device_id=device, sensor_type=sensor_type(metric), metric=metric, value=value,
                                timestamp=datetime.fromtimestamp(received, UTC), substation=fields.get("substation"))
-    return Parsed(fields, [reading], [""], [])
+    return Parsed(fields, [reading], [-1], [], payload)
 
 
-def _apply_topic(fields: Mapping[str, str], readings: list[TelemetryReading], where: list[str],
-                 rejects: list[Reject]) -> tuple[list[TelemetryReading], list[str], list[Reject]]:
+def _apply_topic(parsed: Parsed) -> Parsed:
     """Topic levels fill in what readings leave out and must agree with what they say."""
+    fields = parsed.fields
     device, metric, substation = fields.get("device"), fields.get("metric"), fields.get("substation")
     replace = msgspec.structs.replace
-    out: list[TelemetryReading] = []
-    out_where: list[str] = []
-    for r, loc in zip(readings, where):
-        at = f"{loc}." if loc else ""
+    readings: list[TelemetryReading] = []
+    items: list[int] = []
+    rejects = parsed.rejects
+    for i, r in enumerate(parsed.readings):
+        reason = ""
         if device is not None and r.device_id != device:
-            rejects.append(Reject(f"{at}device_id {r.device_id!r} does not match the topic's device {device!r}",
-                                  _ENCODE(r)))
+            reason = f"device_id {r.device_id!r} does not match the topic's device {device!r}"
+        elif metric is not None and r.metric is not None and r.metric != metric:
+            reason = f"metric {r.metric!r} does not match the topic's metric {metric!r}"
+        elif substation is not None and r.substation is not None and r.substation != substation:
+            reason = f"substation {r.substation!r} does not match the topic's substation {substation!r}"
+        if reason:
+            rejects.append(Reject(parsed.where(i) + reason, parsed.raw(i)))
             continue
-        if metric is not None:
-            if r.metric is None:
-                r = replace(r, metric=metric)
-            elif r.metric != metric:
-                rejects.append(Reject(f"{at}metric {r.metric!r} does not match the topic's metric {metric!r}",
-                                      _ENCODE(r)))
-                continue
-        if substation is not None:
-            if r.substation is None:
-                r = replace(r, substation=substation)
-            elif r.substation != substation:
-                rejects.append(Reject(
-                    f"{at}substation {r.substation!r} does not match the topic's substation {substation!r}",
-                    _ENCODE(r)))
-                continue
-        out.append(r)
-        out_where.append(loc)
-    return out, out_where, rejects
+        if (metric is not None and r.metric is None) or (substation is not None and r.substation is None):
+            r = replace(r, metric=r.metric or metric, substation=r.substation or substation)
+        readings.append(r)
+        items.append(parsed.items[i])
+    return Parsed(fields, readings, items, rejects, parsed.payload)
 
 
 def dead_letters(source: str, topic: str, rejects: Sequence[Reject], received: float) -> list[DeadLetter]:
@@ -261,7 +274,9 @@ def _flags(names: list[str]) -> int:
     key = tuple(names)
     bits = _FLAG_CACHE.get(key)
     if bits is None:
-        bits = _FLAG_CACHE[key] = QualityFlag.parse(names) if len(_FLAG_CACHE) < 4096 else QualityFlag.parse(names)
+        bits = int(QualityFlag.parse(names))
+        if len(_FLAG_CACHE) < 4096:  # the names are validated, so the combinations are few anyway
+            _FLAG_CACHE[key] = bits
     return bits
 
 
@@ -311,15 +326,14 @@ class DeviceDecoder:
         device_id, point_index = self.device_id, self.point_index
         nan = float("nan")
         ts, index, values, flags = out.ts, out.index, out.values, out.flags
-        for r, loc in zip(parsed.readings, parsed.where):
+        for k, r in enumerate(parsed.readings):
             i = point_index.get(r.metric or r.sensor_type)
             if i is None or r.device_id != device_id:
-                at = f"{loc}: " if loc else ""
                 if r.device_id != device_id:
-                    reason = f"{at}device_id {r.device_id!r} is not device {device_id}"
+                    reason = f"device_id {r.device_id!r} is not device {device_id}"
                 else:
-                    reason = f"{at}unknown metric {r.metric or r.sensor_type!r} for device {device_id}"
-                rejects.append(Reject(reason, _ENCODE(r)))
+                    reason = f"unknown metric {r.metric or r.sensor_type!r} for device {device_id}"
+                rejects.append(Reject(parsed.where(k) + reason, parsed.raw(k)))
                 continue
             ts.append(r.timestamp.timestamp())
             index.append(i)

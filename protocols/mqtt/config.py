@@ -23,9 +23,14 @@ class TopicTemplate:
     Each placeholder is one whole topic level; it is subscribed as ``+`` (or as a fixed value, see
     :meth:`filter`) and read back from each message's topic by :meth:`match`. Raises ValueError
     on a template that is not one.
+
+    A ``{metric}`` in the last level is optional: a device may publish per metric
+    (``substations/S1/TR-1/oil_temperature``) or everything at once one level up
+    (``substations/S1/TR-1``: a batch, or readings that name their metric), so the filter ends in
+    ``#`` (which also brings deeper topics; they do not match and are rejected).
     """
 
-    __slots__ = ("fields", "levels", "text", "_slots")
+    __slots__ = ("fields", "levels", "optional_metric", "text", "_slots")
 
     def __init__(self, text: str) -> None:
         if not text:
@@ -56,6 +61,7 @@ class TopicTemplate:
             slots.append((i, name))
         self._slots = tuple(slots)
         self.fields = frozenset(name for _, name in slots)
+        self.optional_metric = bool(slots) and slots[-1] == (len(self.levels) - 1, "metric")
 
     def __repr__(self) -> str:
         return f"TopicTemplate({self.text!r})"
@@ -65,13 +71,33 @@ class TopicTemplate:
         levels = list(self.levels)
         for i, name in self._slots:
             levels[i] = fixed.get(name) or "+"
+        if self.optional_metric and not fixed.get("metric"):
+            levels[-1] = "#"
+        return "/".join(levels)
+
+    def render(self, **values: str) -> str:
+        """The topic for these placeholder values (publishers); an optional trailing ``{metric}``
+        left out gives the device-level topic. Raises ValueError if a value is missing or is not
+        one topic level."""
+        levels = list(self.levels)
+        for i, name in self._slots:
+            value = values.get(name)
+            if not value:
+                if name == "metric" and self.optional_metric:
+                    levels.pop()
+                    continue
+                raise ValueError(f"topic template {self.text!r} needs a value for {{{name}}}")
+            if "/" in value or "+" in value or "#" in value:
+                raise ValueError(f"{{{name}}} = {value!r} is not one topic level")
+            levels[i] = value
         return "/".join(levels)
 
     def match(self, topic: str) -> dict[str, str] | None:
         """The placeholders' values in ``topic``, or None if the topic does not fit the template."""
         levels = topic.split("/")
         if len(levels) != len(self.levels):
-            return None
+            if not (self.optional_metric and len(levels) == len(self.levels) - 1):
+                return None
         values: dict[str, str] = {}
         slot_names = dict(self._slots)
         for i, (want, got) in enumerate(zip(self.levels, levels)):
