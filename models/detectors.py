@@ -1,0 +1,382 @@
+"""Streaming detectors that need no training, for the classic shapes of trouble in a series.
+
+A :class:`DetectorBank` holds the state of many series at once (one row per series, in arrays) and
+``update(values)`` advances the series by a block of samples ``(series, B)``, vectorised over both
+axes: recurrences run as cumulative sums and accumulates, not as a Python loop over samples. The
+score at sample ``t`` uses samples up to ``t`` only, and feeding a history in blocks of any size
+gives the same scores as feeding it at once.
+
+Detectors, all in units of samples (each statistic is divided by its threshold ``h``, so 1.0 is
+"at the threshold"; see ``docs/detection.md``):
+
+- **step**: two-sided CUSUM of the residual of a 5-sample running median from a fast EWMA baseline,
+  in units of the residual's long-run scale.
+- **drift**: EWMA drift: the gap between the fast and a slow EWMA baseline, in units of the
+  geometric mean of the two baselines' long-run deviations (the fast one alone calls every slow
+  swing a drift, the slow one alone soon absorbs the drift it measures); muted for ``slow_span``
+  samples after a step alarm.
+- **spike**: robust z-score: distance from the median of the previous ``window`` samples, over
+  1.4826 x their MAD, less what the 5-sample median also moved (so a lasting shift is not a spike).
+- **oscillation**: band energy: the largest ratio, over periods of 2 to ``window/2`` samples, of the
+  window's sinusoid power (Hann taper, level and trend removed, spikes clipped) to its long-run
+  average.
+- **dropout**: the fraction of missing samples in the window, or the current run of missing ones.
+- **frozen**: the run of exactly repeated values, against the run length this series' own change
+  rate makes a one-in-a-million event.
+
+Scores map each statistic ``r`` to 0..1 with ``r^p / (r^p + 1)`` (0.5 at the threshold), then
+:func:`combine` takes the largest, names its type, and gives a confidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+import numpy as np
+
+from models._windows import band_kernel, causal_fill, cusum, ewma, last_index, trailing_windows
+
+__all__ = [
+    "ANOMALY_TYPES", "DETECTORS", "DetectorBank", "DetectorConfig", "DetectorOutput", "hill", "type_names",
+]
+
+DETECTORS = ("step", "drift", "spike", "oscillation", "dropout", "frozen")
+"""Columns of ``DetectorOutput.scores``; the type code of detector ``i`` is ``i + 1``."""
+ANOMALY_TYPES = ("none", *DETECTORS, "multivariate")
+"""Type codes: index into this tuple. ``multivariate`` is a learned model's finding."""
+STEP, DRIFT, SPIKE, OSCILLATION, DROPOUT, FROZEN = range(6)
+MULTIVARIATE_CODE = ANOMALY_TYPES.index("multivariate")
+
+_NEVER = np.iinfo(np.int64).min // 4
+_MAD_TO_SIGMA = 1.4826
+_MEAN_ABS_TO_SIGMA = 1.2533  # sqrt(pi / 2): mean absolute deviation of a Gaussian -> its sigma
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Window lengths (in samples) and thresholds of the detectors. Defaults suit 1 s to 1 h polling."""
+
+    window: Annotated[int, msgspec.Meta(ge=8, le=1024)] = 32
+    median_len: Positive = 5
+    fast_span: Positive = 32
+    slow_span: Positive = 256
+    scale_span: Positive = 1024
+    warmup: Positive = 64
+    step_k: PositiveFloat = 1.0
+    step_h: PositiveFloat = 9.0
+    drift_h: PositiveFloat = 1.8
+    spike_h: PositiveFloat = 8.0
+    oscillation_h: PositiveFloat = 20.0
+    dropout_fraction: PositiveFloat = 0.5
+    dropout_run: Positive = 5
+    frozen_min_run: Positive = 10
+    hill: PositiveFloat = 4.0
+
+    def __post_init__(self) -> None:
+        if not self.fast_span < self.slow_span <= self.scale_span:
+            raise ValueError(f"need fast_span < slow_span <= scale_span, got {self.fast_span}, "
+                             f"{self.slow_span}, {self.scale_span}")
+        if self.median_len > self.window:
+            raise ValueError(f"median_len {self.median_len} exceeds window {self.window}")
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorOutput:
+    """Scores of one block: arrays shaped ``(series, B)`` (``scores``: ``(series, B, 6)``)."""
+
+    score: np.ndarray  # float32 0..1, the combined score
+    type: np.ndarray  # int8 code into ANOMALY_TYPES (the detector with the largest score)
+    confidence: np.ndarray  # float32 0..1: how much data the score rests on
+    scores: np.ndarray  # float32 0..1 per detector, columns in DETECTORS order
+
+
+def hill(r: np.ndarray, p: float) -> np.ndarray:
+    """``r^p / (r^p + 1)``: a statistic over its threshold, mapped to 0..1 (0.5 at the threshold)."""
+    rp = np.power(np.maximum(r, 0.0), p)
+    with np.errstate(invalid="ignore"):
+        out = np.where(np.isinf(rp), 1.0, rp / (rp + 1.0))
+    return np.nan_to_num(out, nan=0.0)
+
+
+def type_names(codes: np.ndarray) -> np.ndarray:
+    """Type codes -> their names (object array)."""
+    return np.asarray(ANOMALY_TYPES, dtype=object)[np.asarray(codes, dtype=np.intp)]
+
+
+_FIELDS_2D = ("hist", "hist_clip", "hist_valid", "hist_resid", "hist_power", "osc_num")
+_FIELDS_1D = (
+    "n", "n_valid", "last", "fast_num", "fast_den", "slow_num", "slow_den", "sfast_num", "sfast_den",
+    "sslow_num", "sslow_den", "cus_pos", "cus_neg", "osc_den", "chg_num", "chg_den", "same_total",
+    "same_reset", "p_reset", "last_valid", "last_step_alarm", "mad_num", "mad_den",
+)
+
+
+class DetectorBank:
+    """State and update of every detector for ``n_series`` series (rows), grown on demand."""
+
+    def __init__(self, n_series: int = 0, config: DetectorConfig | None = None) -> None:
+        self.config = config or DetectorConfig()
+        c = self.config
+        self._bins = tuple(range(2, c.window // 2 + 1))
+        self._kernel, self._norm = band_kernel(c.window, self._bins)
+        self._a_fast = 2.0 / (c.fast_span + 1)
+        self._a_slow = 2.0 / (c.slow_span + 1)
+        self._a_scale = 2.0 / (c.scale_span + 1)
+        self._h = c.window  # samples of history kept: the spike window ends one sample back
+        self._m = max(2, c.fast_span // 2)  # samples averaged for the step residual's long-run scale
+        self._q = max(2, c.window // 4)  # consecutive windows whose band power is averaged
+        self.n_series = 0
+        self._alloc(0)
+        self.grow(n_series)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _alloc(self, n: int) -> None:
+        h, nb = self._h, len(self._bins)
+        self.n = np.zeros(n, dtype=np.int64)  # samples seen: the global index of the next one
+        self.n_valid = np.zeros(n, dtype=np.int64)
+        self.last = np.full(n, np.nan)  # last valid value
+        self.hist = np.full((n, h), np.nan)  # forward-filled values
+        self.hist_clip = np.full((n, h), np.nan)  # the same, spikes clipped, for band energy
+        self.hist_valid = np.ones((n, h), dtype=bool)
+        self.hist_resid = np.zeros((n, self._m - 1))
+        self.hist_power = np.zeros((n, self._q - 1, nb))
+        for name in ("fast_num", "fast_den", "slow_num", "slow_den", "sfast_num", "sfast_den",
+                     "sslow_num", "sslow_den", "cus_pos", "cus_neg", "osc_den", "chg_num", "chg_den",
+                     "mad_num", "mad_den"):
+            setattr(self, name, np.zeros(n))
+        self.osc_num = np.zeros((n, nb))
+        self.same_total = np.zeros(n, dtype=np.int64)
+        self.same_reset = np.zeros(n, dtype=np.int64)
+        self.p_reset = np.full(n, np.nan)
+        self.last_valid = np.full(n, -1, dtype=np.int64)
+        self.last_step_alarm = np.full(n, _NEVER, dtype=np.int64)
+
+    def grow(self, n_series: int) -> None:
+        """Make room for ``n_series`` series; new rows start empty."""
+        if n_series <= self.n_series:
+            return
+        old = {name: getattr(self, name) for name in (*_FIELDS_1D, *_FIELDS_2D)}
+        k = self.n_series
+        self._alloc(n_series)
+        for name, arr in old.items():
+            getattr(self, name)[:k] = arr
+        self.n_series = n_series
+
+    def reset(self, rows: np.ndarray) -> None:
+        """Forget the history of ``rows`` (a replaced sensor, say)."""
+        fresh = DetectorBank(len(rows), self.config)
+        for name in (*_FIELDS_1D, *_FIELDS_2D):
+            getattr(self, name)[rows] = getattr(fresh, name)
+
+    # -- update -----------------------------------------------------------------------------------
+
+    def update(self, values: np.ndarray, valid: np.ndarray | None = None,
+               rows: np.ndarray | None = None) -> DetectorOutput:
+        """Advance series ``rows`` (default: all, in order) by a block ``values`` of shape ``(len(rows), B)``.
+
+        NaN, or ``valid=False``, marks a missing sample. Returns the block's scores.
+        """
+        x = np.asarray(values, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[:, None]
+        rows = np.arange(self.n_series) if rows is None else np.asarray(rows, dtype=np.intp)
+        if x.shape[0] != len(rows):
+            raise ValueError(f"{x.shape[0]} series of values for {len(rows)} rows")
+        v = np.isfinite(x) if valid is None else (np.asarray(valid, dtype=bool).reshape(x.shape) & np.isfinite(x))
+        if len(rows) and rows.max() >= self.n_series:
+            self.grow(int(rows.max()) + 1)
+        s, b = x.shape
+        if b == 0 or s == 0:
+            empty = np.zeros((s, b), dtype=np.float32)
+            return DetectorOutput(empty, np.zeros((s, b), dtype=np.int8), empty.copy(),
+                                  np.zeros((s, b, len(DETECTORS)), dtype=np.float32))
+        c = self.config
+        st = {name: getattr(self, name)[rows] for name in (*_FIELDS_1D, *_FIELDS_2D)}
+        w, h = c.window, self._h
+        tiny = 1e-12
+
+        # --- fill, history, counts
+        filled, seen = causal_fill(x, v, st["last"])
+        prev = np.concatenate([st["last"][:, None], filled[:, :-1]], axis=1)  # last valid value before t
+        ext = np.concatenate([st["hist"], filled], axis=1)
+        has = ~np.isnan(ext)
+        first = np.where(has.any(axis=1), ext[np.arange(s), has.argmax(axis=1)], 0.0)
+        ext = np.where(has, ext, first[:, None])
+        ext_valid = np.concatenate([st["hist_valid"], v], axis=1)
+        nv = st["n_valid"][:, None] + np.cumsum(v, axis=1)  # valid samples up to and including t
+        start = st["n"]
+        gidx = start[:, None] + np.arange(b)[None, :]
+        xf = ext[:, h:]
+
+        # --- running median (robust level) and the spike window before each sample
+        med_short = np.median(trailing_windows(ext, c.median_len, b), axis=2)
+        win_prev = trailing_windows(ext, w, b, end_offset=1)
+        med_prev = np.median(win_prev, axis=2)
+        mad_prev = np.median(np.abs(win_prev - med_prev[..., None]), axis=2)
+
+        # --- baselines: bias-corrected EWMAs over valid samples (num/den), then shifted one sample
+        wv = (v & seen).astype(np.float64)
+        xm = np.where(v & seen, med_short, 0.0)
+        fast_num = ewma(wv * xm, self._a_fast, st["fast_num"])
+        fast_den = ewma(wv, self._a_fast, st["fast_den"])
+        slow_num = ewma(wv * xm, self._a_slow, st["slow_num"])
+        slow_den = ewma(wv, self._a_slow, st["slow_den"])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fast = fast_num / fast_den
+            slow = slow_num / slow_den
+            fast_prev = _shift(fast, st["fast_num"] / st["fast_den"])
+            slow_prev = _shift(slow, st["slow_num"] / st["slow_den"])
+        ok_fast = (v & seen) & np.isfinite(fast_prev)
+        ok_slow = (v & seen) & np.isfinite(slow_prev)
+        # the step residual's scale is that of its mean over m samples, times sqrt(m): the long-run
+        # scale, which autocorrelated noise (and the running median's own smoothing) inflates
+        resid = np.where(ok_fast, med_short - np.nan_to_num(fast_prev), 0.0)
+        m = self._m
+        ext_resid = np.concatenate([st["hist_resid"], resid], axis=1)
+        rbar = trailing_windows(ext_resid, m, b).mean(axis=2)
+        rf = np.abs(rbar) * np.sqrt(m)
+        rs = np.where(ok_slow, np.abs(med_short - np.nan_to_num(slow_prev)), 0.0)
+        sfast_num = ewma(rf, self._a_scale, st["sfast_num"])
+        sfast_den = ewma(ok_fast.astype(np.float64), self._a_scale, st["sfast_den"])
+        sslow_num = ewma(rs, self._a_scale, st["sslow_num"])
+        sslow_den = ewma(ok_slow.astype(np.float64), self._a_scale, st["sslow_den"])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sfast_prev = _shift(sfast_num / sfast_den, st["sfast_num"] / st["sfast_den"]) * _MEAN_ABS_TO_SIGMA
+            sslow_prev = _shift(sslow_num / sslow_den, st["sslow_num"] / st["sslow_den"]) * _MEAN_ABS_TO_SIGMA
+        level_floor = 1e-9 * (1.0 + np.abs(np.nan_to_num(slow_prev)))
+        sfast_prev = np.maximum(np.nan_to_num(sfast_prev), level_floor)
+        sslow_prev = np.maximum(np.nan_to_num(sslow_prev), level_floor)
+
+        stats = np.zeros((s, b, len(DETECTORS)))
+
+        # --- step: CUSUM of the residual from the fast baseline
+        warm = nv >= c.warmup
+        ok = ok_fast & warm
+        e = np.where(ok, (med_short - np.nan_to_num(fast_prev)) / sfast_prev, 0.0)
+        cus_pos = cusum(np.where(ok, e - c.step_k, 0.0), st["cus_pos"])
+        cus_neg = cusum(np.where(ok, -e - c.step_k, 0.0), st["cus_neg"])
+        stats[..., STEP] = np.where(v, np.maximum(cus_pos, cus_neg) / c.step_h, 0.0)
+
+        # --- drift: fast against slow baseline
+        with np.errstate(invalid="ignore"):
+            gap = np.abs(fast - slow) / np.sqrt(sfast_prev * sslow_prev)
+        stats[..., DRIFT] = np.where(v & (nv >= max(c.warmup, c.slow_span // 2)), np.nan_to_num(gap) / c.drift_h, 0.0)
+
+        # --- spike: robust z-score against the window before the sample
+        # floor: half the series' usual MAD, so a window of identical values (a quantised sensor) is no 0
+        wm = (v & (nv > w)).astype(np.float64)
+        mad_num = ewma(wm * mad_prev, self._a_slow, st["mad_num"])
+        mad_den = ewma(wm, self._a_slow, st["mad_den"])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mad_usual = _shift(mad_num / mad_den, st["mad_num"] / st["mad_den"])
+        spike_floor = np.maximum(0.5 * _MAD_TO_SIGMA * np.nan_to_num(mad_usual), level_floor)
+        scale_spike = np.maximum(_MAD_TO_SIGMA * mad_prev, spike_floor)
+        excess = np.abs(xf - med_prev) - np.abs(med_short - med_prev)
+        stats[..., SPIKE] = np.where(v & (nv > w), np.maximum(excess, 0.0) / scale_spike / c.spike_h, 0.0)
+
+        # --- oscillation: band power against its long-run average, on spike-clipped values
+        clip = 4.0 * scale_spike
+        xc = np.where(nv > w, np.clip(xf, med_prev - clip, med_prev + clip), xf)
+        ext_clip = np.concatenate([np.where(np.isnan(st["hist_clip"]), ext[:, :h], st["hist_clip"]), xc], axis=1)
+        power = _band_power(ext_clip, w, b, self._kernel, self._norm)  # (s, b, bins)
+        miss_frac = 1.0 - trailing_windows(ext_valid, w, b).mean(axis=2)
+        ok_osc = v & (nv >= w) & (miss_frac == 0.0)
+        wo = ok_osc.astype(np.float64)
+        osc_den = ewma(wo, self._a_scale, st["osc_den"])
+        osc_num = np.empty_like(power)
+        base_prev = np.empty_like(power)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            den_prev = _shift(osc_den, st["osc_den"])
+            for k in range(power.shape[2]):
+                osc_num[..., k] = ewma(wo * power[..., k], self._a_scale, st["osc_num"][:, k])
+                base_prev[..., k] = _shift(osc_num[..., k], st["osc_num"][:, k]) / den_prev
+        floor = (0.05 * sslow_prev) ** 2 + tiny
+        # average the power of the last q windows: a sinusoid's stays, noise's varies less
+        ext_power = np.concatenate([st["hist_power"], power], axis=1)
+        smooth = trailing_windows(ext_power.transpose(0, 2, 1).reshape(s * power.shape[2], -1), self._q, b)
+        smooth = smooth.mean(axis=2).reshape(s, power.shape[2], b).transpose(0, 2, 1)
+        ratio = smooth / (np.nan_to_num(base_prev) + floor[..., None])
+        stats[..., OSCILLATION] = np.where(ok_osc & (nv >= 2 * w), ratio.max(axis=2) / c.oscillation_h, 0.0)
+
+        # --- dropout: missing fraction in the window, or the current run of missing samples
+        last_valid = last_index(v, start, st["last_valid"])
+        run_missing = gidx - last_valid
+        stats[..., DROPOUT] = np.maximum(miss_frac / c.dropout_fraction, run_missing / c.dropout_run)
+
+        # --- frozen: run of repeated values against this series' own change rate
+        has_prev = ~np.isnan(prev)
+        same = v & has_prev & (x == prev)
+        changed = v & has_prev & (x != prev)
+        counted = (v & has_prev).astype(np.float64)
+        chg_num = ewma(counted * changed, self._a_slow, st["chg_num"])
+        chg_den = ewma(counted, self._a_slow, st["chg_den"])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = chg_num / chg_den
+        p_reset, _ = causal_fill(rate, changed, st["p_reset"])  # the change rate when the run began
+        cs = st["same_total"][:, None] + np.cumsum(same, axis=1)
+        at_reset = np.maximum.accumulate(np.where(changed, cs, st["same_reset"][:, None]), axis=1)
+        run_same = cs - at_reset
+        p = np.clip(np.nan_to_num(p_reset), 1e-9, 1 - 1e-9)
+        expected = np.clip(np.log(1e-6) / np.log1p(-p), c.frozen_min_run, 1e6)
+        stats[..., FROZEN] = np.where(v & (nv > w) & (p >= 0.05), run_same / expected, 0.0)
+
+        # --- scores, precedence, combination
+        scores = hill(stats, c.hill)
+        step_alarm = last_index(scores[..., STEP] >= 0.5, start, st["last_step_alarm"])
+        scores[..., DRIFT] *= (gidx - step_alarm) > c.slow_span
+        osc = scores[..., OSCILLATION]
+        for k in (STEP, DRIFT):
+            scores[..., k] = np.where(osc >= 0.5, np.minimum(scores[..., k], 0.999 * osc), scores[..., k])
+        gone = scores[..., DROPOUT] >= 0.5
+        for k in (STEP, DRIFT, SPIKE, OSCILLATION, FROZEN):
+            scores[..., k] = np.where(gone, 0.0, scores[..., k])
+        top = scores.argmax(axis=2)
+        score = np.take_along_axis(scores, top[..., None], axis=2)[..., 0]
+        ready = np.minimum(1.0, nv / float(c.slow_span))
+        confidence = np.where(top == DROPOUT, 1.0, ready * (1.0 - miss_frac))
+
+        # --- store state
+        new = {
+            "n": start + b, "n_valid": nv[:, -1], "last": filled[:, -1],
+            "hist": ext[:, -h:], "hist_clip": ext_clip[:, -h:], "hist_valid": ext_valid[:, -h:],
+            "hist_resid": ext_resid[:, ext_resid.shape[1] - (m - 1):],
+            "hist_power": ext_power[:, ext_power.shape[1] - (self._q - 1):],
+            "fast_num": fast_num[:, -1], "fast_den": fast_den[:, -1], "slow_num": slow_num[:, -1],
+            "slow_den": slow_den[:, -1], "sfast_num": sfast_num[:, -1], "sfast_den": sfast_den[:, -1],
+            "sslow_num": sslow_num[:, -1], "sslow_den": sslow_den[:, -1],
+            "cus_pos": cus_pos[:, -1], "cus_neg": cus_neg[:, -1],
+            "osc_den": osc_den[:, -1], "osc_num": osc_num[:, -1, :],
+            "chg_num": chg_num[:, -1], "chg_den": chg_den[:, -1], "mad_num": mad_num[:, -1], "mad_den": mad_den[:, -1],
+            "same_total": cs[:, -1], "same_reset": at_reset[:, -1], "p_reset": p_reset[:, -1],
+            "last_valid": last_valid[:, -1], "last_step_alarm": step_alarm[:, -1],
+        }
+        # a series that has never had a valid sample keeps NaN history, so its first value fills it
+        never = np.isnan(new["last"])
+        new["hist"] = np.where(never[:, None], np.nan, new["hist"])
+        new["hist_clip"] = np.where(never[:, None], np.nan, new["hist_clip"])
+        for name, arr in new.items():
+            getattr(self, name)[rows] = arr
+
+        return DetectorOutput(score.astype(np.float32), (top + 1).astype(np.int8),
+                              confidence.astype(np.float32), scores.astype(np.float32))
+
+
+def _shift(series: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """The value one sample earlier: ``before`` (the state) then ``series[:, :-1]``."""
+    return np.concatenate([np.asarray(before, dtype=np.float64)[:, None], series[:, :-1]], axis=1)
+
+
+def _band_power(ext: np.ndarray, w: int, b: int, kernel: np.ndarray, norm: float) -> np.ndarray:
+    out = np.empty((ext.shape[0], b, kernel.shape[1] // 2))
+    step = 8192
+    for lo in range(0, b, step):
+        hi = min(b, lo + step)
+        win = trailing_windows(ext[:, :ext.shape[1] - b + hi], w, hi - lo)
+        coef = win @ kernel
+        out[:, lo:hi] = (coef[..., 0::2] ** 2 + coef[..., 1::2] ** 2) * norm
+    return out
