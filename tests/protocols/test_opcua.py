@@ -495,3 +495,38 @@ def test_config_errors_name_the_key(device_toml: str, path: str, message: str) -
     with pytest.raises(ConfigError) as err:
         parse_config(text, "site.toml")
     assert err.value.path == path and message in err.value.message, str(err.value)
+
+
+def test_simulator_hook_serves_the_configs_opcua_devices_from_values_for() -> None:
+    """What simulator.runner calls: every OPC-UA device of the configs, values from values_for()."""
+    from simulator.opcua_server import OpcUaSimulator
+
+    url = f"opc.tcp://127.0.0.1:{free_port()}"
+    text = FULL + f"""
+[[devices]]
+protocol = "opcua"
+id = "RTU-7"
+url = "{url}"
+mode = "poll"
+points = [{{ metric = "voltage_l1", node_id = "ns=2;s=Feeder.F12.VoltageL1", unit = "kV" }},
+          {{ metric = "current_l1", browse_path = "0:Objects/2:Feeder/2:CurrentL1", unit = "A" }}]
+"""
+    cfg = parse_config(text, "hook.toml")
+    t0 = time.monotonic()
+    values_for = lambda device_id: {"voltage_l1": 11.0 + round(time.monotonic() - t0, 1), "current_l1": math.nan}
+
+    async def main() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        async with OpcUaSimulator([cfg], values_for, tick_s=0.05) as sim:
+            src = OpcUaSource(cfg.devices[0])
+            try:
+                first, flags = await src.read()
+                await asyncio.sleep(0.3)
+                second, _ = await src.read()
+            finally:
+                await src.close()
+            return sim.endpoints, first, second, flags
+
+    endpoints, first, second, flags = asyncio.run(main())
+    assert endpoints == [f"opcua {url} (None) devices RTU-7"]
+    assert 11.0 <= first[0] < second[0]  # refreshed every tick
+    assert math.isnan(first[1]) and flags[1] == QualityFlag.INVALID  # a missing sample: BadSensorFailure
