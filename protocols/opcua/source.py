@@ -242,8 +242,8 @@ class OpcUaSource:
             raise
         except TimeoutError as exc:
             await session.close(dev.timeout_s)
-            raise self._error(SourceConnectError, f"no answer within {self._connect_timeout_s:g} s while "
-                              "connecting") from exc
+            raise self._error(SourceConnectError, f"no answer while connecting (timeout {dev.timeout_s:g} s a "
+                              f"request, {self._connect_timeout_s:g} s in all)") from exc
         except asyncio.CancelledError:
             await session.close(dev.timeout_s)
             raise

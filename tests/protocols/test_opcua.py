@@ -530,3 +530,34 @@ points = [{{ metric = "voltage_l1", node_id = "ns=2;s=Feeder.F12.VoltageL1", uni
     assert endpoints == [f"opcua {url} (None) devices RTU-7"]
     assert 11.0 <= first[0] < second[0]  # refreshed every tick
     assert math.isnan(first[1]) and flags[1] == QualityFlag.INVALID  # a missing sample: BadSensorFailure
+
+
+def test_a_server_that_never_answers_cannot_hang_the_source() -> None:
+    """TCP accepted, then silence: both kinds of source give up within their bounds."""
+
+    async def main() -> list[tuple[str, float]]:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # until the client goes away
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        url = f"opc.tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        out = []
+        try:
+            for mode in ("poll", "subscribe"):
+                src = OpcUaSource(device(RTU, url, mode=mode, timeout_s=0.3))
+                started = time.monotonic()
+                with pytest.raises(SourceConnectError) as err:
+                    if isinstance(src, OpcUaPollSource):
+                        await src.read()
+                    else:
+                        async for _ in src.stream():
+                            pass
+                await src.close()
+                out.append((err.value.reason, time.monotonic() - started))
+        finally:
+            server.close()
+        return out
+
+    for reason, elapsed in asyncio.run(main()):
+        assert reason.startswith("no answer while connecting") and elapsed < 4 * 0.3 + 0.5, (reason, elapsed)
