@@ -53,6 +53,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from protocols.config import FirmwareConfig
 from protocols.opcua.config import OpcUaDevice, OpcUaPoint, parse_browse_path
+from simulator.modbus_server import EndpointError
 
 __all__ = [
     "CertificatePair",
@@ -74,12 +75,9 @@ _POLICY_TYPES = {
 }
 
 
-class OpcUaEndpointError(OSError):
-    """A server could not listen on its endpoint (or a node it was asked about does not exist)."""
-
-    def __init__(self, endpoint: str, reason: str) -> None:
-        self.endpoint, self.reason = endpoint, reason
-        super().__init__(f"cannot serve {endpoint}: {reason}")
+class OpcUaEndpointError(EndpointError):
+    """A server could not listen on its endpoint (the simulator's EndpointError, so the runner's
+    handling of Modbus endpoints covers OPC-UA ones too)."""
 
 
 # -- certificates ---------------------------------------------------------------------------------
