@@ -16,7 +16,9 @@ edge subscribes with: its broker (host, port, TLS, user), topic template and poi
 
 Corrupt payloads are injected at given times (seconds since ``run()`` started), ``count`` of them
 at once, on the device's first point: ``invalid_json``, ``wrong_type`` (value as a string),
-``unknown_metric``, ``missing_field`` (no timestamp). What was sent is counted in :attr:`stats`.
+``unknown_metric`` (a metric the device does not have: bad at the edge, which knows the device's
+points, but a valid reading at the hub, which does not), ``missing_field`` (no timestamp),
+``wrong_device`` (another device_id on this device's topic). What was sent is counted in :attr:`stats`.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from protocols.reading import sensor_type
 __all__ = ["CORRUPTIONS", "Corruption", "MqttPublisher", "PublisherStats"]
 
 Form = Literal["single", "bare", "batch"]
-CorruptionKind = Literal["invalid_json", "wrong_type", "unknown_metric", "missing_field"]
-CORRUPTIONS: tuple[CorruptionKind, ...] = ("invalid_json", "wrong_type", "unknown_metric", "missing_field")
+CorruptionKind = Literal["invalid_json", "wrong_type", "unknown_metric", "missing_field", "wrong_device"]
+CORRUPTIONS: tuple[CorruptionKind, ...] = ("invalid_json", "wrong_type", "unknown_metric", "missing_field",
+                                           "wrong_device")
 
 Values = Callable[[float], Mapping[str, float | None]]
 """Given seconds since run() started, each point's value by metric (missing or None: no value)."""
@@ -187,6 +190,8 @@ class MqttPublisher:
             return topic, _encode({**good, "metric": "no_such_metric", "sensor_type": "no_such_metric"})
         if kind == "missing_field":
             return topic, _encode({k: v for k, v in good.items() if k != "timestamp"})
+        if kind == "wrong_device":  # on this device's topic, naming another device
+            return topic, _encode({**good, "device_id": f"{self.device.id}-X"})
         raise ValueError(f"unknown corruption {kind!r}")
 
     # -- publishing ------------------------------------------------------------------------------

@@ -394,9 +394,12 @@ class BrokerSession:
                 if sock is not None:
                     sock.close()
             return
-        # loop_stop() joins the thread: off the event loop, and never for long.
-        with contextlib.suppress(BaseException):
+        # loop_stop() joins the thread: off the event loop, and never for long. Shielded, so that a
+        # cancellation (which propagates) does not interrupt it half-way.
+        try:
             await asyncio.wait_for(asyncio.shield(asyncio.to_thread(client.loop_stop)), timeout=2.0)
+        except TimeoutError:
+            log.warning("%s: paho's network thread did not stop within 2 s", self.name)
 
     async def close(self) -> None:
         client = self._client

@@ -155,7 +155,7 @@ def test_single_bare_and_batch_payloads_arrive(broker: MosquittoBroker) -> None:
 def test_a_thousand_malformed_payloads_never_hold_up_the_good_ones(broker: MosquittoBroker) -> None:
     dev = device(broker.port)
     pub = MqttPublisher(dev, substation="S1", values=lambda t: {})
-    bad_kinds = [*CORRUPTIONS, "wrong_device", "empty", "partial_batch"]
+    bad_kinds = [*CORRUPTIONS, "other_device", "empty", "partial_batch"]
     messages: list[tuple[str, bytes]] = []
     expected_reasons: list[str] = []
     good_values: list[float] = []
@@ -172,7 +172,7 @@ def test_a_thousand_malformed_payloads_never_hold_up_the_good_ones(broker: Mosqu
         kind = bad_kinds[i % len(bad_kinds)]
         if kind in CORRUPTIONS:
             messages.append(pub.corrupt(kind))  # type: ignore[arg-type]
-        elif kind == "wrong_device":
+        elif kind == "other_device":
             messages.append((f"substations/S1/{dev.id}-other/voltage_l1", b"1.0"))  # not ours: not even delivered
             continue
         elif kind == "empty":
@@ -197,6 +197,7 @@ def test_a_thousand_malformed_payloads_never_hold_up_the_good_ones(broker: Mosqu
     fragments = {"invalid_json": "invalid JSON", "wrong_type": "value: Expected `float | null`, got `str`",
                  "unknown_metric": "unknown metric 'no_such_metric' for device", "missing_field":
                  "timestamp: missing required field", "empty": "empty payload",
+                 "wrong_device": "does not match the topic's device",
                  "partial_batch": "sensor_readings[1].timestamp: Invalid RFC3339"}
     for letter, kind in zip(ear.dead, expected_reasons):
         assert fragments[kind] in letter.reason, (kind, letter.reason)
@@ -459,3 +460,48 @@ def test_the_sample_device_through_the_edge_daemon_into_its_buffer(secure_broker
                     ("TR-04-IOT", "voltage_l1", 1000, 11.0, 11.0),
                     ("TR-04-IOT", "winding_temperature", 1000, 70.0, 1069.0)]
     assert len(dead) == 1000 and all(d.reason for d in dead)
+
+
+# -- a broker that never answers ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port that accepts connections (the kernel's backlog) and never says a word."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield s.getsockname()[1]
+
+
+def test_a_silent_broker_is_a_timeout_not_a_hang(silent_port: int) -> None:
+    dev = device(silent_port, connect_timeout_s=0.5)
+
+    async def main() -> None:
+        started = time.monotonic()
+        with pytest.raises(SourceConnectError, match=r"no answer from the broker within 0.5 s"):
+            async for _ in MqttSource(dev, client_id="x").stream():
+                pass
+        assert time.monotonic() - started < 1.5
+
+    asyncio.run(main())
+
+
+def test_cancelling_a_stream_that_waits_for_the_broker_returns_at_once(silent_port: int) -> None:
+    """A stuck device cannot hang the edge's shutdown."""
+    dev = device(silent_port, connect_timeout_s=30.0, keepalive_s=30)
+
+    async def main() -> None:
+        source = MqttSource(dev, client_id="x")
+        task = asyncio.create_task(Listener(source)._run())
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await source.close()
+        assert time.monotonic() - started < 1.0
+
+    asyncio.run(main())
