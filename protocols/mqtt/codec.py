@@ -98,6 +98,10 @@ class Parsed(NamedTuple):
     rejects: list[Reject]
     payload: bytes
 
+    def metric(self, r: TelemetryReading) -> str:
+        """A reading's metric: its own, else the topic's ``{metric}``, else its ``sensor_type``."""
+        return r.metric or self.fields.get("metric") or r.sensor_type
+
     def where(self, i: int) -> str:
         """``"sensor_readings[3]: "`` for reading ``i`` of a batch, ``""`` otherwise."""
         item = self.items[i]
@@ -236,29 +240,27 @@ def _parse_bare(fields: Mapping[str, str], topic: str, payload: bytes, received:
 
 
 def _apply_topic(parsed: Parsed) -> Parsed:
-    """Topic levels fill in what readings leave out and must agree with what they say."""
+    """Topic levels must agree with what readings say (filling in what they leave out is left to
+    the consumers: :meth:`Parsed.metric`, :func:`to_readings`). No copies when all agree."""
     fields = parsed.fields
     device, metric, substation = fields.get("device"), fields.get("metric"), fields.get("substation")
-    replace = msgspec.structs.replace
-    readings: list[TelemetryReading] = []
-    items: list[int] = []
-    rejects = parsed.rejects
+    bad: list[tuple[int, str]] = []
     for i, r in enumerate(parsed.readings):
-        reason = ""
         if device is not None and r.device_id != device:
-            reason = f"device_id {r.device_id!r} does not match the topic's device {device!r}"
+            bad.append((i, f"device_id {r.device_id!r} does not match the topic's device {device!r}"))
         elif metric is not None and r.metric is not None and r.metric != metric:
-            reason = f"metric {r.metric!r} does not match the topic's metric {metric!r}"
+            bad.append((i, f"metric {r.metric!r} does not match the topic's metric {metric!r}"))
         elif substation is not None and r.substation is not None and r.substation != substation:
-            reason = f"substation {r.substation!r} does not match the topic's substation {substation!r}"
-        if reason:
-            rejects.append(Reject(parsed.where(i) + reason, parsed.raw(i)))
-            continue
-        if (metric is not None and r.metric is None) or (substation is not None and r.substation is None):
-            r = replace(r, metric=r.metric or metric, substation=r.substation or substation)
-        readings.append(r)
-        items.append(parsed.items[i])
-    return Parsed(fields, readings, items, rejects, parsed.payload)
+            bad.append((i, f"substation {r.substation!r} does not match the topic's substation {substation!r}"))
+    if not bad:
+        return parsed
+    rejects = parsed.rejects
+    for i, reason in bad:
+        rejects.append(Reject(parsed.where(i) + reason, parsed.raw(i)))
+    drop = {i for i, _ in bad}
+    keep = [i for i in range(len(parsed.readings)) if i not in drop]
+    return Parsed(fields, [parsed.readings[i] for i in keep], [parsed.items[i] for i in keep], rejects,
+                  parsed.payload)
 
 
 def dead_letters(source: str, topic: str, rejects: Sequence[Reject], received: float) -> list[DeadLetter]:
@@ -326,13 +328,15 @@ class DeviceDecoder:
         device_id, point_index = self.device_id, self.point_index
         nan = float("nan")
         ts, index, values, flags = out.ts, out.index, out.values, out.flags
+        topic_metric = parsed.fields.get("metric")
         for k, r in enumerate(parsed.readings):
-            i = point_index.get(r.metric or r.sensor_type)
+            metric = r.metric or topic_metric or r.sensor_type
+            i = point_index.get(metric)
             if i is None or r.device_id != device_id:
                 if r.device_id != device_id:
                     reason = f"device_id {r.device_id!r} is not device {device_id}"
                 else:
-                    reason = f"unknown metric {r.metric or r.sensor_type!r} for device {device_id}"
+                    reason = f"unknown metric {metric!r} for device {device_id}"
                 rejects.append(Reject(parsed.where(k) + reason, parsed.raw(k)))
                 continue
             ts.append(r.timestamp.timestamp())
@@ -347,5 +351,15 @@ class DeviceDecoder:
 # -- the hub: readings of any device --------------------------------------------------------------
 
 def to_readings(parsed: Parsed, default_substation: str) -> tuple[list[Reading], list[float | None]]:
-    """The parsed readings as stored readings, and each one's nominal (for the grid-code check)."""
-    return ([r.to_reading(default_substation) for r in parsed.readings], [r.nominal for r in parsed.readings])
+    """The parsed readings as stored readings, and each one's nominal (for the grid-code check).
+
+    The topic's ``{substation}`` and ``{metric}`` fill in what a reading leaves out; then
+    ``default_substation``, and the ``sensor_type``.
+    """
+    substation = parsed.fields.get("substation") or default_substation
+    metric = parsed.fields.get("metric")
+    out = [r.to_reading(substation) for r in parsed.readings]
+    if metric is not None:
+        replace = msgspec.structs.replace
+        out = [o if r.metric is not None else replace(o, metric=metric) for o, r in zip(out, parsed.readings)]
+    return out, [r.nominal for r in parsed.readings]

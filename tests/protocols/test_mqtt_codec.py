@@ -178,7 +178,11 @@ def test_topic_levels_fill_in_what_a_reading_leaves_out() -> None:
                            enc(reading(metric=..., sensor_type="voltage")), NOW)
     assert parsed.rejects == []
     (r,) = parsed.readings
-    assert (r.metric, r.substation) == ("voltage_l1", "S1")
+    assert parsed.metric(r) == "voltage_l1"
+    (stored,), _ = to_readings(parsed, "UNASSIGNED")
+    assert (stored.metric, stored.substation) == ("voltage_l1", "S1")
+    cols, rejects = decode("substations/S1/TR-04/voltage_l1", enc(reading(metric=..., sensor_type="voltage")))
+    assert rejects == [] and cols.update().index.tolist() == [0]
 
 
 # -- the hub's side -----------------------------------------------------------------------------------
