@@ -1,0 +1,190 @@
+"""A model registry on disk: a directory per model name, a directory per version, a ``latest`` pointer.
+
+::
+
+    <root>/<name>/latest              the latest version's number, as text
+    <root>/<name>/<version>/model.onnx
+    <root>/<name>/<version>/manifest.json   signed bytes: name, version, feature spec, data range, metrics, sha256
+    <root>/<name>/<version>/manifest.sig    ed25519 signature of manifest.json (64 bytes, hex)
+
+The hub publishes (:meth:`Registry.publish` signs with its private key); anyone holding the public
+key loads (:meth:`Registry.load` verifies the signature, then the ``.onnx`` hash, and refuses a
+tampered file with a :class:`~models.signing.ModelVerificationError` naming what failed). A version
+directory is written under a temporary name and renamed into place, so a reader never sees half
+of one. The edge imports this (numpy, onnxruntime, cryptography; no scikit-learn).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from models.manifest import Manifest, decode_manifest, encode_manifest
+from models.runtime import Model, load_model
+from models.signing import ModelFiles, ModelVerificationError, key_id, sign, verify_model
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    from models.export import ExportedModel
+
+__all__ = ["Registry", "RegistryEntry", "RegistryError", "write_model_files"]
+
+ONNX_FILE, MANIFEST_FILE, SIGNATURE_FILE, LATEST_FILE = "model.onnx", "manifest.json", "manifest.sig", "latest"
+
+
+class RegistryError(LookupError):
+    """No such model or version, or a registry directory that is not laid out as one."""
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    name: str
+    version: int
+    latest: bool
+    manifest: Manifest | None  # None if manifest.json does not decode
+    verified: bool | None  # None: not checked (no public key)
+    problem: str = ""  # why it did not verify or decode
+
+
+def write_model_files(directory: str | Path, files: ModelFiles) -> None:
+    """Write the three files of a model version into ``directory`` (created)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / ONNX_FILE).write_bytes(files.onnx)
+    (d / MANIFEST_FILE).write_bytes(files.manifest)
+    (d / SIGNATURE_FILE).write_text(files.signature.hex() + "\n")
+
+
+class Registry:
+    """Models under ``root``; ``public_key`` verifies what is loaded (required by :meth:`load`)."""
+
+    def __init__(self, root: str | Path, public_key: Ed25519PublicKey | None = None) -> None:
+        self.root = Path(root)
+        self.public_key = public_key
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def versions(self, name: str) -> list[int]:
+        d = self.root / name
+        if not d.is_dir():
+            return []
+        return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def latest(self, name: str) -> int:
+        """The version ``latest`` points at; raises :class:`RegistryError` if the model has none."""
+        pointer = self.root / name / LATEST_FILE
+        try:
+            version = int(pointer.read_text().strip())
+        except FileNotFoundError:
+            known = ", ".join(self.names()) or "none"
+            raise RegistryError(f"{self.root}: no model {name!r} (models: {known})") from None
+        except ValueError:
+            raise RegistryError(f"{pointer}: not a version number") from None
+        return version
+
+    def read_files(self, name: str, version: int | None = None) -> ModelFiles:
+        """The raw files of a version (``latest`` by default), unverified: what the hub ships."""
+        version = self.latest(name) if version is None else version
+        d = self.root / name / str(version)
+        if not d.is_dir():
+            raise RegistryError(f"{self.root}: model {name!r} has no version {version} "
+                                f"(versions: {', '.join(map(str, self.versions(name))) or 'none'})")
+        try:
+            signature = bytes.fromhex((d / SIGNATURE_FILE).read_text().strip())
+            return ModelFiles((d / ONNX_FILE).read_bytes(), (d / MANIFEST_FILE).read_bytes(), signature)
+        except FileNotFoundError as exc:
+            raise ModelVerificationError(f"{d}: missing {Path(exc.filename).name}") from None
+        except ValueError:
+            raise ModelVerificationError(f"{d / SIGNATURE_FILE}: not a hex signature") from None
+
+    def verify(self, name: str, version: int | None = None) -> tuple[Manifest, ModelFiles]:
+        """Check a version's signature and hash; returns its manifest and files."""
+        if self.public_key is None:
+            raise ModelVerificationError("no public key configured: cannot verify models")
+        version = self.latest(name) if version is None else version
+        files = self.read_files(name, version)
+        where = str(self.root / name / str(version))
+        manifest = verify_model(files, self.public_key, where=where)
+        if manifest.name != name or manifest.version != version:
+            raise ModelVerificationError(f"{where}: signed manifest is for {manifest.label}, not {name} v{version} "
+                                         f"(files moved between versions)")
+        return manifest, files
+
+    def load(self, name: str, version: int | None = None) -> Model:
+        """A verified model ready to score (``latest`` by default)."""
+        manifest, files = self.verify(name, version)
+        return load_model(manifest, files.onnx)
+
+    def entries(self) -> list[RegistryEntry]:
+        """Every version of every model, with its manifest and (given a public key) whether it verifies."""
+        out = []
+        for name in self.names():
+            try:
+                latest = self.latest(name)
+            except RegistryError:
+                latest = None
+            for version in self.versions(name):
+                manifest, verified, problem = None, None, ""
+                try:
+                    if self.public_key is not None:
+                        manifest, _ = self.verify(name, version)
+                        verified = True
+                    else:
+                        manifest = decode_manifest(self.read_files(name, version).manifest)
+                except (ModelVerificationError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    verified, problem = False, str(exc)
+                    if manifest is None:
+                        try:
+                            manifest = decode_manifest((self.root / name / str(version) / MANIFEST_FILE).read_bytes())
+                        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                            manifest = None
+                out.append(RegistryEntry(name, version, version == latest, manifest, verified, problem))
+        return out
+
+    # -- writing (the hub) ------------------------------------------------------------------------
+
+    def publish(self, exported: ExportedModel, private_key: Ed25519PrivateKey, *,
+                make_latest: bool = True) -> Manifest:
+        """Store ``exported`` as the next version of its name, signed; returns the signed manifest."""
+        name = exported.manifest.name
+        model_dir = self.root / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        versions = self.versions(name)
+        version = (versions[-1] + 1) if versions else 1
+        manifest = msgspec.structs.replace(
+            exported.manifest, version=version, key_id=key_id(private_key),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        data = encode_manifest(manifest)
+        files = ModelFiles(exported.onnx, data, sign(private_key, data))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir))
+        try:
+            write_model_files(tmp, files)
+            os.rename(tmp, model_dir / str(version))  # fails if another publisher took the number
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if make_latest:
+            self.set_latest(name, version)
+        return manifest
+
+    def set_latest(self, name: str, version: int) -> None:
+        """Point ``latest`` at ``version`` (a rollback at the hub is this, with an older number)."""
+        if version not in self.versions(name):
+            raise RegistryError(f"{self.root}: model {name!r} has no version {version}")
+        pointer = self.root / name / LATEST_FILE
+        tmp = pointer.with_name(f".{LATEST_FILE}.tmp")
+        tmp.write_text(f"{version}\n")
+        os.replace(tmp, pointer)
