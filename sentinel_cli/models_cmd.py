@@ -1,0 +1,262 @@
+"""``sentinel models``: score a CSV, train and publish models, list and export them, make signing keys.
+
+Each subcommand parses its arguments and calls the library (``models.tabular``, ``models.train``,
+``models.export``, ``models.registry``, ``models.signing``). Scoring imports no scikit-learn, so it
+runs on an edge-only install; training needs the ``hub`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser"]
+
+_KINDS = ("isolation_forest", "lof", "mahalanobis", "risk_classifier")
+
+
+def _fail(message: str) -> int:
+    print(f"sentinel: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _domain_errors() -> tuple[type[BaseException], ...]:
+    from models.export import ParityError
+    from models.registry import RegistryError
+    from models.runtime import ModelLoadError
+    from models.signing import ModelVerificationError
+
+    return ModelVerificationError, RegistryError, ModelLoadError, ParityError, ValueError, OSError
+
+
+def _edge_errors() -> tuple[type[BaseException], ...]:
+    from models.registry import RegistryError
+    from models.runtime import ModelLoadError
+    from models.signing import ModelVerificationError
+
+    return ModelVerificationError, RegistryError, ModelLoadError, ValueError, OSError
+
+
+def _public_key(path: str | None) -> Any:
+    from models.signing import load_public_key
+
+    return load_public_key(path)
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    """The model --model names: a name in --registry, or a directory holding the three files."""
+    from models.registry import MANIFEST_FILE, ONNX_FILE, SIGNATURE_FILE, Registry
+    from models.runtime import load_model
+    from models.signing import ModelFiles, verify_model
+
+    key = _public_key(args.public_key)
+    if args.registry:
+        return Registry(args.registry, key).load(args.model, args.version)
+    d = Path(args.model)
+    if not (d / MANIFEST_FILE).is_file():
+        raise ValueError(f"{d}: not a model directory ({MANIFEST_FILE} missing); to name a model, pass --registry DIR")
+    files = ModelFiles((d / ONNX_FILE).read_bytes(), (d / MANIFEST_FILE).read_bytes(),
+                       bytes.fromhex((d / SIGNATURE_FILE).read_text().strip()))
+    return load_model(verify_model(files, key, where=str(d)), files.onnx)
+
+
+class _Progress:
+    """A rich progress bar on stderr when it is a terminal and rich is installed; otherwise nothing."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self._bar = None
+        if not (enabled and sys.stderr.isatty()):
+            return
+        try:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        except ImportError:
+            return
+        self._bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                             console=Console(stderr=True), transient=True)
+        self._task = None
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            return
+        if self._task is None:
+            self._task = self._bar.add_task("rows", total=total)
+        self._bar.update(self._task, completed=done)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from models.tabular import score_csv
+
+    try:
+        model = _load_model(args) if args.model else None
+        columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+        with _Progress("scoring", not args.no_progress) as progress:
+            summary = score_csv(args.input, args.output, model=model, columns=columns, threshold=args.threshold,
+                                progress=progress)
+    except _edge_errors() as exc:
+        return _fail(str(exc))
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(summary.by_type.items())) or "none"
+    where = "stdout" if args.output in (None, "-") else args.output
+    print(f"scored {summary.rows} rows ({summary.samples - summary.rows} missing samples in gaps, "
+          f"period {summary.period_s:g} s) with {summary.model or 'the detectors only'}: "
+          f"{summary.alarms} rows at or above {args.threshold:g} ({kinds}); written to {where}",
+          file=sys.stderr if where == "stdout" else sys.stdout)
+    return 0
+
+
+def _parse_rows(text: str | None) -> slice | None:
+    if not text:
+        return None
+    start, sep, stop = text.partition(":")
+    if not sep:
+        raise ValueError(f"--rows {text!r}: expected START:STOP, e.g. 0:8640")
+    return slice(int(start) if start else None, int(stop) if stop else None)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from models.export import export_model
+    from models.registry import Registry
+    from models.signing import load_private_key
+    from models.train import train_from_csv
+
+    try:
+        key = load_private_key(args.signing_key)
+        columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+        trained = train_from_csv(args.csv, kind=args.kind, name=args.name, columns=columns,
+                                 label_column=args.label_column, window=args.window, rows=_parse_rows(args.rows))
+        exported = export_model(trained)
+        manifest = Registry(args.registry).publish(exported, key)
+    except _domain_errors() as exc:
+        return _fail(str(exc))
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(manifest.metrics.items()))
+    print(f"published {manifest.label} ({manifest.kind}, {manifest.feature_spec.n_features} features, "
+          f"{manifest.onnx_bytes:,} bytes ONNX) to {args.registry}; trained on {manifest.training.rows} windows "
+          f"{manifest.training.start} .. {manifest.training.end}; {metrics}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from models.registry import Registry, write_model_files
+
+    try:
+        registry = Registry(args.registry, _public_key(args.public_key))
+        manifest, files = registry.verify(args.name, args.version)
+        write_model_files(args.out, files)
+    except _edge_errors() as exc:
+        return _fail(str(exc))
+    print(f"exported {manifest.label} (verified, sha256 {manifest.sha256[:16]}...) to {args.out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from models.registry import Registry
+
+    try:
+        key = None
+        if args.public_key or os.environ.get("SENTINEL_MODEL_PUBLIC_KEY"):
+            key = _public_key(args.public_key)
+        entries = Registry(args.registry, key).entries()
+    except _edge_errors() as exc:
+        return _fail(str(exc))
+    if not entries:
+        print(f"no models in {args.registry}")
+        return 0
+    print(f"{'name':<24} {'version':>7}  {'kind':<16} {'created':<25} {'rows':>8}  {'signature':<10} latest")
+    bad = 0
+    for e in entries:
+        m = e.manifest
+        status = {True: "ok", False: "REFUSED", None: "unchecked"}[e.verified]
+        bad += e.verified is False
+        print(f"{e.name:<24} {e.version:>7}  {m.kind if m else '?':<16} {m.created_at if m else '?':<25} "
+              f"{m.training.rows if m else 0:>8}  {status:<10} {'*' if e.latest else ''}")
+        if e.problem:
+            print(f"    {e.problem}")
+    return 1 if bad else 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from models.signing import generate_keypair
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    private, public = out / "signing.pem", out / "public.pem"
+    if private.exists() and not args.force:
+        return _fail(f"{private} exists (pass --force to replace it)")
+    private_pem, public_pem = generate_keypair()
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private_pem)
+    public.write_bytes(public_pem)
+    print(f"wrote {private} (keep it secret: the hub signs with it) and {public} (for edges to verify)")
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``models`` and its subcommands on the ``sentinel`` command's subparsers."""
+    models = subparsers.add_parser("models", help="anomaly models: score a CSV, train, export, list").add_subparsers(
+        dest="models_command", required=True, metavar="ACTION")
+
+    s = models.add_parser("score", help="score a CSV of timestamp,value[,value...] causally, as a stream",
+                          description="Write the input's columns plus anomaly_score (0..1) and anomaly_type "
+                                      "(none below --threshold). Irregular timestamps are placed on a grid of "
+                                      "the median interval; gaps score as dropouts.")
+    s.add_argument("input", help="CSV with a header, a timestamp column and numeric value columns")
+    s.add_argument("--output", "-o", default=None, help="output CSV (default: stdout)")
+    s.add_argument("--columns", default=None, help="comma-separated value columns to score (default: all numeric)")
+    s.add_argument("--model", default=None,
+                   help="also score with this model: a name in --registry, or a directory of model.onnx, "
+                        "manifest.json and manifest.sig")
+    s.add_argument("--registry", default=None, help="model registry directory (with --model NAME)")
+    s.add_argument("--version", type=int, default=None, help="model version (default: latest)")
+    s.add_argument("--public-key", default=None,
+                   help="ed25519 public key (PEM) that models must verify with (default: $SENTINEL_MODEL_PUBLIC_KEY)")
+    s.add_argument("--threshold", type=float, default=0.5, help="score at which a row is an alarm (default 0.5)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_score)
+
+    s = models.add_parser("train", help="train a model on a CSV, export it to ONNX, sign and publish it",
+                          description="Train, check ONNX parity against scikit-learn on held-out windows, sign "
+                                      "with the hub's key and publish as the model's next version.")
+    s.add_argument("--csv", required=True, help="training CSV (as `models score` reads)")
+    s.add_argument("--registry", required=True, help="model registry directory")
+    s.add_argument("--name", required=True, help="model name, e.g. tr-oil-if")
+    s.add_argument("--kind", choices=_KINDS, default="isolation_forest", help="model kind (default isolation_forest)")
+    s.add_argument("--columns", default=None, help="comma-separated value columns (default: all numeric)")
+    s.add_argument("--label-column", default=None,
+                   help="column labelling rows: normal (or 0) / an anomaly type (or 1); needed by risk_classifier")
+    s.add_argument("--window", type=int, default=32, help="feature window in samples (default 32)")
+    s.add_argument("--rows", default=None, help="train on rows START:STOP only, e.g. 0:8640")
+    s.add_argument("--signing-key", default=None,
+                   help="ed25519 private key (PEM) to sign with (default: the PEM text in $SENTINEL_MODEL_SIGNING_KEY)")
+    s.set_defaults(func=cmd_train)
+
+    s = models.add_parser("export", help="verify a model version and copy its files out (to ship to an edge)")
+    s.add_argument("--registry", required=True, help="model registry directory")
+    s.add_argument("--name", required=True, help="model name")
+    s.add_argument("--version", type=int, default=None, help="version (default: latest)")
+    s.add_argument("--out", required=True, help="directory to write model.onnx, manifest.json, manifest.sig into")
+    s.add_argument("--public-key", default=None, help="public key (PEM) (default: $SENTINEL_MODEL_PUBLIC_KEY)")
+    s.set_defaults(func=cmd_export)
+
+    s = models.add_parser("list", help="list the models and versions in a registry, and check their signatures")
+    s.add_argument("--registry", required=True, help="model registry directory")
+    s.add_argument("--public-key", default=None,
+                   help="verify each version with this public key (default: $SENTINEL_MODEL_PUBLIC_KEY; none: unchecked)")
+    s.set_defaults(func=cmd_list)
+
+    s = models.add_parser("keygen", help="make an ed25519 key pair for signing models")
+    s.add_argument("--out", required=True, help="directory for signing.pem (mode 0600) and public.pem")
+    s.add_argument("--force", action="store_true", help="replace an existing key")
+    s.set_defaults(func=cmd_keygen)
