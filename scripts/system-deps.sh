@@ -11,6 +11,14 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v mbpoll >/dev/null 2>&1 || missing+=(mbpoll)
 
+# node-opcua: an OPC-UA server that is not asyncua, for the interoperability tests (npm registry).
+NODE_OPCUA_DIR="${SENTINEL_NODE_OPCUA_DIR:-$HOME/.cache/smartgrid-sentinel/node-opcua}"
+if command -v npm >/dev/null 2>&1 && [ ! -d "$NODE_OPCUA_DIR/node_modules/node-opcua-server" ]; then
+    echo "system-deps: installing node-opcua-server into $NODE_OPCUA_DIR"
+    npm install --prefix "$NODE_OPCUA_DIR" --no-audit --no-fund --loglevel=error node-opcua-server@2.160.0 >/dev/null \
+        || echo "system-deps: node-opcua-server could not be installed; the OPC-UA interop tests will say so" >&2
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocols.config import FirmwareConfig, Limits
+from protocols.config import Device, FirmwareConfig, Limits
 from protocols.modbus.config import ModbusPoint, ModbusRtuDevice, ModbusTcpDevice
 from protocols.reading import sensor_type
 
@@ -26,7 +26,7 @@ class DeviceInfo:
 
     index: int
     substation: str
-    device: ModbusTcpDevice | ModbusRtuDevice
+    device: Device
     limits: Limits
 
     @property
@@ -77,15 +77,15 @@ class Plant:
         points: list[PointInfo] = []
         for config in configs:
             for device in config.devices:
-                if not isinstance(device, ModbusTcpDevice | ModbusRtuDevice):
-                    continue  # OPC-UA and MQTT devices are served by their own simulators
                 info = DeviceInfo(len(devices), config.identity.substation, device, config.limits)
                 devices.append(info)
                 base = len(points)
                 points.extend(PointInfo(base + i, info, p) for i, p in enumerate(device.points))
         self.devices: tuple[DeviceInfo, ...] = tuple(devices)
         self.points: tuple[PointInfo, ...] = tuple(points)
-        self.endpoints: dict[tuple[str, int], tuple[DeviceInfo, ...]] = _group_by_endpoint(self.devices)
+        # Modbus endpoints; OPC-UA devices are served by simulator.opcua_server from the same values
+        modbus = [d for d in self.devices if isinstance(d.device, ModbusTcpDevice | ModbusRtuDevice)]
+        self.endpoints: dict[tuple[str, int], tuple[DeviceInfo, ...]] = _group_by_endpoint(modbus)
 
     def __len__(self) -> int:
         return len(self.points)

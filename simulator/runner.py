@@ -27,6 +27,7 @@ import numpy as np
 from protocols.config import FirmwareConfig, load_config
 from simulator.injection import Injector
 from simulator.modbus_server import EndpointError, ModbusEndpoint
+from simulator.opcua_server import OpcUaSimulator
 from simulator.physics import GridPhysics
 from simulator.plant import Plant
 from simulator.scenario import AnomalyType, Scenario, load_scenario
@@ -57,7 +58,7 @@ class TruthInterval(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Simulation:
-    """Simulated substations serving real Modbus TCP endpoints; an async context manager."""
+    """Simulated substations serving real Modbus TCP/RTU and OPC-UA endpoints; an async context manager."""
 
     def __init__(
         self,
@@ -85,6 +86,9 @@ class Simulation:
             ModbusEndpoint(host, port, devices, self.plant.points)
             for (host, port), devices in self.plant.endpoints.items()
         ]
+        self.opcua = OpcUaSimulator(
+            configs, lambda dev: {m: v for (d, m), v in self.values().items() if d == dev}, tick_s=tick_s
+        )
         self._now_s = 0.0
         self._values = np.full(len(self.plant), np.nan)
         self._wall_origin: datetime | None = None  # wall time of scenario t = 0
@@ -100,6 +104,7 @@ class Simulation:
             for server in self.servers:
                 await server.start()
                 started.append(server)
+            await self.opcua.start()
         except EndpointError as exc:
             for server in started:
                 await server.stop()
@@ -111,13 +116,14 @@ class Simulation:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._entered = False
+        await self.opcua.stop()
         for server in self.servers:
             await server.stop()
 
     @property
     def endpoints(self) -> list[str]:
         """What is served, one line per endpoint."""
-        return [s.describe() for s in self.servers]
+        return [s.describe() for s in self.servers] + self.opcua.endpoints
 
     # -- time -----------------------------------------------------------------------------------
 
