@@ -267,8 +267,8 @@ class BrokerSession:
         self._client = client
         try:
             await self._connect(client, inbox, loop)
-            await self._subscribe(client, inbox, loop)
-            async for batch in self._receive(client, inbox, loop):
+            suback = self._subscribe(client, inbox, loop)
+            async for batch in self._receive(client, inbox, loop, suback):
                 yield batch
         finally:
             self.stats.connected = False
@@ -339,46 +339,60 @@ class BrokerSession:
         log.debug("%s connected to %s as %s (session %s)", self.name, self.endpoint, o.client_id,
                   "resumed" if flags.session_present else "new")
 
-    async def _subscribe(self, client: mqtt.Client, inbox: _Inbox, loop: asyncio.AbstractEventLoop) -> None:
+    def _subscribe(self, client: mqtt.Client, inbox: _Inbox,
+                   loop: asyncio.AbstractEventLoop) -> asyncio.Future[list[Any]]:
+        """Send SUBSCRIBE; the SUBACK is checked by _receive. Not waited for here: after an outage a
+        persistent session's backlog arrives first, and the SUBACK queues behind it."""
         suback: asyncio.Future[list[Any]] = loop.create_future()
+
+        def answered(reasons: list[Any]) -> None:
+            _resolve(suback, reasons)
+            inbox.event.set()
 
         def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, reasons: list[Any], _props: Any) -> None:
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, suback, reasons)
+                loop.call_soon_threadsafe(answered, reasons)
 
         client.on_subscribe = on_subscribe
         rc, _mid = client.subscribe([(f, self.options.qos) for f in self.filters])
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise self._error(f"subscribe failed: {mqtt.error_string(rc)}")
-        try:
-            async with asyncio.timeout(self.options.connect_timeout_s):
-                reasons = await self._answer(suback, inbox)
-        except TimeoutError as exc:
-            raise self._error(f"no answer to the subscription to {', '.join(self.filters)}") from exc
-        refused = [f for f, r in zip(self.filters, reasons) if r.is_failure]
+        return suback
+
+    def _check_suback(self, suback: asyncio.Future[list[Any]]) -> None:
+        refused = [f for f, r in zip(self.filters, suback.result()) if r.is_failure]
         if refused:
             raise self._error(f"the broker refused the subscription to {', '.join(refused)}")
 
-    async def _receive(self, client: mqtt.Client, inbox: _Inbox,
-                       loop: asyncio.AbstractEventLoop) -> AsyncIterator[list[Message]]:
+    async def _receive(self, client: mqtt.Client, inbox: _Inbox, loop: asyncio.AbstractEventLoop,
+                       suback: asyncio.Future[list[Any]] | None) -> AsyncIterator[list[Message]]:
         stale_s = self.stale_after_s
         last_heard = loop.time()
+        suback_due = last_heard + self.options.connect_timeout_s  # moves on while messages flow
         while True:
-            if not await inbox.wait(_WATCH_S):
+            if suback is not None and suback.done():
+                self._check_suback(suback)
+                suback = None
+            if not await inbox.wait(_WATCH_S if suback is None else 0.1):
                 if not client.is_connected() and inbox.closed is None:
                     inbox.close("paho's network thread stopped")
+                elif suback is not None and not suback.done() and loop.time() > suback_due:
+                    raise self._error(f"no answer to the subscription to {', '.join(self.filters)}")
                 elif stale_s is not None and loop.time() - last_heard > stale_s:
                     raise SourceReadError(self.name, self.endpoint, f"no message for {stale_s:g} s")
                 continue
-            if self.batch_window_s > 0:
+            if self.batch_window_s > 0 and inbox.items:
                 await inbox.wait_full(self.batch_window_s)
             while inbox.items:
                 batch = inbox.take(self.batch_max_messages)
                 last_heard = loop.time()
+                suback_due = last_heard + self.options.connect_timeout_s
                 self.stats.messages += len(batch)
                 self.stats.last_message_at = batch[-1][2]
                 yield batch
             if inbox.closed is not None:
+                if suback is not None and suback.done():
+                    self._check_suback(suback)  # a refusal, then the broker hung up: say why
                 self.stats.disconnects += 1
                 raise self._error(inbox.closed)
 
