@@ -244,6 +244,24 @@ def test_qos1_messages_sent_while_the_edge_is_away_arrive_when_it_returns(broker
     assert source.stats.session_resumed == 1 and source.stats.connects == 2
 
 
+def test_a_backlog_larger_than_the_connect_timeout_drains(broker: MosquittoBroker) -> None:
+    """After an outage the broker sends the queued messages before the SUBACK: no timeout for that."""
+    dev = device(broker.port, connect_timeout_s=0.3)
+    backlog = [(topic(dev, "frequency"), b"50.0")] * 10_000
+
+    async def main() -> Listener:
+        source = MqttSource(dev, client_id=f"edge-{dev.id}")
+        async with Listener(source):
+            pass
+        await publish(broker, backlog)
+        async with Listener(source) as ear:
+            await ear.until(lambda: ear.readings == len(backlog), timeout_s=30)
+        return ear
+
+    ear = asyncio.run(main())
+    assert ear.errors == [] and ear.source.stats.connects == 2
+
+
 def test_a_clean_session_does_not_get_what_was_sent_while_away(broker: MosquittoBroker) -> None:
     dev = device(broker.port, clean_session=True)
 
