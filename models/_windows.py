@@ -43,7 +43,14 @@ def trailing_windows(ext: np.ndarray, width: int, count: int, end_offset: int = 
     start = stop - count - width + 1
     if start < 0:
         raise ValueError(f"need {width + end_offset - 1} samples of history, have {n - count}")
-    return sliding_window_view(ext[:, start:stop], width, axis=1)
+    if ext.ndim != 2 or not ext.flags.c_contiguous:
+        return sliding_window_view(ext[:, start:stop], width, axis=1)
+    # the same view as sliding_window_view, built directly: a tenth of its cost on small blocks
+    s0, s1 = ext.strides
+    view = np.ndarray((ext.shape[0], count, width), dtype=ext.dtype, buffer=ext, offset=start * s1,
+                      strides=(s0, s1, s1))
+    view.flags.writeable = False
+    return view
 
 
 def ewma(u: np.ndarray, alpha: float, state: np.ndarray) -> np.ndarray:

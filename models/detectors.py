@@ -69,7 +69,7 @@ class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     step_k: PositiveFloat = 1.0
     step_h: PositiveFloat = 9.0
     drift_h: PositiveFloat = 1.8
-    spike_h: PositiveFloat = 8.0
+    spike_h: PositiveFloat = 6.5
     oscillation_h: PositiveFloat = 20.0
     dropout_fraction: PositiveFloat = 0.5
     dropout_run: Positive = 5
@@ -222,10 +222,8 @@ class DetectorBank:
         # --- baselines: bias-corrected EWMAs over valid samples (num/den), then shifted one sample
         wv = (v & seen).astype(np.float64)
         xm = np.where(v & seen, med_short, 0.0)
-        fast_num = ewma(wv * xm, self._a_fast, st["fast_num"])
-        fast_den = ewma(wv, self._a_fast, st["fast_den"])
-        slow_num = ewma(wv * xm, self._a_slow, st["slow_num"])
-        slow_den = ewma(wv, self._a_slow, st["slow_den"])
+        fast_num, fast_den = _ewmas(self._a_fast, (wv * xm, st["fast_num"]), (wv, st["fast_den"]))
+        slow_num, slow_den = _ewmas(self._a_slow, (wv * xm, st["slow_num"]), (wv, st["slow_den"]))
         with np.errstate(invalid="ignore", divide="ignore"):
             fast = fast_num / fast_den
             slow = slow_num / slow_den
@@ -241,10 +239,9 @@ class DetectorBank:
         rbar = trailing_windows(ext_resid, m, b).mean(axis=2)
         rf = np.abs(rbar) * np.sqrt(m)
         rs = np.where(ok_slow, np.abs(med_short - np.nan_to_num(slow_prev)), 0.0)
-        sfast_num = ewma(rf, self._a_scale, st["sfast_num"])
-        sfast_den = ewma(ok_fast.astype(np.float64), self._a_scale, st["sfast_den"])
-        sslow_num = ewma(rs, self._a_scale, st["sslow_num"])
-        sslow_den = ewma(ok_slow.astype(np.float64), self._a_scale, st["sslow_den"])
+        sfast_num, sfast_den, sslow_num, sslow_den = _ewmas(
+            self._a_scale, (rf, st["sfast_num"]), (ok_fast.astype(np.float64), st["sfast_den"]),
+            (rs, st["sslow_num"]), (ok_slow.astype(np.float64), st["sslow_den"]))
         with np.errstate(invalid="ignore", divide="ignore"):
             sfast_prev = _shift(sfast_num / sfast_den, st["sfast_num"] / st["sfast_den"]) * _MEAN_ABS_TO_SIGMA
             sslow_prev = _shift(sslow_num / sslow_den, st["sslow_num"] / st["sslow_den"]) * _MEAN_ABS_TO_SIGMA
@@ -260,7 +257,10 @@ class DetectorBank:
         e = np.where(ok, (med_short - np.nan_to_num(fast_prev)) / sfast_prev, 0.0)
         cus_pos = cusum(np.where(ok, e - c.step_k, 0.0), st["cus_pos"])
         cus_neg = cusum(np.where(ok, -e - c.step_k, 0.0), st["cus_neg"])
-        stats[..., STEP] = np.where(v, np.maximum(cus_pos, cus_neg) / c.step_h, 0.0)
+        # a lasting shift moves the residual's mean over m samples too; an oscillation does not
+        shift = rbar / (sfast_prev / np.sqrt(m))
+        step_stat = np.maximum(np.where(shift > 3.0, cus_pos, 0.0), np.where(shift < -3.0, cus_neg, 0.0))
+        stats[..., STEP] = np.where(v, step_stat / c.step_h, 0.0)
 
         # --- drift: fast against slow baseline
         with np.errstate(invalid="ignore"):
@@ -268,14 +268,15 @@ class DetectorBank:
         stats[..., DRIFT] = np.where(v & (nv >= max(c.warmup, c.slow_span // 2)), np.nan_to_num(gap) / c.drift_h, 0.0)
 
         # --- spike: robust z-score against the window before the sample
-        # floor: half the series' usual MAD, so a window of identical values (a quantised sensor) is no 0
+        # scale: the window's MAD averaged with the series' usual MAD (steadier than 32 samples' MAD
+        # alone, and not 0 for a window of identical values from a quantised sensor)
         wm = (v & (nv > w)).astype(np.float64)
-        mad_num = ewma(wm * mad_prev, self._a_slow, st["mad_num"])
-        mad_den = ewma(wm, self._a_slow, st["mad_den"])
+        mad_num, mad_den = _ewmas(self._a_slow, (wm * mad_prev, st["mad_num"]), (wm, st["mad_den"]))
         with np.errstate(invalid="ignore", divide="ignore"):
             mad_usual = _shift(mad_num / mad_den, st["mad_num"] / st["mad_den"])
-        spike_floor = np.maximum(0.5 * _MAD_TO_SIGMA * np.nan_to_num(mad_usual), level_floor)
-        scale_spike = np.maximum(_MAD_TO_SIGMA * mad_prev, spike_floor)
+        mad_usual = np.nan_to_num(mad_usual)
+        scale_spike = np.maximum(_MAD_TO_SIGMA * 0.5 * (mad_prev + np.where(mad_usual > 0, mad_usual, mad_prev)),
+                                 level_floor)
         excess = np.abs(xf - med_prev) - np.abs(med_short - med_prev)
         stats[..., SPIKE] = np.where(v & (nv > w), np.maximum(excess, 0.0) / scale_spike / c.spike_h, 0.0)
 
@@ -287,14 +288,14 @@ class DetectorBank:
         miss_frac = 1.0 - trailing_windows(ext_valid, w, b).mean(axis=2)
         ok_osc = v & (nv >= w) & (miss_frac == 0.0)
         wo = ok_osc.astype(np.float64)
-        osc_den = ewma(wo, self._a_scale, st["osc_den"])
-        osc_num = np.empty_like(power)
-        base_prev = np.empty_like(power)
+        nb = power.shape[2]
+        flat = (wo[..., None] * power).transpose(0, 2, 1).reshape(s * nb, b)  # every bin in one scan
+        osc_den, osc_flat = _ewmas(self._a_scale, (wo, st["osc_den"]), (flat, st["osc_num"].reshape(s * nb)))
+        osc_num = osc_flat.reshape(s, nb, b).transpose(0, 2, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             den_prev = _shift(osc_den, st["osc_den"])
-            for k in range(power.shape[2]):
-                osc_num[..., k] = ewma(wo * power[..., k], self._a_scale, st["osc_num"][:, k])
-                base_prev[..., k] = _shift(osc_num[..., k], st["osc_num"][:, k]) / den_prev
+            base_prev = _shift(osc_flat, st["osc_num"].reshape(s * nb)).reshape(s, nb, b).transpose(0, 2, 1)
+            base_prev = base_prev / den_prev[..., None]
         floor = (0.05 * sslow_prev) ** 2 + tiny
         # average the power of the last q windows: a sinusoid's stays, noise's varies less
         ext_power = np.concatenate([st["hist_power"], power], axis=1)
@@ -313,8 +314,7 @@ class DetectorBank:
         same = v & has_prev & (x == prev)
         changed = v & has_prev & (x != prev)
         counted = (v & has_prev).astype(np.float64)
-        chg_num = ewma(counted * changed, self._a_slow, st["chg_num"])
-        chg_den = ewma(counted, self._a_slow, st["chg_den"])
+        chg_num, chg_den = _ewmas(self._a_slow, (counted * changed, st["chg_num"]), (counted, st["chg_den"]))
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = chg_num / chg_den
         p_reset, _ = causal_fill(rate, changed, st["p_reset"])  # the change rate when the run began
@@ -332,6 +332,10 @@ class DetectorBank:
         osc = scores[..., OSCILLATION]
         for k in (STEP, DRIFT):
             scores[..., k] = np.where(osc >= 0.5, np.minimum(scores[..., k], 0.999 * osc), scores[..., k])
+        # repeated values (a run of a third of the frozen threshold) make level evidence unreliable
+        stuck = stats[..., FROZEN] >= 0.3
+        for k in (STEP, DRIFT, SPIKE, OSCILLATION):
+            scores[..., k] = np.where(stuck, np.minimum(scores[..., k], 0.999 * scores[..., FROZEN]), scores[..., k])
         gone = scores[..., DROPOUT] >= 0.5
         for k in (STEP, DRIFT, SPIKE, OSCILLATION, FROZEN):
             scores[..., k] = np.where(gone, 0.0, scores[..., k])
@@ -364,6 +368,13 @@ class DetectorBank:
 
         return DetectorOutput(score.astype(np.float32), (top + 1).astype(np.int8),
                               confidence.astype(np.float32), scores.astype(np.float32))
+
+
+def _ewmas(alpha: float, *pairs: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+    """Several EWMAs of the same ``alpha`` in one scan: ``(inputs (rows, B), state (rows,))`` each."""
+    out = ewma(np.concatenate([u for u, _ in pairs]), alpha, np.concatenate([st for _, st in pairs]))
+    cuts = np.cumsum([len(u) for u, _ in pairs])[:-1]
+    return np.split(out, cuts)
 
 
 def _shift(series: np.ndarray, before: np.ndarray) -> np.ndarray:
