@@ -97,6 +97,7 @@ class ModbusEndpoint:
         self.host, self.port = host, port
         self.serial = host == "rtu"
         self._line: PtyPair | None = None
+        self.silent_units: set[int] = set()  # units that have stopped answering (scenario faults)
         self.devices = tuple(devices)
         self._regions: dict[tuple[int, str], _Region] = {}
         total = 0
@@ -209,6 +210,10 @@ class ModbusEndpoint:
         registers: list[int], set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         """pymodbus action: copy the current image into the block it is about to answer from."""
+        if unit_id in self.silent_units:
+            if self.serial:
+                raise NoSuchIdException(f"unit {unit_id} is stopped")  # silent, as on a real line
+            return ExcCodes.GATEWAY_NO_RESPONSE  # what a gateway says for a unit that is gone
         rtype = _READ_TYPE.get(function_code)
         if set_values is not None or rtype is None:
             return ExcCodes.ILLEGAL_FUNCTION
@@ -252,6 +257,10 @@ class ModbusEndpoint:
             await line.stop()
             raise EndpointError(self.endpoint, f"cannot open {line.sim_path}: {exc}") from exc
         self._server = server
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
 
     async def stop(self) -> None:
         if self._server is not None:

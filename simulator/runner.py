@@ -14,6 +14,7 @@ dashboard shows a plausible time of day).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -29,14 +30,16 @@ from simulator.injection import Injector
 from simulator.modbus_server import EndpointError, ModbusEndpoint
 from simulator.opcua_server import OpcUaSimulator
 from simulator.physics import GridPhysics
-from simulator.plant import Plant
-from simulator.scenario import AnomalyType, Scenario, load_scenario
+from simulator.plant import DeviceInfo, Plant
+from simulator.scenario import AnomalyType, Scenario, load_scenario, resolve_faults
 
 __all__ = ["EAST_AFRICA_TIME", "Simulation", "SimulationError", "TruthInterval", "serve"]
 
 EAST_AFRICA_TIME = timezone(timedelta(hours=3), "EAT")
 DEFAULT_TICK_S = 0.1
 
+
+log = logging.getLogger(__name__)
 
 class SimulationError(RuntimeError):
     """The simulation cannot start (an endpoint cannot be bound, or it is used out of order)."""
@@ -89,6 +92,8 @@ class Simulation:
         self.opcua = OpcUaSimulator(
             configs, lambda dev: {m: v for (d, m), v in self.values().items() if d == dev}, tick_s=tick_s
         )
+        self._faults = resolve_faults(scenario, self.plant) if scenario is not None else []
+        self._fault_active = [False] * len(self._faults)
         self._now_s = 0.0
         self._values = np.full(len(self.plant), np.nan)
         self._wall_origin: datetime | None = None  # wall time of scenario t = 0
@@ -165,12 +170,48 @@ class Simulation:
             while True:
                 t = min(end, t_start + (loop.time() - wall_start) * self.speed)
                 self.set_time(max(t, self._now_s))
+                await self._apply_faults(self._now_s)
                 if t >= end:
                     return
                 next_tick += self.tick_s
                 await asyncio.sleep(max(0.0, next_tick - loop.time()))
         finally:
             self._running = False
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    async def _apply_faults(self, t_s: float) -> None:
+        """Start or end the scenario's device stops and server restarts due at scenario time t."""
+        assert self.scenario is not None or not self._faults
+        for i, devices in enumerate(self._faults):
+            fault = self.scenario.faults[i]  # type: ignore[union-attr]
+            active = fault.start_time <= t_s < fault.end_time
+            if active == self._fault_active[i]:
+                continue
+            self._fault_active[i] = active
+            for d in devices:
+                log.info("fault %s on %s %s: %s", fault.type, d.substation, d.id, "begins" if active else "ends")
+                await self._set_fault(fault.type, d, active)
+
+    async def _set_fault(self, kind: str, device: DeviceInfo, active: bool) -> None:
+        modbus = next((s for s in self.servers if device in s.devices), None)
+        if modbus is not None:
+            if kind == "server_restart" or len(modbus.devices) == 1:
+                if active and modbus.running:
+                    await modbus.stop()
+                elif not active and not modbus.running:
+                    await modbus.start()
+            elif active:
+                modbus.silent_units.add(device.device.unit_id)
+            else:
+                modbus.silent_units.discard(device.device.unit_id)
+            return
+        try:
+            endpoint = self.opcua.endpoint_of(device.id)
+        except KeyError:
+            log.warning("fault on %s: no simulated server for it", device.id)
+            return
+        await (endpoint.stop() if active else endpoint.start())
 
     # -- ground truth ---------------------------------------------------------------------------
 

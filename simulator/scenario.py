@@ -24,7 +24,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from protocols.config import FirmwareConfig, LocatedError
 from protocols.reading import sensor_type as sensor_type_of
-from simulator.plant import Plant, PointInfo
+from simulator.plant import DeviceInfo, Plant, PointInfo
 
 __all__ = [
     "SCHEMA_PATH",
@@ -73,11 +73,26 @@ class Anomaly(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         return self.magnitude_pct if self.magnitude_pct is not None else self.amplitude_pct
 
 
+class Fault(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A device that stops answering, or a server that restarts, over [start, start + duration)."""
+
+    type: Literal["device_stop", "server_restart"]
+    device_id: str
+    start_time: float
+    duration_seconds: float
+    substation: str | None = None
+
+    @property
+    def end_time(self) -> float:
+        return self.start_time + self.duration_seconds
+
+
 class Scenario(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     scenario_name: str
     duration_seconds: float
     anomalies: list[Anomaly]
     description: str = ""
+    faults: list[Fault] = []
     source: str = ""  # where it was loaded from; set by the loader, not part of the file
 
 
@@ -150,6 +165,13 @@ def parse_scenario(text: str | bytes, source: str = "<scenario>") -> Scenario:
                 source, f"anomalies[{i}].metric",
                 f"{anomaly.metric!r} is a {sensor_type_of(anomaly.metric)!r} point, not {anomaly.sensor_type!r}",
             )
+    for i, fault in enumerate(scenario.faults):
+        if fault.end_time > scenario.duration_seconds:
+            raise ScenarioError(
+                source, f"faults[{i}].duration_seconds",
+                f"the fault ends at {fault.end_time:g} s, after the scenario's duration_seconds "
+                f"{scenario.duration_seconds:g}",
+            )
     return msgspec.structs.replace(scenario, source=source)
 
 
@@ -197,5 +219,21 @@ def resolve_targets(scenario: Scenario, plant: Plant) -> list[list[PointInfo]]:
 
 
 def check_scenario(scenario: Scenario, plant: Plant) -> None:
-    """Raise :class:`ScenarioError` unless every anomaly hits at least one point of the plant."""
+    """Raise :class:`ScenarioError` unless every anomaly hits at least one point of the plant and
+    every fault names a device of it."""
     resolve_targets(scenario, plant)
+    resolve_faults(scenario, plant)
+
+
+def resolve_faults(scenario: Scenario, plant: Plant) -> list[list[DeviceInfo]]:
+    """The devices each fault hits, in fault order."""
+    source = scenario.source or scenario.scenario_name
+    out = []
+    for i, f in enumerate(scenario.faults):
+        devices = plant.find_devices(f.device_id, f.substation)
+        if not devices:
+            known = ", ".join(sorted({d.id for d in plant.devices}))
+            raise ScenarioError(source, f"faults[{i}].device_id",
+                                f"no device {f.device_id!r} in the configs (known: {known})")
+        out.append(devices)
+    return out

@@ -155,6 +155,7 @@ def test_demo_command_runs_and_exits_zero(tmp_path: Path) -> None:
     for name in ("nairobi-s1.toml", "mombasa-s1.toml"):
         text = (CONFIGS / name).read_text()
         text = text.replace("port = 15020", f"port = {free_port()}").replace("port = 15021", f"port = {free_port()}")
+        text = text.replace(":15041", f":{free_port()}")
         path = tmp_path / name
         path.write_text(text)
         configs += ["--config", str(path)]

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import msgspec
 import pytest
 
 from protocols.config import FirmwareConfig, load_config
-from tests.conftest import CONFIGS, free_port
+from tests.conftest import CONFIGS
+from tests.support.ports import on_free_ports
 
 T = TypeVar("T")
 
@@ -26,10 +26,8 @@ def arun(coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
 
 
 def on_free_port(config: FirmwareConfig) -> FirmwareConfig:
-    """The config with every device moved to one free port on 127.0.0.1."""
-    port = free_port()
-    devices = [msgspec.structs.replace(d, host="127.0.0.1", port=port) for d in config.devices]
-    return msgspec.structs.replace(config, devices=devices)
+    """The config with every endpoint moved to a free port on 127.0.0.1."""
+    return on_free_ports(config)
 
 
 def sample_configs() -> list[FirmwareConfig]:

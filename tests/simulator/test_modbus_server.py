@@ -14,6 +14,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from protocols.config import FirmwareConfig
 from protocols.modbus.codec import registers_to_raw
+from protocols.modbus.config import ModbusTcpDevice
 from protocols.modbus.source import ModbusConnection, ModbusSource
 from simulator import PlantError, Simulation, SimulationError
 from tests.simulator.conftest import arun, device
@@ -25,10 +26,10 @@ async def read_all(configs: list[FirmwareConfig]) -> dict[tuple[str, str], tuple
     """Every point of every device, read through the edge's own Modbus source: (value, flags)."""
     out: dict[tuple[str, str], tuple[float, int]] = {}
     for config in configs:
-        first = config.devices[0]
-        connection = ModbusConnection(first)
+        modbus = [d for d in config.devices if isinstance(d, ModbusTcpDevice)]
+        connection = ModbusConnection(modbus[0])
         try:
-            for d in config.devices:
+            for d in modbus:
                 values, flags = await ModbusSource(d, connection).read()
                 out.update({(d.id, p.metric): (float(v), int(f)) for p, v, f in zip(d.points, values, flags)})
         finally:
@@ -43,6 +44,7 @@ def test_every_point_reads_back_through_the_edge_source(configs: list[FirmwareCo
             return sim.values(), await read_all(configs)
 
     served, read = arun(scenario())
+    served = {k: v for k, v in served.items() if k[0] != "FEEDER-M05"}  # the OPC-UA feeder
     assert set(read) == set(served) and len(read) == 32
     for (device_id, metric), (value, flags) in read.items():
         point = next(p for p in device(configs, device_id).points if p.metric == metric)
@@ -112,6 +114,7 @@ def test_endpoints_name_port_units_and_devices(configs: list[FirmwareConfig]) ->
     assert sim.endpoints == [
         f"modbus_tcp 127.0.0.1:{ports[0]} units 1,2,3 (NAIROBI-S1: BUS-220, FEEDER-F12, TR-04)",
         f"modbus_tcp 127.0.0.1:{ports[1]} units 1,2,3 (MOMBASA-S1: BUS-MOM-220, FEEDER-M03, TR-07)",
+        f"opcua {configs[1].devices[3].url} (None) devices FEEDER-M05",
     ]
 
 
@@ -135,7 +138,8 @@ def test_a_busy_port_is_an_error_naming_the_endpoint_and_nothing_stays_bound(con
 def test_two_devices_on_one_unit_of_one_endpoint_is_an_error(configs: list[FirmwareConfig]) -> None:
     port = configs[0].devices[0].port
     moved = msgspec.structs.replace(
-        configs[1], devices=[msgspec.structs.replace(d, port=port) for d in configs[1].devices]
+        configs[1], devices=[msgspec.structs.replace(d, port=port) if hasattr(d, "unit_id") else d
+                             for d in configs[1].devices]
     )
     with pytest.raises(PlantError, match=rf"127\.0\.0\.1:{port} unit 1 is claimed by both NAIROBI-S1 BUS-220 and MOMBASA-S1 BUS-MOM-220"):
         Simulation([configs[0], moved])
