@@ -242,8 +242,9 @@ def test_several_templates_and_tls_with_a_password(tmp_path: Path) -> None:
                         ("utility/TR-07/telemetry", msgspec.json.encode(reading)),
                         ("utility/TR-07/telemetry", b"50.0"),  # a bare value, but the topic names no metric
                         ("grid/S1", b"{}"),  # nobody subscribes to this: never arrives
+                        ("grid/S1/FEEDER-F12/frequency/raw", b"50.0"),  # grid/+/+/# brings it; no template fits
                     ], user="utility")
-                    await _until(lambda: ingest.stats.readings_stored == 2 and ingest.stats.dead_letters == 1,
+                    await _until(lambda: ingest.stats.readings_stored == 2 and ingest.stats.dead_letters == 2,
                                  lambda: ingest.stats)
             finally:
                 os.environ.pop("SENTINEL_MQTT_PASSWORD", None)
@@ -251,7 +252,9 @@ def test_several_templates_and_tls_with_a_password(tmp_path: Path) -> None:
         try:
             asyncio.run(main())
             assert storage.reading_counts() == {"S1": 1, "UNASSIGNED": 1}
-            (dead,) = storage.dead_letters()
-            assert dead.reason.startswith("a bare value needs a topic that names the metric")
+            deeper, bare = storage.dead_letters()
+            assert bare.reason.startswith("a bare value needs a topic that names the metric")
+            assert deeper.reason == ("topic grid/S1/FEEDER-F12/frequency/raw matches none of the templates "
+                                     "grid/{substation}/{device}/{metric}, utility/{device}/telemetry")
         finally:
             storage.close()
