@@ -11,7 +11,10 @@ persistent session and the same client id, QoS 1/2 messages published meanwhile 
 Threads: paho's network loop runs in its own thread (``loop_start``) and only hands each message
 over (topic, payload, time of receipt) to a deque; the first message after a quiet spell wakes the
 event loop with ``call_soon_threadsafe``, so a burst costs one wake-up, not one per message.
-Decoding (:mod:`protocols.mqtt.codec`) runs on the event loop, a batch at a time.
+Decoding (:mod:`protocols.mqtt.codec`) runs on the event loop, a batch at a time. paho
+acknowledges a QoS 1 message once ``on_message`` has handed it over, so the broker's guarantee
+ends at this process: what sits in the deque or in the edge's queue when the process dies is lost
+(at most one batch window plus the buffer writer's latency).
 
 Malformed payloads never stop the stream and never hold up good messages: each becomes a
 :class:`~protocols.mqtt.codec.DeadLetter`, counted in :attr:`MqttSource.stats` and handed to
