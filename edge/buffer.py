@@ -43,7 +43,17 @@ CREATE TABLE IF NOT EXISTS events (
     body BLOB NOT NULL            -- the Event, msgpack-encoded
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS dead_letters (  -- messages a pushed source could not use, and why
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    source TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
 """
+
+DEAD_LETTERS_KEPT = 10_000
 
 ReadingRow = tuple[float, str, str, float | None, str, float, int]
 """(ts, device_id, metric, value, unit, quality, flags) — what the poller hands the buffer."""
@@ -60,6 +70,7 @@ class BufferStats:
     last_sync: datetime | None
     readings_acked_through: int
     dropped: int
+    dead_letters: int = 0  # rejected messages received in all (the newest are kept in the table)
 
 
 def _contiguous(seqs: list[int]) -> int:
@@ -189,6 +200,34 @@ class Buffer:
         log.warning("hub already holds %s up to %d: renumbered pending %s by +%d", table, floor, table, offset)
         return offset
 
+    def add_dead_letters(self, letters: Sequence) -> None:
+        """Keep rejected messages (protocols.mqtt.codec.DeadLetter) for inspection; the newest
+        DEAD_LETTERS_KEPT stay."""
+        if not letters:
+            return
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                db.executemany(
+                    "INSERT INTO dead_letters (ts, source, topic, payload, reason) VALUES (?,?,?,?,?)",
+                    [(d.ts.timestamp(), d.source, d.topic, d.payload, d.reason) for d in letters],
+                )
+                db.execute("DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?",
+                           (DEAD_LETTERS_KEPT,))
+                self._set_meta("dead_letters_total", self._meta("dead_letters_total") + len(letters))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def dead_letters(self, limit: int = 100) -> list[tuple[float, str, str, str, str]]:
+        """Newest first: (ts, source, topic, payload, reason)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT ts, source, topic, payload, reason FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+
     def set_status(self, status_json: str) -> None:
         """The daemon's latest health snapshot, for ``sentinel edge status`` in another process."""
         with self._lock:
@@ -240,4 +279,5 @@ class Buffer:
                 last_sync=datetime.fromtimestamp(last, UTC) if last else None,
                 readings_acked_through=int(self._meta("readings_acked_through")),
                 dropped=int(self._meta("dropped")),
+                dead_letters=int(self._meta("dead_letters_total")),
             )

@@ -9,6 +9,7 @@ pile up in the SQLite buffer and flow out when it returns.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ class DeviceHealth:
 class EdgeStats:
     readings_buffered: int = 0
     events_buffered: int = 0
+    dead_letters: int = 0
     devices: dict[str, DeviceHealth] = field(default_factory=dict)
 
 
@@ -83,10 +85,13 @@ class EdgeDaemon:
         self.sync = SyncLoop(config, self.buffer)
         self.stats = EdgeStats()
         self._queue: asyncio.Queue[tuple[list[ReadingRow], list[Event]]] = asyncio.Queue()
+        self._rejects: collections.deque = collections.deque(maxlen=10_000)
         self._factory = SourceFactory(ident.edge_id)
         self.devices: list[_Device] = []
         for dev in config.devices:
             for source in self._factory.create(dev):
+                if hasattr(source, "on_reject"):  # pushed sources that can receive malformed messages
+                    source.on_reject = self._reject
                 specs = [PointSpec(p.metric, p.unit, p.nominal, p.limit_low, p.limit_high) for p in source.points]
                 monitor = LimitMonitor(ident.substation, dev.id, specs, config.limits)
                 self.devices.append(_Device(source, monitor))
@@ -238,12 +243,22 @@ class EdgeDaemon:
         if not self._queue.empty():
             await self._write([], [])
 
+    def _reject(self, letters: list) -> None:
+        """Called by a pushed source (in the loop) with messages it could not use."""
+        self._rejects.extend(letters)
+        self.stats.dead_letters += len(letters)
+        self._queue.put_nowait(([], []))  # wake the writer
+
     async def _write(self, rows: list[ReadingRow], events: list[Event]) -> None:
         rows, events = list(rows), list(events)
         while not self._queue.empty():  # take everything queued so far in one transaction
             r, e = self._queue.get_nowait()
             rows.extend(r)
             events.extend(e)
+        if self._rejects:
+            letters = list(self._rejects)
+            self._rejects.clear()
+            await asyncio.to_thread(self.buffer.add_dead_letters, letters)
         if not rows and not events:
             return
         await asyncio.shield(asyncio.to_thread(self.buffer.append, rows, events))

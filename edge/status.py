@@ -31,6 +31,7 @@ def read_status(config: FirmwareConfig, buffer_path: str | Path | None = None) -
         "oldest_pending_age_s": (now - stats.oldest_pending).total_seconds() if stats.oldest_pending else None,
         "last_sync": stats.last_sync.isoformat() if stats.last_sync else None,
         "dropped": stats.dropped,
+        "dead_letters": stats.dead_letters,
         "daemon_seen_s_ago": time.time() - snap["updated_at"] if snap else None,
         "hub": snap.get("hub"),
         "devices": snap.get("devices", []),
@@ -46,7 +47,8 @@ def format_status(st: dict) -> str:
         f"edge {st['edge_id']}  buffer {st['buffer']}",
         f"daemon: " + ("never ran" if seen is None else ("running" if seen < 10 else f"not running (last seen {age(seen)} ago)")),
         f"buffer: {st['readings_pending']:,} readings and {st['events_pending']:,} events waiting; "
-        f"oldest unsent {age(st['oldest_pending_age_s'])} old; dropped {st['dropped']:,}",
+        f"oldest unsent {age(st['oldest_pending_age_s'])} old; dropped {st['dropped']:,}; "
+        f"malformed messages {st['dead_letters']:,}",
         f"last sync: {st['last_sync'] or 'never'}",
     ]
     hub = st.get("hub")

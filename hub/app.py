@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from litestar.params import FromQuery, JSONBody, QueryParameter
 from agents import grid_monitor
 from hub.settings import Settings
 from hub.storage import EdgeState, Incident, NewIncident, Storage, open_storage
+from hub.telemetry import incident_from_finding, store_telemetry
 from protocols.telemetry import SensorBatch
 from protocols.wire import SYNC_PATH, Event, SyncAck, SyncBatch
 
@@ -55,14 +58,8 @@ class Stats(msgspec.Struct, frozen=True):
     edges: list[EdgeState]
 
 
-def _to_incident(f: grid_monitor.Finding) -> NewIncident:
-    return NewIncident(timestamp=f.timestamp, type=f.type, device_id=f.device_id, severity=f.severity,
-                       description=f.description, agent=f.agent, substation=f.substation, metric=f.metric,
-                       value=f.value)
-
-
 def incidents_from_events(events: list[Event]) -> list[NewIncident]:
-    return [_to_incident(f) for f in grid_monitor.findings_from_events(events)]
+    return [incident_from_finding(f) for f in grid_monitor.findings_from_events(events)]
 
 
 def _storage(state: State) -> Storage:
@@ -100,10 +97,8 @@ def sensors_process(data: JSONBody[SensorBatch], state: State) -> ProcessResult:
     started = time.perf_counter()
     settings: Settings = state.settings
     readings = [r.to_reading(settings.default_substation) for r in data.sensor_readings]
-    findings = grid_monitor.check_readings(readings, [r.nominal for r in data.sensor_readings], settings.limits)
-    storage = _storage(state)
-    stored = storage.insert_readings(readings, source="http")
-    incidents = storage.add_incidents([_to_incident(f) for f in findings])
+    stored, incidents = store_telemetry(_storage(state), readings, [r.nominal for r in data.sensor_readings],
+                                        settings.limits, source="http")
     return ProcessResult(
         success=True, readings_stored=stored, incidents_detected=len(incidents),
         critical_alerts=[i for i in incidents if i.severity in ("CRITICAL", "EMERGENCY")], forecasts={},
@@ -145,9 +140,20 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
         app.state.storage = open_storage(settings.database_url) if own else storage
         if not settings.edge_tokens:
             log.warning("no edge tokens configured (SENTINEL_EDGE_TOKENS): /edge/sync accepts any edge")
+        mqtt_task = None
+        if settings.mqtt is not None:  # telemetry straight from a utility's broker
+            from hub.mqtt_ingest import MqttIngest
+
+            ingest = app.state.mqtt_ingest = MqttIngest(app.state.storage, settings.mqtt)
+            mqtt_task = asyncio.create_task(ingest.run(), name="hub.mqtt")
         try:
             yield
         finally:
+            if mqtt_task is not None:
+                mqtt_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await mqtt_task
+                await app.state.mqtt_ingest.close()
             if own:
                 app.state.storage.close()
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from agents import grid_monitor
-from hub.storage import Incident, NewIncident, Storage
+from hub.storage import Storage
+from hub.telemetry import incident_from_finding, store_telemetry  # noqa: F401 - re-exported
 from protocols.config import Limits
 from protocols.mqtt.codec import DeadLetter, dead_letters, parse_message, to_readings
 from protocols.mqtt.config import MqttTls, TopicTemplate
@@ -198,28 +198,6 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: object
         raise ValueError(f"SENTINEL_MQTT_URL names user {settings.username!r}: set {settings.password_env} to the "
                          "password")
     return settings
-
-
-# -- storing telemetry (shared with POST /sensors/process) ---------------------------------------
-
-def incident_from_finding(f: grid_monitor.Finding) -> NewIncident:
-    return NewIncident(timestamp=f.timestamp, type=f.type, device_id=f.device_id, severity=f.severity,
-                       description=f.description, agent=f.agent, substation=f.substation, metric=f.metric,
-                       value=f.value)
-
-
-def store_telemetry(storage: Storage, readings: Sequence[Reading], nominals: Sequence[float | None],
-                    limits: Limits, source: str) -> tuple[int, list[Incident]]:
-    """Store telemetry readings, check them against the grid code, store the incidents found.
-
-    Returns (readings stored, incidents). Blocking (storage is synchronous): call it in a thread.
-    """
-    if not readings:
-        return 0, []
-    findings = grid_monitor.check_readings(readings, nominals, limits)
-    stored = storage.insert_readings(readings, source=source)
-    incidents = storage.add_incidents([incident_from_finding(f) for f in findings]) if findings else []
-    return stored, incidents
 
 
 # -- the subscriber -----------------------------------------------------------------------------

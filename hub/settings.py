@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from hub.mqtt_ingest import MqttIngestSettings, settings_from_env
 from protocols.config import Limits
 
 DEFAULT_DATABASE_URL = "sqlite:///var/hub.db"
@@ -19,11 +20,14 @@ class Settings:
     # Substation recorded for readings that arrive without one (POST /sensors/process, MQTT).
     default_substation: str = "UNASSIGNED"
     limits: Limits = field(default_factory=Limits)
+    # Subscribe to a utility's MQTT broker (SENTINEL_MQTT_URL); None: no MQTT ingest.
+    mqtt: MqttIngestSettings | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """``SENTINEL_DATABASE_URL``, ``SENTINEL_EDGE_TOKENS`` (comma-separated),
-        ``SENTINEL_DEFAULT_SUBSTATION``; keyword overrides win (e.g. from CLI flags)."""
+        ``SENTINEL_DEFAULT_SUBSTATION``, ``SENTINEL_MQTT_URL`` / ``_TOPICS`` / ``_PASSWORD`` (see
+        :func:`hub.mqtt_ingest.settings_from_env`); keyword overrides win (e.g. from CLI flags)."""
         env: dict[str, object] = {}
         if url := os.environ.get("SENTINEL_DATABASE_URL"):
             env["database_url"] = url
@@ -32,4 +36,7 @@ class Settings:
         if sub := os.environ.get("SENTINEL_DEFAULT_SUBSTATION"):
             env["default_substation"] = sub
         env.update({k: v for k, v in overrides.items() if v is not None})
+        if "mqtt" not in env:  # raises ValueError naming the variable when it is unusable
+            env["mqtt"] = settings_from_env(default_substation=env.get("default_substation", cls.default_substation),
+                                            limits=env.get("limits", Limits()))
         return cls(**env)  # type: ignore[arg-type]
