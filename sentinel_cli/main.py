@@ -115,10 +115,13 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
 
 # -- demo -----------------------------------------------------------------------------------------
 
+DEMO_CONFIGS = ("nairobi-s1.toml", "mombasa-s1.toml")  # pure Python: no broker or serial line to install
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from sentinel_cli.demo import run_demo
 
-    configs = _load_configs(args.config)
+    configs = _load_configs(args.config or [str(DEFAULT_CONFIG_DIR / name) for name in DEMO_CONFIGS])
     try:
         asyncio.run(run_demo(configs, scenario=args.scenario, port=args.port, duration_s=args.duration,
                              database_url=args.database, speed=args.speed))
@@ -178,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, default=None, help="exit 0 after this many seconds (default: until Ctrl-C)")
     s.add_argument("--scenario", default=str(REPO / "scenarios" / "medium_risk_voltage_fluctuation.json"),
                    help="scenario JSON (default: the seed's medium-risk voltage fluctuation)")
-    s.add_argument("--config", action="append", help="firmware config (repeatable; default: all in firmware_configs/)")
+    s.add_argument("--config", action="append",
+                   help="firmware config (repeatable; default: firmware_configs/nairobi-s1.toml and mombasa-s1.toml)")
     s.add_argument("--database", default=None, help="hub database URL (default: a fresh SQLite file in a temp dir)")
     s.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall-clock second (default 1)")
     s.set_defaults(func=cmd_demo)
