@@ -9,6 +9,7 @@ says how to build its input, ``output`` and ``orientation`` how to read its raw 
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Literal
 
 import msgspec
@@ -24,7 +25,7 @@ MODEL_KINDS = ("isolation_forest", "lof", "mahalanobis", "risk_classifier")
 ModelKind = Literal["isolation_forest", "lof", "mahalanobis", "risk_classifier"]
 
 
-class Calibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Calibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True):
     """Raw score -> 0..1.
 
     ``ecdf_tail`` (unsupervised models): the empirical CDF of the raw scores of held-out normal
@@ -51,13 +52,16 @@ class Calibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if any(b < a for a, b in zip(self.quantiles, self.quantiles[1:])):
                 raise ValueError("calibration quantiles must not decrease")
 
+    @functools.cached_property
+    def _table(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.levels, dtype=np.float64), np.asarray(self.quantiles, dtype=np.float64)
+
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated probability-like score 0..1 of raw scores (higher raw = more anomalous)."""
         raw = np.asarray(raw, dtype=np.float64)
         if self.kind == "probability":
             return np.clip(raw, 0.0, 1.0)
-        levels = np.asarray(self.levels)
-        quantiles = np.asarray(self.quantiles)
+        levels, quantiles = self._table
         # ties in the quantiles (a discrete score): take the highest level of the tie
         q = np.interp(raw, quantiles, levels, left=0.0)
         top_q, top_level = quantiles[-1], levels[-1]
