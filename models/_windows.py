@@ -23,7 +23,7 @@ def causal_fill(values: np.ndarray, valid: np.ndarray, last: np.ndarray) -> tupl
     Returns ``(filled, seen)``; ``seen[i, t]`` is False while series ``i`` has had no valid sample
     yet, and there ``filled`` holds NaN. Only samples at or before ``t`` are used at ``t``.
     """
-    s, b = values.shape
+    b = values.shape[1]
     idx = np.where(valid, np.arange(1, b + 1), 0)
     np.maximum.accumulate(idx, axis=1, out=idx)
     ext = np.concatenate([last[:, None], values], axis=1)
@@ -91,7 +91,7 @@ def last_index(event: np.ndarray, start: np.ndarray, state: np.ndarray) -> np.nd
     ``start`` is the global index of the block's first sample per series; ``state`` the last index
     from earlier blocks (use a large negative number for "never").
     """
-    s, b = event.shape
+    b = event.shape[1]
     gidx = start[:, None] + np.arange(b)[None, :]
     idx = np.where(event, gidx, np.iinfo(np.int64).min)
     np.maximum.accumulate(idx, axis=1, out=idx)

@@ -25,7 +25,7 @@ import numpy as np
 from models.detectors import ANOMALY_TYPES, DetectorConfig
 from models.runtime import Model, Scorer
 
-__all__ = ["InjectionResult", "Injection", "alarm_onsets", "evaluate", "inject"]
+__all__ = ["Injection", "InjectionResult", "alarm_onsets", "evaluate", "inject"]
 
 
 @dataclass(frozen=True)

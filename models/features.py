@@ -98,8 +98,12 @@ class FeatureSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     @classmethod
     def build(cls, *, window: int = 32, sample_period_s: float = 1.0, inputs: tuple[str, ...] = ("value",),
-              series_features: tuple[str, ...] = SERIES_FEATURES,
+              series_features: tuple[str, ...] | None = None,
               cross: tuple[CrossFeature, ...] = ()) -> FeatureSpec:
+        """A spec with its names filled in; ``series_features`` defaults to all of ``SERIES_FEATURES``
+        that fit the window (``band<k>`` needs ``k <= window / 2``)."""
+        if series_features is None:
+            series_features = tuple(f for f in SERIES_FEATURES if not f.startswith("band") or _band_bin(f, window))
         names = _names(tuple(inputs), tuple(series_features), tuple(cross))
         return cls(names=names, window=window, sample_period_s=sample_period_s, inputs=tuple(inputs),
                    series_features=tuple(series_features), cross=tuple(cross))

@@ -23,9 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models._windows import causal_fill
-from models.detectors import (
-    ANOMALY_TYPES, MULTIVARIATE_CODE, DetectorBank, DetectorConfig, type_names,
-)
+from models.detectors import ANOMALY_TYPES, MULTIVARIATE_CODE, DetectorBank, DetectorConfig, type_names
 from models.features import FeatureExtractor, FeatureSpec
 from models.manifest import Manifest
 from protocols.reading import QualityFlag, Reading

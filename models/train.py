@@ -227,7 +227,7 @@ def _stratified_split(labels: np.ndarray, holdout: float, rng: np.random.Generat
     train, test = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.nonzero(labels == c)[0])
-        k = max(1, int(round(len(idx) * holdout))) if len(idx) > 1 else 0
+        k = max(1, round(len(idx) * holdout)) if len(idx) > 1 else 0
         test.append(idx[:k])
         train.append(idx[k:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
