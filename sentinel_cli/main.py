@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall-clock second (default 1)")
     s.set_defaults(func=cmd_sim_run)
 
+    from sentinel_cli.models_cmd import add_parser as add_models_parser
+
+    add_models_parser(sub)
+
     s = sub.add_parser("demo", help="hub + two simulated substations + their edges, running a scenario")
     s.add_argument("--port", type=int, default=8000, help="hub port (default 8000)")
     s.add_argument("--duration", type=float, default=None, help="exit 0 after this many seconds (default: until Ctrl-C)")
