@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from protocols.config import Limits
+from protocols.sources import PointInfo
 
 NONE, WARNING, CRITICAL = 0, 1, 2
 SEVERITY_NAMES = {WARNING: "WARNING", CRITICAL: "CRITICAL"}
@@ -33,13 +34,7 @@ EVENT_TYPES = {
 _STANDARD_KV = np.array([0.23, 0.4, 0.415, 3.3, 6.6, 11, 22, 33, 66, 110, 132, 220, 275, 330, 400, 500, 765])
 
 
-@dataclass(frozen=True, slots=True)
-class PointSpec:
-    metric: str
-    unit: str = ""
-    nominal: float | None = None
-    limit_low: float | None = None
-    limit_high: float | None = None
+PointSpec = PointInfo  # what the check needs of a point: metric, unit, nominal, explicit limits
 
 
 def point_kind(spec: PointSpec) -> int:

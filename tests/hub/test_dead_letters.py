@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 
-from hub.storage import open_storage
 from hub.storage.base import Storage
-from hub.storage.sqlite import SQLiteStorage
 from protocols.mqtt.codec import MAX_DEAD_LETTER_PAYLOAD, DeadLetter
 
 T0 = datetime(2026, 3, 1, 23, 59, 59, 500_000, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def storage(request: pytest.FixtureRequest, tmp_path) -> Iterator[Storage]:
-    if request.param == "sqlite":
-        store: Storage = SQLiteStorage(tmp_path / "hub.db")
-    else:
-        store = open_storage(request.getfixturevalue("postgres_url"))
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def letters(n: int, start: int = 0) -> list[DeadLetter]:

@@ -13,7 +13,6 @@ import msgspec
 import pytest
 
 from hub.mqtt_ingest import MqttIngest, MqttIngestSettings, parse_mqtt_url, settings_from_env
-from hub.storage import open_storage
 from hub.storage.base import Storage
 from hub.storage.sqlite import SQLiteStorage
 from protocols.mqtt.config import MqttDevice, MqttPoint, MqttTls
@@ -30,18 +29,6 @@ PASSWORD = "hub-password"
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
     with MosquittoBroker(tmp_path_factory.mktemp("mqtt")) as b:
         yield b
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    if request.param == "sqlite":
-        store: Storage = SQLiteStorage(tmp_path / "hub.db")
-    else:
-        store = open_storage(request.getfixturevalue("postgres_url"))
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 # -- settings --------------------------------------------------------------------------------------------
@@ -176,7 +163,7 @@ def test_good_readings_stored_bad_ones_dead_lettered_grid_checked(broker: Mosqui
 def test_the_hubs_session_keeps_what_was_sent_while_it_was_away(broker: MosquittoBroker, tmp_path: Path) -> None:
     storage = SQLiteStorage(tmp_path / "hub.db")
     settings = _settings(broker, client_id="hub-away")
-    away = [(f"substations/S1/TR-07/oil_temperature", str(60 + i).encode()) for i in range(200)]
+    away = [("substations/S1/TR-07/oil_temperature", str(60 + i).encode()) for i in range(200)]
 
     async def main() -> None:
         async with Running(MqttIngest(storage, settings)):

@@ -7,12 +7,11 @@ database per test.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from hub.storage import open_storage
 from hub.storage.base import EdgeState, Incident, NewIncident, Storage
 from hub.storage.sqlite import SQLiteStorage
 from protocols.reading import Reading
@@ -21,18 +20,6 @@ from protocols.wire import Event, EventRun, ReadingRun, SyncBatch
 T0 = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)  # an hour before midnight: batches span two UTC days
 SUB = "nairobi-s1"
 EDGE = "edge-nairobi-1"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def storage(request: pytest.FixtureRequest, tmp_path) -> Iterator[Storage]:
-    if request.param == "sqlite":
-        store: Storage = SQLiteStorage(tmp_path / "hub.db")
-    else:
-        store = open_storage(request.getfixturevalue("postgres_url"))
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 # -- builders ----------------------------------------------------------------------------------------
