@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS readings (
     value REAL,
     unit TEXT NOT NULL,
     quality REAL NOT NULL,
-    flags INTEGER NOT NULL
+    flags INTEGER NOT NULL,
+    anomaly_score REAL,           -- 0..1 from edge scoring; NULL if not scored
+    anomaly_type TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -57,6 +59,11 @@ DEAD_LETTERS_KEPT = 10_000
 
 ReadingRow = tuple[float, str, str, float | None, str, float, int]
 """(ts, device_id, metric, value, unit, quality, flags) — what the poller hands the buffer."""
+
+ReadingScores = tuple[Sequence[float | None], Sequence[str | None]]
+"""(anomaly_score, anomaly_type) per reading row, in the rows' order."""
+
+_SCORE_COLUMNS = (("anomaly_score", "REAL"), ("anomaly_type", "TEXT"))
 
 _event_enc = msgspec.msgpack.Encoder()
 _event_dec = msgspec.msgpack.Decoder(Event)
@@ -97,7 +104,15 @@ class Buffer:
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash; WAL fsyncs at checkpoints
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self._inserted_since_check = 0
+
+    def _migrate(self) -> None:
+        """Buffers made before edge scoring lack the score columns: add them (NULL for old rows)."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(readings)")}
+        for name, kind in _SCORE_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE readings ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -112,15 +127,22 @@ class Buffer:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def append(self, readings: Sequence[ReadingRow], events: Sequence[Event] = ()) -> None:
-        """Store readings and events in one transaction."""
+    def append(self, readings: Sequence[ReadingRow], events: Sequence[Event] = (),
+               scores: ReadingScores | None = None) -> None:
+        """Store readings (with their anomaly scores, if given) and events in one transaction."""
         if not readings and not events:
             return
         with self._lock:
             db = self._db
             db.execute("BEGIN")
             try:
-                if readings:
+                if readings and scores is not None:
+                    db.executemany(
+                        "INSERT INTO readings (ts, device_id, metric, value, unit, quality, flags, anomaly_score,"
+                        " anomaly_type) VALUES (?,?,?,?,?,?,?,?,?)",
+                        [(*r, s, t) for r, s, t in zip(readings, scores[0], scores[1], strict=True)],
+                    )
+                elif readings:
                     db.executemany(
                         "INSERT INTO readings (ts, device_id, metric, value, unit, quality, flags)"
                         " VALUES (?,?,?,?,?,?,?)",
@@ -244,7 +266,8 @@ class Buffer:
         """The oldest unacknowledged readings and events, as contiguous runs."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, ts, device_id, metric, value, unit, quality, flags FROM readings ORDER BY seq LIMIT ?",
+                "SELECT seq, ts, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
+                " FROM readings ORDER BY seq LIMIT ?",
                 (max_readings,),
             ).fetchall()
             erows = self._db.execute("SELECT seq, body FROM events ORDER BY seq LIMIT ?", (max_events,)).fetchall()
@@ -255,7 +278,7 @@ class Buffer:
             fromts = datetime.fromtimestamp
             items = [
                 Reading(ts=fromts(r[1], UTC), substation=sub, device_id=r[2], metric=r[3], value=r[4],
-                        unit=r[5], quality=r[6], flags=r[7])
+                        unit=r[5], quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9])
                 for r in rows[:n]
             ]
             readings = ReadingRun(first_seq=rows[0][0], items=items)

@@ -22,6 +22,7 @@ import numpy as np
 from edge.backoff import Backoff
 from edge.buffer import Buffer, ReadingRow
 from edge.limits import LimitMonitor
+from edge.scoring import EdgeScoring
 from edge.sync import SyncLoop
 from protocols.config import FirmwareConfig
 from protocols.drivers import SourceFactory
@@ -50,6 +51,7 @@ class DeviceHealth:
 class EdgeStats:
     readings_buffered: int = 0
     events_buffered: int = 0
+    anomaly_events: int = 0
     dead_letters: int = 0
     devices: dict[str, DeviceHealth] = field(default_factory=dict)
 
@@ -84,6 +86,7 @@ class EdgeDaemon:
         self.buffer = Buffer(buffer_path or config.buffer_path(), ident.substation, config.buffer.max_rows)
         self.sync = SyncLoop(config, self.buffer)
         self.stats = EdgeStats()
+        self.scoring = EdgeScoring(ident.substation, config.scoring)
         self._queue: asyncio.Queue[tuple[list[ReadingRow], list[Event]]] = asyncio.Queue()
         self._rejects: collections.deque = collections.deque(maxlen=10_000)
         self._factory = SourceFactory(ident.edge_id)
@@ -224,7 +227,14 @@ class EdgeDaemon:
             "hub": {"url": self.config.hub.url, "up": sync.hub_up, "last_error": sync.last_error,
                     "batches": sync.batches, "readings_sent": sync.readings_sent, "failures": sync.failures},
             "devices": [asdict(h) for h in self.stats.devices.values()],
+            "scoring": self.scoring_status(),
         }
+
+    def scoring_status(self) -> dict:
+        model = self.scoring.scorer.model
+        return {"model": model.label if model is not None else None,
+                "readings_scored": self.scoring.readings_scored, "anomaly_events": self.stats.anomaly_events,
+                "active_anomalies": len(self.scoring.monitor.active)}
 
     async def _publish_status(self) -> None:
         while True:
@@ -242,6 +252,14 @@ class EdgeDaemon:
     async def _flush(self) -> None:
         if not self._queue.empty():
             await self._write([], [])
+
+    def _score_and_append(self, rows: list[ReadingRow], events: list[Event]) -> int:
+        """Score the batch's rows in one scorer call, then buffer rows, scores and events in one
+        transaction (in a worker thread: one at a time, as the writer awaits it). Returns how many
+        anomaly events were raised or cleared."""
+        scores, anomalies = self.scoring.score(rows)
+        self.buffer.append(rows, events + anomalies, scores if rows else None)
+        return len(anomalies)
 
     def _reject(self, letters: list) -> None:
         """Called by a pushed source (in the loop) with messages it could not use."""
@@ -261,8 +279,9 @@ class EdgeDaemon:
             await asyncio.to_thread(self.buffer.add_dead_letters, letters)
         if not rows and not events:
             return
-        await asyncio.shield(asyncio.to_thread(self.buffer.append, rows, events))
+        anomalies = await asyncio.shield(asyncio.to_thread(self._score_and_append, rows, events))
         self.stats.readings_buffered += len(rows)
-        self.stats.events_buffered += len(events)
-        if events:
+        self.stats.events_buffered += len(events) + anomalies
+        self.stats.anomaly_events += anomalies
+        if events or anomalies:
             self.sync.wake.set()

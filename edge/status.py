@@ -35,6 +35,7 @@ def read_status(config: FirmwareConfig, buffer_path: str | Path | None = None) -
         "daemon_seen_s_ago": time.time() - snap["updated_at"] if snap else None,
         "hub": snap.get("hub"),
         "devices": snap.get("devices", []),
+        "scoring": snap.get("scoring"),
     }
 
 
@@ -55,9 +56,24 @@ def format_status(st: dict) -> str:
     if hub:
         state = {True: "reachable", False: "UNREACHABLE", None: "not tried yet"}[hub["up"]]
         lines.append(f"hub {hub['url']}: {state}" + (f" ({hub['last_error']})" if hub["up"] is False else ""))
+    scoring = st.get("scoring")
+    if scoring:
+        lines.append(scoring_line(scoring))
     if st["devices"]:
         lines.append("DEVICE            STATE    POLLS  FAILURES  LAST ERROR")
         for d in st["devices"]:
             state = {True: "up", False: "DOWN", None: "-"}[d["online"]]
             lines.append(f"{d['device_id']:<17} {state:<8} {d['polls']:>5}  {d['failures']:>8}  {d['last_error']}")
     return "\n".join(lines)
+
+
+def scoring_line(scoring: dict) -> str:
+    """``model: feeder v3`` (or ``model refused: <reason>``), then what was scored."""
+    if scoring.get("refused"):
+        model = f"model refused: {scoring['refused']}"
+        if scoring.get("model"):
+            model += f" (still scoring with {scoring['model']})"
+    else:
+        model = f"model: {scoring['model']}" if scoring.get("model") else "model: none (detectors only)"
+    return (f"{model}; {scoring.get('readings_scored', 0):,} readings scored, "
+            f"{scoring.get('anomaly_events', 0):,} anomaly events, {scoring.get('active_anomalies', 0)} active")

@@ -34,6 +34,7 @@ __all__ = [
     "LocatedError",
     "Location",
     "QualitySettings",
+    "ScoringSettings",
     "load_config",
     "parse_config",
 ]
@@ -120,6 +121,32 @@ class QualitySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     stale_after_s: Seconds | None = None
 
 
+class ScoringSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Anomaly scoring at the edge: streaming detectors always, plus a model pulled from the hub.
+
+    A reading scoring ``threshold`` or more raises an ``anomaly_<type>`` event (WARNING; CRITICAL
+    from ``critical_threshold``), once per device and metric until its score falls below
+    ``clear_below`` for ``clear_after`` readings in a row (hysteresis: a step's onset scores as a
+    spike, then the step detector takes over; that is one episode, not two). ``model`` names a model in the hub's registry (empty: detectors
+    only); the edge checks for a new version every ``model_pull_interval_s`` and verifies it with the
+    public key in the file the environment variable ``public_key_env`` names.
+    """
+
+    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.8
+    critical_threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.95
+    clear_below: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.6
+    clear_after: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 30
+    model: str = ""
+    model_pull_interval_s: Seconds = 300.0
+    public_key_env: Annotated[str, msgspec.Meta(pattern=r"^[A-Z_][A-Z0-9_]*$")] = "SENTINEL_MODEL_PUBLIC_KEY"
+
+    def __post_init__(self) -> None:
+        if self.critical_threshold < self.threshold:
+            raise ValueError("critical_threshold must be at least threshold")
+        if self.clear_below > self.threshold:
+            raise ValueError("clear_below must not exceed threshold")
+
+
 class FirmwareConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     identity: Identity
     hub: HubSettings
@@ -127,6 +154,7 @@ class FirmwareConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     limits: Limits = Limits()
     buffer: BufferSettings = BufferSettings()
     quality: QualitySettings = QualitySettings()
+    scoring: ScoringSettings = ScoringSettings()
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

@@ -65,6 +65,10 @@ class Reading(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     unit: str = ""
     quality: float = 1.0  # 0..1
     flags: int = 0  # QualityFlag bits
+    # The edge's anomaly score (0..1) and type (drift, step, spike, ...); None where it did not score
+    # (older edges, HTTP and MQTT ingest). Optional, so a batch without them still decodes.
+    anomaly_score: float | None = None
+    anomaly_type: str | None = None
 
 
 def sensor_type(metric: str) -> str:

@@ -43,8 +43,10 @@ log = logging.getLogger(__name__)
 _SCHEMA_LOCK = 0x5E47_0001  # advisory lock keys: schema creation, partition creation
 _PARTITION_LOCK = 0x5E47_0002
 
-_READING_COLUMNS = "ts, substation, device_id, metric, value, unit, quality, flags, source, seq"
-_READING_TYPES = ["timestamptz", "text", "text", "text", "float8", "text", "float8", "int4", "text", "int8"]
+_READING_COLUMNS = ("ts, substation, device_id, metric, value, unit, quality, flags, source, seq, anomaly_score,"
+                    " anomaly_type")
+_READING_TYPES = ["timestamptz", "text", "text", "text", "float8", "text", "float8", "int4", "text", "int8", "float8",
+                  "text"]
 _COPY_READINGS = f"COPY readings ({_READING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
 _READINGS_COLUMNS_DDL = """
@@ -57,7 +59,9 @@ _READINGS_COLUMNS_DDL = """
     quality double precision NOT NULL,
     flags integer NOT NULL,
     source text NOT NULL,             -- edge id, or 'http' / 'mqtt'
-    seq bigint                        -- the edge's sequence number, NULL for other sources
+    seq bigint,                       -- the edge's sequence number, NULL for other sources
+    anomaly_score double precision,   -- the edge's anomaly score 0..1, NULL if not scored
+    anomaly_type text
 """
 
 _COMMON_SCHEMA = """
@@ -163,10 +167,10 @@ def _midnight(day: int) -> str:
 
 def _reading_rows(readings: Sequence[Reading], source: str, first_seq: int | None) -> list[tuple]:
     if first_seq is None:
-        return [(r.ts, r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source, None)
-                for r in readings]
-    return [(r.ts, r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source, first_seq + i)
-            for i, r in enumerate(readings)]
+        return [(r.ts, r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source, None,
+                 r.anomaly_score, r.anomaly_type) for r in readings]
+    return [(r.ts, r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source, first_seq + i,
+             r.anomaly_score, r.anomaly_type) for i, r in enumerate(readings)]
 
 
 def _incident(r: tuple) -> Incident:
@@ -254,6 +258,9 @@ class PostgresStorage:
                 for (name,) in rows:
                     if re.fullmatch(r"readings_p\d{8}", name):
                         self._partitions.add(datetime.strptime(name[len("readings_p"):], "%Y%m%d").toordinal())
+            # databases made before edge scoring (no-op otherwise)
+            conn.execute("ALTER TABLE readings ADD COLUMN IF NOT EXISTS anomaly_score double precision,"
+                         " ADD COLUMN IF NOT EXISTS anomaly_type text")
         return backend
 
     def _try_timescaledb(self) -> bool:
@@ -471,8 +478,8 @@ class PostgresStorage:
 
     def query_readings(self, device_id: str, metric: str, start: datetime | None = None,
                        end: datetime | None = None, limit: int = 10_000) -> list[Reading]:
-        query = ("SELECT ts, substation, device_id, metric, value, unit, quality, flags FROM readings"
-                 " WHERE device_id = %s AND metric = %s")
+        query = ("SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
+                 " FROM readings WHERE device_id = %s AND metric = %s")
         args: list[object] = [device_id, metric]
         if start is not None:
             query += " AND ts >= %s"
@@ -486,7 +493,7 @@ class PostgresStorage:
             rows = conn.execute(query, args).fetchall()
         return [
             Reading(ts=r[0], substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5], quality=r[6],
-                    flags=r[7])
+                    flags=r[7], anomaly_score=r[8], anomaly_type=r[9])
             for r in rows
         ]
 

@@ -24,7 +24,9 @@ CREATE TABLE IF NOT EXISTS readings (
     quality REAL NOT NULL,
     flags INTEGER NOT NULL,
     source TEXT NOT NULL,        -- edge id, or 'http' / 'mqtt'
-    seq INTEGER                  -- the edge's sequence number, NULL for other sources
+    seq INTEGER,                 -- the edge's sequence number, NULL for other sources
+    anomaly_score REAL,          -- the edge's anomaly score 0..1, NULL if not scored
+    anomaly_type TEXT
 );
 CREATE INDEX IF NOT EXISTS readings_device_metric_ts ON readings (device_id, metric, ts);
 CREATE TABLE IF NOT EXISTS events (
@@ -77,7 +79,9 @@ CREATE TABLE IF NOT EXISTS edge_sync (
 );
 """
 
-_READING_SQL = "INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?,?)"
+_READING_SQL = ("INSERT INTO readings (ts, substation, device_id, metric, value, unit, quality, flags, source, seq,"
+                " anomaly_score, anomaly_type) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+_SCORE_COLUMNS = (("anomaly_score", "REAL"), ("anomaly_type", "TEXT"))
 _EVENT_SQL = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INCIDENT_SQL = (
     "INSERT INTO incidents (ts, type, device_id, severity, description, status, agent, substation, metric,"
@@ -92,11 +96,13 @@ def _utc(ts: float) -> datetime:
 def reading_rows(readings: Sequence[Reading], source: str, first_seq: int | None) -> list[tuple]:
     if first_seq is None:
         return [
-            (r.ts.timestamp(), r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source, None)
+            (r.ts.timestamp(), r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source, None,
+             r.anomaly_score, r.anomaly_type)
             for r in readings
         ]
     return [
-        (r.ts.timestamp(), r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source, first_seq + i)
+        (r.ts.timestamp(), r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source,
+         first_seq + i, r.anomaly_score, r.anomaly_type)
         for i, r in enumerate(readings)
     ]
 
@@ -114,6 +120,10 @@ class SQLiteStorage:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(readings)")}
+        for name, kind in _SCORE_COLUMNS:  # databases made before edge scoring
+            if name not in have:
+                self._db.execute(f"ALTER TABLE readings ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -259,13 +269,13 @@ class SQLiteStorage:
         hi = end.timestamp() if end else float("inf")
         with self._lock:
             rows = self._db.execute(
-                "SELECT ts, substation, device_id, metric, value, unit, quality, flags FROM readings"
-                " WHERE device_id = ? AND metric = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
+                "SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
+                " FROM readings WHERE device_id = ? AND metric = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
                 (device_id, metric, lo, hi, limit),
             ).fetchall()
         return [
             Reading(ts=_utc(r[0]), substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5],
-                    quality=r[6], flags=r[7])
+                    quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9])
             for r in rows
         ]
 

@@ -87,3 +87,5 @@ def test_status_shows_health_depth_and_last_sync(tmp_path: Path) -> None:
     assert {d["device_id"]: d["online"] for d in st["devices"]} == {"BUS-220": True, "FEEDER-F12": True, "TR-04": True}
     text = _sentinel("edge", "status", "--config", str(cfg_path), "--buffer", str(buffer), cwd=tmp_path).stdout
     assert "hub http://127.0.0.1:" in text and "UNREACHABLE" in text and "last sync: never" in text
+    assert st["scoring"]["model"] is None and st["scoring"]["readings_scored"] == st["readings_pending"]
+    assert "model: none (detectors only)" in text
