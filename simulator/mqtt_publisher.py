@@ -7,7 +7,10 @@
         await publisher.run(duration_s=120)
 
 ``device`` is the :class:`~protocols.mqtt.config.MqttDevice` of a firmware config, the same the
-edge subscribes with: its broker (host, port, TLS, user), topic template and points. Forms:
+edge subscribes with: its broker (host, port, TLS, user), topic template and points. ``values``
+gives each point's value by metric: a metric left out (or NaN) is a sample the device did not
+take, and no reading is sent for it; None is a reading without a value (sent as ``null`` with
+the flag ``comm_lost``). Forms:
 
 - ``single``: one reading object per point, on the point's topic (``.../{device}/{metric}``);
 - ``bare``: a bare number per point on the point's topic (the edge stamps it on receipt);
@@ -37,7 +40,7 @@ import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from protocols.mqtt.config import MqttDevice
+from protocols.mqtt.config import MqttDevice, MqttPoint
 from protocols.mqtt.source import tls_context
 from protocols.reading import sensor_type
 
@@ -49,9 +52,12 @@ CORRUPTIONS: tuple[CorruptionKind, ...] = ("invalid_json", "wrong_type", "unknow
                                            "wrong_device")
 
 Values = Callable[[float], Mapping[str, float | None]]
-"""Given seconds since run() started, each point's value by metric (missing or None: no value)."""
+"""Given seconds since run() started, each point's value by metric (left out or NaN: no reading is
+sent; None: a reading without a value)."""
 
 _encode = msgspec.json.Encoder().encode
+
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 1.0  # a device retries its broker soon after a restart
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,14 @@ class PublisherStats:
     messages: int = 0
     readings: int = 0
     corrupt: dict[str, int] = field(default_factory=dict)
+
+
+def _taken(values: Mapping[str, float | None], metric: str) -> bool:
+    """Whether the device took this sample: present, and not NaN (None is a reading without a value)."""
+    if metric not in values:
+        return False
+    v = values[metric]
+    return v is None or v == v
 
 
 def _rfc3339(ts: float) -> str:
@@ -127,6 +141,8 @@ class MqttPublisher:
             client.username_pw_set(d.username, self._password if self._password is not None
                                    else os.environ.get(d.password_env, ""))
         client.max_queued_messages_set(0)
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)  # type: ignore[arg-type] - floats work
+        client.connect_timeout = d.connect_timeout_s
         await asyncio.to_thread(client.connect, d.host, d.port, d.keepalive_s)
         client.loop_start()  # paho reconnects a publisher by itself: the simulated device keeps trying
         self._client = client
@@ -140,7 +156,7 @@ class MqttPublisher:
     @staticmethod
     def _drain_and_stop(client: mqtt.Client, timeout_s: float = 5.0) -> None:
         deadline = time.monotonic() + timeout_s
-        while client.want_write() and time.monotonic() < deadline:
+        while client.is_connected() and client.want_write() and time.monotonic() < deadline:
             time.sleep(0.01)
         client.disconnect()
         client.loop_stop()
@@ -163,16 +179,26 @@ class MqttPublisher:
 
     def messages(self, t_s: float, ts: float | None = None) -> list[tuple[str, bytes]]:
         """The messages for scenario time ``t_s`` (wall time ``ts``, default now): (topic, payload)."""
+        return self._messages(t_s, ts)[0]
+
+    def _messages(self, t_s: float, ts: float | None) -> tuple[list[tuple[str, bytes]], int]:
+        """The messages and how many readings they carry."""
         ts = time.time() if ts is None else ts
         values = self.values(t_s)
-        points = self.device.points
+        points = [p for p in self.device.points if _taken(values, p.metric)]
+        return self._encode_points(points, values, ts), len(points)
+
+    def _encode_points(self, points: list[MqttPoint], values: Mapping[str, float | None],
+                       ts: float) -> list[tuple[str, bytes]]:
         if self.form == "batch":
-            body = {"sensor_readings": [self._reading(p.metric, values.get(p.metric), ts, p.unit, p.nominal)
+            if not points:
+                return []
+            body = {"sensor_readings": [self._reading(p.metric, values[p.metric], ts, p.unit, p.nominal)
                                         for p in points]}
             return [(self.topic(), _encode(body))]
         if self.form == "bare":
-            return [(self.topic(p.metric), _encode(values.get(p.metric))) for p in points]
-        return [(self.topic(p.metric), _encode(self._reading(p.metric, values.get(p.metric), ts, p.unit, p.nominal)))
+            return [(self.topic(p.metric), _encode(values[p.metric])) for p in points]
+        return [(self.topic(p.metric), _encode(self._reading(p.metric, values[p.metric], ts, p.unit, p.nominal)))
                 for p in points]
 
     def corrupt(self, kind: CorruptionKind, ts: float | None = None) -> tuple[str, bytes]:
@@ -209,9 +235,10 @@ class MqttPublisher:
 
     def publish_tick(self, t_s: float) -> None:
         """Publish the readings of scenario time ``t_s`` now."""
-        for topic, payload in self.messages(t_s):
+        messages, readings = self._messages(t_s, None)
+        for topic, payload in messages:
             self.publish(topic, payload)
-        self.stats.readings += len(self.device.points)
+        self.stats.readings += readings
 
     def inject(self, kind: CorruptionKind, count: int = 1) -> None:
         for _ in range(count):

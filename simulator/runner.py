@@ -1,5 +1,10 @@
 """Run the simulated substations: bind every endpoint, tick physics + anomalies, record the truth.
 
+Modbus TCP and RTU devices are served by :mod:`simulator.modbus_server`, OPC-UA devices by
+:mod:`simulator.opcua_server`, and MQTT devices publish to a broker at the address their config
+names (:mod:`simulator.mqtt_broker`: one is started there when nothing listens yet) once a second
+of scenario time; all from the same values.
+
 ::
 
     async with Simulation(configs, scenario, speed=60.0, seed=1) as sim:
@@ -26,17 +31,20 @@ import msgspec
 import numpy as np
 
 from protocols.config import FirmwareConfig, load_config
+from protocols.mqtt.config import MqttDevice
 from simulator.injection import Injector
 from simulator.modbus_server import EndpointError, ModbusEndpoint
+from simulator.mqtt_broker import MqttSimulator
 from simulator.opcua_server import OpcUaSimulator
 from simulator.physics import GridPhysics
 from simulator.plant import DeviceInfo, Plant
-from simulator.scenario import AnomalyType, Scenario, load_scenario, resolve_faults
+from simulator.scenario import AnomalyType, Fault, Scenario, load_scenario, resolve_faults
 
 __all__ = ["EAST_AFRICA_TIME", "Simulation", "SimulationError", "TruthInterval", "serve"]
 
 EAST_AFRICA_TIME = timezone(timedelta(hours=3), "EAT")
 DEFAULT_TICK_S = 0.1
+DEFAULT_PUBLISH_INTERVAL_S = 1.0  # scenario seconds between an MQTT device's messages
 
 
 log = logging.getLogger(__name__)
@@ -61,7 +69,8 @@ class TruthInterval(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Simulation:
-    """Simulated substations serving real Modbus TCP/RTU and OPC-UA endpoints; an async context manager."""
+    """Simulated substations serving real Modbus TCP/RTU and OPC-UA endpoints and publishing MQTT
+    devices to their brokers; an async context manager."""
 
     def __init__(
         self,
@@ -72,6 +81,7 @@ class Simulation:
         seed: int = 0,
         tick_s: float = DEFAULT_TICK_S,
         start_hour: float | None = None,
+        publish_interval_s: float = DEFAULT_PUBLISH_INTERVAL_S,
     ) -> None:
         if not (speed > 0 and math.isfinite(speed)):
             raise ValueError(f"speed must be a positive number, not {speed}")
@@ -92,6 +102,9 @@ class Simulation:
         self.opcua = OpcUaSimulator(
             configs, lambda dev: {m: v for (d, m), v in self.values().items() if d == dev}, tick_s=tick_s
         )
+        self._device_points = {d.index: np.array([p.index for p in self.plant.points_of(d)], dtype=np.intp)
+                               for d in self.plant.devices if isinstance(d.device, MqttDevice)}
+        self.mqtt = MqttSimulator(self.plant.devices, self.device_values, publish_interval_s=publish_interval_s)
         self._faults = resolve_faults(scenario, self.plant) if scenario is not None else []
         self._fault_active = [False] * len(self._faults)
         self._now_s = 0.0
@@ -105,12 +118,17 @@ class Simulation:
     async def __aenter__(self) -> Self:
         self.set_time(self._now_s)  # serve t = 0 from the first request on
         started: list[ModbusEndpoint] = []
+        opcua_started = False
         try:
             for server in self.servers:
                 await server.start()
                 started.append(server)
             await self.opcua.start()
+            opcua_started = True
+            await self.mqtt.start()
         except EndpointError as exc:
+            if opcua_started:
+                await self.opcua.stop()
             for server in started:
                 await server.stop()
             raise SimulationError(str(exc)) from exc
@@ -121,14 +139,17 @@ class Simulation:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._entered = False
-        await self.opcua.stop()
-        for server in self.servers:
-            await server.stop()
+        try:
+            await self.mqtt.stop()
+        finally:
+            await self.opcua.stop()
+            for server in self.servers:
+                await server.stop()
 
     @property
     def endpoints(self) -> list[str]:
         """What is served, one line per endpoint."""
-        return [s.describe() for s in self.servers] + self.opcua.endpoints
+        return [s.describe() for s in self.servers] + self.opcua.endpoints + self.mqtt.endpoints
 
     # -- time -----------------------------------------------------------------------------------
 
@@ -149,6 +170,14 @@ class Simulation:
     def values(self) -> dict[tuple[str, str], float]:
         """The values being served, by (device id, metric); NaN where a sample is missing."""
         return {(p.device.id, p.metric): float(self._values[p.index]) for p in self.plant.points}
+
+    def device_values(self, device: DeviceInfo) -> dict[str, float]:
+        """One device's values being served, by metric; NaN where a sample is missing."""
+        index = self._device_points.get(device.index)
+        points = self.plant.points
+        if index is None:
+            return {p.metric: float(self._values[p.index]) for p in self.plant.points_of(device)}
+        return {points[i].metric: v for i, v in zip(index.tolist(), self._values[index].tolist())}
 
     async def run(self, duration_s: float | None = None) -> None:
         """Tick every ``tick_s`` wall seconds, from the current scenario time.
@@ -171,6 +200,7 @@ class Simulation:
                 t = min(end, t_start + (loop.time() - wall_start) * self.speed)
                 self.set_time(max(t, self._now_s))
                 await self._apply_faults(self._now_s)
+                self.mqtt.tick(self._now_s)
                 if t >= end:
                     return
                 next_tick += self.tick_s
@@ -181,7 +211,7 @@ class Simulation:
     # -- faults ---------------------------------------------------------------------------------
 
     async def _apply_faults(self, t_s: float) -> None:
-        """Start or end the scenario's device stops and server restarts due at scenario time t."""
+        """Start or end the scenario's faults due at scenario time t."""
         assert self.scenario is not None or not self._faults
         for i, devices in enumerate(self._faults):
             fault = self.scenario.faults[i]  # type: ignore[union-attr]
@@ -191,9 +221,17 @@ class Simulation:
             self._fault_active[i] = active
             for d in devices:
                 log.info("fault %s on %s %s: %s", fault.type, d.substation, d.id, "begins" if active else "ends")
-                await self._set_fault(fault.type, d, active)
+                await self._set_fault(i, fault, d, active)
 
-    async def _set_fault(self, kind: str, device: DeviceInfo, active: bool) -> None:
+    async def _set_fault(self, i: int, fault: Fault, device: DeviceInfo, active: bool) -> None:
+        """Begin (``active``) or end fault number ``i`` on one device."""
+        kind = fault.type
+        if isinstance(device.device, MqttDevice):
+            await self._set_mqtt_fault(i, fault, device, active)
+            return
+        if kind == "corrupt_payload":  # resolve_faults refuses it; a scenario built by hand may not
+            log.warning("fault corrupt_payload on %s: not an MQTT device", device.id)
+            return
         modbus = next((s for s in self.servers if device in s.devices), None)
         if modbus is not None:
             if kind == "server_restart" or len(modbus.devices) == 1:
@@ -212,6 +250,26 @@ class Simulation:
             log.warning("fault on %s: no simulated server for it", device.id)
             return
         await (endpoint.stop() if active else endpoint.start())
+
+    async def _set_mqtt_fault(self, i: int, fault: Fault, device: DeviceInfo, active: bool) -> None:
+        if fault.type == "device_stop":
+            self.mqtt.set_paused(device, active)
+        elif fault.type == "corrupt_payload":
+            if active:
+                self.mqtt.start_corruption(device, i, fault.start_time, fault.end_time,
+                                           fault.count if fault.count is not None else 1.0, fault.kind)
+            else:
+                self.mqtt.end_corruption(device, i)
+        else:  # server_restart: the broker goes away, then comes back on the same port
+            endpoint = self.mqtt.endpoint_of(device)
+            try:
+                done = await (endpoint.stop_broker() if active else endpoint.start_broker())
+            except EndpointError as exc:
+                log.error("fault server_restart on %s: %s", device.id, exc)
+                return
+            if not done:
+                log.warning("fault server_restart on %s: the broker at %s:%d was not started by the simulator; "
+                            "it is left alone", device.id, endpoint.host, endpoint.port)
 
     # -- ground truth ---------------------------------------------------------------------------
 

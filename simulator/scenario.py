@@ -23,18 +23,23 @@ import msgspec
 from jsonschema.exceptions import ValidationError, best_match
 
 from protocols.config import FirmwareConfig, LocatedError
+from protocols.mqtt.config import MqttDevice
 from protocols.reading import sensor_type as sensor_type_of
+from simulator.mqtt_publisher import CorruptionKind
 from simulator.plant import DeviceInfo, Plant, PointInfo
 
 __all__ = [
     "SCHEMA_PATH",
     "Anomaly",
     "AnomalyType",
+    "Fault",
+    "FaultType",
     "Scenario",
     "ScenarioError",
     "check_scenario",
     "load_scenario",
     "parse_scenario",
+    "resolve_faults",
     "resolve_targets",
 ]
 
@@ -73,14 +78,22 @@ class Anomaly(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         return self.magnitude_pct if self.magnitude_pct is not None else self.amplitude_pct
 
 
-class Fault(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A device that stops answering, or a server that restarts, over [start, start + duration)."""
+FaultType = Literal["device_stop", "server_restart", "corrupt_payload"]
 
-    type: Literal["device_stop", "server_restart"]
+
+class Fault(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Something that happens to a device or its server over [start, start + duration): it stops
+    answering (``device_stop``), its server restarts (``server_restart``), or, for an MQTT device,
+    it sends corrupt payloads (``corrupt_payload``: ``count`` a second, of ``kind`` or every kind
+    in turn)."""
+
+    type: FaultType
     device_id: str
     start_time: float
     duration_seconds: float
     substation: str | None = None
+    count: float | None = None  # corrupt_payload: payloads per scenario second (default 1)
+    kind: CorruptionKind | None = None  # corrupt_payload: one kind (default: every kind in turn)
 
     @property
     def end_time(self) -> float:
@@ -235,5 +248,11 @@ def resolve_faults(scenario: Scenario, plant: Plant) -> list[list[DeviceInfo]]:
             known = ", ".join(sorted({d.id for d in plant.devices}))
             raise ScenarioError(source, f"faults[{i}].device_id",
                                 f"no device {f.device_id!r} in the configs (known: {known})")
+        if f.type == "corrupt_payload":
+            other = next((d for d in devices if not isinstance(d.device, MqttDevice)), None)
+            if other is not None:
+                raise ScenarioError(source, f"faults[{i}].device_id",
+                                    f"corrupt_payload needs an MQTT device; {other.substation} {other.id} is "
+                                    f"{type(other.device).__struct_config__.tag}")
         out.append(devices)
     return out
