@@ -22,6 +22,7 @@ import numpy as np
 from edge.backoff import Backoff
 from edge.buffer import Buffer, ReadingRow
 from edge.limits import LimitMonitor
+from edge.models import ModelPuller
 from edge.scoring import EdgeScoring
 from edge.sync import SyncLoop
 from protocols.config import FirmwareConfig
@@ -87,6 +88,7 @@ class EdgeDaemon:
         self.sync = SyncLoop(config, self.buffer)
         self.stats = EdgeStats()
         self.scoring = EdgeScoring(ident.substation, config.scoring)
+        self.models = ModelPuller(config, self.scoring.scorer) if config.scoring.model else None
         self._queue: asyncio.Queue[tuple[list[ReadingRow], list[Event]]] = asyncio.Queue()
         self._rejects: collections.deque = collections.deque(maxlen=10_000)
         self._factory = SourceFactory(ident.edge_id)
@@ -114,12 +116,16 @@ class EdgeDaemon:
                 tg.create_task(self._writer(), name="edge.buffer")
                 tg.create_task(self._publish_status(), name="edge.status")
                 tg.create_task(self.sync.run(), name="edge.sync")
+                if self.models is not None:
+                    tg.create_task(self.models.run(), name="edge.models")
         finally:
             await self._flush()
             for d in self.devices:
                 await d.source.close()
             await self._factory.aclose()
             await self.sync.aclose()
+            if self.models is not None:
+                await self.models.aclose()
             self.buffer.set_status(json.dumps(self.status_snapshot()))  # the last word, for `edge status`
             self.buffer.close()
 
@@ -232,7 +238,10 @@ class EdgeDaemon:
 
     def scoring_status(self) -> dict:
         model = self.scoring.scorer.model
+        pull = self.models
         return {"model": model.label if model is not None else None,
+                "wanted": pull.name if pull else None, "refused": pull.refused if pull else "",
+                "hub_error": pull.last_error if pull else "",
                 "readings_scored": self.scoring.readings_scored, "anomaly_events": self.stats.anomaly_events,
                 "active_anomalies": len(self.scoring.monitor.active)}
 

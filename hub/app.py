@@ -20,6 +20,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from agents import grid_monitor
+from hub.models_api import get_model_file, latest_model, list_models
 from hub.settings import Settings
 from hub.storage import EdgeState, Incident, NewIncident, Storage, open_storage
 from hub.telemetry import incident_from_finding, store_telemetry
@@ -164,7 +165,8 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
                 app.state.storage.close()
 
     return Litestar(
-        route_handlers=[edge_sync, sensors_process, list_incidents, stats, healthz],
+        route_handlers=[edge_sync, sensors_process, list_incidents, stats, healthz, list_models, latest_model,
+                        get_model_file],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         openapi_config=OpenAPIConfig(

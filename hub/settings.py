@@ -9,6 +9,7 @@ from hub.mqtt_ingest import MqttIngestSettings, settings_from_env
 from protocols.config import Limits
 
 DEFAULT_DATABASE_URL = "sqlite:///var/hub.db"
+DEFAULT_MODEL_REGISTRY = "var/models"
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,14 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     # Subscribe to a utility's MQTT broker (SENTINEL_MQTT_URL); None: no MQTT ingest.
     mqtt: MqttIngestSettings | None = None
+    # The signed model registry the hub serves to edges (GET /models...) and trains into
+    # (SENTINEL_MODEL_REGISTRY). Signing uses $SENTINEL_MODEL_SIGNING_KEY, read when training.
+    model_registry: str = DEFAULT_MODEL_REGISTRY
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """``SENTINEL_DATABASE_URL``, ``SENTINEL_EDGE_TOKENS`` (comma-separated),
-        ``SENTINEL_DEFAULT_SUBSTATION``, ``SENTINEL_MQTT_URL`` / ``_TOPICS`` / ``_PASSWORD`` (see
+        ``SENTINEL_DEFAULT_SUBSTATION``, ``SENTINEL_MODEL_REGISTRY``, ``SENTINEL_MQTT_URL`` / ``_TOPICS`` / ``_PASSWORD`` (see
         :func:`hub.mqtt_ingest.settings_from_env`); keyword overrides win (e.g. from CLI flags)."""
         env: dict[str, object] = {}
         if url := os.environ.get("SENTINEL_DATABASE_URL"):
@@ -35,6 +39,8 @@ class Settings:
             env["edge_tokens"] = frozenset(t.strip() for t in tokens.split(",") if t.strip())
         if sub := os.environ.get("SENTINEL_DEFAULT_SUBSTATION"):
             env["default_substation"] = sub
+        if registry := os.environ.get("SENTINEL_MODEL_REGISTRY"):
+            env["model_registry"] = registry
         env.update({k: v for k, v in overrides.items() if v is not None})
         if "mqtt" not in env:  # raises ValueError naming the variable when it is unusable
             env["mqtt"] = settings_from_env(default_substation=env.get("default_substation", cls.default_substation),

@@ -1,0 +1,78 @@
+"""Model shipping: the hub serves its signed model registry (``Settings.model_registry``) to edges.
+
+``GET /models`` lists names, versions and the latest of each; ``GET /models/{name}/latest`` names
+the version an edge should run; ``GET /models/{name}/{version}/files/{onnx|manifest|signature}``
+serves one file as raw bytes (the signature as its 64 raw bytes). The files are served as stored:
+the edge verifies the signature and the hash itself (``models.signing.verify_model``), so a
+tampered file is refused there, whoever tampered with it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from litestar import Response, get
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+
+from models.registry import Registry, RegistryError
+from models.signing import ModelVerificationError
+
+__all__ = ["ModelInfo", "ModelList", "ModelVersion", "get_model_file", "latest_model", "list_models", "registry"]
+
+FileKind = Literal["onnx", "manifest", "signature"]
+
+
+class ModelInfo(msgspec.Struct, frozen=True):
+    name: str
+    versions: list[int]
+    latest: int | None
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    models: list[ModelInfo]
+
+
+class ModelVersion(msgspec.Struct, frozen=True):
+    name: str
+    version: int
+
+
+def registry(state: State) -> Registry:
+    return Registry(state.settings.model_registry)
+
+
+@get("/models", sync_to_thread=True, summary="Models in the registry: versions and the latest of each")
+def list_models(state: State) -> ModelList:
+    reg = registry(state)
+    out = []
+    for name in reg.names():
+        try:
+            latest: int | None = reg.latest(name)
+        except RegistryError:
+            latest = None
+        out.append(ModelInfo(name=name, versions=reg.versions(name), latest=latest))
+    return ModelList(models=out)
+
+
+@get("/models/{name:str}/latest", sync_to_thread=True, summary="The version of a model edges should run")
+def latest_model(name: FromPath[str], state: State) -> ModelVersion:
+    try:
+        return ModelVersion(name=name, version=registry(state).latest(name))
+    except RegistryError as exc:
+        raise NotFoundException(str(exc)) from exc
+
+
+@get("/models/{name:str}/{version:int}/files/{kind:str}", sync_to_thread=True,
+     summary="One file of a model version: onnx, manifest or signature (raw bytes)")
+def get_model_file(name: FromPath[str], version: FromPath[int], kind: FromPath[FileKind],
+                   state: State) -> Response[bytes]:
+    try:
+        files = registry(state).read_files(name, version)
+    except (RegistryError, ModelVerificationError) as exc:  # no such version, or a file missing
+        raise NotFoundException(str(exc)) from exc
+    body = {"onnx": files.onnx, "manifest": files.manifest, "signature": files.signature}[kind]
+    media = "application/json" if kind == "manifest" else "application/octet-stream"
+    return Response(body, media_type=media)
