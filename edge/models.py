@@ -22,7 +22,12 @@ import httpx
 import msgspec
 
 from models.runtime import ModelLoadError, Scorer, load_model
-from models.signing import ModelFiles, ModelVerificationError, load_public_key, verify_model
+from models.signing import (
+    ModelFiles,
+    ModelVerificationError,
+    load_public_key,
+    verify_model,
+)
 from protocols.config import FirmwareConfig
 
 __all__ = ["ModelPuller", "ModelRefused"]

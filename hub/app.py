@@ -20,7 +20,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from agents import grid_monitor
-from hub.models_api import get_model_file, latest_model, list_models
+from hub.models_api import get_model_file, latest_model, list_models, retrain_model
 from hub.settings import Settings
 from hub.storage import EdgeState, Incident, NewIncident, Storage, open_storage
 from hub.telemetry import incident_from_finding, store_telemetry
@@ -166,7 +166,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[edge_sync, sensors_process, list_incidents, stats, healthz, list_models, latest_model,
-                        get_model_file],
+                        get_model_file, retrain_model],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         openapi_config=OpenAPIConfig(

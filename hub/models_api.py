@@ -12,15 +12,16 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
-from litestar import Response, get
+from litestar import Response, get, post
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException
-from litestar.params import FromPath
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.params import FromPath, JSONBody
 
+from hub.training import RetrainError, RetrainRequest, RetrainResult, retrain
 from models.registry import Registry, RegistryError
-from models.signing import ModelVerificationError
+from models.signing import ModelVerificationError, load_private_key
 
-__all__ = ["ModelInfo", "ModelList", "ModelVersion", "get_model_file", "latest_model", "list_models", "registry"]
+__all__ = ["ModelInfo", "ModelList", "ModelVersion", "get_model_file", "latest_model", "list_models", "registry", "retrain_model"]
 
 FileKind = Literal["onnx", "manifest", "signature"]
 
@@ -76,3 +77,20 @@ def get_model_file(name: FromPath[str], version: FromPath[int], kind: FromPath[F
     body = {"onnx": files.onnx, "manifest": files.manifest, "signature": files.signature}[kind]
     media = "application/json" if kind == "manifest" else "application/octet-stream"
     return Response(body, media_type=media)
+
+
+@post("/retrain", sync_to_thread=True, status_code=200,
+      summary="Retrain with experts' verdicts on incidents; publish the next version")
+def retrain_model(data: JSONBody[RetrainRequest], state: State) -> RetrainResult:
+    """``method``: ``feedback`` retrains the risk classifier on the verdicts; ``from_database``
+    retrains the unsupervised model on stored readings, keeping windows judged anomalous out.
+    Signs with ``$SENTINEL_MODEL_SIGNING_KEY``; answers 400 naming the field on bad input."""
+    try:
+        key = load_private_key()
+    except ValueError as exc:
+        raise HTTPException(status_code=503, detail=f"the hub cannot sign models: {exc}") from exc
+    try:
+        return retrain(state.storage, registry(state), key, data)
+    except RetrainError as exc:
+        raise ValidationException(detail="bad retraining input", extra=[
+            {"key": exc.field, "source": "body", "message": str(exc).removeprefix(f"{exc.field}: ")}]) from exc

@@ -131,13 +131,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from models.signing import load_private_key
     from models.train import train_from_csv
 
+    if (args.csv is None) == (args.from_database is None):
+        return _fail("models train: give one of --csv FILE or --from-database URL")
+    if args.from_database is not None and not (args.metric and args.device):
+        return _fail("models train --from-database: name the model's inputs (--metric M ...) and the devices "
+                     "to learn from (--device D ...)")
     try:
         key = load_private_key(args.signing_key)
-        columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
-        trained = train_from_csv(args.csv, kind=args.kind, name=args.name, columns=columns,
-                                 label_column=args.label_column, window=args.window, rows=_parse_rows(args.rows))
-        exported = export_model(trained)
-        manifest = Registry(args.registry).publish(exported, key)
+        if args.from_database is not None:
+            manifest = _train_from_database(args, key)
+        else:
+            columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+            trained = train_from_csv(args.csv, kind=args.kind, name=args.name, columns=columns,
+                                     label_column=args.label_column, window=args.window, rows=_parse_rows(args.rows))
+            exported = export_model(trained)
+            manifest = Registry(args.registry).publish(exported, key)
     except _domain_errors() as exc:
         return _fail(str(exc))
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(manifest.metrics.items()))
@@ -145,6 +153,33 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{manifest.onnx_bytes:,} bytes ONNX) to {args.registry}; trained on {manifest.training.rows} windows "
           f"{manifest.training.start} .. {manifest.training.end}; {metrics}")
     return 0
+
+
+def _train_from_database(args: argparse.Namespace, key: Any) -> Any:
+    """Train from the hub's stored readings (``hub.training.train_from_database``)."""
+    from datetime import datetime
+
+    from hub.storage import open_storage
+    from hub.training import train_from_database
+    from models.registry import Registry
+
+    def when(text: str | None) -> datetime | None:
+        if text is None:
+            return None
+        t = datetime.fromisoformat(text)
+        if t.tzinfo is None:
+            raise ValueError(f"{text!r}: give a time zone, e.g. {text}Z or {text}+03:00")
+        return t
+
+    storage = open_storage(args.from_database)
+    try:
+        outcome = train_from_database(storage, Registry(args.registry), key, name=args.name, metrics=args.metric,
+                                      devices=args.device, kind=args.kind, start=when(args.start),
+                                      end=when(args.end), window=args.window)
+    finally:
+        storage.close()
+    print(f"read {outcome.readings:,} readings from {args.from_database}", file=sys.stderr)
+    return outcome.manifest
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -226,10 +261,19 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_score)
 
-    s = models.add_parser("train", help="train a model on a CSV, export it to ONNX, sign and publish it",
+    s = models.add_parser("train", help="train a model on a CSV or the hub's database, export it to ONNX, "
+                                       "sign and publish it",
                           description="Train, check ONNX parity against scikit-learn on held-out windows, sign "
                                       "with the hub's key and publish as the model's next version.")
-    s.add_argument("--csv", required=True, help="training CSV (as `models score` reads)")
+    s.add_argument("--csv", default=None, help="training CSV (as `models score` reads)")
+    s.add_argument("--from-database", metavar="URL", default=None,
+                   help="train on the hub's stored readings instead (sqlite:///hub.db, postgresql://...)")
+    s.add_argument("--metric", action="append", default=None,
+                   help="with --from-database: a model input, e.g. voltage_l1 (repeat for several)")
+    s.add_argument("--device", action="append", default=None,
+                   help="with --from-database: a device whose readings to learn from (repeat for several)")
+    s.add_argument("--start", default=None, help="with --from-database: readings from this ISO 8601 time")
+    s.add_argument("--end", default=None, help="with --from-database: readings before this ISO 8601 time")
     s.add_argument("--registry", required=True, help="model registry directory")
     s.add_argument("--name", required=True, help="model name, e.g. tr-oil-if")
     s.add_argument("--kind", choices=_KINDS, default="isolation_forest", help="model kind (default isolation_forest)")
