@@ -10,7 +10,8 @@ import pytest
 
 from simulator.plant import Plant
 from simulator.scenario import SCHEMA_PATH, ScenarioError, load_scenario, parse_scenario, resolve_targets
-from tests.conftest import SCENARIOS
+from protocols.config import load_config
+from tests.conftest import CONFIGS, SCENARIOS
 from tests.simulator.conftest import sample_configs
 
 SEED_EXAMPLE = {
@@ -51,7 +52,8 @@ def test_sensor_type_voltage_hits_all_three_phases() -> None:
 
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.json")), ids=lambda p: p.stem)
 def test_every_shipped_scenario_validates_against_the_sample_configs(path: Path) -> None:
-    scenario = load_scenario(path, sample_configs())
+    every_config = [load_config(p) for p in sorted(CONFIGS.glob("*.toml"))]
+    scenario = load_scenario(path, every_config)
     assert scenario.description and scenario.anomalies
 
 
