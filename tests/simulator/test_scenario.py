@@ -8,9 +8,15 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from simulator.plant import Plant
-from simulator.scenario import SCHEMA_PATH, ScenarioError, load_scenario, parse_scenario, resolve_targets
 from protocols.config import load_config
+from simulator.plant import Plant
+from simulator.scenario import (
+    SCHEMA_PATH,
+    ScenarioError,
+    load_scenario,
+    parse_scenario,
+    resolve_targets,
+)
 from tests.conftest import CONFIGS, SCENARIOS
 from tests.simulator.conftest import sample_configs
 
