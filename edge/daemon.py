@@ -88,9 +88,12 @@ class EdgeDaemon:
         self.sync = SyncLoop(config, self.buffer)
         self.stats = EdgeStats()
         self.scoring = EdgeScoring(ident.substation, config.scoring)
-        self.models = ModelPuller(config, self.scoring.scorer) if config.scoring.model else None
+        cache = None if str(self.buffer.path) == ":memory:" else self.buffer.path.with_name(
+            self.buffer.path.name + ".models")  # verified models kept beside the buffer
+        self.models = ModelPuller(config, self.scoring.scorer, cache_dir=cache) if config.scoring.model else None
         self._queue: asyncio.Queue[tuple[list[ReadingRow], list[Event]]] = asyncio.Queue()
         self._rejects: collections.deque = collections.deque(maxlen=10_000)
+        self._inflight: asyncio.Future[int] | None = None  # the buffer write running in a worker thread
         self._factory = SourceFactory(ident.edge_id)
         self.devices: list[_Device] = []
         for dev in config.devices:
@@ -259,15 +262,20 @@ class EdgeDaemon:
             await self._write(rows, events)
 
     async def _flush(self) -> None:
+        if self._inflight is not None:  # a write the cancelled writer left running: let it finish first
+            await asyncio.gather(self._inflight, return_exceptions=True)
         if not self._queue.empty():
             await self._write([], [])
 
     def _score_and_append(self, rows: list[ReadingRow], events: list[Event]) -> int:
         """Score the batch's rows in one scorer call, then buffer rows, scores and events in one
-        transaction (in a worker thread: one at a time, as the writer awaits it). Returns how many
-        anomaly events were raised or cleared."""
+        transaction, and count them (in a worker thread: one at a time, as the writer awaits it and
+        the flush at shutdown awaits the one in flight). Returns how many anomaly events it made."""
         scores, anomalies = self.scoring.score(rows)
         self.buffer.append(rows, events + anomalies, scores if rows else None)
+        self.stats.readings_buffered += len(rows)
+        self.stats.events_buffered += len(events) + len(anomalies)
+        self.stats.anomaly_events += len(anomalies)
         return len(anomalies)
 
     def _reject(self, letters: list) -> None:
@@ -288,9 +296,9 @@ class EdgeDaemon:
             await asyncio.to_thread(self.buffer.add_dead_letters, letters)
         if not rows and not events:
             return
-        anomalies = await asyncio.shield(asyncio.to_thread(self._score_and_append, rows, events))
-        self.stats.readings_buffered += len(rows)
-        self.stats.events_buffered += len(events) + anomalies
-        self.stats.anomaly_events += anomalies
+        # shielded: a cancelled writer does not lose the batch; _flush waits for it before its own write
+        self._inflight = asyncio.ensure_future(asyncio.to_thread(self._score_and_append, rows, events))
+        anomalies = await asyncio.shield(self._inflight)
+        self._inflight = None
         if events or anomalies:
             self.sync.wake.set()

@@ -7,6 +7,10 @@ key in the file ``$<public_key_env>`` names (signature over the manifest, then t
 which keeps the previous model for rollback. Scoring never waits for any of this: the batch being
 scored finishes with the model it started with, and no reading is dropped.
 
+A model that verified is also kept on disk (``cache_dir``, a registry of its own beside the
+buffer): after a restart the edge verifies it again and scores with it before the hub answers, so
+a substation cut off from the hub keeps its model.
+
 A model that fails verification or does not load is refused: scoring goes on with the model it
 had (or the detectors alone), the status says ``model refused: <reason>``, and the reason is logged
 once as an ERROR (again only if it changes). Imports ``models.runtime`` and ``models.signing`` only.
@@ -17,10 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import httpx
 import msgspec
 
+from models.registry import Registry, RegistryError, write_model_files
 from models.runtime import ModelLoadError, Scorer, load_model
 from models.signing import (
     ModelFiles,
@@ -47,7 +55,8 @@ class _Latest(msgspec.Struct):
 
 
 class ModelPuller:
-    def __init__(self, config: FirmwareConfig, scorer: Scorer, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: FirmwareConfig, scorer: Scorer, client: httpx.AsyncClient | None = None,
+                 cache_dir: str | Path | None = None) -> None:
         scoring = config.scoring
         self.name = scoring.model
         self.interval_s = scoring.model_pull_interval_s
@@ -64,6 +73,7 @@ class ModelPuller:
         self.refused_version: int | None = None
         self.last_error = ""  # the hub could not be asked (not a refusal)
         self.swaps = 0
+        self.cache = Registry(cache_dir) if cache_dir is not None else None
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -90,11 +100,58 @@ class ModelPuller:
                           self.scorer.model.label if self.scorer.model else "the detectors alone", reason)
             self.refused, self.refused_version = reason, latest
             return False
+        self._use(model, latest)
+        if self.cache is not None:
+            try:
+                await asyncio.to_thread(self._keep, ModelFiles(*files), latest)
+            except OSError as exc:
+                log.warning("cannot keep model %s on disk at %s: %s", model.label, self.cache.root, exc)
+        return True
+
+    def _use(self, model, version: int) -> None:
         old = self.scorer.swap(model)
-        self.version, self.refused, self.refused_version = latest, "", None
+        self.version, self.refused, self.refused_version = version, "", None
         self.swaps += 1
         log.info("model %s in use (was %s)", model.label, old.label if old else "detectors only")
+
+    def _keep(self, files: ModelFiles, version: int) -> None:
+        """Store a verified version in the local cache, point ``latest`` at it, keep the last two."""
+        assert self.cache is not None
+        d = self.cache.root / self.name
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=d))
+        write_model_files(tmp, files)
+        target = d / str(version)
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+        self.cache.set_latest(self.name, version)
+        for old in self.cache.versions(self.name)[:-2]:
+            if old != version:
+                shutil.rmtree(d / str(old), ignore_errors=True)
+
+    async def load_cached(self) -> bool:
+        """Score with the model kept on disk by an earlier run (verified again); whether there was one."""
+        if self.cache is None or not self.cache.versions(self.name):
+            return False
+        try:
+            model = await asyncio.to_thread(self._load_cached)
+        except ModelRefused as exc:
+            log.error("model %s kept at %s refused: %s", self.name, self.cache.root, exc)
+            self.refused = f"cached copy: {exc}"
+            return False
+        self._use(model, model.manifest.version)
         return True
+
+    def _load_cached(self):
+        assert self.cache is not None
+        path = os.environ.get(self.key_env)
+        if not path:
+            raise ModelRefused(f"no public key to verify it with: ${self.key_env} is not set")
+        try:
+            return Registry(self.cache.root, load_public_key(path)).load(self.name)
+        except (ModelVerificationError, ModelLoadError, RegistryError, ValueError, OSError) as exc:
+            raise ModelRefused(str(exc)) from exc
 
     def _verify_and_load(self, files: ModelFiles, version: int):
         path = os.environ.get(self.key_env)
@@ -110,6 +167,7 @@ class ModelPuller:
             raise ModelRefused(str(exc)) from exc
 
     async def run(self) -> None:
+        await self.load_cached()
         while True:
             try:
                 await self.pull_once()

@@ -214,3 +214,47 @@ def test_model_updates_during_steady_polling_lose_no_reading(tmp_path: Path, exp
     assert daemon.stats.readings_buffered == polled
     assert at_hub + pending == polled  # every polled reading is at the hub or still buffered
     assert unscored == 0 and daemon.scoring.readings_scored == polled
+
+
+def test_a_verified_model_is_kept_on_disk_and_used_after_a_restart_without_the_hub(
+        tmp_path: Path, exported, keys) -> None:
+    reg = Registry(tmp_path / "models")
+    reg.publish(exported, keys)
+    reg.publish(exported, keys)
+    hub_port = free_port()
+    cfg = _edge_config(hub_port)
+    buffer = tmp_path / "edge.db"
+
+    def close(daemon: EdgeDaemon):
+        async def _close():
+            await daemon.models.aclose()
+            await daemon.sync.aclose()
+            daemon.buffer.close()
+        return _close()
+
+    async def first_run() -> None:
+        hub = HubServer(open_storage("sqlite://"), hub_port, settings=Settings(model_registry=str(reg.root)))
+        await hub.start()
+        try:
+            daemon = EdgeDaemon(cfg, buffer_path=buffer)
+            assert await daemon.models.pull_once() is True
+            await close(daemon)
+        finally:
+            await hub.stop()
+
+    async def restart() -> EdgeDaemon:  # the hub is gone now
+        daemon = EdgeDaemon(cfg, buffer_path=buffer)
+        await daemon.models.load_cached()
+        await close(daemon)
+        return daemon
+
+    asyncio.run(first_run())
+    cached = tmp_path / "edge.db.models" / NAME
+    assert sorted(p.name for p in cached.iterdir()) == ["2", "latest"]
+    daemon = asyncio.run(restart())
+    assert daemon.scoring.scorer.model.label == f"{NAME} v2" and daemon.models.version == 2
+    onnx = cached / "2" / ONNX_FILE  # the copy on disk is altered while the edge is down
+    onnx.write_bytes(onnx.read_bytes()[:-10])
+    daemon = asyncio.run(restart())
+    assert daemon.scoring.scorer.model is None
+    assert "cached copy:" in daemon.models.refused and "does not match its signed manifest" in daemon.models.refused
