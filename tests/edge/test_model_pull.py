@@ -258,3 +258,33 @@ def test_a_verified_model_is_kept_on_disk_and_used_after_a_restart_without_the_h
     daemon = asyncio.run(restart())
     assert daemon.scoring.scorer.model is None
     assert "cached copy:" in daemon.models.refused and "does not match its signed manifest" in daemon.models.refused
+
+
+def test_pointing_the_hubs_latest_back_rolls_the_edge_back(tmp_path: Path, exported, keys) -> None:
+    reg = Registry(tmp_path / "models")
+    reg.publish(exported, keys)
+    reg.publish(exported, keys)
+    hub_port = free_port()
+    cfg = _edge_config(hub_port)
+
+    async def main() -> list[str]:
+        hub = HubServer(open_storage("sqlite://"), hub_port, settings=Settings(model_registry=str(reg.root)))
+        await hub.start()
+        try:
+            daemon = EdgeDaemon(cfg, buffer_path=tmp_path / "edge.db")
+            seen = []
+            assert await daemon.models.pull_once() is True
+            seen.append(daemon.scoring.scorer.model.label)
+            assert await daemon.models.pull_once() is False  # nothing new
+            reg.set_latest(NAME, 1)
+            assert await daemon.models.pull_once() is True
+            seen.append(daemon.scoring.scorer.model.label)
+            seen.append(daemon.scoring.scorer.previous.label)
+            await daemon.models.aclose()
+            await daemon.sync.aclose()
+            daemon.buffer.close()
+            return seen
+        finally:
+            await hub.stop()
+
+    assert asyncio.run(main()) == [f"{NAME} v2", f"{NAME} v1", f"{NAME} v2"]
