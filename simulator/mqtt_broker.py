@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import hashlib
 import ipaddress
 import logging
@@ -36,6 +37,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -86,6 +88,26 @@ def find_mosquitto(endpoint: str = "mqtt broker") -> Path:
             return Path(c)
     raise MosquittoNotFound(endpoint, "no mosquitto broker found (looked at $SENTINEL_MOSQUITTO, $PATH, /usr/sbin); "
                                       + INSTALL_HINT)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """Linux: a preexec_fn that has the broker sent SIGTERM when the process that started it dies
+    (even by SIGKILL), so that no broker is left holding the port. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return preexec
+
+
+_PDEATHSIG = _die_with_parent()
 
 
 def _free_port(host: str) -> int:
@@ -274,7 +296,7 @@ class MosquittoBroker:
             conf.write_text(self._config())
             with (self.root / "stderr.log").open("wb") as err:  # a file: a pipe nobody reads could fill up
                 self._proc = subprocess.Popen([str(self.binary), "-c", str(conf)], cwd=self.root,
-                                              stdout=subprocess.DEVNULL, stderr=err)
+                                              stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_PDEATHSIG)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:

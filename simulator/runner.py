@@ -19,10 +19,12 @@ dashboard shows a plausible time of day).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from types import TracebackType
 from typing import Self
@@ -310,18 +312,52 @@ async def serve(
     """Load configs and scenario, print the endpoints, run; returns the ground truth at the end.
 
     Config and scenario errors (``ConfigError``, ``ScenarioError``) and ``SimulationError`` are
-    raised before anything is served, each as one line naming the file or endpoint.
+    raised before anything is served, each as one line naming the file or endpoint. SIGTERM
+    (``docker stop``, systemd) ends the run like the end of ``duration_s``: every server, broker
+    and serial line is shut down.
     """
     configs = [load_config(p) for p in config_paths]
     scenario = load_scenario(scenario_path, configs) if scenario_path is not None else None
     async with Simulation(configs, scenario, speed=speed, seed=seed) as sim:
-        name = scenario.scenario_name if scenario else "baseline (no anomalies)"
-        print(f"scenario: {name}; speed x{speed:g}; seed {seed}")
-        for line in sim.endpoints:
-            print(f"serving {line}")
-        try:
-            await sim.run(duration_s)
-        finally:
-            truth = sim.truth()
+        with _sigterm_cancels_this_task() as terminated:
+            name = scenario.scenario_name if scenario else "baseline (no anomalies)"
+            print(f"scenario: {name}; speed x{speed:g}; seed {seed}")
+            for line in sim.endpoints:
+                print(f"serving {line}")
+            try:
+                await sim.run(duration_s)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not terminated or task is None or task.uncancel() > 0:
+                    raise
+                print("stopped by SIGTERM")
+            finally:
+                truth = sim.truth()
         print(f"done at t = {sim.now_s:.1f} s; {len(truth)} anomaly intervals injected")
         return truth
+
+
+@contextlib.contextmanager
+def _sigterm_cancels_this_task() -> Iterator[list[bool]]:
+    """While inside, SIGTERM cancels the current task (and the list yielded gets a True); a no-op
+    off the main thread or where the loop cannot take signal handlers."""
+    fired: list[bool] = []
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_sigterm() -> None:
+        log.info("SIGTERM: stopping")
+        fired.append(True)
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        installed = True
+    except (NotImplementedError, RuntimeError, ValueError):
+        installed = False
+    try:
+        yield fired
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGTERM)

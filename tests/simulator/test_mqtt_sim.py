@@ -7,7 +7,10 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -311,3 +314,33 @@ def test_the_shipped_iot_scenario_fits_the_kisumu_config() -> None:
     scen = load_scenario(SCENARIOS / "iot_sensor_faults.json", [load_config(CONFIGS / "kisumu-s1.toml")])
     assert {f.type for f in scen.faults} == {"corrupt_payload", "device_stop"}
     assert any(a.type == "drift" and a.sensor_type == "oil_temperature" for a in scen.anomalies)
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+@needs_socat
+def test_sim_run_serves_kisumu_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    text = (CONFIGS / "kisumu-s1.toml").read_text()
+    config = tmp_path / "kisumu-s1.toml"
+    config.write_text(text.replace("port = 15883", f"port = {port}")
+                      .replace("/tmp/sentinel/kisumu-rs485", str(tmp_path / "kisumu-rs485")))
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel_cli.main", "sim", "run",
+                             str(SCENARIOS / "iot_sensor_faults.json"), "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[2].startswith(f"serving mqtt 127.0.0.1:{port} topics substations/KISUMU-S1/TR-11"), lines
+        assert mqtt_broker.listening("127.0.0.1", port)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out.startswith("stopped by SIGTERM\ndone at t = ")
+    assert not mqtt_broker.listening("127.0.0.1", port)  # the broker went with it
+    assert not (tmp_path / "kisumu-rs485").exists()  # and the serial line
