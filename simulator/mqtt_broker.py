@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ctypes
 import hashlib
 import ipaddress
 import logging
@@ -43,6 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -90,24 +90,21 @@ def find_mosquitto(endpoint: str = "mqtt broker") -> Path:
                                       + INSTALL_HINT)
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """Linux: a preexec_fn that has the broker sent SIGTERM when the process that started it dies
-    (even by SIGKILL), so that no broker is left holding the port. None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
+@cache
+def _die_with_parent() -> tuple[str, ...]:
+    """A command prefix that has the broker sent SIGTERM when the process that started it dies
+    (even by SIGKILL), so that no broker is left holding the port: util-linux's ``setpriv
+    --pdeathsig`` on Linux (a preexec_fn would do the same, but is unsafe with threads); empty
+    where there is none."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return ()
     try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return preexec
-
-
-_PDEATHSIG = _die_with_parent()
+        help_text = subprocess.run([setpriv, "--help"], capture_output=True, text=True, timeout=10,
+                                   check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return (setpriv, "--pdeathsig", "TERM", "--") if "--pdeathsig" in help_text else ()
 
 
 def _free_port(host: str) -> int:
@@ -295,8 +292,8 @@ class MosquittoBroker:
             conf = self.root / "mosquitto.conf"
             conf.write_text(self._config())
             with (self.root / "stderr.log").open("wb") as err:  # a file: a pipe nobody reads could fill up
-                self._proc = subprocess.Popen([str(self.binary), "-c", str(conf)], cwd=self.root,
-                                              stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_PDEATHSIG)
+                command = [*_die_with_parent(), str(self.binary), "-c", str(conf)]
+                self._proc = subprocess.Popen(command, cwd=self.root, stdout=subprocess.DEVNULL, stderr=err)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:

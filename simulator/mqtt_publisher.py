@@ -27,6 +27,7 @@ points, but a valid reading at the hub, which does not), ``missing_field`` (no t
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections import deque
@@ -85,7 +86,7 @@ def _taken(values: Mapping[str, float | None], metric: str) -> bool:
     if metric not in values:
         return False
     v = values[metric]
-    return v is None or v == v
+    return v is None or not math.isnan(v)
 
 
 def _rfc3339(ts: float) -> str:

@@ -40,7 +40,13 @@ from simulator.mqtt_broker import MqttSimulator
 from simulator.opcua_server import OpcUaSimulator
 from simulator.physics import GridPhysics
 from simulator.plant import DeviceInfo, Plant
-from simulator.scenario import AnomalyType, Fault, Scenario, load_scenario, resolve_faults
+from simulator.scenario import (
+    AnomalyType,
+    Fault,
+    Scenario,
+    load_scenario,
+    resolve_faults,
+)
 
 __all__ = ["EAST_AFRICA_TIME", "Simulation", "SimulationError", "TruthInterval", "serve"]
 

@@ -258,7 +258,7 @@ def test_device_stop_pauses_the_device_and_the_edge_marks_it_down(tmp_path: Path
     scen = scenario(tmp_path, cfg, faults=[{"type": "device_stop", "device_id": "TR-11", "start_time": 2,
                                             "duration_seconds": 4}])
     w = Watch(cfg, scen, tmp_path)
-    sim, daemon = w.run(lambda sim, daemon: sim.now_s > 6 and daemon.stats.devices["TR-11"].online is True, 20)
+    _, daemon = w.run(lambda sim, daemon: sim.now_s > 6 and daemon.stats.devices["TR-11"].online is True, 20)
     tr11_times = [t for t, topic, _ in w.sent if topic.endswith("/TR-11")]
     assert not [t for t in tr11_times if 2 <= t < 6] and max(tr11_times) >= 6
     during = w.online("TR-11", 3.2, 6.0)
