@@ -201,6 +201,32 @@ def test_a_broker_already_listening_is_published_to(tmp_path: Path) -> None:
         assert broker.running
 
 
+def test_a_device_with_a_user_gets_a_broker_that_wants_its_password(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = kisumu(tmp_path)
+    cfg = msgspec.structs.replace(cfg, devices=[
+        msgspec.structs.replace(d, username="edge-kisumu-01", password_env="SIM_TEST_MQTT_PASSWORD")
+        for d in cfg.devices])
+
+    async def main() -> list:
+        async with Simulation([cfg]) as sim:
+            task = asyncio.create_task(sim.run())
+            try:
+                anonymous = msgspec.structs.replace(cfg, devices=[
+                    msgspec.structs.replace(d, username="", password_env="") for d in cfg.devices])
+                assert not any(c.ok for c in await check_devices(anonymous, wait_s=2.0))
+                return await check_devices(cfg, wait_s=5.0)
+            finally:
+                task.cancel()
+
+    monkeypatch.delenv("SIM_TEST_MQTT_PASSWORD", raising=False)
+    with pytest.raises(SimulationError, match=r"TR-11 logs in as 'edge-kisumu-01': set \$SIM_TEST_MQTT_PASSWORD"):
+        asyncio.run(main())
+    monkeypatch.setenv("SIM_TEST_MQTT_PASSWORD", "sim-s3cret")
+    checks = asyncio.run(main())
+    assert len(checks) == 6 and all(c.ok for c in checks), checks
+
+
 def test_without_mosquitto_the_simulation_says_what_to_install(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = kisumu(tmp_path)
