@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-import msgspec
 import numpy as np
 
+from agents.findings import Finding
 from protocols import gridcode
 from protocols.config import Limits
 from protocols.reading import Reading, sensor_type
@@ -21,20 +21,6 @@ from protocols.wire import Event
 AGENT = "grid_monitor"
 
 __all__ = ["AGENT", "Finding", "check_readings", "findings_from_events"]
-
-
-class Finding(msgspec.Struct, frozen=True, kw_only=True):
-    timestamp: datetime
-    type: str
-    device_id: str
-    severity: str
-    description: str
-    substation: str = ""
-    metric: str = ""
-    value: float | None = None
-    threshold: float | None = None
-    nominal: float | None = None
-    agent: str = AGENT
 
 
 def check_readings(
@@ -84,7 +70,7 @@ def check_readings(
         sev = int(severity[i])
         limit = gridcode.threshold(table, j, int(direction[i]), sev)
         findings.append(Finding(
-            timestamp=r.ts, type=etype, device_id=device_id, severity=gridcode.SEVERITY_NAMES[sev],
+            agent=AGENT, timestamp=r.ts, type=etype, device_id=device_id, severity=gridcode.SEVERITY_NAMES[sev],
             description=gridcode.describe(device_id, r.metric, etype, float(values[i]), spec.unit, spec.nominal, limit),
             substation=r.substation, metric=r.metric, value=float(values[i]), threshold=limit, nominal=spec.nominal,
         ))
@@ -100,7 +86,7 @@ def _deviation(table: gridcode.LimitTable, rows: np.ndarray, values: np.ndarray,
 def findings_from_events(events: Sequence[Event]) -> list[Finding]:
     """The edge already ran the check: every raised event is a finding as it stands."""
     return [
-        Finding(timestamp=e.ts, type=e.type, device_id=e.device_id, severity=e.severity,
+        Finding(agent=AGENT, timestamp=e.ts, type=e.type, device_id=e.device_id, severity=e.severity,
                 description=e.description, substation=e.substation, metric=e.metric, value=e.value,
                 threshold=e.threshold, nominal=e.nominal)
         for e in events
