@@ -1,94 +1,57 @@
-"""Grid monitor agent: grid-code checks over readings the hub hands it. Pure computation.
+"""Grid monitor agent: grid-code, power-quality and loading checks over data the hub hands it.
 
-This first version checks the seed's bands (voltage within +-5 % of nominal, frequency
-49.5-50.5 Hz, configurable) with the same vectorised check the edge runs
-(:mod:`protocols.gridcode`), one finding per device and quantity with its worst reading.
+Pure computation (numpy over whole series; no storage, no HTTP, no asyncio). Two ways in:
+
+- :func:`analyse` (``GridSnapshot`` -> ``GridReport``): the orchestrator's entry point. Voltage and
+  frequency against the grid-code bands (:mod:`protocols.gridcode`), IEEE 1159 sag / swell /
+  interruption classification (:mod:`.ieee1159`), phase unbalance (:mod:`.unbalance`), power
+  factor, voltage THD, feeder loading; one finding per device and condition, a status per
+  substation and device (:mod:`.status`), load-transfer recommendations (:mod:`.recommend`).
+- :func:`check_readings` / :func:`findings_from_events`: the hub's per-request grid-code check of
+  single readings and the edge's events (:mod:`.readings`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-
-import numpy as np
-
 from agents.findings import Finding
-from protocols import gridcode
-from protocols.config import Limits
-from protocols.reading import Reading, sensor_type
-from protocols.wire import Event
+from agents.grid_monitor.analyse import analyse
+from agents.grid_monitor.ieee1159 import VoltageEvent, classify_voltage_events, duration_category
+from agents.grid_monitor.readings import check_readings, findings_from_events
+from agents.grid_monitor.recommend import Headroom, best_transfer, headrooms, neighbours, recommendation
+from agents.grid_monitor.schema import (
+    AGENT,
+    STATUSES,
+    FeederRating,
+    GridMonitorConfig,
+    GridReport,
+    GridSnapshot,
+    Series,
+)
+from agents.grid_monitor.status import rollup, status_of
+from agents.grid_monitor.unbalance import nema_unbalance_pct, negative_sequence_unbalance_pct
 
-AGENT = "grid_monitor"
-
-__all__ = ["AGENT", "Finding", "check_readings", "findings_from_events"]
-
-
-def check_readings(
-    readings: Sequence[Reading], nominals: Sequence[float | None], limits: Limits = Limits()
-) -> list[Finding]:
-    """Check readings against the grid code. ``nominals[i]`` is reading i's nominal, if known.
-
-    Voltage readings without a nominal get the nearest standard system voltage (within 25 %).
-    """
-    if not readings:
-        return []
-    specs: list[gridcode.PointSpec] = []
-    rows = np.empty(len(readings), dtype=np.int64)
-    index: dict[tuple[str, str, float | None], int] = {}
-    for i, (r, nom) in enumerate(zip(readings, nominals)):
-        unit = r.unit
-        if sensor_type(r.metric) == "voltage":
-            if nom is None and r.value is not None:
-                nom = gridcode.infer_nominal_voltage(r.value, unit)
-            if not unit and nom is not None:
-                unit = "kV" if nom < 1000 else "V"
-        elif sensor_type(r.metric) == "frequency" and not unit:
-            unit = "Hz"
-        key = (r.metric, unit, nom)
-        j = index.get(key)
-        if j is None:
-            j = index[key] = len(specs)
-            specs.append(gridcode.PointSpec(r.metric, unit, nom))
-        rows[i] = j
-    table = gridcode.build_table(specs, limits)
-    values = np.array([np.nan if r.value is None else r.value for r in readings], dtype=np.float64)
-    direction, severity = gridcode.evaluate(table, values, rows)
-    hit = np.flatnonzero(severity > 0)
-    worst: dict[tuple[str, str, str], int] = {}
-    for i in hit.tolist():
-        r = readings[i]
-        j = int(rows[i])
-        etype = gridcode.EVENT_TYPES[int(table.kind[j])][0 if direction[i] < 0 else 1]
-        key = (r.device_id, sensor_type(r.metric), etype)
-        k = worst.get(key)
-        if k is None or _deviation(table, rows, values, i) > _deviation(table, rows, values, k):
-            worst[key] = i
-    findings = []
-    for (device_id, _, etype), i in worst.items():
-        r, j = readings[i], int(rows[i])
-        spec = specs[j]
-        sev = int(severity[i])
-        limit = gridcode.threshold(table, j, int(direction[i]), sev)
-        findings.append(Finding(
-            agent=AGENT, timestamp=r.ts, type=etype, device_id=device_id, severity=gridcode.SEVERITY_NAMES[sev],
-            description=gridcode.describe(device_id, r.metric, etype, float(values[i]), spec.unit, spec.nominal, limit),
-            substation=r.substation, metric=r.metric, value=float(values[i]), threshold=limit, nominal=spec.nominal,
-        ))
-    return findings
-
-
-def _deviation(table: gridcode.LimitTable, rows: np.ndarray, values: np.ndarray, i: int) -> float:
-    j = int(rows[i])
-    lo, hi = table.low_warn[j], table.high_warn[j]
-    return float(max(lo - values[i], values[i] - hi))
-
-
-def findings_from_events(events: Sequence[Event]) -> list[Finding]:
-    """The edge already ran the check: every raised event is a finding as it stands."""
-    return [
-        Finding(agent=AGENT, timestamp=e.ts, type=e.type, device_id=e.device_id, severity=e.severity,
-                description=e.description, substation=e.substation, metric=e.metric, value=e.value,
-                threshold=e.threshold, nominal=e.nominal)
-        for e in events
-        if e.state == "raised"
-    ]
+__all__ = [
+    "AGENT",
+    "STATUSES",
+    "FeederRating",
+    "Finding",
+    "GridMonitorConfig",
+    "GridReport",
+    "GridSnapshot",
+    "Headroom",
+    "Series",
+    "VoltageEvent",
+    "analyse",
+    "best_transfer",
+    "check_readings",
+    "classify_voltage_events",
+    "duration_category",
+    "findings_from_events",
+    "headrooms",
+    "nema_unbalance_pct",
+    "negative_sequence_unbalance_pct",
+    "neighbours",
+    "recommendation",
+    "rollup",
+    "status_of",
+]

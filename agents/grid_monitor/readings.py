@@ -1,0 +1,93 @@
+"""Grid-code checks of individual readings (``POST /sensors/process``, MQTT ingest) and of the
+edge's events (``/edge/sync``): the hub's per-request path. Pure computation.
+
+The seed's bands (voltage within +-5 % of nominal, frequency 49.5-50.5 Hz, configurable) with the
+same vectorised check the edge runs (:mod:`protocols.gridcode`), one finding per device and
+quantity with its worst reading. Series analysis is :func:`agents.grid_monitor.analyse`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from agents.findings import Finding
+from agents.grid_monitor.schema import AGENT
+from protocols import gridcode
+from protocols.config import Limits
+from protocols.reading import Reading, sensor_type
+from protocols.wire import Event
+
+__all__ = ["check_readings", "findings_from_events"]
+
+
+def check_readings(
+    readings: Sequence[Reading], nominals: Sequence[float | None], limits: Limits = Limits()
+) -> list[Finding]:
+    """Check readings against the grid code. ``nominals[i]`` is reading i's nominal, if known.
+
+    Voltage readings without a nominal get the nearest standard system voltage (within 25 %).
+    """
+    if not readings:
+        return []
+    specs: list[gridcode.PointSpec] = []
+    rows = np.empty(len(readings), dtype=np.int64)
+    index: dict[tuple[str, str, float | None], int] = {}
+    for i, (r, nom) in enumerate(zip(readings, nominals)):
+        unit = r.unit
+        if sensor_type(r.metric) == "voltage":
+            if nom is None and r.value is not None:
+                nom = gridcode.infer_nominal_voltage(r.value, unit)
+            if not unit and nom is not None:
+                unit = "kV" if nom < 1000 else "V"
+        elif sensor_type(r.metric) == "frequency" and not unit:
+            unit = "Hz"
+        key = (r.metric, unit, nom)
+        j = index.get(key)
+        if j is None:
+            j = index[key] = len(specs)
+            specs.append(gridcode.PointSpec(r.metric, unit, nom))
+        rows[i] = j
+    table = gridcode.build_table(specs, limits)
+    values = np.array([np.nan if r.value is None else r.value for r in readings], dtype=np.float64)
+    direction, severity = gridcode.evaluate(table, values, rows)
+    hit = np.flatnonzero(severity > 0)
+    worst: dict[tuple[str, str, str], int] = {}
+    for i in hit.tolist():
+        r = readings[i]
+        j = int(rows[i])
+        etype = gridcode.EVENT_TYPES[int(table.kind[j])][0 if direction[i] < 0 else 1]
+        key = (r.device_id, sensor_type(r.metric), etype)
+        k = worst.get(key)
+        if k is None or _deviation(table, rows, values, i) > _deviation(table, rows, values, k):
+            worst[key] = i
+    findings = []
+    for (device_id, _, etype), i in worst.items():
+        r, j = readings[i], int(rows[i])
+        spec = specs[j]
+        sev = int(severity[i])
+        limit = gridcode.threshold(table, j, int(direction[i]), sev)
+        findings.append(Finding(
+            agent=AGENT, timestamp=r.ts, type=etype, device_id=device_id, severity=gridcode.SEVERITY_NAMES[sev],
+            description=gridcode.describe(device_id, r.metric, etype, float(values[i]), spec.unit, spec.nominal, limit),
+            substation=r.substation, metric=r.metric, value=float(values[i]), threshold=limit, nominal=spec.nominal,
+        ))
+    return findings
+
+
+def _deviation(table: gridcode.LimitTable, rows: np.ndarray, values: np.ndarray, i: int) -> float:
+    j = int(rows[i])
+    lo, hi = table.low_warn[j], table.high_warn[j]
+    return float(max(lo - values[i], values[i] - hi))
+
+
+def findings_from_events(events: Sequence[Event]) -> list[Finding]:
+    """The edge already ran the check: every raised event is a finding as it stands."""
+    return [
+        Finding(agent=AGENT, timestamp=e.ts, type=e.type, device_id=e.device_id, severity=e.severity,
+                description=e.description, substation=e.substation, metric=e.metric, value=e.value,
+                threshold=e.threshold, nominal=e.nominal)
+        for e in events
+        if e.state == "raised"
+    ]
