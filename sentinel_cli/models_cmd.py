@@ -1,7 +1,8 @@
-"""``sentinel models``: score a CSV, train and publish models, list and export them, make signing keys.
+"""``sentinel models``: score a CSV, train and publish models, list and export them, make signing keys,
+evaluate the load forecaster on the long-horizon protocol.
 
 Each subcommand parses its arguments and calls the library (``models.tabular``, ``models.train``,
-``models.export``, ``models.registry``, ``models.signing``). Scoring imports no scikit-learn, so it
+``models.export``, ``models.registry``, ``models.signing``, ``models.forecast``). Scoring imports no scikit-learn, so it
 runs on an edge-only install; training needs the ``hub`` extra.
 """
 
@@ -238,9 +239,61 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_horizons(text: str) -> list[int]:
+    try:
+        horizons = [int(h) for h in text.split(",") if h.strip()]
+    except ValueError:
+        raise ValueError(f"--horizon {text!r}: expected whole numbers of rows, e.g. 96 or 96,192,336,720") from None
+    if not horizons or min(horizons) < 1:
+        raise ValueError(f"--horizon {text!r}: expected positive whole numbers of rows")
+    return horizons
+
+
+def _parse_borders(text: str) -> tuple[int, int, int]:
+    try:
+        b0, b1, b2 = (int(b) for b in text.split(","))
+    except ValueError:
+        raise ValueError(f"--borders {text!r}: expected three row numbers TRAIN_END,VAL_END,TEST_END, "
+                         f"e.g. 8640,11520,14400") from None
+    if not 0 < b0 < b1 < b2:
+        raise ValueError(f"--borders {text!r}: expected 0 < TRAIN_END < VAL_END < TEST_END")
+    return b0, b1, b2
+
+
+def cmd_forecast_eval(args: argparse.Namespace) -> int:
+    from models.forecast import evaluate_long_horizon
+
+    try:
+        horizons = _parse_horizons(args.horizon)
+        if args.input_length < 2:
+            raise ValueError(f"--input-length {args.input_length}: need at least 2 rows")
+        borders = _parse_borders(args.borders)
+        results = [evaluate_long_horizon(args.csv, args.target, args.input_length, h, borders=borders,
+                                         calendar=args.calendar, decomposition=args.decomposition)
+                   for h in horizons]
+    except _domain_errors() as exc:
+        return _fail(str(exc))
+    first = results[0]
+    rows = first["rows"]
+    print(f"{Path(args.csv).name}, target {args.target}, input length {args.input_length}: rows train "
+          f"[{rows['train'][0]}, {rows['train'][1]}), validation [{rows['val'][0]}, {rows['val'][1]}), test "
+          f"[{rows['test'][0]}, {rows['test'][1]}); z-scored with the train rows' mean {first['train_mean']:.4g} "
+          f"and std {first['train_std']:.4g}; MSE/MAE on that scale, test windows with stride 1")
+    print(f"{'horizon':>7}  {'windows train/val/test':>22}  {'MSE':>7} {'MAE':>7}  {'repeat-last MSE':>15} "
+          f"{'MAE':>7}  {'val MSE':>7}  {'80% cover':>9}  {'ridge alpha':>17}  {'fit s':>5}")
+    for r in results:
+        windows = "/".join(str(r["windows"][k]) for k in ("train", "val", "test"))
+        alphas = f"{r['alpha_min']:.3g}..{r['alpha_max']:.3g}"
+        print(f"{r['horizon']:>7}  {windows:>22}  {r['mse']:7.4f} "
+              f"{r['mae']:7.4f}  {r['repeat_last_mse']:15.4f} {r['repeat_last_mae']:7.4f}  {r['val_mse']:7.4f}  "
+              f"{r['interval_coverage']:9.1%}  {alphas:>17}  {r['fit_seconds']:5.1f}")
+    return 0
+
+
 def add_parser(subparsers: Any) -> None:
     """Register ``models`` and its subcommands on the ``sentinel`` command's subparsers."""
-    models = subparsers.add_parser("models", help="anomaly models: score a CSV, train, export, list").add_subparsers(
+    models = subparsers.add_parser("models", help="anomaly models: score a CSV, train, export, list; "
+                                                  "evaluate the forecaster").add_subparsers(
         dest="models_command", required=True, metavar="ACTION")
 
     s = models.add_parser("score", help="score a CSV of timestamp,value[,value...] causally, as a stream",
@@ -304,3 +357,24 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--out", required=True, help="directory for signing.pem (mode 0600) and public.pem")
     s.add_argument("--force", action="store_true", help="replace an existing key")
     s.set_defaults(func=cmd_keygen)
+
+    s = models.add_parser("forecast-eval", help="evaluate the linear load forecaster on a CSV with the published "
+                                               "long-horizon protocol (ETTh1), beside a repeat-last-value baseline",
+                          description="Split the rows train [0, 8640), validation [8640-L, 11520), test "
+                                      "[11520-L, 14400) (L = input length; other borders with --borders); "
+                                      "z-score the target with the train rows' mean and std; fit the ridge forecaster on the train windows, pick "
+                                      "its penalty per horizon step on the validation windows; print MSE and MAE "
+                                      "on the z-scored scale over every test window (stride 1), and those of "
+                                      "repeating the last input value. See docs/forecasting.md.")
+    s.add_argument("--csv", required=True, help="CSV with a date/timestamp column and the target column (ETTh1.csv)")
+    s.add_argument("--target", required=True, help="column to forecast, e.g. OT")
+    s.add_argument("--input-length", type=int, default=336, help="input length L in rows (default 336)")
+    s.add_argument("--horizon", required=True,
+                   help="forecast horizon in rows; several comma-separated, e.g. 96,192,336,720")
+    s.add_argument("--borders", default="8640,11520,14400", metavar="TRAIN_END,VAL_END,TEST_END",
+                   help="row borders of the splits (default 8640,11520,14400: ETTh1's 12, 4 and 4 months)")
+    s.add_argument("--calendar", action="store_true",
+                   help="add hour-of-day and day-of-week features of the first forecast step (default: off)")
+    s.add_argument("--decomposition", type=int, default=0, metavar="KERNEL",
+                   help="DLinear-style moving-average trend/remainder split with this odd kernel (default 0: none)")
+    s.set_defaults(func=cmd_forecast_eval)
