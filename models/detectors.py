@@ -111,7 +111,7 @@ _FIELDS_2D = ("hist", "hist_clip", "hist_valid", "hist_resid", "hist_power", "os
 _FIELDS_1D = (
     "n", "n_valid", "last", "fast_num", "fast_den", "slow_num", "slow_den", "sfast_num", "sfast_den",
     "sslow_num", "sslow_den", "cus_pos", "cus_neg", "osc_den", "chg_num", "chg_den", "same_total",
-    "same_reset", "p_reset", "last_valid", "last_step_alarm", "mad_num", "mad_den",
+    "same_reset", "p_reset", "last_valid", "last_step_alarm", "mad_num", "mad_den", "quantum",
 )
 
 
@@ -155,6 +155,7 @@ class DetectorBank:
         self.p_reset = np.full(n, np.nan)
         self.last_valid = np.full(n, -1, dtype=np.int64)
         self.last_step_alarm = np.full(n, _NEVER, dtype=np.int64)
+        self.quantum = np.full(n, np.inf)  # smallest change seen between valid samples: the resolution
 
     def grow(self, n_series: int) -> None:
         """Make room for ``n_series`` series; new rows start empty."""
@@ -275,8 +276,14 @@ class DetectorBank:
         with np.errstate(invalid="ignore", divide="ignore"):
             mad_usual = _shift(mad_num / mad_den, st["mad_num"] / st["mad_den"])
         mad_usual = np.nan_to_num(mad_usual)
+        # and never finer than the sensor's resolution: a quantised series whose windows are all
+        # one value (MAD 0) moves by one quantum without that being a spike
+        with np.errstate(invalid="ignore"):
+            change = np.where(v, np.abs(xf - prev), np.nan)
+        quantum = np.minimum(st["quantum"][:, None],
+                             np.minimum.accumulate(np.where(change > 0, change, np.inf), axis=1))
         scale_spike = np.maximum(_MAD_TO_SIGMA * 0.5 * (mad_prev + np.where(mad_usual > 0, mad_usual, mad_prev)),
-                                 level_floor)
+                                 np.maximum(np.where(np.isfinite(quantum), quantum, 0.0), level_floor))
         excess = np.abs(xf - med_prev) - np.abs(med_short - med_prev)
         stats[..., SPIKE] = np.where(v & (nv > w), np.maximum(excess, 0.0) / scale_spike / c.spike_h, 0.0)
 
@@ -356,6 +363,7 @@ class DetectorBank:
             "cus_pos": cus_pos[:, -1], "cus_neg": cus_neg[:, -1],
             "osc_den": osc_den[:, -1], "osc_num": osc_num[:, -1, :],
             "chg_num": chg_num[:, -1], "chg_den": chg_den[:, -1], "mad_num": mad_num[:, -1], "mad_den": mad_den[:, -1],
+            "quantum": quantum[:, -1],
             "same_total": cs[:, -1], "same_reset": at_reset[:, -1], "p_reset": p_reset[:, -1],
             "last_valid": last_valid[:, -1], "last_step_alarm": step_alarm[:, -1],
         }
