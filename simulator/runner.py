@@ -287,6 +287,12 @@ class Simulation:
             return None
         return self._wall_origin + timedelta(seconds=t_s / self.speed)
 
+    def scenario_time(self, wall: datetime) -> float | None:
+        """The scenario time of a wall-clock instant (UTC) in the last run, if there was one."""
+        if self._wall_origin is None:
+            return None
+        return (wall - self._wall_origin).total_seconds() * self.speed
+
     def truth(self) -> list[TruthInterval]:
         """Which anomaly was active on which point, from its start up to now (started ones only)."""
         out: list[TruthInterval] = []
