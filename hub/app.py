@@ -59,14 +59,12 @@ class Stats(msgspec.Struct, frozen=True):
     edges: list[EdgeState]
 
 
-ANOMALY_AGENT = "anomaly_detector"
+ANOMALY_AGENT = grid_monitor.ANOMALY_AGENT
 
 
 def incidents_from_events(events: list[Event]) -> list[NewIncident]:
     """Raised events become incidents; the edge's ``anomaly_*`` events are the anomaly detector's."""
-    incidents = [incident_from_finding(f) for f in grid_monitor.findings_from_events(events)]
-    return [msgspec.structs.replace(i, agent=ANOMALY_AGENT) if i.type.startswith("anomaly_") else i
-            for i in incidents]
+    return [incident_from_finding(f) for f in grid_monitor.findings_from_events(events)]
 
 
 def _storage(state: State) -> Storage:

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agents import grid_monitor
+from agents.findings import Finding
 from hub.storage import Incident, NewIncident, Storage
 from protocols.config import Limits
 from protocols.reading import Reading
 
 
-def incident_from_finding(f: grid_monitor.Finding) -> NewIncident:
+def incident_from_finding(f: Finding) -> NewIncident:
+    """A finding of any agent as an incident to record (one per ongoing condition: its key)."""
     return NewIncident(timestamp=f.timestamp, type=f.type, device_id=f.device_id, severity=f.severity,
                        description=f.description, agent=f.agent, substation=f.substation, metric=f.metric,
-                       value=f.value)
+                       value=f.value, condition_key=f.condition_key(), recommendation=f.recommendation,
+                       confidence=f.confidence, facts=f.facts)
 
 
 def store_telemetry(storage: Storage, readings: Sequence[Reading], nominals: Sequence[float | None],

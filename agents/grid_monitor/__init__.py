@@ -16,7 +16,7 @@ from __future__ import annotations
 from agents.findings import Finding
 from agents.grid_monitor.analyse import analyse
 from agents.grid_monitor.ieee1159 import VoltageEvent, classify_voltage_events, duration_category
-from agents.grid_monitor.readings import check_readings, findings_from_events
+from agents.grid_monitor.readings import ANOMALY_AGENT, check_readings, condition_key, findings_from_events
 from agents.grid_monitor.recommend import Headroom, best_transfer, headrooms, neighbours, recommendation
 from agents.grid_monitor.schema import (
     AGENT,
@@ -31,6 +31,8 @@ from agents.grid_monitor.status import rollup, status_of
 from agents.grid_monitor.unbalance import nema_unbalance_pct, negative_sequence_unbalance_pct
 
 __all__ = [
+    "ANOMALY_AGENT",
+    "condition_key",
     "AGENT",
     "STATUSES",
     "FeederRating",

@@ -72,6 +72,9 @@ def check_readings(
             agent=AGENT, timestamp=r.ts, type=etype, device_id=device_id, severity=gridcode.SEVERITY_NAMES[sev],
             description=gridcode.describe(device_id, r.metric, etype, float(values[i]), spec.unit, spec.nominal, limit),
             substation=r.substation, metric=r.metric, value=float(values[i]), threshold=limit, nominal=spec.nominal,
+            facts={"value": float(values[i]), "unit": spec.unit, "nominal": spec.nominal, "limit": limit,
+                   "deviation_pct": None if not spec.nominal else round((float(values[i]) / spec.nominal - 1) * 100, 3)},
+            key=condition_key(AGENT, etype, r.substation, device_id, r.metric),
         ))
     return findings
 
@@ -82,12 +85,31 @@ def _deviation(table: gridcode.LimitTable, rows: np.ndarray, values: np.ndarray,
     return float(max(lo - values[i], values[i] - hi))
 
 
+ANOMALY_AGENT = "anomaly_detector"
+_PHASED = {t for pair in (gridcode.EVENT_TYPES[gridcode.KIND_VOLTAGE], gridcode.EVENT_TYPES[gridcode.KIND_FREQUENCY])
+           for t in pair}
+
+
+def condition_key(agent: str, etype: str, substation: str, device_id: str, metric: str) -> str:
+    """The ongoing condition a grid-code or edge anomaly finding belongs to. Voltage and frequency
+    conditions are per device and quantity (a sag on L1 then L2 is one sag of the feeder), as
+    :func:`analyse` keys them; others per device and metric."""
+    what = sensor_type(metric) if etype in _PHASED else metric
+    return f"{agent}:{etype}:{substation}:{device_id}:{what}"
+
+
 def findings_from_events(events: Sequence[Event]) -> list[Finding]:
-    """The edge already ran the check: every raised event is a finding as it stands."""
-    return [
-        Finding(agent=AGENT, timestamp=e.ts, type=e.type, device_id=e.device_id, severity=e.severity,
-                description=e.description, substation=e.substation, metric=e.metric, value=e.value,
-                threshold=e.threshold, nominal=e.nominal)
-        for e in events
-        if e.state == "raised"
-    ]
+    """The edge already ran the check: every raised event is a finding as it stands. The edge's
+    ``anomaly_*`` events are the anomaly detector's findings."""
+    out = []
+    for e in events:
+        if e.state != "raised":
+            continue
+        agent = ANOMALY_AGENT if e.type.startswith("anomaly_") else AGENT
+        facts = {k: v for k, v in (("value", e.value), ("threshold", e.threshold), ("nominal", e.nominal),
+                                   ("unit", e.unit)) if v not in (None, "")}
+        out.append(Finding(agent=agent, timestamp=e.ts, type=e.type, device_id=e.device_id, severity=e.severity,
+                           description=e.description, substation=e.substation, metric=e.metric, value=e.value,
+                           threshold=e.threshold, nominal=e.nominal, facts=facts,
+                           key=condition_key(agent, e.type, e.substation, e.device_id, e.metric)))
+    return out

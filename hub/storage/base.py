@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
 from protocols.mqtt.codec import DeadLetter
+from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
 from protocols.wire import Event, SyncAck, SyncBatch
 
 
 class NewIncident(msgspec.Struct, frozen=True, kw_only=True):
+    """A finding to record. Findings with the same ``condition_key`` are one ongoing condition: while
+    its incident is not RESOLVED, a new finding updates it rather than opening another."""
+
     timestamp: datetime
     type: str
     device_id: str
@@ -29,6 +33,22 @@ class NewIncident(msgspec.Struct, frozen=True, kw_only=True):
     substation: str = ""
     metric: str = ""
     value: float | None = None
+    condition_key: str = ""  # default: agent:type:substation:device_id:metric
+    recommendation: str = ""
+    confidence: float | None = None
+    facts: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def key(self) -> str:
+        return self.condition_key or f"{self.agent}:{self.type}:{self.substation}:{self.device_id}:{self.metric}"
+
+
+class StatusChange(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of an incident's lifecycle: who moved it to which status, when, and why."""
+
+    timestamp: datetime
+    status: str
+    actor: str
+    note: str = ""
 
 
 class Incident(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +65,30 @@ class Incident(msgspec.Struct, frozen=True, kw_only=True):
     substation: str = ""
     metric: str = ""
     value: float | None = None
+    condition_key: str = ""
+    recommendation: str = ""
+    confidence: float | None = None
+    occurrences: int = 1  # findings folded into this incident
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    updated_at: datetime | None = None
+    facts: dict[str, Any] = msgspec.field(default_factory=dict)
+    narrative: str = ""  # the LLM's (or the template's) explanation, when one was written
+    history: list[StatusChange] = msgspec.field(default_factory=list)  # filled by get_incident
+
+
+class Document(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored agent product: a demand forecast, a maintenance prediction, an agent run's report.
+    ``body`` is the product's JSON; ``kind`` and ``key`` (e.g. the device) say what it is of."""
+
+    kind: str  # "forecast" | "maintenance" | "agent_run"
+    key: str
+    timestamp: datetime
+    body: dict[str, Any]
+
+
+class IncidentError(ValueError):
+    """An incident that does not exist, or a status change the lifecycle does not allow."""
 
 
 class EdgeState(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,6 +103,32 @@ class EdgeState(msgspec.Struct, frozen=True, kw_only=True):
 IncidentMaker = Callable[[Sequence[Event]], list[NewIncident]]
 
 INCIDENT_STATUSES = ("OPEN", "ACKNOWLEDGED", "IN_PROGRESS", "RESOLVED")
+# OPEN -> ACKNOWLEDGED -> IN_PROGRESS -> RESOLVED; a step may be skipped forward (an operator may
+# resolve a false alarm straight away), never taken back. A RESOLVED incident stays resolved: the
+# condition coming back opens a new incident.
+SEVERITY_ORDER = {"INFO": 0, "WARNING": 1, "CRITICAL": 2, "EMERGENCY": 3}
+
+
+def check_transition(incident_id: str, current: str, new: str) -> None:
+    """Raise :class:`IncidentError` unless ``current -> new`` moves forward in the lifecycle."""
+    if new not in INCIDENT_STATUSES:
+        raise IncidentError(f"unknown status {new!r}; expected one of {', '.join(INCIDENT_STATUSES)}")
+    if INCIDENT_STATUSES.index(new) <= INCIDENT_STATUSES.index(current):
+        raise IncidentError(f"{incident_id} is {current}; it can move only forward "
+                            f"({' -> '.join(INCIDENT_STATUSES)}), not to {new}")
+
+
+def parse_incident_id(incident_id: str) -> int:
+    """``INC-2026-000042`` -> 42; anything else is an :class:`IncidentError` naming it."""
+    parts = incident_id.split("-")
+    if len(parts) != 3 or parts[0] != "INC" or not parts[1].isdigit() or not parts[2].isdigit():
+        raise IncidentError(f"not an incident id: {incident_id!r} (expected INC-<year>-<number>)")
+    return int(parts[2])
+
+
+def merge_incident(old_severity: str, new: NewIncident) -> str:
+    """The severity of an ongoing condition after a new finding: never lowered while it is open."""
+    return max(old_severity, new.severity, key=lambda s: SEVERITY_ORDER.get(s, 0))
 
 
 def incident_id(year: int, number: int) -> str:
@@ -112,6 +182,42 @@ class Storage(Protocol):
         ...
 
     def dead_letter_count(self) -> int: ...
+
+    # -- incidents' lifecycle, agents' products ----------------------------------------------
+
+    def get_incident(self, incident_id: str) -> Incident:
+        """One incident with its facts and status history; :class:`IncidentError` if there is none."""
+        ...
+
+    def set_incident_status(self, incident_id: str, status: str, actor: str, note: str = "") -> Incident:
+        """Move an incident forward in its lifecycle, recording who and when."""
+        ...
+
+    def set_incident_narrative(self, incident_id: str, narrative: str) -> None: ...
+
+    def list_events(self, state: str | None = None, limit: int = 10_000) -> list[Event]:
+        """Edge events as stored (raised, escalated, cleared), oldest first."""
+        ...
+
+    def readings_between(self, start: datetime, end: datetime, limit: int = 2_000_000) -> list[Reading]:
+        """Every reading with start <= ts < end, oldest first (the agents' window)."""
+        ...
+
+    def put_documents(self, docs: Sequence[Document]) -> None:
+        """Store agent products; the newest per (kind, key) is what ``latest_documents`` serves."""
+        ...
+
+    def latest_documents(self, kind: str) -> list[Document]:
+        """The newest document of each key of ``kind``, by key."""
+        ...
+
+    def add_ot_logs(self, events: Sequence[OtLogEvent], source: str) -> int:
+        """Keep OT log entries (authentication, commands, configuration changes); returns how many."""
+        ...
+
+    def ot_logs_between(self, start: datetime, end: datetime, limit: int = 1_000_000) -> list[OtLogEvent]:
+        """Oldest first."""
+        ...
 
 
 class SyncPlan(msgspec.Struct, frozen=True, kw_only=True):

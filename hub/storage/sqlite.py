@@ -8,10 +8,26 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hub.storage.base import EdgeState, Incident, IncidentMaker, NewIncident, incident_id, plan_sync
+import msgspec
+
+from hub.storage.base import (
+    Document,
+    EdgeState,
+    Incident,
+    IncidentError,
+    IncidentMaker,
+    NewIncident,
+    StatusChange,
+    check_transition,
+    incident_id,
+    merge_incident,
+    parse_incident_id,
+    plan_sync,
+)
 from protocols.mqtt.codec import DeadLetter
+from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
-from protocols.wire import SyncAck, SyncBatch
+from protocols.wire import Event, SyncAck, SyncBatch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -61,6 +77,31 @@ CREATE TABLE IF NOT EXISTS incidents (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS incidents_status_severity ON incidents (status, severity);
+CREATE TABLE IF NOT EXISTS incident_history (
+    number INTEGER NOT NULL,     -- the incident's
+    ts REAL NOT NULL,
+    status TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incident_history_number ON incident_history (number);
+CREATE TABLE IF NOT EXISTS documents (
+    kind TEXT NOT NULL,          -- forecast | maintenance | agent_run
+    key TEXT NOT NULL,
+    ts REAL NOT NULL,
+    body TEXT NOT NULL,          -- JSON
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS ot_logs (
+    ts REAL NOT NULL,
+    substation TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,        -- who sent it: 'http', an edge id, 'mqtt'
+    body TEXT NOT NULL           -- the entry as JSON (protocols/schemas/ot_log.schema.json)
+);
+CREATE INDEX IF NOT EXISTS ot_logs_ts ON ot_logs (ts);
+CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts);
 CREATE TABLE IF NOT EXISTS dead_letters (
     number INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,            -- when it was received, seconds since the epoch, UTC
@@ -85,8 +126,13 @@ _SCORE_COLUMNS = (("anomaly_score", "REAL"), ("anomaly_type", "TEXT"))
 _EVENT_SQL = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INCIDENT_SQL = (
     "INSERT INTO incidents (ts, type, device_id, severity, description, status, agent, substation, metric,"
-    " value, created_at, updated_at) VALUES (?,?,?,?,?,'OPEN',?,?,?,?,?,?)"
+    " value, created_at, updated_at, condition_key, recommendation, confidence, occurrences, last_seen, facts)"
+    " VALUES (?,?,?,?,?,'OPEN',?,?,?,?,?,?,?,?,?,1,?,?)"
 )
+# columns added after the first release: (name, type) to ALTER TABLE ... ADD COLUMN where missing
+_INCIDENT_COLUMNS = (("condition_key", "TEXT NOT NULL DEFAULT ''"), ("recommendation", "TEXT NOT NULL DEFAULT ''"),
+                     ("confidence", "REAL"), ("occurrences", "INTEGER NOT NULL DEFAULT 1"), ("last_seen", "REAL"),
+                     ("facts", "TEXT NOT NULL DEFAULT '{}'"), ("narrative", "TEXT NOT NULL DEFAULT ''"))
 
 
 def _utc(ts: float) -> datetime:
@@ -124,6 +170,12 @@ class SQLiteStorage:
         for name, kind in _SCORE_COLUMNS:  # databases made before edge scoring
             if name not in have:
                 self._db.execute(f"ALTER TABLE readings ADD COLUMN {name} {kind}")
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(incidents)")}
+        for name, kind in _INCIDENT_COLUMNS:  # databases made before incident correlation
+            if name not in have:
+                self._db.execute(f"ALTER TABLE incidents ADD COLUMN {name} {kind}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS incidents_open_key ON incidents (condition_key)"
+                         " WHERE status <> 'RESOLVED'")
 
     def close(self) -> None:
         with self._lock:
@@ -132,14 +184,34 @@ class SQLiteStorage:
     # -- writes -------------------------------------------------------------------------------
 
     def _insert_incidents(self, incidents: Sequence[NewIncident]) -> list[int]:
+        """One incident per ongoing condition: a finding whose condition has an incident that is not
+        RESOLVED updates it (newest description, value and facts; severity never lowered; one more
+        occurrence); otherwise it opens a new one. Returns the incidents' numbers, in order."""
         now = datetime.now(UTC).timestamp()
         numbers = []
         for inc in incidents:
+            key = inc.key()
+            ts = inc.timestamp.timestamp()
+            row = self._db.execute(
+                "SELECT number, severity FROM incidents WHERE condition_key = ? AND status <> 'RESOLVED'"
+                " ORDER BY number DESC LIMIT 1", (key,)).fetchone()
+            if row is not None:
+                self._db.execute(
+                    "UPDATE incidents SET severity = ?, description = ?, value = ?, recommendation = ?,"
+                    " confidence = ?, facts = ?, occurrences = occurrences + 1, last_seen = max(coalesce(last_seen, ts), ?),"
+                    " updated_at = ? WHERE number = ?",
+                    (merge_incident(row[1], inc), inc.description, inc.value, inc.recommendation, inc.confidence,
+                     _json(inc.facts), ts, now, row[0]))
+                numbers.append(row[0])
+                continue
             cur = self._db.execute(
                 _INCIDENT_SQL,
-                (inc.timestamp.timestamp(), inc.type, inc.device_id, inc.severity, inc.description, inc.agent,
-                 inc.substation, inc.metric, inc.value, now, now),
+                (ts, inc.type, inc.device_id, inc.severity, inc.description, inc.agent,
+                 inc.substation, inc.metric, inc.value, now, now, key, inc.recommendation, inc.confidence, ts,
+                 _json(inc.facts)),
             )
+            self._db.execute("INSERT INTO incident_history VALUES (?,?,?,?,?)",
+                             (cur.lastrowid, now, "OPEN", inc.agent, "raised"))
             numbers.append(cur.lastrowid)
         return numbers
 
@@ -204,10 +276,110 @@ class SQLiteStorage:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            marks = ",".join("?" * len(numbers))
+            unique = list(dict.fromkeys(numbers))
+            marks = ",".join("?" * len(unique))
             rows = self._db.execute(f"SELECT {_INCIDENT_COLS} FROM incidents WHERE number IN ({marks}) ORDER BY number",
-                                    numbers).fetchall()
+                                    unique).fetchall()
         return [_incident(r) for r in rows]
+
+    def get_incident(self, incident_id: str) -> Incident:
+        number = parse_incident_id(incident_id)
+        with self._lock:
+            row = self._db.execute(f"SELECT {_INCIDENT_COLS} FROM incidents WHERE number = ?", (number,)).fetchone()
+            history = self._db.execute(
+                "SELECT ts, status, actor, note FROM incident_history WHERE number = ? ORDER BY rowid", (number,)
+            ).fetchall()
+        if row is None or _incident(row).id != incident_id:
+            raise IncidentError(f"no incident {incident_id}")
+        return msgspec.structs.replace(_incident(row), history=[
+            StatusChange(timestamp=_utc(h[0]), status=h[1], actor=h[2], note=h[3]) for h in history])
+
+    def set_incident_status(self, incident_id: str, status: str, actor: str, note: str = "") -> Incident:
+        current = self.get_incident(incident_id)
+        check_transition(incident_id, current.status, status)
+        number = parse_incident_id(incident_id)
+        now = datetime.now(UTC).timestamp()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute("UPDATE incidents SET status = ?, updated_at = ? WHERE number = ? AND status = ?",
+                                       (status, now, number, current.status))
+                if cur.rowcount != 1:
+                    raise IncidentError(f"{incident_id} changed while it was being updated; try again")
+                self._db.execute("INSERT INTO incident_history VALUES (?,?,?,?,?)", (number, now, status, actor, note))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return self.get_incident(incident_id)
+
+    def set_incident_narrative(self, incident_id: str, narrative: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE incidents SET narrative = ? WHERE number = ?",
+                             (narrative, parse_incident_id(incident_id)))
+
+    def put_documents(self, docs: Sequence[Document]) -> None:
+        rows = [(d.kind, d.key, d.timestamp.timestamp(), _json(d.body)) for d in docs]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO documents VALUES (?,?,?,?) ON CONFLICT (kind, key) DO UPDATE SET"
+                    " ts = excluded.ts, body = excluded.body", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def latest_documents(self, kind: str) -> list[Document]:
+        with self._lock:
+            rows = self._db.execute("SELECT kind, key, ts, body FROM documents WHERE kind = ? ORDER BY key",
+                                    (kind,)).fetchall()
+        return [Document(kind=r[0], key=r[1], timestamp=_utc(r[2]), body=msgspec.json.decode(r[3])) for r in rows]
+
+    def add_ot_logs(self, events: Sequence[OtLogEvent], source: str) -> int:
+        rows = [(e.ts.timestamp(), e.substation, e.device_id, e.kind, source, msgspec.json.encode(e).decode())
+                for e in events]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT INTO ot_logs VALUES (?,?,?,?,?,?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def ot_logs_between(self, start: datetime, end: datetime, limit: int = 1_000_000) -> list[OtLogEvent]:
+        with self._lock:
+            rows = self._db.execute("SELECT body FROM ot_logs WHERE ts >= ? AND ts < ? ORDER BY ts, rowid LIMIT ?",
+                                    (start.timestamp(), end.timestamp(), limit)).fetchall()
+        return [_OT_DECODER.decode(r[0]) for r in rows]
+
+    def list_events(self, state: str | None = None, limit: int = 10_000) -> list[Event]:
+        sql = ("SELECT ts, substation, device_id, metric, type, state, severity, value, threshold, nominal, unit,"
+               " description FROM events")
+        args: tuple = ()
+        if state:
+            sql += " WHERE state = ?"
+            args = (state,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY ts, rowid LIMIT ?", (*args, limit)).fetchall()
+        return [Event(ts=_utc(r[0]), substation=r[1], device_id=r[2], metric=r[3], type=r[4], state=r[5],
+                      severity=r[6], value=r[7], threshold=r[8], nominal=r[9], unit=r[10], description=r[11])
+                for r in rows]
+
+    def readings_between(self, start: datetime, end: datetime, limit: int = 2_000_000) -> list[Reading]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
+                " FROM readings WHERE ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
+                (start.timestamp(), end.timestamp(), limit)).fetchall()
+        return [
+            Reading(ts=_utc(r[0]), substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5],
+                    quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9])
+            for r in rows
+        ]
 
     def add_dead_letters(self, items: Sequence[DeadLetter]) -> int:
         if not items:
@@ -292,10 +464,19 @@ class SQLiteStorage:
             return self._db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
 
 
-_INCIDENT_COLS = "number, ts, type, device_id, severity, description, status, agent, substation, metric, value"
+_INCIDENT_COLS = ("number, ts, type, device_id, severity, description, status, agent, substation, metric, value,"
+                  " condition_key, recommendation, confidence, occurrences, last_seen, updated_at, facts, narrative")
+_OT_DECODER = msgspec.json.Decoder(OtLogEvent)
+
+
+def _json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def _incident(r: tuple) -> Incident:
     ts = _utc(r[1])
     return Incident(id=incident_id(ts.year, r[0]), timestamp=ts, type=r[2], device_id=r[3], severity=r[4],
-                    description=r[5], status=r[6], agent=r[7], substation=r[8], metric=r[9], value=r[10])
+                    description=r[5], status=r[6], agent=r[7], substation=r[8], metric=r[9], value=r[10],
+                    condition_key=r[11], recommendation=r[12], confidence=r[13], occurrences=r[14], first_seen=ts,
+                    last_seen=_utc(r[15]) if r[15] is not None else ts, updated_at=_utc(r[16]),
+                    facts=msgspec.json.decode(r[17]) if r[17] else {}, narrative=r[18])

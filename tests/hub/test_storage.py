@@ -6,14 +6,17 @@ database per test.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import pytest
 
-from hub.storage.base import EdgeState, Incident, NewIncident, Storage
+from hub.storage.base import Document, EdgeState, Incident, IncidentError, NewIncident, Storage
 from hub.storage.sqlite import SQLiteStorage
+from protocols.otlog import decode as decode_ot_logs
 from protocols.reading import Reading
 from protocols.wire import Event, EventRun, ReadingRun, SyncBatch
 
@@ -72,9 +75,19 @@ class Incidents:
 
 
 def new_incident(ts: datetime, severity: str = "WARNING", type_: str = "voltage_sag",
-                 value: float | None = 201.5) -> NewIncident:
+                 value: float | None = 201.5, key: str = "") -> NewIncident:
+    """Findings with the same ``key`` (default: agent, type, device, metric) are one ongoing condition."""
     return NewIncident(timestamp=ts, type=type_, device_id="tx-1", severity=severity, description="d",
-                       agent="analyst", substation=SUB, metric="voltage_l1", value=value)
+                       agent="analyst", substation=SUB, metric="voltage_l1", value=value, condition_key=key)
+
+
+def _no_clock(value: object) -> object:
+    """``value`` with every incident's ``updated_at`` (the writer's wall clock) blanked out."""
+    if isinstance(value, Incident):
+        return msgspec.structs.replace(value, updated_at=None)
+    if isinstance(value, list):
+        return [_no_clock(v) for v in value]
+    return value
 
 
 def values(store: Storage, **kw) -> list[float | None]:
@@ -92,7 +105,11 @@ def test_sync_stores_readings_and_events_and_makes_incidents_from_them(storage: 
     assert (ack.readings_stored, ack.events_stored, ack.duplicates, ack.gaps) == (120, 6, 0, 0)
     assert storage.reading_counts() == {SUB: 120}
     assert [len(c) for c in maker.calls] == [6]
-    assert storage.incident_counts() == {("voltage_sag", "CRITICAL"): 2, ("voltage_sag", "WARNING"): 1}
+    # three raised sags of one device and metric: one ongoing condition, its worst severity
+    assert storage.incident_counts() == {("voltage_sag", "CRITICAL"): 1}
+    (incident,) = storage.list_incidents()
+    assert (incident.occurrences, incident.description, incident.value) == (3, "sag 4", 204.0)
+    assert incident.first_seen == T0 and incident.last_seen == T0 + timedelta(minutes=4)
     got = storage.query_readings("feeder-1", "voltage_l1")
     assert got == readings(120)
 
@@ -110,7 +127,7 @@ def test_resending_a_batch_stores_nothing_twice_and_acks_the_same_marks(storage:
     assert (again.readings_stored, again.events_stored, again.duplicates, again.gaps) == (0, 0, 54, 0)
     assert (storage.reading_counts(), storage.incident_counts()) == counts
     assert len(maker.calls) == 1  # no new events, so no call to make incidents
-    assert len(storage.list_incidents()) == 2
+    assert [i.occurrences for i in storage.list_incidents()] == [2]
 
 
 def test_an_overlapping_batch_stores_only_the_new_tail(storage: Storage) -> None:
@@ -181,7 +198,7 @@ def test_concurrent_syncs_of_the_same_batch_store_it_once(storage: Storage, know
     assert sorted(a.events_stored for a in acks) == [0, 0, 0, 10 - already]
     assert {(a.readings_acked_through, a.events_acked_through) for a in acks} == {(2_000, 10)}
     assert storage.reading_counts() == {SUB: 2_000}
-    assert len(storage.list_incidents()) == 5
+    assert [i.occurrences for i in storage.list_incidents()] == [5]  # five raised, each folded in once
     assert len(maker.calls) == 1 + already
 
 
@@ -257,8 +274,8 @@ def test_readings_from_other_time_zones_are_stored_in_utc(storage: Storage) -> N
 
 
 def test_add_incidents_numbers_them_by_year_and_returns_them(storage: Storage) -> None:
-    added = storage.add_incidents([new_incident(datetime(2025, 12, 31, 23, 59, tzinfo=UTC)),
-                                   new_incident(T0, severity="CRITICAL", value=190.0)])
+    added = storage.add_incidents([new_incident(datetime(2025, 12, 31, 23, 59, tzinfo=UTC), key="a"),
+                                   new_incident(T0, severity="CRITICAL", value=190.0, key="b")])
 
     assert [i.id for i in added] == ["INC-2025-000001", "INC-2026-000002"]
     first = added[0]
@@ -273,7 +290,8 @@ def test_add_incidents_numbers_them_by_year_and_returns_them(storage: Storage) -
 
 def test_list_incidents_is_newest_first_and_filters(storage: Storage) -> None:
     severities = ["WARNING", "CRITICAL", "WARNING", "EMERGENCY", "CRITICAL"]
-    storage.add_incidents([new_incident(T0 + timedelta(hours=i), severity=s) for i, s in enumerate(severities)])
+    storage.add_incidents([new_incident(T0 + timedelta(hours=i), severity=s, key=f"k{i}")
+                           for i, s in enumerate(severities)])
 
     assert [i.id for i in storage.list_incidents()] == [f"INC-2026-{n:06d}" for n in (5, 4, 3, 2, 1)]
     assert [i.id for i in storage.list_incidents(severity="CRITICAL")] == ["INC-2026-000005", "INC-2026-000002"]
@@ -285,8 +303,8 @@ def test_list_incidents_is_newest_first_and_filters(storage: Storage) -> None:
 
 
 def test_incident_counts_group_by_type_and_severity(storage: Storage) -> None:
-    storage.add_incidents([new_incident(T0), new_incident(T0), new_incident(T0, severity="CRITICAL"),
-                           new_incident(T0, type_="over_frequency")])
+    storage.add_incidents([new_incident(T0, key="a"), new_incident(T0, key="b"),
+                           new_incident(T0, severity="CRITICAL", key="c"), new_incident(T0, type_="over_frequency")])
     assert storage.incident_counts() == {
         ("voltage_sag", "WARNING"): 2, ("voltage_sag", "CRITICAL"): 1, ("over_frequency", "WARNING"): 1}
 
@@ -362,7 +380,7 @@ def test_postgres_answers_exactly_as_sqlite_does(postgres_url: str, tmp_path) ->
     lite = SQLiteStorage(tmp_path / "hub.db")
     pg = PostgresStorage(postgres_url)
     try:
-        assert scenario(pg) == scenario(lite)
+        assert _no_clock(scenario(pg)) == _no_clock(scenario(lite))
     finally:
         lite.close()
         pg.close()
@@ -407,7 +425,9 @@ def test_postgres_reopens_an_existing_database(postgres_url: str) -> None:
         ack = store.apply_sync(batch(1, readings(120)), Incidents())
         assert (ack.readings_stored, ack.duplicates) == (20, 100)
         assert store.reading_counts() == {SUB: 120}
-        assert [i.id for i in store.add_incidents([new_incident(T0)])] == ["INC-2026-000002"]
+        assert [i.id for i in store.add_incidents([new_incident(T0, key="another")])] == ["INC-2026-000002"]
+        # the first condition is still open: a new finding of it updates it
+        assert [(i.id, i.occurrences) for i in store.add_incidents([new_incident(T0)])] == [("INC-2026-000001", 2)]
 
 
 @pytest.mark.postgres
@@ -454,3 +474,99 @@ def test_without_postgres_binaries_the_server_skips_outside_ci_and_fails_in_ci(
     with pytest.raises(expected, match="no PostgreSQL server binaries"):
         with pg.PostgresServer(tmp_path):
             pass
+
+
+# -- one incident per ongoing condition, and its lifecycle ------------------------------------------
+
+
+def test_a_condition_that_goes_on_updates_its_incident(storage: Storage) -> None:
+    first = new_incident(T0, value=205.0)
+    worse = msgspec.structs.replace(new_incident(T0 + timedelta(minutes=5), severity="CRITICAL", value=190.0),
+                                    description="worse", facts={"deviation_pct": -17.4}, recommendation="act")
+    milder = new_incident(T0 + timedelta(minutes=9), severity="WARNING", value=203.0)
+    other = new_incident(T0, type_="over_frequency")
+    storage.add_incidents([first, other])
+    (updated,) = storage.add_incidents([worse])
+    storage.add_incidents([milder])
+
+    got = storage.get_incident(updated.id)
+    assert (got.severity, got.occurrences, got.value) == ("CRITICAL", 3, 203.0)  # never lowered while open
+    assert got.first_seen == T0 and got.last_seen == T0 + timedelta(minutes=9)
+    assert got.condition_key == "analyst:voltage_sag:nairobi-s1:tx-1:voltage_l1"
+    assert len(storage.list_incidents()) == 2
+    assert [(h.status, h.actor) for h in got.history] == [("OPEN", "analyst")]
+
+
+def test_facts_and_recommendation_round_trip(storage: Storage) -> None:
+    facts = {"value_kv": 210.0, "deviation_pct": -4.5, "events": [{"start": "2026-03-01T23:00:00Z", "pu": 0.95}]}
+    (inc,) = storage.add_incidents([msgspec.structs.replace(new_incident(T0), facts=facts, confidence=0.75,
+                                                            recommendation="Transfer load to F14")])
+    got = storage.get_incident(inc.id)
+    assert (got.facts, got.confidence, got.recommendation) == (facts, 0.75, "Transfer load to F14")
+    storage.set_incident_narrative(inc.id, "The sag follows the load peak.")
+    assert storage.get_incident(inc.id).narrative == "The sag follows the load peak."
+
+
+def test_lifecycle_moves_forward_and_records_who_and_when(storage: Storage) -> None:
+    (inc,) = storage.add_incidents([new_incident(T0)])
+    before = datetime.now(UTC)
+    storage.set_incident_status(inc.id, "ACKNOWLEDGED", "alice", "looking")
+    storage.set_incident_status(inc.id, "IN_PROGRESS", "bob")
+    done = storage.set_incident_status(inc.id, "RESOLVED", "bob", "tap changer reset")
+
+    assert done.status == "RESOLVED"
+    assert [(h.status, h.actor, h.note) for h in done.history] == [
+        ("OPEN", "analyst", "raised"), ("ACKNOWLEDGED", "alice", "looking"), ("IN_PROGRESS", "bob", ""),
+        ("RESOLVED", "bob", "tap changer reset")]
+    assert all(h.timestamp >= before - timedelta(seconds=1) for h in done.history[1:])
+    with pytest.raises(IncidentError, match="can move only forward"):
+        storage.set_incident_status(inc.id, "ACKNOWLEDGED", "carol")
+    # the condition coming back after it was resolved opens a new incident
+    (again,) = storage.add_incidents([new_incident(T0 + timedelta(hours=1))])
+    assert again.id != inc.id and again.status == "OPEN"
+    assert storage.list_incidents(status="RESOLVED")[0].id == inc.id
+
+
+def test_unknown_incidents_and_statuses_are_clear_errors(storage: Storage) -> None:
+    (inc,) = storage.add_incidents([new_incident(T0)])
+    with pytest.raises(IncidentError, match="no incident INC-2026-000099"):
+        storage.get_incident("INC-2026-000099")
+    with pytest.raises(IncidentError, match="not an incident id"):
+        storage.get_incident("42")
+    with pytest.raises(IncidentError, match="unknown status 'DONE'"):
+        storage.set_incident_status(inc.id, "DONE", "alice")
+    assert storage.get_incident(inc.id).status == "OPEN"
+
+
+# -- agents' products, OT logs, events, windows ----------------------------------------------------
+
+
+def test_documents_keep_the_newest_per_key(storage: Storage) -> None:
+    storage.put_documents([Document(kind="forecast", key="F12", timestamp=T0, body={"peak": 1.0}),
+                           Document(kind="forecast", key="M03", timestamp=T0, body={"peak": 2.0}),
+                           Document(kind="maintenance", key="TR-04", timestamp=T0, body={"health": 82.1})])
+    storage.put_documents([Document(kind="forecast", key="F12", timestamp=T0 + timedelta(hours=1), body={"peak": 3.0})])
+    got = storage.latest_documents("forecast")
+    assert [(d.key, d.timestamp, d.body) for d in got] == [
+        ("F12", T0 + timedelta(hours=1), {"peak": 3.0}), ("M03", T0, {"peak": 2.0})]
+    assert [d.body for d in storage.latest_documents("maintenance")] == [{"health": 82.1}]
+    assert storage.latest_documents("agent_run") == []
+
+
+def test_ot_logs_round_trip_in_a_time_window(storage: Storage) -> None:
+    logs = decode_ot_logs(json.dumps([
+        {"ts": (T0 + timedelta(minutes=i)).isoformat(), "kind": "auth", "action": "login", "substation": "MOMBASA-S1",
+         "device_id": "RTU-MOM01", "result": "failure", "source": "192.168.1.57", "user": "admin"}
+        for i in range(4)])).events
+    assert storage.add_ot_logs(logs, "http") == 4
+    got = storage.ot_logs_between(T0 + timedelta(minutes=1), T0 + timedelta(minutes=3))
+    assert got == logs[1:3]
+
+
+def test_events_and_reading_windows_are_served_oldest_first(storage: Storage) -> None:
+    storage.apply_sync(batch(1, readings(10), 1, events(4)), Incidents())
+    raised = storage.list_events(state="raised")
+    assert [e.description for e in raised] == ["sag 0", "sag 2"]
+    assert len(storage.list_events()) == 4
+    window = storage.readings_between(T0 + timedelta(minutes=2), T0 + timedelta(minutes=5))
+    assert [r.value for r in window] == [230.2, 230.3, 230.4]
