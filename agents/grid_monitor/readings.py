@@ -93,7 +93,10 @@ _PHASED = {t for pair in (gridcode.EVENT_TYPES[gridcode.KIND_VOLTAGE], gridcode.
 def condition_key(agent: str, etype: str, substation: str, device_id: str, metric: str) -> str:
     """The ongoing condition a grid-code or edge anomaly finding belongs to. Voltage and frequency
     conditions are per device and quantity (a sag on L1 then L2 is one sag of the feeder), as
-    :func:`analyse` keys them; others per device and metric."""
+    :func:`analyse` keys them; others per device and metric; the edge's anomaly episodes per device
+    and metric whatever their type, as the anomaly detector keys them."""
+    if agent == ANOMALY_AGENT:  # an episode's type changes as it grows (a step's first alarm is a spike)
+        return f"{agent}:episode:{substation}:{device_id}:{metric}"
     what = sensor_type(metric) if etype in _PHASED else metric
     return f"{agent}:{etype}:{substation}:{device_id}:{what}"
 

@@ -1,0 +1,472 @@
+"""The anomaly detector's entry point: :func:`analyse` an :class:`AnomalyInput` into findings.
+
+What only the hub can see, over every sensor at once (numpy; the Python loops are over sensors,
+windows, episodes and groups, never over readings):
+
+1. ``baseline_deviation``: the last ``deviation_window_s`` of a sensor against its hour-of-week
+   baselines (:mod:`.baseline`) over trailing 30 / 60 / 90-day windows; flagged when the median
+   |z| reaches the threshold against the longest window the history covers. Confidence is the
+   share of windows used times the share of the period's readings in trusted buckets.
+2. Episodes of the edge's scores (:mod:`.episodes`), each with type, peak, start and end, and the
+   peak reading's deviation from its baseline.
+3. Correlation (:mod:`.correlate`): overlapping episodes become one ``correlated_anomaly``
+   (scope ``device``, ``substation`` or ``grid``); a lone episode is ``anomaly_<type>``.
+
+Severity: a lone episode is WARNING, CRITICAL from ``critical_score``. A correlated group:
+
+=============  =====================  ============================
+scope          peak < critical_score  peak >= critical_score
+=============  =====================  ============================
+device         WARNING                CRITICAL
+substation     CRITICAL               CRITICAL
+grid           CRITICAL               EMERGENCY
+=============  =====================  ============================
+
+Keys (one per ongoing condition): ``anomaly_detector:episode:<substation>:<device>:<metric>``
+(an episode's type may change as it grows: a step starts as a spike),
+``anomaly_detector:baseline_deviation:<substation>:<device>:<metric>``,
+``anomaly_detector:correlated:<substation>:<device>`` (one device),
+``anomaly_detector:correlated:<substation>:<devices, sorted, comma-separated>`` and
+``anomaly_detector:correlated:grid:<sensor types, sorted>`` (grid-wide, so more substations joining
+the same frequency event update one incident).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from agents.anomaly_detector import text
+from agents.anomaly_detector.baseline import Baseline, compute_baseline, grouped_median, hour_of_week
+from agents.anomaly_detector.correlate import group_episodes, scope_of
+from agents.anomaly_detector.episodes import Episodes, find_episodes
+from agents.anomaly_detector.schema import AGENT, AnomalyConfig, AnomalyInput, SensorSeries
+from agents.findings import Finding, severity_rank
+from models.detectors import ANOMALY_TYPES
+from protocols.reading import sensor_type
+
+__all__ = ["alert_text", "analyse"]
+
+_TYPE_WORDS = {"multivariate": "anomaly", "frozen": "frozen value", "unclassified": "anomaly"}
+_GROUP_SEVERITY = {("device", False): "WARNING", ("device", True): "CRITICAL",
+                   ("substation", False): "CRITICAL", ("substation", True): "CRITICAL",
+                   ("grid", False): "CRITICAL", ("grid", True): "EMERGENCY"}
+_MAX_PHRASES = 3
+
+
+def analyse(data: AnomalyInput, config: AnomalyConfig = AnomalyConfig(), now: datetime | None = None
+            ) -> list[Finding]:
+    """Findings (agent ``anomaly_detector``) from baselines, score episodes and their correlation.
+
+    ``now`` (time-zone aware; default: the latest reading) ends the analysis: later readings are
+    left out, the deviation period is the ``deviation_window_s`` before it, and the baselines' windows
+    end where that period begins. Ordered by severity (worst first), then start, then key.
+    """
+    if now is not None and now.utcoffset() is None:
+        raise ValueError("now: a time-zone aware datetime is needed (e.g. datetime.now(UTC))")
+    d = _Data.of(data, None if now is None else now.timestamp())
+    if d is None:
+        return []
+    end = d.now - config.deviation_window_s
+    baselines = [compute_baseline(d.hsid, d.ht, d.hv, len(d.meta), end=end, window_days=w,
+                                  min_count=config.min_bucket_count, min_coverage=config.min_window_coverage,
+                                  utc_offset_hours=config.utc_offset_hours)
+                 for w in config.baseline_windows_days]
+    ctx = _Context(d, config, baselines, data.model)
+    findings = ctx.deviations()
+    episodes = find_episodes(d.sid, d.t, d.score, d.code, len(d.types), threshold=config.score_threshold,
+                             gap_s=config.episode_gap_s)
+    findings += ctx.episode_findings(episodes)
+    return sorted(findings, key=lambda f: (-severity_rank(f.severity), f.start or f.timestamp, f.condition_key()))
+
+
+def alert_text(finding: Finding) -> str:
+    """The one-line operator alert of an episode or correlated finding ("ANOMALY DETECTED: ...")."""
+    return str(finding.facts.get("alert") or f"ANOMALY DETECTED: {finding.description} {finding.recommendation}")
+
+
+# -- input ------------------------------------------------------------------------------------------
+
+
+def _epoch(ts: Any, where: str) -> np.ndarray:
+    arr = np.asarray(ts).reshape(-1)
+    if np.issubdtype(arr.dtype, np.datetime64):
+        out = arr.astype("datetime64[ns]").astype(np.int64) / 1e9
+    else:
+        out = arr.astype(np.float64)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{where}: timestamps must all be finite")
+    if np.any(np.diff(out) < 0):
+        raise ValueError(f"{where}: timestamps must be in non-decreasing order")
+    return out
+
+
+def _floats(x: Any, n: int, where: str, what: str) -> np.ndarray:
+    arr = np.array(x, dtype=np.float64).reshape(-1)
+    if arr.size != n:
+        raise ValueError(f"{where}: {arr.size} {what} for {n} timestamps")
+    return arr
+
+
+def _type_codes(types: Any, n: int, vocabulary: dict[str, int], where: str) -> np.ndarray:
+    """Type names or ANOMALY_TYPES codes -> codes into ``vocabulary`` (extended with new names)."""
+    if types is None:
+        return np.zeros(n, dtype=np.int64)
+    arr = np.asarray(types).reshape(-1)
+    if arr.size != n:
+        raise ValueError(f"{where}: {arr.size} types for {n} timestamps")
+    if arr.dtype.kind in "iu":
+        if arr.size and (arr.min() < 0 or arr.max() >= len(ANOMALY_TYPES)):
+            raise ValueError(f"{where}: type codes must be 0..{len(ANOMALY_TYPES) - 1} "
+                             "(models.detectors.ANOMALY_TYPES)")
+        return arr.astype(np.int64)
+    arr = arr.astype(object)
+    names = np.where(np.equal(arr, None) | np.equal(arr, ""), "none", arr).astype(str)
+    unique, inverse = np.unique(names, return_inverse=True)
+    codes = np.array([vocabulary.setdefault(u, len(vocabulary)) for u in unique.tolist()], dtype=np.int64)
+    return codes[inverse.reshape(-1)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Data:
+    """Every sensor's readings concatenated (grouped by sensor, in time order), and the histories."""
+
+    meta: list[SensorSeries]
+    types: tuple[str, ...]
+    now: float
+    sid: np.ndarray
+    t: np.ndarray
+    v: np.ndarray
+    score: np.ndarray
+    code: np.ndarray
+    hsid: np.ndarray
+    ht: np.ndarray
+    hv: np.ndarray
+
+    @classmethod
+    def of(cls, data: AnomalyInput, now: float | None) -> _Data | None:
+        vocabulary = {name: i for i, name in enumerate(ANOMALY_TYPES)}
+        seen: set[tuple[str, str, str]] = set()
+        parts: list[tuple[np.ndarray, ...]] = []
+        hist: list[tuple[np.ndarray, np.ndarray]] = []
+        for s in data.series:
+            where = f"{s.substation}/{s.device_id} {s.metric}"
+            if (s.substation, s.device_id, s.metric) in seen:
+                raise ValueError(f"{where}: given twice")
+            seen.add((s.substation, s.device_id, s.metric))
+            t = _epoch(s.timestamps, where)
+            v = _floats(s.values, t.size, where, "values")
+            score = np.full(t.size, np.nan) if s.scores is None else _floats(s.scores, t.size, where, "scores")
+            parts.append((t, v, score, _type_codes(s.types, t.size, vocabulary, where)))
+            if s.history_timestamps is None:
+                hist.append((t, v))
+            else:
+                ht = _epoch(s.history_timestamps, f"{where} history")
+                hist.append((ht, _floats(s.history_values, ht.size, f"{where} history", "values")))
+        latest = [p[0][-1] for p in parts if p[0].size] + [h[0][-1] for h in hist if h[0].size]
+        if now is None:
+            if not latest:
+                return None
+            now = float(max(latest))
+        sid = np.concatenate([np.full(p[0].size, i, dtype=np.int64) for i, p in enumerate(parts)] or [np.empty(0, int)])
+        t, v, score, code = (np.concatenate([p[k] for p in parts]) if parts else np.empty(0) for k in range(4))
+        keep = t <= now
+        hsid = np.concatenate([np.full(h[0].size, i, dtype=np.int64) for i, h in enumerate(hist)] or [np.empty(0, int)])
+        ht = np.concatenate([h[0] for h in hist]) if hist else np.empty(0)
+        hv = np.concatenate([h[1] for h in hist]) if hist else np.empty(0)
+        types = tuple(sorted(vocabulary, key=vocabulary.__getitem__))
+        return cls(list(data.series), types, now, sid[keep], t[keep], v[keep], score[keep],
+                   code[keep].astype(np.int64), hsid, ht, hv)
+
+
+# -- findings ---------------------------------------------------------------------------------------
+
+
+def _utc(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(round(float(epoch_s), 6), tz=UTC)
+
+
+def _num(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _type_name(name: str) -> str:
+    """An episode of high scores without a type (an older edge) is ``unclassified``."""
+    return "unclassified" if name == "none" else name
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+@dataclass(frozen=True)
+class _Context:
+    d: _Data
+    config: AnomalyConfig
+    baselines: list[Baseline]
+    model: str
+
+    # -- 1. sustained deviation from the hour-of-week baseline --
+
+    def deviations(self) -> list[Finding]:
+        d, cfg = self.d, self.config
+        n = len(d.meta)
+        recent = np.isfinite(d.v) & (d.t > d.now - cfg.deviation_window_s)
+        s, t, v = d.sid[recent], d.t[recent], d.v[recent]
+        how = hour_of_week(t, cfg.utc_offset_hours)
+        n_recent = np.bincount(s, minlength=n)
+        rows = []
+        for b in self.baselines:
+            z = b.z(s, t, v, cfg.utc_offset_hours)
+            ok = np.isfinite(z)
+            k = s[ok]
+            med_abs, count = grouped_median(k, np.abs(z[ok]), n)
+            rows.append({"median_abs_z": med_abs, "median_z": grouped_median(k, z[ok], n)[0], "readings": count,
+                         "value": grouped_median(k, v[ok], n)[0],
+                         "baseline": grouped_median(k, b.median[s[ok], how[ok]], n)[0],
+                         "scale": grouped_median(k, b.scale[s[ok], how[ok]], n)[0],
+                         "sensor": k, "how": how[ok]})
+        out = []
+        for i, meta in enumerate(d.meta):
+            used = [j for j, b in enumerate(self.baselines) if b.used[i]]
+            decisive = [j for j in used if rows[j]["readings"][i] >= cfg.min_recent_readings]
+            if not decisive:
+                continue
+            j = decisive[-1]
+            r = rows[j]
+            med_abs = float(r["median_abs_z"][i])
+            if med_abs < cfg.deviation_z_warning:
+                continue
+            out.append(self._deviation_finding(i, meta, j, rows, used, int(n_recent[i]), med_abs))
+        return out
+
+    def _deviation_finding(self, i: int, meta: SensorSeries, j: int, rows: list[dict[str, Any]], used: list[int],
+                           n_recent: int, med_abs: float) -> Finding:
+        d, cfg = self.d, self.config
+        r = rows[j]
+        value, base, scale, med_z = (float(r[k][i]) for k in ("value", "baseline", "scale", "median_z"))
+        pct = (value - base) / abs(base) * 100.0 if base != 0 else None
+        window = cfg.baseline_windows_days[j]
+        readings = int(r["readings"][i])
+        in_period = (d.sid == i) & np.isfinite(d.v) & (d.t > d.now - cfg.deviation_window_s)
+        times = d.t[in_period]
+        kind = text.device_kind(meta.device_id, meta.device_kind)
+        q = text.quantity(meta.metric)
+        period = "the last hour" if cfg.deviation_window_s == 3600 else (
+            f"the last {cfg.deviation_window_s / 3600:g} h" if cfg.deviation_window_s % 3600 == 0
+            else f"the last {cfg.deviation_window_s / 60:g} min")
+        shift = f", {text.format_pct(pct)} from" if pct is not None else " against"
+        description = (f"{kind} {meta.device_id} {q} ({meta.metric}) at {text.format_value(value, meta.unit)} over "
+                       f"{period}{shift} its hour-of-week baseline {text.format_value(base, meta.unit)} "
+                       f"(median |z| {med_abs:.1f} over {readings} readings, {window}-day baseline).")
+        windows = [{"window_days": w, "used": bool(self.baselines[k].used[i]),
+                    "median_abs_z": _num(rows[k]["median_abs_z"][i]), "median_z": _num(rows[k]["median_z"][i]),
+                    "readings": int(rows[k]["readings"][i]), "baseline_median": _num(rows[k]["baseline"][i]),
+                    "baseline_scale": _num(rows[k]["scale"][i])}
+                   for k, w in enumerate(cfg.baseline_windows_days)]
+        facts = {
+            "window_days": window, "median_abs_z": med_abs, "median_z": med_z, "readings": readings,
+            "period_readings": n_recent, "period_s": cfg.deviation_window_s, "value_median": value,
+            "baseline_median": base, "baseline_scale": scale, "deviation_pct": pct,
+            "hours_of_week": np.unique(r["how"][r["sensor"] == i]).tolist(), "utc_offset_hours": cfg.utc_offset_hours,
+            "z_threshold": cfg.deviation_z_warning, "windows": windows,
+            "windows_used": [cfg.baseline_windows_days[k] for k in used],
+        }
+        confidence = len(used) / len(self.baselines) * readings / max(n_recent, 1)
+        severity = "CRITICAL" if med_abs >= cfg.deviation_z_critical else "WARNING"
+        sign = 1.0 if med_z >= 0 else -1.0
+        return Finding(
+            agent=AGENT, type="baseline_deviation", severity=severity, timestamp=_utc(times[-1]),
+            device_id=meta.device_id, description=description, substation=meta.substation, metric=meta.metric,
+            value=value, threshold=base + sign * cfg.deviation_z_warning * scale, nominal=base,
+            confidence=round(confidence, 4),
+            recommendation=text.recommendation(meta.metric, "baseline_deviation", kind, meta.device_id,
+                                               meta.substation),
+            facts=facts, start=_utc(times[0]),
+            key=f"{AGENT}:baseline_deviation:{meta.substation}:{meta.device_id}:{meta.metric}",
+        )
+
+    # -- 2 and 3. episodes and their correlation --
+
+    def episode_findings(self, eps: Episodes) -> list[Finding]:
+        if len(eps) == 0:
+            return []
+        d = self.d
+        metas = [d.meta[int(i)] for i in eps.sensor]
+        subs = {name: k for k, name in enumerate(sorted({m.substation for m in metas}))}
+        qty = {name: k for k, name in enumerate(sorted({sensor_type(m.metric) for m in metas}))}
+        labels = group_episodes(eps.start, eps.end, eps.sensor, np.array([subs[m.substation] for m in metas]),
+                                np.array([qty[sensor_type(m.metric)] for m in metas]), self.config.correlation_slack_s)
+        members = self._members(eps)
+        out = []
+        for label in np.unique(labels):
+            group = [members[k] for k in np.flatnonzero(labels == label)]
+            if len({m["_sensor"] for m in group}) > 1:
+                out.append(self._group_finding(group))
+            else:
+                out += [self._lone_finding(m) for m in group]
+        return out
+
+    def _members(self, eps: Episodes) -> list[dict[str, Any]]:
+        """One facts entry per episode, with the peak reading's place against every baseline."""
+        d, cfg = self.d, self.config
+        p = eps.peak_index
+        how = hour_of_week(d.t[p], cfg.utc_offset_hours)
+        per_window = [(b, b.z(d.sid[p], d.t[p], d.v[p], cfg.utc_offset_hours)) for b in self.baselines]
+        out = []
+        for k in range(len(eps)):
+            i, pk = int(eps.sensor[k]), int(p[k])
+            meta = d.meta[i]
+            value = float(d.v[pk])
+            windows, chosen = [], None
+            for b, z in per_window:
+                h = int(how[k])
+                trusted = bool(b.trusted[i, h])
+                med = float(b.median[i, h])
+                w = {"window_days": b.window_days, "used": bool(b.used[i]), "trusted": trusted, "hour_of_week": h,
+                     "count": int(b.count[i, h]), "median": _num(med), "scale": _num(b.scale[i, h]),
+                     "z": _num(z[k]) if trusted else None,
+                     "deviation_pct": (value - med) / abs(med) * 100.0 if trusted and med != 0 and np.isfinite(value)
+                     else None}
+                windows.append(w)
+                if trusted:
+                    chosen = w
+            first, last = int(eps.first[k]), int(eps.last[k])
+            span = np.arange(first, last + 1)
+            high = span[d.score[span] >= cfg.score_threshold]
+            top = np.sort(high[np.argsort(-d.score[high], kind="stable")[:cfg.max_readings_in_facts]])
+            out.append({
+                "substation": meta.substation, "device_id": meta.device_id, "metric": meta.metric, "unit": meta.unit,
+                "type": _type_name(d.types[int(eps.type_code[k])]), "peak_score": float(eps.peak[k]),
+                "start": _utc(eps.start[k]).isoformat(), "end": _utc(eps.end[k]).isoformat(),
+                "duration_s": round(float(eps.end[k] - eps.start[k]), 6), "high_readings": int(eps.high_count[k]),
+                "peak_at": _utc(d.t[pk]).isoformat(), "value_at_peak": _num(value), "baseline": chosen,
+                "baseline_windows": windows, "scored_share": float(eps.scored_share[k]),
+                "readings": [{"ts": _utc(d.t[j]).isoformat(), "value": _num(d.v[j]), "score": float(d.score[j]),
+                              "type": d.types[int(d.code[j])]} for j in top.tolist()],
+                "_sensor": i, "_start": float(eps.start[k]), "_end": float(eps.end[k]),
+            })
+        return out
+
+    def _headline(self, lead: dict[str, Any]) -> list[str]:
+        """"Transformer TR-07 showing unexpected temperature spike. Temperature: 65°C (+12% from baseline)."."""
+        meta = self.d.meta[lead["_sensor"]]
+        kind = text.device_kind(meta.device_id, meta.device_kind)
+        q = text.quantity(meta.metric)
+        what = _TYPE_WORDS.get(lead["type"], lead["type"])
+        out = [f"{kind} {meta.device_id} showing unexpected {q} {what}."]
+        if lead["value_at_peak"] is not None:
+            shift = ""
+            base = lead["baseline"]
+            if base is not None and base["deviation_pct"] is not None:
+                shift = f" ({text.format_pct(base['deviation_pct'])} from baseline)"
+            out.append(f"{q[:1].upper()}{q[1:]}: {text.format_value(lead['value_at_peak'], meta.unit)}{shift}.")
+        return out
+
+    def _score_sentence(self, peak: float) -> str:
+        return f"{text.MODEL_NAMES.get(self.model, 'Anomaly')} score: {peak:.2f}."
+
+    def _recommendation(self, m: dict[str, Any]) -> str:
+        meta = self.d.meta[m["_sensor"]]
+        return text.recommendation(meta.metric, m["type"], text.device_kind(meta.device_id, meta.device_kind),
+                                   meta.device_id, meta.substation)
+
+    def _lone_finding(self, m: dict[str, Any]) -> Finding:
+        cfg = self.config
+        sentences = [*self._headline(m), self._score_sentence(m["peak_score"])]
+        rec = self._recommendation(m)
+        description = " ".join(sentences)
+        facts = {k: v for k, v in m.items() if not k.startswith("_")}
+        facts |= {"score": m["peak_score"], "score_threshold": cfg.score_threshold,
+                  "alert": f"ANOMALY DETECTED: {description} {rec}"}
+        base = m["baseline"]
+        return Finding(
+            agent=AGENT, type=f"anomaly_{m['type']}",
+            severity="CRITICAL" if m["peak_score"] >= cfg.critical_score else "WARNING",
+            timestamp=_utc(m["_end"]), device_id=m["device_id"], description=description, substation=m["substation"],
+            metric=m["metric"], value=m["value_at_peak"], nominal=base["median"] if base else None,
+            confidence=round(m["scored_share"], 4), recommendation=rec, facts=facts, start=_utc(m["_start"]),
+            key=f"{AGENT}:episode:{m['substation']}:{m['device_id']}:{m['metric']}",
+        )
+
+    def _group_finding(self, group: list[dict[str, Any]]) -> Finding:
+        cfg = self.config
+        group = sorted(group, key=lambda m: (-m["peak_score"], m["_start"], m["substation"], m["device_id"],
+                                             m["metric"]))
+        lead = group[0]
+        substations = sorted({m["substation"] for m in group})
+        devices = sorted({(m["substation"], m["device_id"]) for m in group})
+        scope = scope_of(substations, devices)
+        peak = lead["peak_score"]
+        lead_q = text.quantity(lead["metric"])
+        what = _TYPE_WORDS.get(lead["type"], lead["type"])
+        prefix: list[str] = []
+        if scope == "grid":
+            prefix = [f"Grid-wide event: {lead_q} {what} seen at {len(substations)} substations "
+                      f"({', '.join(substations)})."]
+            scope_text = f"grid-wide: {len(substations)} substations"
+        elif scope == "substation":
+            names = sorted({dev for _, dev in devices})
+            prefix = [f"Correlated anomaly at {lead['substation']} on {len(names)} devices ({', '.join(names)})."]
+            scope_text = f"{len(names)} devices of {lead['substation']}"
+        else:
+            scope_text = f"multiple sensors of {lead['device_id']}"
+        sentences = [*prefix, *self._headline(lead)]
+        if scope != "grid":
+            sentences += self._also(lead, group)
+        sentences.append(self._score_sentence(peak))
+        rec = self._recommendation(lead)
+        if scope == "grid" and not rec.startswith("Inform the system operator"):
+            rec = f"Grid-wide event: inform the system operator. {rec}"
+        alert = f"ANOMALY DETECTED: {' '.join(sentences)} {rec}"
+        sensors = sorted({(m["substation"], m["device_id"], m["metric"]) for m in group})
+        description = " ".join(sentences)
+        if scope == "device":
+            description += f" Seen on {scope_text}: {', '.join(s[2] for s in sensors)}."
+        member_facts = [{k: v for k, v in m.items() if not k.startswith("_")} for m in group]
+        facts = {
+            "scope": scope, "scope_text": scope_text, "grid_wide": scope == "grid", "score": peak,
+            "score_threshold": cfg.score_threshold, "substations": substations,
+            "devices": [dev for _, dev in devices], "sensors": [f"{s}/{dev} {metric}" for s, dev, metric in sensors],
+            "types": dict(sorted(Counter(m["type"] for m in group).items())), "lead": member_facts[0],
+            "members": member_facts[:cfg.max_members_in_facts], "members_total": len(group),
+            "correlation_slack_s": cfg.correlation_slack_s, "alert": alert,
+        }
+        if scope == "grid":
+            key = f"{AGENT}:correlated:grid:{','.join(sorted({sensor_type(m['metric']) for m in group}))}"
+        else:
+            key = f"{AGENT}:correlated:{lead['substation']}:{','.join(dev for _, dev in devices)}"
+        base = lead["baseline"]
+        return Finding(
+            agent=AGENT, type="correlated_anomaly", severity=_GROUP_SEVERITY[(scope, peak >= cfg.critical_score)],
+            timestamp=_utc(max(m["_end"] for m in group)), device_id=lead["device_id"], description=description,
+            substation=lead["substation"], metric=lead["metric"], value=lead["value_at_peak"],
+            nominal=base["median"] if base else None,
+            confidence=round(float(np.mean([m["scored_share"] for m in group])), 4), recommendation=rec, facts=facts,
+            start=_utc(min(m["_start"] for m in group)), key=key,
+        )
+
+    def _also(self, lead: dict[str, Any], group: list[dict[str, Any]]) -> list[str]:
+        """"Oil quality also degrading.", "FEEDER-F12 current also showing a step.": one per other quantity."""
+        phrases: list[str] = []
+        for m in group:
+            if m["_sensor"] == lead["_sensor"]:
+                continue
+            q = text.quantity(m["metric"])
+            what = _TYPE_WORDS.get(m["type"], m["type"])
+            if m["device_id"] == lead["device_id"]:
+                subject = f"{q[:1].upper()}{q[1:]}"
+            else:
+                subject = f"{m['device_id']} {q}"
+            phrase = (f"{subject} also degrading." if q in text.QUALITY_QUANTITIES
+                      else f"{subject} also showing {_article(what)} {what}.")
+            if phrase not in phrases and not (m["device_id"] == lead["device_id"]
+                                               and q == text.quantity(lead["metric"])):
+                phrases.append(phrase)
+        if len(phrases) > _MAX_PHRASES:
+            phrases = [*phrases[:_MAX_PHRASES], f"And {len(phrases) - _MAX_PHRASES} more."]
+        return phrases
