@@ -20,6 +20,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from agents import grid_monitor
+from hub.agents_api import ROUTES as AGENT_ROUTES
 from hub.models_api import get_model_file, latest_model, list_models, retrain_model
 from hub.settings import Settings
 from hub.storage import EdgeState, Incident, NewIncident, Storage, open_storage
@@ -71,6 +72,14 @@ def _storage(state: State) -> Storage:
     return state.storage
 
 
+def _notify(state: State) -> None:
+    """New data: the orchestrator runs the agents soon. Handlers run in worker threads, so the
+    event is set from the loop's thread."""
+    orch = getattr(state, "orchestrator", None)
+    if orch is not None:
+        orch.loop.call_soon_threadsafe(orch.notify)
+
+
 def _check_token(request: Request, settings: Settings) -> None:
     if not settings.edge_tokens:
         return
@@ -93,7 +102,9 @@ def edge_sync(data: JSONBody[SyncBatch], request: Request, state: State) -> Sync
                     extra=[{"key": f"{name}.items[{i}].substation", "source": "body",
                             "message": "does not match the batch's substation"}],
                 )
-    return _storage(state).apply_sync(data, incidents_from_events)
+    ack = _storage(state).apply_sync(data, incidents_from_events)
+    _notify(state)
+    return ack
 
 
 @post("/sensors/process", sync_to_thread=True, status_code=200, summary="Ingest readings (the seed's API)")
@@ -104,6 +115,7 @@ def sensors_process(data: JSONBody[SensorBatch], state: State) -> ProcessResult:
     readings = [r.to_reading(settings.default_substation) for r in data.sensor_readings]
     stored, incidents = store_telemetry(_storage(state), readings, [r.nominal for r in data.sensor_readings],
                                         settings.limits, source="http")
+    _notify(state)
     return ProcessResult(
         success=True, readings_stored=stored, incidents_detected=len(incidents),
         critical_alerts=[i for i in incidents if i.severity in ("CRITICAL", "EMERGENCY")], forecasts={},
@@ -145,6 +157,12 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
         app.state.storage = open_storage(settings.database_url) if own else storage
         if not settings.edge_tokens:
             log.warning("no edge tokens configured (SENTINEL_EDGE_TOKENS): /edge/sync accepts any edge")
+        orch_task = None
+        if settings.agents is not None:
+            from hub.orchestrator import Orchestrator
+
+            orch = app.state.orchestrator = Orchestrator(app.state.storage, settings.agents, narrator=settings.narrator)
+            orch_task = asyncio.create_task(orch.run(), name="hub.orchestrator")
         mqtt_task = None
         if settings.mqtt is not None:  # telemetry straight from a utility's broker
             from hub.mqtt_ingest import MqttIngest
@@ -154,6 +172,10 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
         try:
             yield
         finally:
+            if orch_task is not None:
+                orch_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await orch_task
             if mqtt_task is not None:
                 mqtt_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -164,7 +186,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[edge_sync, sensors_process, list_incidents, stats, healthz, list_models, latest_model,
-                        get_model_file, retrain_model],
+                        get_model_file, retrain_model, *AGENT_ROUTES],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         openapi_config=OpenAPIConfig(

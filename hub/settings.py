@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from hub.agent_inputs import AgentSettings
 from hub.mqtt_ingest import MqttIngestSettings, settings_from_env
+from hub.orchestrator import OrchestratorSettings
 from protocols.config import Limits
 
 DEFAULT_DATABASE_URL = "sqlite:///var/hub.db"
@@ -26,6 +28,12 @@ class Settings:
     # The signed model registry the hub serves to edges (GET /models...) and trains into
     # (SENTINEL_MODEL_REGISTRY). Signing uses $SENTINEL_MODEL_SIGNING_KEY, read when training.
     model_registry: str = DEFAULT_MODEL_REGISTRY
+    # The five agents: run by the orchestrator on new data and every interval_s (None: not run;
+    # the API still serves what is stored). SENTINEL_AGENT_INTERVAL_S, SENTINEL_CAPACITY_MW.
+    agents: OrchestratorSettings | None = field(default_factory=OrchestratorSettings)
+    # LLM narration of incidents (agents.narration.narrator_from_env: SENTINEL_LLM=openai|crewai);
+    # None: template text only, no narrative stored.
+    narrator: object | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -41,8 +49,35 @@ class Settings:
             env["default_substation"] = sub
         if registry := os.environ.get("SENTINEL_MODEL_REGISTRY"):
             env["model_registry"] = registry
+        agents = OrchestratorSettings()
+        if interval := os.environ.get("SENTINEL_AGENT_INTERVAL_S"):
+            try:
+                agents = replace(agents, interval_s=float(interval))
+            except ValueError:
+                raise ValueError(f"SENTINEL_AGENT_INTERVAL_S: not a number of seconds: {interval!r}") from None
+        if capacity := os.environ.get("SENTINEL_CAPACITY_MW"):
+            agents = replace(agents, agents=replace(agents.agents, capacity_mw=_capacities(capacity)))
+        env["agents"] = agents
+        if os.environ.get("SENTINEL_LLM", "").strip().lower() not in ("", "none"):
+            from agents.narration import narrator_from_env
+
+            env["narrator"] = narrator_from_env()  # raises naming the variable that is missing or wrong
         env.update({k: v for k, v in overrides.items() if v is not None})
         if "mqtt" not in env:  # raises ValueError naming the variable when it is unusable
             env["mqtt"] = settings_from_env(default_substation=env.get("default_substation", cls.default_substation),
                                             limits=env.get("limits", Limits()))
         return cls(**env)  # type: ignore[arg-type]
+
+
+def _capacities(text: str) -> dict[str, float]:
+    """``FEEDER-F12=12.5,MOMBASA-S1=80`` -> {device or substation: MW}."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"SENTINEL_CAPACITY_MW: expected NAME=MW[,NAME=MW...], not {part!r}") from None
+    return out

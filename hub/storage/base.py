@@ -87,6 +87,15 @@ class Document(msgspec.Struct, frozen=True, kw_only=True):
     body: dict[str, Any]
 
 
+class HourlyMean(msgspec.Struct, frozen=True, array_like=True):
+    substation: str
+    device_id: str
+    metric: str
+    hour: datetime  # the hour's start, UTC
+    mean: float
+    count: int
+
+
 class IncidentError(ValueError):
     """An incident that does not exist, or a status change the lifecycle does not allow."""
 
@@ -201,6 +210,11 @@ class Storage(Protocol):
 
     def readings_between(self, start: datetime, end: datetime, limit: int = 2_000_000) -> list[Reading]:
         """Every reading with start <= ts < end, oldest first (the agents' window)."""
+        ...
+
+    def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime) -> list[HourlyMean]:
+        """Mean value per (substation, device, metric) and UTC hour, for the given metrics, over
+        start <= ts < end; readings without a value are left out. Ordered by series, then hour."""
         ...
 
     def put_documents(self, docs: Sequence[Document]) -> None:

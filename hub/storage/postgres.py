@@ -40,6 +40,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from hub.storage.base import (
     Document,
     EdgeState,
+    HourlyMean,
     Incident,
     IncidentError,
     IncidentMaker,
@@ -704,6 +705,18 @@ class PostgresStorage:
         return [Event(ts=r[0], substation=r[1], device_id=r[2], metric=r[3], type=r[4], state=r[5], severity=r[6],
                       value=r[7], threshold=r[8], nominal=r[9], unit=r[10], description=r[11])
                 for r in rows]
+
+    def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime) -> list[HourlyMean]:
+        if not metrics:
+            return []
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT substation, device_id, metric, date_trunc('hour', ts AT TIME ZONE 'UTC') AS hour,"
+                " avg(value), count(value) FROM readings"
+                " WHERE metric = ANY(%s) AND ts >= %s AND ts < %s AND value IS NOT NULL"
+                " GROUP BY substation, device_id, metric, hour ORDER BY substation, device_id, metric, hour",
+                (list(metrics), start, end)).fetchall()
+        return [HourlyMean(r[0], r[1], r[2], r[3].replace(tzinfo=UTC), float(r[4]), int(r[5])) for r in rows]
 
     def readings_between(self, start: datetime, end: datetime, limit: int = 2_000_000) -> list[Reading]:
         with self._pool.connection() as conn:

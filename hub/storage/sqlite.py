@@ -13,6 +13,7 @@ import msgspec
 from hub.storage.base import (
     Document,
     EdgeState,
+    HourlyMean,
     Incident,
     IncidentError,
     IncidentMaker,
@@ -317,6 +318,18 @@ class SQLiteStorage:
         with self._lock:
             self._db.execute("UPDATE incidents SET narrative = ? WHERE number = ?",
                              (narrative, parse_incident_id(incident_id)))
+
+    def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime) -> list[HourlyMean]:
+        if not metrics:
+            return []
+        marks = ",".join("?" * len(metrics))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT substation, device_id, metric, CAST(ts / 3600 AS INTEGER) AS hour, avg(value), count(value)"
+                f" FROM readings WHERE metric IN ({marks}) AND ts >= ? AND ts < ? AND value IS NOT NULL"
+                " GROUP BY substation, device_id, metric, hour ORDER BY substation, device_id, metric, hour",
+                (*metrics, start.timestamp(), end.timestamp())).fetchall()
+        return [HourlyMean(r[0], r[1], r[2], _utc(r[3] * 3600.0), r[4], r[5]) for r in rows]
 
     def put_documents(self, docs: Sequence[Document]) -> None:
         rows = [(d.kind, d.key, d.timestamp.timestamp(), _json(d.body)) for d in docs]

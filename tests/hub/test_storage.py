@@ -570,3 +570,15 @@ def test_events_and_reading_windows_are_served_oldest_first(storage: Storage) ->
     assert len(storage.list_events()) == 4
     window = storage.readings_between(T0 + timedelta(minutes=2), T0 + timedelta(minutes=5))
     assert [r.value for r in window] == [230.2, 230.3, 230.4]
+
+
+def test_hourly_means_per_series_and_utc_hour(storage: Storage) -> None:
+    # 150 one-minute readings from 23:00: hours 23:00 (60), 00:00 (60), 01:00 (30); values 230 + i/10
+    storage.insert_readings(readings(150) + readings(3, metric="current_l1"), "http")
+    got = storage.hourly_means(["voltage_l1"], T0, T0 + timedelta(hours=3))
+    assert [(h.device_id, h.metric, h.hour, h.count) for h in got] == [
+        ("feeder-1", "voltage_l1", T0, 60), ("feeder-1", "voltage_l1", T0 + timedelta(hours=1), 60),
+        ("feeder-1", "voltage_l1", T0 + timedelta(hours=2), 30)]
+    assert [round(h.mean, 6) for h in got] == [232.95, 238.95, 243.45]
+    assert storage.hourly_means([], T0, T0 + timedelta(hours=3)) == []
+    assert len(storage.hourly_means(["voltage_l1", "current_l1"], T0, T0 + timedelta(hours=1))) == 2

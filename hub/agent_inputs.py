@@ -1,0 +1,209 @@
+"""What each agent is handed: storage reads shaped into the agents' input types, and the agents'
+products shaped back into incidents and documents. Blocking (storage is synchronous): the
+orchestrator calls these in worker threads.
+
+Each ``run_*`` function takes the storage, the agents' settings and ``now``, and returns an
+:class:`AgentOutput`. The agents themselves (``agents/``) never touch storage.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from agents import anomaly_detector, cyber_sentinel, demand_forecaster, grid_monitor, maintenance_predictor
+from agents.findings import Finding
+from hub.storage.base import Document, HourlyMean, Storage
+from protocols import gridcode
+from protocols.config import Limits
+from protocols.reading import Reading, sensor_type
+
+__all__ = ["AgentOutput", "AgentSettings", "RUNNERS"]
+
+TRANSFORMER_METRICS = ("oil_temperature", "winding_temperature", "load_current", "ambient_temperature")
+LOAD_METRICS = ("active_power",)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How much data each agent looks at, and the site facts the hub cannot measure."""
+
+    grid_window_s: float = 900.0  # the grid monitor's window of readings
+    anomaly_window_s: float = 3600.0  # readings whose edge scores the anomaly detector groups
+    baseline_days: float = 30.0  # hourly history for the anomaly detector's baselines
+    history_days: float = 28.0  # hourly load and transformer history (forecasts, health)
+    cyber_window_s: float = 86_400.0
+    limits: Limits = field(default_factory=Limits)
+    # capacity per feeder or substation (device id -> MW) for the demand forecaster; without one,
+    # 1.25 x the highest hourly load seen is assumed and the forecast says so
+    capacity_mw: dict[str, float] = field(default_factory=dict)
+    cyber: cyber_sentinel.CyberConfig = field(default_factory=cyber_sentinel.CyberConfig)
+
+
+@dataclass
+class AgentOutput:
+    findings: list[Finding] = field(default_factory=list)
+    documents: list[Document] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _group(readings: Iterable[Reading]) -> dict[tuple[str, str, str], list[Reading]]:
+    out: dict[tuple[str, str, str], list[Reading]] = defaultdict(list)
+    for r in readings:
+        out[(r.substation, r.device_id, r.metric)].append(r)
+    return out
+
+
+def _arrays(rs: Sequence[Reading]) -> tuple[np.ndarray, np.ndarray]:
+    ts = np.fromiter((r.ts.timestamp() for r in rs), dtype=np.float64, count=len(rs))
+    values = np.fromiter((np.nan if r.value is None else r.value for r in rs), dtype=np.float64, count=len(rs))
+    return ts, values
+
+
+# -- grid monitor -----------------------------------------------------------------------------------
+
+def run_grid_monitor(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
+    readings = storage.readings_between(now - timedelta(seconds=s.grid_window_s), now)
+    series = []
+    for (sub, dev, metric), rs in _group(readings).items():
+        ts, values = _arrays(rs)
+        unit = rs[-1].unit
+        nominal = None
+        if sensor_type(metric) == "voltage" and np.isfinite(values).any():
+            nominal = gridcode.infer_nominal_voltage(float(np.nanmedian(values)), unit)
+        series.append(grid_monitor.Series(device_id=dev, substation=sub, metric=metric, timestamps=ts,
+                                          values=values, unit=unit, nominal=nominal))
+    if not series:
+        return AgentOutput(summary={"series": 0})
+    report = grid_monitor.analyse(grid_monitor.GridSnapshot(series=series),
+                                  grid_monitor.GridMonitorConfig(limits=s.limits))
+    docs = [Document(kind="grid_status", key=sub, timestamp=now,
+                     body={"status": status, "devices": report.device_status.get(sub, {})})
+            for sub, status in report.substation_status.items()]
+    return AgentOutput(findings=report.findings, documents=docs,
+                       summary={"series": len(series), "status": report.substation_status})
+
+
+# -- anomaly detector -------------------------------------------------------------------------------
+
+def run_anomaly_detector(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
+    readings = storage.readings_between(now - timedelta(seconds=s.anomaly_window_s), now)
+    groups = _group(readings)
+    if not groups:
+        return AgentOutput(summary={"series": 0})
+    metrics = sorted({m for _, _, m in groups})
+    history: dict[tuple[str, str, str], list[HourlyMean]] = defaultdict(list)
+    for h in storage.hourly_means(metrics, now - timedelta(days=s.baseline_days), now):
+        history[(h.substation, h.device_id, h.metric)].append(h)
+    series = []
+    for key, rs in groups.items():
+        ts, values = _arrays(rs)
+        scores = np.fromiter((np.nan if r.anomaly_score is None else r.anomaly_score for r in rs), dtype=np.float64,
+                             count=len(rs))
+        hist = history.get(key, [])
+        series.append(anomaly_detector.SensorSeries(
+            substation=key[0], device_id=key[1], metric=key[2], unit=rs[-1].unit, timestamps=ts, values=values,
+            scores=scores, types=[r.anomaly_type or "" for r in rs],
+            history_timestamps=np.array([h.hour.timestamp() + 1800.0 for h in hist]) if hist else None,
+            history_values=np.array([h.mean for h in hist]) if hist else None,
+        ))
+    findings = anomaly_detector.analyse(anomaly_detector.AnomalyInput(series=series), now=now)
+    return AgentOutput(findings=findings, summary={"series": len(series)})
+
+
+# -- demand forecaster ------------------------------------------------------------------------------
+
+def _hourly_series(rows: Sequence[HourlyMean]) -> tuple[list[datetime], list[float | None]]:
+    return [h.hour for h in rows], [h.mean for h in rows]
+
+
+def run_demand_forecaster(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
+    out = AgentOutput()
+    by_series: dict[tuple[str, str], list[HourlyMean]] = defaultdict(list)
+    for h in storage.hourly_means(LOAD_METRICS, now - timedelta(days=s.history_days), now):
+        by_series[(h.substation, h.device_id)].append(h)
+    for (sub, dev), rows in sorted(by_series.items()):
+        times, values = _hourly_series(rows)
+        if len(times) < 24:
+            continue  # not a day of history yet: nothing worth forecasting
+        peak_seen = max(v for v in values if v is not None)
+        capacity = s.capacity_mw.get(dev) or s.capacity_mw.get(sub)
+        assumed = capacity is None
+        if capacity is None:
+            capacity = 1.25 * peak_seen if peak_seen > 0 else 1.0
+        history = demand_forecaster.LoadHistory(device_id=dev, substation=sub, timestamps=times, values=values,
+                                                capacity=float(capacity), unit="MW")
+        fc = demand_forecaster.forecast(history, now=now)
+        body = msgspec.to_builtins(msgspec.structs.replace(fc, finding=None))
+        body["capacity_source"] = "assumed: 1.25 x the highest hourly load seen" if assumed else "configured"
+        out.documents.append(Document(kind="forecast", key=f"{sub}/{dev}", timestamp=now, body=body))
+        if fc.finding is not None:
+            out.findings.append(fc.finding)
+    out.summary = {"forecasts": len(out.documents)}
+    return out
+
+
+# -- maintenance predictor --------------------------------------------------------------------------
+
+def run_maintenance_predictor(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
+    by_device: dict[tuple[str, str], dict[str, list[HourlyMean]]] = defaultdict(lambda: defaultdict(list))
+    for h in storage.hourly_means(TRANSFORMER_METRICS, now - timedelta(days=s.history_days), now):
+        by_device[(h.substation, h.device_id)][h.metric].append(h)
+    forecasts = {d.key.split("/", 1)[0]: d for d in storage.latest_documents("forecast")}
+    assets = []
+    for (sub, dev), metrics in sorted(by_device.items()):
+        if "oil_temperature" not in metrics:
+            continue  # not a transformer we can assess
+
+        def series(metric: str) -> maintenance_predictor.Series | None:
+            rows = metrics.get(metric)
+            if not rows:
+                return None
+            return maintenance_predictor.Series(timestamps=[h.hour for h in rows], values=[h.mean for h in rows])
+
+        load_forecast = None
+        if (doc := forecasts.get(sub)) is not None and doc.body.get("points"):
+            pts = doc.body["points"]
+            load_forecast = maintenance_predictor.Series(
+                timestamps=[datetime.fromisoformat(p[0]) for p in pts], values=[float(p[1]) for p in pts])
+        assets.append(maintenance_predictor.AssetData(
+            device_id=dev, substation=sub, top_oil=series("oil_temperature"), hot_spot=series("winding_temperature"),
+            load=series("load_current"), ambient=series("ambient_temperature"), load_forecast=load_forecast,
+        ))
+    if not assets:
+        return AgentOutput(summary={"assets": 0})
+    predictions = maintenance_predictor.assess(assets, now=now)
+    out = AgentOutput(summary={"assets": len(assets)})
+    for p in predictions:
+        body = msgspec.to_builtins(msgspec.structs.replace(p, finding=None))
+        if p.finding is not None:
+            body["description"] = p.finding.description
+            out.findings.append(p.finding)
+        out.documents.append(Document(kind="maintenance", key=f"{p.substation}/{p.device_id}", timestamp=now,
+                                      body=body))
+    return out
+
+
+# -- cyber sentinel ---------------------------------------------------------------------------------
+
+def run_cyber_sentinel(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
+    logs = storage.ot_logs_between(now - timedelta(seconds=s.cyber_window_s), now + timedelta(microseconds=1))
+    if not logs:
+        return AgentOutput(summary={"log_entries": 0})
+    findings = cyber_sentinel.analyse(logs, s.cyber, now=now)
+    return AgentOutput(findings=findings, summary={"log_entries": len(logs)})
+
+
+RUNNERS = {
+    grid_monitor.AGENT: run_grid_monitor,
+    anomaly_detector.AGENT: run_anomaly_detector,
+    demand_forecaster.AGENT: run_demand_forecaster,
+    maintenance_predictor.AGENT: run_maintenance_predictor,
+    cyber_sentinel.AGENT: run_cyber_sentinel,
+}

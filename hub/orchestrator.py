@@ -1,0 +1,174 @@
+"""The orchestrator: runs the five agents concurrently, on new data and on a schedule.
+
+Each agent (:data:`hub.agent_inputs.RUNNERS`) runs in a worker thread with a time budget. One agent
+failing, or running past its budget, never holds up the others: it is reported (``status()``,
+``GET /agents``, one ERROR log line when it starts failing and one INFO when it recovers) and
+retried on the next cycle, which comes sooner after a failure (capped, doubling backoff). An agent
+still running past its budget is not started again until it returns (a thread cannot be killed;
+its late result is dropped).
+
+Findings become incidents through :meth:`Storage.add_incidents` (one per ongoing condition);
+forecasts, maintenance predictions and grid status become documents. With a narrator
+(:mod:`agents.narration`), each new or escalated incident gets an explanation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from agents.findings import Finding
+from hub.agent_inputs import RUNNERS, AgentOutput, AgentSettings
+from hub.storage.base import Incident, Storage
+from hub.telemetry import incident_from_finding
+
+__all__ = ["AgentStatus", "Orchestrator", "OrchestratorSettings"]
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[Storage, AgentSettings, datetime], AgentOutput]
+# agent -> the agent whose product of the same cycle it reads (the maintenance window is the
+# lowest forecast load): it starts when that one is done; the others run side by side
+AFTER = {"maintenance_predictor": "demand_forecaster"}
+
+
+@dataclass(frozen=True)
+class OrchestratorSettings:
+    interval_s: float = 60.0  # scheduled cycle
+    min_gap_s: float = 5.0  # new data starts a cycle at most this often
+    budget_s: float = 30.0  # per agent and cycle
+    max_retry_s: float = 60.0  # a failed agent is retried after min_gap_s, doubling up to this
+    agents: AgentSettings = field(default_factory=AgentSettings)
+
+
+class AgentStatus(msgspec.Struct, kw_only=True):
+    name: str
+    state: str = "idle"  # idle | running | ok | failed | timed_out
+    runs: int = 0
+    failures: int = 0  # in a row
+    last_run: datetime | None = None
+    last_ok: datetime | None = None
+    last_error: str = ""
+    elapsed_ms: float | None = None
+    findings: int = 0
+    incidents: list[str] = msgspec.field(default_factory=list)  # touched by the last run
+    summary: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Orchestrator:
+    def __init__(self, storage: Storage, settings: OrchestratorSettings | None = None, *,
+                 runners: Mapping[str, Runner] | None = None, narrator: Any = None) -> None:
+        self.storage = storage
+        self.settings = settings or OrchestratorSettings()
+        self.runners = dict(RUNNERS if runners is None else runners)
+        self.narrator = narrator
+        self._status = {name: AgentStatus(name=name) for name in self.runners}
+        self._busy: dict[str, asyncio.Future[AgentOutput]] = {}
+        self._wake = asyncio.Event()
+        self.loop = asyncio.get_running_loop()  # notify() from worker threads goes through it
+        self._cycle = asyncio.Lock()
+        self._last_cycle = 0.0
+
+    def status(self) -> list[AgentStatus]:
+        return [msgspec.structs.replace(s) for s in self._status.values()]
+
+    def notify(self) -> None:
+        """New data arrived: run a cycle soon (at most every ``min_gap_s``). Call it on the loop's
+        thread (``loop.call_soon_threadsafe(orchestrator.notify)`` from a worker)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Cycles until cancelled: on new data, on the schedule, and sooner to retry a failed agent."""
+        s = self.settings
+        while True:
+            wait = s.interval_s
+            failing = [st.failures for st in self._status.values() if st.failures]
+            if failing:
+                wait = min(wait, min(s.max_retry_s, s.min_gap_s * 2 ** (min(failing) - 1)))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+            gap = s.min_gap_s - (time.monotonic() - self._last_cycle)
+            if gap > 0:
+                await asyncio.sleep(gap)
+            self._wake.clear()
+            await self.run_once()
+
+    async def run_once(self, now: datetime | None = None, only: set[str] | None = None) -> list[AgentStatus]:
+        """One cycle: every agent (or those in ``only``) concurrently, each within its budget."""
+        async with self._cycle:
+            self._last_cycle = time.monotonic()
+            now = now or datetime.now(UTC)
+            names = [n for n in self.runners if only is None or n in only]
+            tasks: dict[str, asyncio.Task[None]] = {}
+            async with asyncio.TaskGroup() as tg:
+                for name in names:
+                    tasks[name] = tg.create_task(self._run_agent(name, now, tasks.get(AFTER.get(name, ""))),
+                                                 name=f"hub.agent.{name}")
+            return [msgspec.structs.replace(self._status[n]) for n in names]
+
+    async def _run_agent(self, name: str, now: datetime, after: asyncio.Task[None] | None = None) -> None:
+        if after is not None:  # uses that agent's product of this cycle (it never raises: see below)
+            await asyncio.wait([after])
+        st = self._status[name]
+        busy = self._busy.get(name)
+        if busy is not None and not busy.done():
+            st.state, st.last_error = "timed_out", f"still running past its {self.settings.budget_s:g} s budget"
+            return
+        st.state, st.last_run, st.runs = "running", now, st.runs + 1
+        started = time.perf_counter()
+        fut = self._busy[name] = asyncio.ensure_future(
+            asyncio.to_thread(self.runners[name], self.storage, self.settings.agents, now))
+        try:
+            async with asyncio.timeout(self.settings.budget_s):
+                output = await asyncio.shield(fut)
+            incidents = await asyncio.to_thread(self._record, output)
+        except TimeoutError:
+            self._failed(st, f"ran past its {self.settings.budget_s:g} s budget", "timed_out")
+            return
+        except Exception as exc:  # an agent's bug must not stop the others: report it and retry
+            self._failed(st, f"{type(exc).__name__}: {exc}", "failed", exc)
+            return
+        finally:
+            st.elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        if st.failures:
+            log.info("agent %s recovered after %d failed runs", name, st.failures)
+        st.state, st.failures, st.last_ok, st.last_error = "ok", 0, now, ""
+        st.findings, st.incidents, st.summary = len(output.findings), [i.id for i in incidents], output.summary
+
+    def _failed(self, st: AgentStatus, reason: str, state: str, exc: BaseException | None = None) -> None:
+        if st.failures == 0:  # log on change of state, not on every retry
+            log.error("agent %s failed: %s (retrying)", st.name, reason, exc_info=exc)
+        st.state, st.failures, st.last_error = state, st.failures + 1, reason
+
+    def _record(self, output: AgentOutput) -> list[Incident]:
+        """Store an agent's products (blocking: runs in a worker thread)."""
+        if output.documents:
+            self.storage.put_documents(output.documents)
+        if not output.findings:
+            return []
+        before = {i.id: i for i in self.storage.list_incidents(status="OPEN", limit=10_000)}
+        incidents = self.storage.add_incidents([incident_from_finding(f) for f in output.findings])
+        if self.narrator is not None:
+            self._narrate(output.findings, incidents, before)
+        return incidents
+
+    def _narrate(self, findings: list[Finding], incidents: list[Incident], before: dict[str, Incident]) -> None:
+        by_key = {f.condition_key(): f for f in findings}
+        for inc in incidents:
+            old = before.get(inc.id)
+            if old is not None and old.severity == inc.severity and old.narrative:
+                continue  # nothing new to explain
+            finding = by_key.get(inc.condition_key)
+            if finding is None:
+                continue
+            narrative = self.narrator.narrate([finding])
+            self.storage.set_incident_narrative(inc.id, narrative.text)
