@@ -198,3 +198,32 @@ def test_one_failing_agent_never_blocks_the_others(tmp_path: Path) -> None:
     assert second["broken"].failures == 2 and second["fine"].failures == 0
     assert second["slow"].runs == 1 and "still running" in second["slow"].last_error
     assert calls.count("fine") == 2 and calls.count("broken") == 2  # retried
+
+
+def test_an_llm_narrates_new_incidents_and_a_dead_llm_falls_back_to_the_template(tmp_path: Path) -> None:
+    """The hub's narration path against a local OpenAI-compatible server (nothing leaves 127.0.0.1)."""
+    from agents.narration import OpenAICompatibleNarrator
+    from tests.support.openai_server import OpenAIServer
+
+    logs = [{"ts": (T0 + timedelta(minutes=i)).isoformat(), "kind": "auth", "action": "login",
+             "substation": "MOMBASA-S1", "device_id": "RTU-MOM01", "result": "failure", "source": "192.168.1.57"}
+            for i in range(4)]
+    answer = "Four failed logins on RTU-MOM01 from 192.168.1.57 within four minutes point to password guessing."
+    with OpenAIServer(reply=answer) as server:
+        narrator = OpenAICompatibleNarrator(server.base_url, "test-granite", timeout_s=5)
+        settings = Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}", narrator=narrator,
+                            agents=OrchestratorSettings(interval_s=3600, min_gap_s=3600))
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/ot-logs", json=logs).json()["accepted"] == 4
+            run_agents(client, T0 + timedelta(minutes=5), "cyber_sentinel")
+            (alert,) = client.get("/incidents").json()["incidents"]
+            assert alert["narrative"] == answer
+            (request,) = server.completions()
+            assert "RTU-MOM01" in request.message("user") and "192.168.1.57" in request.message("user")
+
+            server.behaviour = "error"  # the LLM goes down: the next new incident gets the template's text
+            more = [{**e, "device_id": "RTU-MOM02"} for e in logs]
+            client.post("/ot-logs", json=more)
+            run_agents(client, T0 + timedelta(minutes=5), "cyber_sentinel")
+            second = next(i for i in client.get("/incidents").json()["incidents"] if i["device_id"] == "RTU-MOM02")
+            assert second["narrative"] and "RTU-MOM02" in second["narrative"] and second["narrative"] != answer
