@@ -167,7 +167,9 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
         if settings.mqtt is not None:  # telemetry straight from a utility's broker
             from hub.mqtt_ingest import MqttIngest
 
-            ingest = app.state.mqtt_ingest = MqttIngest(app.state.storage, settings.mqtt)
+            orch = getattr(app.state, "orchestrator", None)
+            ingest = app.state.mqtt_ingest = MqttIngest(app.state.storage, settings.mqtt,
+                                                        on_data=orch.notify if orch is not None else None)
             mqtt_task = asyncio.create_task(ingest.run(), name="hub.mqtt")
         try:
             yield

@@ -31,9 +31,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from hub.storage import Storage
 from hub.telemetry import incident_from_finding, store_telemetry  # noqa: F401 - re-exported
 from protocols.config import Limits
+from paho.mqtt.client import topic_matches_sub
+
+from protocols import otlog
 from protocols.mqtt.codec import DeadLetter, dead_letters, parse_message, to_readings
 from protocols.mqtt.config import MqttTls, TopicTemplate
 from protocols.mqtt.source import BrokerOptions, BrokerSession, Message, MqttStats
+from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
 from protocols.sources import SourceError
 
@@ -76,10 +80,17 @@ class MqttIngestSettings:
     batch_max_messages: int = 5000
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
+    # MQTT topic filters (``ot-logs/#``) whose messages are OT log entries
+    # (protocols/schemas/ot_log.schema.json: one, a list, or {"events": [...]}), for the cyber sentinel
+    ot_log_topics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.topics:
             raise ValueError("topics: give at least one topic template")
+        for t in self.ot_log_topics:
+            if not t or "#" in t[:-1] or any(("+" in level or "#" in level) and len(level) > 1
+                                              for level in t.split("/")):
+                raise ValueError(f"ot_log_topics: {t!r} is not an MQTT topic filter")
         for t in self.topics:
             TopicTemplate(t)  # raises ValueError naming what is wrong
         if self.qos not in (0, 1, 2):
@@ -175,6 +186,7 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: object
     ``SENTINEL_MQTT_TOPICS`` comma-separated topic templates (instead of the URL's path)
     ``SENTINEL_MQTT_PASSWORD`` the broker password for the URL's user
     ``SENTINEL_DEFAULT_SUBSTATION`` the substation of readings that name none
+    ``SENTINEL_MQTT_OT_LOG_TOPICS`` comma-separated topic filters of OT log entries (``ot-logs/#``)
 
     Keyword overrides win (e.g. ``default_substation=settings.default_substation, limits=settings.limits``).
     Raises ValueError naming the variable when a value is unusable.
@@ -188,6 +200,8 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: object
         extra["topics"] = tuple(t.strip() for t in topics.split(",") if t.strip())
     if sub := env.get("SENTINEL_DEFAULT_SUBSTATION", "").strip():
         extra["default_substation"] = sub
+    if ot := env.get("SENTINEL_MQTT_OT_LOG_TOPICS", "").strip():
+        extra["ot_log_topics"] = tuple(t.strip() for t in ot.split(",") if t.strip())
     extra.update(overrides)
     try:
         settings = parse_mqtt_url(url, **extra)
@@ -206,6 +220,7 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: object
 class IngestStats:
     connection: MqttStats = field(default_factory=MqttStats)
     readings_stored: int = 0
+    ot_logs_stored: int = 0
     incidents: int = 0
     dead_letters: int = 0
     batches: int = 0
@@ -216,12 +231,15 @@ class IngestStats:
 class MqttIngest:
     """Subscribe to a utility's broker and store what it sends. ``await run()`` until cancelled."""
 
-    def __init__(self, storage: Storage, settings: MqttIngestSettings) -> None:
+    def __init__(self, storage: Storage, settings: MqttIngestSettings,
+                 on_data: Callable[[], object] | None = None) -> None:
         self.storage = storage
         self.settings = settings
+        self.on_data = on_data  # called on the loop after something was stored (the orchestrator's notify)
         self.templates = [TopicTemplate(t) for t in settings.topics]
         self.stats = IngestStats()
-        self.session = BrokerSession(settings.broker_options(), [t.filter() for t in self.templates], name="hub",
+        filters = [t.filter() for t in self.templates] + list(settings.ot_log_topics)
+        self.session = BrokerSession(settings.broker_options(), filters, name="hub",
                                      stats=self.stats.connection, batch_window_s=settings.batch_window_s,
                                      batch_max_messages=settings.batch_max_messages)
         self._source = f"hub@{settings.host}:{settings.port}"
@@ -276,9 +294,33 @@ class MqttIngest:
                 dead.extend(dead_letters(self._source, topic, parsed.rejects, received))
         return readings, nominals, dead
 
+    def process_ot_logs(self, batch: Sequence[Message]) -> tuple[list[OtLogEvent], list[DeadLetter]]:
+        """OT log messages: (good entries, dead letters naming each bad entry). Pure; no storage."""
+        events: list[OtLogEvent] = []
+        dead: list[DeadLetter] = []
+        for topic, payload, received in batch:
+            decoded = otlog.decode(payload)
+            events.extend(decoded.events)
+            dead.extend(DeadLetter.make(self._source, topic, payload, f"OT log: {e}", received) for e in decoded.errors)
+        return events, dead
+
+    def _is_ot_log(self, topic: str) -> bool:
+        return any(topic_matches_sub(f, topic) for f in self.settings.ot_log_topics)
+
     async def _store(self, batch: list[Message]) -> None:
+        ot: list[Message] = []
+        if self.settings.ot_log_topics:
+            ot = [m for m in batch if self._is_ot_log(m[0])]
+            if ot:
+                batch = [m for m in batch if not self._is_ot_log(m[0])]
         readings, nominals, dead = self.process(batch)
         self.stats.batches += 1
+        if ot:
+            events, ot_dead = self.process_ot_logs(ot)
+            dead += ot_dead
+            if events and await self._retry(self.storage.add_ot_logs, events, "mqtt",
+                                            what=f"{len(events)} OT log entries") is not None:
+                self.stats.ot_logs_stored += len(events)
         if readings:
             result = await self._retry(store_telemetry, self.storage, readings, nominals, self.settings.limits,
                                        "mqtt", what=f"{len(readings)} readings")
@@ -289,6 +331,8 @@ class MqttIngest:
         if dead:
             if await self._retry(self.storage.add_dead_letters, dead, what=f"{len(dead)} dead letters") is not None:
                 self.stats.dead_letters += len(dead)
+        if self.on_data is not None and (readings or ot):
+            self.on_data()
 
     async def _retry(self, fn: Callable[..., T], *args: object, what: str) -> T | None:
         """``fn(*args)`` in a thread; when the storage fails, twice more, then give up (logged, counted)."""

@@ -245,3 +245,40 @@ def test_several_templates_and_tls_with_a_password(tmp_path: Path) -> None:
                                      "grid/{substation}/{device}/{metric}, utility/{device}/telemetry")
         finally:
             storage.close()
+
+
+def test_ot_logs_from_the_utilitys_broker_reach_storage_and_bad_entries_are_dead_lettered(
+        broker: MosquittoBroker, storage: Storage) -> None:
+    entry = {"ts": "2026-03-01T10:00:00Z", "kind": "auth", "action": "login", "substation": "MOMBASA-S1",
+             "device_id": "RTU-MOM01", "result": "failure", "source": "192.168.1.57", "user": "admin"}
+    messages = [
+        ("ot-logs/MOMBASA-S1", msgspec.json.encode(entry)),
+        ("ot-logs/MOMBASA-S1", msgspec.json.encode([{**entry, "ts": "2026-03-01T10:01:00Z"},
+                                                    {**entry, "source": "not-an-address"}])),
+        ("ot-logs/MOMBASA-S1", b"{not json"),
+        ("substations/MOMBASA-S1/TR-07/oil_temperature", b"61.5"),  # telemetry still flows beside them
+    ]
+    notified: list[int] = []
+
+    async def main() -> MqttIngest:
+        ingest = MqttIngest(storage, _settings(broker, client_id=f"hub-ot-{id(storage)}", ot_log_topics=("ot-logs/#",)),
+                            on_data=lambda: notified.append(1))
+        async with Running(ingest):
+            await asyncio.to_thread(broker.publish, messages)
+            await _until(lambda: ingest.stats.ot_logs_stored == 2 and ingest.stats.dead_letters == 2
+                         and ingest.stats.readings_stored == 1, lambda: ingest.stats)
+        return ingest
+
+    asyncio.run(main())
+    logs = storage.ot_logs_between(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
+    assert [(e.device_id, e.ts.minute) for e in logs] == [("RTU-MOM01", 0), ("RTU-MOM01", 1)]
+    reasons = sorted(d.reason for d in storage.dead_letters())
+    assert reasons[0].startswith("OT log:") and "[1].source: not an IPv4 or IPv6 address" in " ".join(reasons)
+    assert notified
+
+
+def test_ot_log_topic_filters_are_checked() -> None:
+    with pytest.raises(ValueError, match="not an MQTT topic filter"):
+        MqttIngestSettings(host="h", ot_log_topics=("ot-logs/#/x",))
+    s = settings_from_env({"SENTINEL_MQTT_URL": "mqtt://h", "SENTINEL_MQTT_OT_LOG_TOPICS": "ot/#, sec/+/auth"})
+    assert s is not None and s.ot_log_topics == ("ot/#", "sec/+/auth")
