@@ -5,7 +5,8 @@ on which point, from when to when, in scenario seconds); whoever ran the system 
 its alarms (raised events or incidents: time, device, metric, type), also in scenario seconds.
 
 - An injected anomaly is **detected** when an alarm on one of its points (same device and metric)
-  falls in [start, end + grace]. Its **delay** is the first such alarm's time minus the start.
+  falls in [start, end + grace]. Its **delay** is the first such alarm's time minus the start; an
+  anomaly first caught after its end (a drift noticed only as it snaps back) says so.
 - An alarm that falls in no anomaly's [start, end + grace] on its point is a **false alarm**; false
   alarms per hour are counted over the scenario time observed.
 
@@ -56,6 +57,7 @@ class AnomalyScore(msgspec.Struct, frozen=True, kw_only=True):
     delay_s: float | None  # first alarm's time minus the start; None if missed
     alarm_type: str | None  # what caught it first
     alarms: int  # alarms that fell on it
+    after_end: bool = False  # caught only in the grace period after it ended (e.g. as it snapped back)
 
 
 class Scoreboard(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,7 +120,7 @@ def score_alarms(
             anomaly=anomaly, type=group[0].type, device_id=group[0].device_id, label=group[0].label,
             start_s=s0, end_s=max(s.end_s for s in group), detected=got is not None,
             delay_s=None if got is None else max(0.0, got[0] - s0), alarm_type=None if got is None else got[1],
-            alarms=hits.get(anomaly, 0),
+            alarms=hits.get(anomaly, 0), after_end=got is not None and got[0] > max(s.end_s for s in group),
         ))
     false_types: dict[str, int] = {}
     false_list = [alarms[i] for i in np.flatnonzero(~matched).tolist()]
@@ -134,7 +136,8 @@ def format_scoreboard(board: Scoreboard) -> str:
     rows = [("#", "anomaly", "device", "window (s)", "detected", "delay (s)", "caught by")]
     for a in board.anomalies:
         rows.append((str(a.anomaly), a.label or a.type, a.device_id, f"{a.start_s:g}-{a.end_s:g}",
-                     "yes" if a.detected else "NO", "-" if a.delay_s is None else f"{a.delay_s:.1f}",
+                     ("yes, after its end" if a.after_end else "yes") if a.detected else "NO",
+                     "-" if a.delay_s is None else f"{a.delay_s:.1f}",
                      a.alarm_type or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

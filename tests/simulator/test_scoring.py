@@ -41,6 +41,7 @@ def test_alarms_are_matched_by_point_and_window() -> None:
     a0, a1 = board.anomalies
     assert (a0.detected, a0.delay_s, a0.alarms, a0.alarm_type) == (True, 12.0, 3, "anomaly_step")
     assert (a1.detected, a1.delay_s, a1.alarms) == (False, None, 0)
+    assert not a0.after_end
     assert board.detected == 1
     assert board.false_alarms == 3 and board.false_alarms_per_hour == pytest.approx(6.0)
     assert board.false_alarm_points == {"F12 voltage_l1": 2, "F12 current_l1": 1}
@@ -48,6 +49,14 @@ def test_alarms_are_matched_by_point_and_window() -> None:
     assert "detected 1 of 2 injected anomalies" in text
     assert "false alarms: 3 in 0.50 h of scenario time (6.00 per hour)" in text
     assert "F12 voltage_l1 2" in text
+
+
+def test_an_anomaly_caught_only_after_its_end_says_so() -> None:
+    board = score_alarms([span(0, "F12", "voltage_l1", 100, 200, "drift")], [alarm(230, "F12", "voltage_l1")],
+                         observed_s=600)
+    (a,) = board.anomalies
+    assert a.detected and a.after_end and a.delay_s == 130
+    assert "yes, after its end" in format_scoreboard(board)
 
 
 def test_no_alarms_and_bad_observation_time() -> None:
