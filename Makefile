@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv system-deps bench clean
+.PHONY: demo test test-llm venv system-deps bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,27 @@ demo: $(STAMP)
 system-deps:
 	@bash scripts/system-deps.sh
 
-## The tests, against real servers the fixtures start on 127.0.0.1.
+## The tests, against real servers the fixtures start on 127.0.0.1; then the LLM narration tests
+## in a venv of their own with the `llm` extra (crewai downgrades packages the rest relies on).
 test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory test-llm; fi
+
+LLM_VENV  ?= .venv-llm
+LLM_STAMP := $(LLM_VENV)/.installed
+
+$(LLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(LLM_VENV)
+	$(LLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LLM_VENV)/bin/python -m pip install -q -e '.[dev,llm]'
+	touch $(LLM_STAMP)
+
+## CrewAI narration against a local OpenAI-compatible server (nothing leaves 127.0.0.1).
+test-llm: $(LLM_STAMP)
+	CREWAI_DISABLE_TELEMETRY=true OTEL_SDK_DISABLED=true $(LLM_VENV)/bin/python -m pytest tests/agents/test_narration.py
 
 bench: $(STAMP) system-deps
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(LLM_VENV) var build *.egg-info .pytest_cache
