@@ -1,6 +1,8 @@
 """The edge's store-and-forward buffer: SQLite in WAL mode.
 
-Readings and events wait here until the hub acknowledges them; nothing is deleted before that.
+Readings, events and OT log entries wait here until the hub acknowledges them; nothing is deleted
+before that. A followed OT log file's position is kept here too, committed with the entries read up
+to it, so a restart neither skips nor repeats a line.
 Each table's ``seq`` is an AUTOINCREMENT key, so sequence numbers only ever grow, across restarts
 too, and they are what the hub de-duplicates on (see :mod:`protocols.wire`).
 
@@ -21,8 +23,9 @@ from pathlib import Path
 
 import msgspec
 
+from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
-from protocols.wire import Event, EventRun, ReadingRun
+from protocols.wire import Event, EventRun, OtLogRun, ReadingRun
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,11 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
     body BLOB NOT NULL            -- the Event, msgpack-encoded
+);
+CREATE TABLE IF NOT EXISTS ot_logs (  -- OT log entries for the hub's cyber sentinel
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,             -- when it arrived here (for the backlog's age)
+    body BLOB NOT NULL            -- the OtLogEvent, msgpack-encoded
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS dead_letters (  -- messages a pushed source could not use, and why
@@ -67,6 +75,9 @@ _SCORE_COLUMNS = (("anomaly_score", "REAL"), ("anomaly_type", "TEXT"))
 
 _event_enc = msgspec.msgpack.Encoder()
 _event_dec = msgspec.msgpack.Decoder(Event)
+_ot_log_dec = msgspec.msgpack.Decoder(OtLogEvent)
+
+_STREAMS = ("readings", "events", "ot_logs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,10 @@ class BufferStats:
     readings_acked_through: int
     dropped: int
     dead_letters: int = 0  # rejected messages received in all (the newest are kept in the table)
+    ot_logs_pending: int = 0
+    ot_logs_oldest_pending: datetime | None = None  # when the oldest unsent OT log entry arrived
+    ot_logs_acked_through: int = 0
+    ot_logs_dropped: int = 0
 
 
 def _contiguous(seqs: list[int]) -> int:
@@ -171,8 +186,9 @@ class Buffer:
         self._set_meta("dropped", self._meta("dropped") + n)
         log.error("buffer full (%d rows): dropped the %d oldest unsent readings", self.max_rows, n)
 
-    def ack(self, readings_through: int, events_through: int) -> None:
-        """The hub holds everything up to these sequence numbers: forget it here."""
+    def ack(self, readings_through: int, events_through: int, ot_logs_through: int | None = None) -> None:
+        """The hub holds everything up to these sequence numbers: forget it here (OT log entries
+        only when ``ot_logs_through`` is given)."""
         with self._lock:
             db = self._db
             db.execute("BEGIN")
@@ -181,6 +197,10 @@ class Buffer:
                 db.execute("DELETE FROM events WHERE seq <= ?", (events_through,))
                 self._set_meta("readings_acked_through", max(readings_through, self._meta("readings_acked_through")))
                 self._set_meta("events_acked_through", max(events_through, self._meta("events_acked_through")))
+                if ot_logs_through is not None:
+                    db.execute("DELETE FROM ot_logs WHERE seq <= ?", (ot_logs_through,))
+                    self._set_meta("ot_logs_acked_through",
+                                   max(ot_logs_through, self._meta("ot_logs_acked_through")))
                 self._set_meta("last_sync", time.time())
                 db.execute("COMMIT")
             except BaseException:
@@ -194,7 +214,7 @@ class Buffer:
         ever made (the box was re-imaged and its buffer started again from 1): without renumbering,
         the hub would take the new rows for duplicates. Returns the offset applied.
         """
-        if table not in ("readings", "events"):
+        if table not in _STREAMS:
             raise ValueError(table)
         with self._lock:
             db = self._db
@@ -231,17 +251,61 @@ class Buffer:
             db = self._db
             db.execute("BEGIN")
             try:
-                db.executemany(
-                    "INSERT INTO dead_letters (ts, source, topic, payload, reason) VALUES (?,?,?,?,?)",
-                    [(d.ts.timestamp(), d.source, d.topic, d.payload, d.reason) for d in letters],
-                )
-                db.execute("DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?",
-                           (DEAD_LETTERS_KEPT,))
-                self._set_meta("dead_letters_total", self._meta("dead_letters_total") + len(letters))
+                self._insert_dead_letters(letters)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def _insert_dead_letters(self, letters: Sequence) -> None:
+        """Inside the caller's transaction, holding the lock."""
+        db = self._db
+        db.executemany(
+            "INSERT INTO dead_letters (ts, source, topic, payload, reason) VALUES (?,?,?,?,?)",
+            [(d.ts.timestamp(), d.source, d.topic, d.payload, d.reason) for d in letters],
+        )
+        db.execute("DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?",
+                   (DEAD_LETTERS_KEPT,))
+        self._set_meta("dead_letters_total", self._meta("dead_letters_total") + len(letters))
+
+    def append_ot_logs(self, entries: Sequence[OtLogEvent], letters: Sequence = (),
+                       position: tuple[str, str] | None = None) -> None:
+        """Store OT log entries, the dead letters of the bad ones and, for a followed file, its
+        new ``position`` (a meta key and its value), in one transaction: the position never gets
+        ahead of the entries read up to it, nor behind."""
+        if not entries and not letters and position is None:
+            return
+        now = time.time()
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                if entries:
+                    db.executemany("INSERT INTO ot_logs (ts, body) VALUES (?, ?)",
+                                   [(now, _event_enc.encode(e)) for e in entries])
+                    self._enforce_ot_log_cap()
+                if letters:
+                    self._insert_dead_letters(letters)
+                if position is not None:
+                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", position)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _enforce_ot_log_cap(self) -> None:
+        lo, hi = self._db.execute("SELECT (SELECT min(seq) FROM ot_logs), (SELECT max(seq) FROM ot_logs)").fetchone()
+        if lo is None or hi - lo + 1 <= self.max_rows:
+            return
+        n = self._db.execute("DELETE FROM ot_logs WHERE seq <= ?", (hi - self.max_rows,)).rowcount
+        self._set_meta("ot_logs_dropped", self._meta("ot_logs_dropped") + n)
+        log.error("buffer full (%d OT log entries): dropped the %d oldest unsent", self.max_rows, n)
+
+    def position(self, key: str) -> str | None:
+        """A followed file's position as :meth:`append_ot_logs` last stored it under ``key``."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
     def dead_letters(self, limit: int = 100) -> list[tuple[float, str, str, str, str]]:
         """Newest first: (ts, source, topic, payload, reason)."""
@@ -288,11 +352,21 @@ class Buffer:
             events = EventRun(first_seq=erows[0][0], items=[_event_dec.decode(r[1]) for r in erows[:n]])
         return readings, events
 
+    def pending_ot_logs(self, max_items: int = 1000) -> OtLogRun | None:
+        """The oldest unacknowledged OT log entries, as a contiguous run."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, body FROM ot_logs ORDER BY seq LIMIT ?", (max_items,)).fetchall()
+        if not rows:
+            return None
+        n = _contiguous([r[0] for r in rows])
+        return OtLogRun(first_seq=rows[0][0], items=[_ot_log_dec.decode(r[1]) for r in rows[:n]])
+
     def stats(self) -> BufferStats:
         with self._lock:
             db = self._db
             rp = db.execute("SELECT count(*), min(ts) FROM readings").fetchone()
             ep = db.execute("SELECT count(*), min(ts) FROM events").fetchone()
+            op = db.execute("SELECT count(*), min(ts) FROM ot_logs").fetchone()
             oldest = min((t for t in (rp[1], ep[1]) if t is not None), default=None)
             last = self._meta("last_sync", 0)
             return BufferStats(
@@ -303,4 +377,8 @@ class Buffer:
                 readings_acked_through=int(self._meta("readings_acked_through")),
                 dropped=int(self._meta("dropped")),
                 dead_letters=int(self._meta("dead_letters_total")),
+                ot_logs_pending=op[0],
+                ot_logs_oldest_pending=datetime.fromtimestamp(op[1], UTC) if op[1] is not None else None,
+                ot_logs_acked_through=int(self._meta("ot_logs_acked_through")),
+                ot_logs_dropped=int(self._meta("ot_logs_dropped")),
             )

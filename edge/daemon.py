@@ -1,9 +1,11 @@
 """The edge daemon: poll every device, check limits, buffer, sync.
 
 One task per device (``edge.<device>.poll``), one buffer writer (``edge.buffer``) that batches
-what the pollers produce into single transactions, and one sync loop (``edge.sync``), all in an
-``asyncio.TaskGroup``. Polling never waits on the hub: when the hub is down, readings and events
-pile up in the SQLite buffer and flow out when it returns.
+what the pollers produce into single transactions, one sync loop (``edge.sync``) and, with an
+``[ot_logs]`` table, the OT log collectors (``edge.ot_logs.mqtt``, ``edge.ot_logs.file``, see
+:mod:`edge.otlogs`), all in an ``asyncio.TaskGroup``. Polling never waits on the hub: when the
+hub is down, readings, events and OT log entries pile up in the SQLite buffer and flow out when
+it returns.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from edge.backoff import Backoff
 from edge.buffer import Buffer, ReadingRow
 from edge.limits import LimitMonitor
 from edge.models import ModelPuller
+from edge.otlogs import FileFollower, MqttCollector
 from edge.scoring import EdgeScoring
 from edge.sync import SyncLoop
 from protocols.config import FirmwareConfig
 from protocols.drivers import SourceFactory
 from protocols.gridcode import PointSpec
+from protocols.otlog import OtLogEvent
 from protocols.reading import QualityFlag
 from protocols.sources import PolledSource, PushedSource, SourceError, Update
 from protocols.wire import Event
@@ -54,6 +58,7 @@ class EdgeStats:
     events_buffered: int = 0
     anomaly_events: int = 0
     dead_letters: int = 0
+    ot_logs_buffered: int = 0
     devices: dict[str, DeviceHealth] = field(default_factory=dict)
 
 
@@ -104,6 +109,15 @@ class EdgeDaemon:
                 monitor = LimitMonitor(ident.substation, dev.id, specs, config.limits)
                 self.devices.append(_Device(source, monitor))
             self.stats.devices[dev.id] = DeviceHealth(dev.id)
+        self.ot_log_sources: list[MqttCollector | FileFollower] = []
+        self._ot_writes: set[asyncio.Future[None]] = set()  # OT log writes running in worker threads
+        if config.ot_logs is not None:
+            if config.ot_logs.mqtt is not None:
+                self.ot_log_sources.append(MqttCollector(config.ot_logs.mqtt, ident.edge_id, ident.substation,
+                                                         self._buffer_ot_logs))
+            if config.ot_logs.file is not None:
+                self.ot_log_sources.append(FileFollower(config.ot_logs.file, ident.substation, self._buffer_ot_logs,
+                                                        self.buffer.position))
 
     async def run(self) -> None:
         """Run until cancelled; on the way out, flush what was polled into the buffer."""
@@ -116,6 +130,8 @@ class EdgeDaemon:
                         tg.create_task(self._poll(d), name=f"edge.{d.id}.poll")
                     else:
                         tg.create_task(self._listen(d), name=f"edge.{d.id}.listen")
+                for src in self.ot_log_sources:
+                    tg.create_task(src.run(), name=f"edge.ot_logs.{src.stats.kind}")
                 tg.create_task(self._writer(), name="edge.buffer")
                 tg.create_task(self._publish_status(), name="edge.status")
                 tg.create_task(self.sync.run(), name="edge.sync")
@@ -237,6 +253,8 @@ class EdgeDaemon:
                     "batches": sync.batches, "readings_sent": sync.readings_sent, "failures": sync.failures},
             "devices": [asdict(h) for h in self.stats.devices.values()],
             "scoring": self.scoring_status(),
+            "ot_logs": {"sent": sync.ot_logs_sent, "hub_refuses": sync.ot_logs_refused,
+                        "sources": [src.snapshot() for src in self.ot_log_sources]},
         }
 
     def scoring_status(self) -> dict:
@@ -264,6 +282,8 @@ class EdgeDaemon:
     async def _flush(self) -> None:
         if self._inflight is not None:  # a write the cancelled writer left running: let it finish first
             await asyncio.gather(self._inflight, return_exceptions=True)
+        if self._ot_writes:  # and the OT log writes the cancelled collectors left running
+            await asyncio.gather(*self._ot_writes, return_exceptions=True)
         if not self._queue.empty():
             await self._write([], [])
 
@@ -277,6 +297,20 @@ class EdgeDaemon:
         self.stats.events_buffered += len(events) + len(anomalies)
         self.stats.anomaly_events += len(anomalies)
         return len(anomalies)
+
+    async def _buffer_ot_logs(self, entries: list[OtLogEvent], letters: list,
+                              position: tuple[str, str] | None) -> None:
+        """The OT log collectors' sink: entries, dead letters and a file position in one transaction,
+        in a worker thread; shielded, so a collector cancelled meanwhile does not lose it (the flush
+        at shutdown waits for it)."""
+        fut = asyncio.ensure_future(asyncio.to_thread(self.buffer.append_ot_logs, entries, letters, position))
+        self._ot_writes.add(fut)
+        fut.add_done_callback(self._ot_writes.discard)
+        await asyncio.shield(fut)
+        self.stats.ot_logs_buffered += len(entries)
+        self.stats.dead_letters += len(letters)
+        if entries:
+            self.sync.wake.set()
 
     def _reject(self, letters: list) -> None:
         """Called by a pushed source (in the loop) with messages it could not use."""

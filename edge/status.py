@@ -36,6 +36,12 @@ def read_status(config: FirmwareConfig, buffer_path: str | Path | None = None) -
         "hub": snap.get("hub"),
         "devices": snap.get("devices", []),
         "scoring": snap.get("scoring"),
+        "ot_logs_pending": stats.ot_logs_pending,
+        "ot_logs_oldest_age_s": ((now - stats.ot_logs_oldest_pending).total_seconds()
+                                 if stats.ot_logs_oldest_pending else None),
+        "ot_logs_dropped": stats.ot_logs_dropped,
+        "ot_logs": snap.get("ot_logs"),
+        "ot_logs_configured": config.ot_logs is not None,
     }
 
 
@@ -59,6 +65,8 @@ def format_status(st: dict) -> str:
     scoring = st.get("scoring")
     if scoring:
         lines.append(scoring_line(scoring))
+    if st.get("ot_logs_configured") or st.get("ot_logs_pending"):
+        lines.extend(ot_log_lines(st))
     if st["devices"]:
         lines.append("DEVICE            STATE    POLLS  FAILURES  LAST ERROR")
         for d in st["devices"]:
@@ -77,3 +85,26 @@ def scoring_line(scoring: dict) -> str:
         model = f"model: {scoring['model']}" if scoring.get("model") else "model: none (detectors only)"
     return (f"{model}; {scoring.get('readings_scored', 0):,} readings scored, "
             f"{scoring.get('anomaly_events', 0):,} anomaly events, {scoring.get('active_anomalies', 0)} active")
+
+
+def ot_log_lines(st: dict) -> list[str]:
+    """The OT log backlog (entries waiting for the hub), then one line per collector."""
+    ot = st.get("ot_logs") or {}
+    age = st.get("ot_logs_oldest_age_s")
+    head = (f"ot logs: {st['ot_logs_pending']:,} entries waiting"
+            + (f", oldest {age:.0f} s" if age is not None else "")
+            + f"; {ot.get('sent', 0):,} sent this run")
+    if st.get("ot_logs_dropped"):
+        head += f"; dropped {st['ot_logs_dropped']:,}"
+    if ot.get("hub_refuses"):
+        head += f"; {ot['hub_refuses']}"
+    lines = [head]
+    for src in ot.get("sources", []):
+        state = {True: "up", False: "DOWN", None: "-"}[src["up"]]
+        line = f"  {src['kind']} {src['where']}: {state}, {src['entries']:,} entries, {src['rejected']:,} rejected"
+        if src.get("line") is not None:
+            line += f", read to line {src['line']:,} (byte {src['offset']:,})"
+        if src.get("last_error"):
+            line += f"; last problem: {src['last_error']}"
+        lines.append(line)
+    return lines

@@ -12,14 +12,14 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
 from protocols.modbus.config import ModbusRtuDevice, ModbusTcpDevice
-from protocols.mqtt.config import MqttDevice
+from protocols.mqtt.config import MqttDevice, MqttTls
 from protocols.opcua.config import OpcUaDevice
-from protocols.points import Name, Seconds
+from protocols.points import EnvName, Name, Seconds
 
 Device = ModbusTcpDevice | ModbusRtuDevice | OpcUaDevice | MqttDevice  # a tagged union on `protocol`
 
@@ -33,6 +33,9 @@ __all__ = [
     "Limits",
     "LocatedError",
     "Location",
+    "OtLogFile",
+    "OtLogMqtt",
+    "OtLogSettings",
     "QualitySettings",
     "ScoringSettings",
     "load_config",
@@ -147,6 +150,77 @@ class ScoringSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
             raise ValueError("clear_below must not exceed threshold")
 
 
+def check_topic_filter(text: str) -> None:
+    """Raise ValueError unless ``text`` is an MQTT topic filter: ``+`` and ``#`` only as whole
+    levels, ``#`` only last, not a ``$`` topic (the broker's own)."""
+    if not text:
+        raise ValueError("topic filter is empty")
+    if text.startswith("$"):
+        raise ValueError(f"topic filter {text!r}: topics starting with $ are the broker's own")
+    levels = text.split("/")
+    for i, level in enumerate(levels):
+        if ("+" in level or "#" in level) and len(level) > 1:
+            raise ValueError(f"topic filter {text!r}: a wildcard must be a whole level, not part of {level!r}")
+        if level == "#" and i != len(levels) - 1:
+            raise ValueError(f"topic filter {text!r}: # must be the last level")
+
+
+class OtLogMqtt(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """OT log entries published to a broker (a SCADA gateway's log forwarder), as JSON in the OT log
+    schema (protocols/schemas/ot_log.schema.json): one entry, a list, or ``{"events": [...]}``.
+    Connection settings mean what they mean for an MQTT device (protocols/mqtt/config.py)."""
+
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
+    topic: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]  # a topic filter: scada/logs/#
+    qos: Literal[0, 1, 2] = 1
+    mqtt_version: Literal["3.1.1", "5"] = "3.1.1"
+    client_id: Annotated[str, msgspec.Meta(max_length=128)] = ""  # empty: <edge_id>-ot-logs
+    clean_session: bool = False  # False: persistent session, QoS 1 entries wait while the edge is away
+    session_expiry_s: Annotated[int, msgspec.Meta(ge=0, le=4_294_967_295)] = 86_400
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    connect_timeout_s: Seconds = 10.0
+    username: str = ""
+    password_env: EnvName = ""
+    tls: MqttTls | None = None
+
+    def __post_init__(self) -> None:
+        if self.username and not self.password_env:
+            raise ValueError("username needs password_env (the environment variable holding the password)")
+        if self.password_env and not self.username:
+            raise ValueError("password_env needs username (MQTT sends no password without a user name)")
+        check_topic_filter(self.topic)
+        if self.qos > 0 and self.clean_session is False and self.mqtt_version == "5" and self.session_expiry_s == 0:
+            raise ValueError("session_expiry_s 0 ends the session at every disconnect: with clean_session = "
+                             "false give it a duration (MQTT 5)")
+        if self.connect_timeout_s >= 3 * self.keepalive_s:
+            raise ValueError(f"connect_timeout_s ({self.connect_timeout_s}) must be shorter than 3 x keepalive_s "
+                             f"({self.keepalive_s})")
+
+
+class OtLogFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A JSON-lines file of OT log entries (one entry, a list or ``{"events": [...]}`` per line),
+    followed as it grows. The edge keeps its place in the buffer; a file truncated or rotated is read
+    again from its start (a rotated file left beside it under another name is finished first)."""
+
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    poll_interval_s: Seconds = 1.0
+
+
+class OtLogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the edge takes the substation's OT log entries from, to forward them to the hub's cyber
+    sentinel: a broker's topic filter, a file, or both. Entries must name this edge's substation;
+    malformed ones go to the dead-letter table with the reason."""
+
+    mqtt: OtLogMqtt | None = None
+    file: OtLogFile | None = None
+    batch_max: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1_000  # entries per sync batch
+
+    def __post_init__(self) -> None:
+        if self.mqtt is None and self.file is None:
+            raise ValueError("give [ot_logs.mqtt], [ot_logs.file] or both")
+
+
 class FirmwareConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     identity: Identity
     hub: HubSettings
@@ -155,6 +229,7 @@ class FirmwareConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     buffer: BufferSettings = BufferSettings()
     quality: QualitySettings = QualitySettings()
     scoring: ScoringSettings = ScoringSettings()
+    ot_logs: OtLogSettings | None = None  # forward the substation's OT logs to the hub (off without it)
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

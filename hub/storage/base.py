@@ -245,20 +245,25 @@ class SyncPlan(msgspec.Struct, frozen=True, kw_only=True):
     events_acked_through: int
     duplicates: int
     gaps: int
+    ot_logs: list[OtLogEvent] = msgspec.field(default_factory=list)  # the new ones, from ot_logs_first
+    ot_logs_first: int = 0
+    ot_logs_acked_through: int = 0
 
     def ack(self, edge_id: str) -> SyncAck:
         return SyncAck(
             edge_id=edge_id, readings_acked_through=self.readings_acked_through,
             events_acked_through=self.events_acked_through, readings_stored=len(self.readings),
             events_stored=len(self.events), duplicates=self.duplicates, gaps=self.gaps,
+            ot_logs_acked_through=self.ot_logs_acked_through, ot_logs_stored=len(self.ot_logs),
         )
 
 
-def plan_sync(batch: SyncBatch, readings_hwm: int, events_hwm: int) -> SyncPlan:
-    """Items at or below a mark are duplicates; the rest are new; a jump past mark + 1 is a gap."""
+def plan_sync(batch: SyncBatch, readings_hwm: int, events_hwm: int, ot_logs_hwm: int = 0) -> SyncPlan:
+    """Items at or below a mark are duplicates; the rest are new; a jump past mark + 1 is a gap.
+    The same arithmetic for each of the three runs (readings, events, OT log entries)."""
     dup = gaps = 0
     out: list[tuple[list, int, int]] = []
-    for run, hwm in ((batch.readings, readings_hwm), (batch.events, events_hwm)):
+    for run, hwm in ((batch.readings, readings_hwm), (batch.events, events_hwm), (batch.ot_logs, ot_logs_hwm)):
         if run is None or not run.items:
             out.append(([], 0, hwm))
             continue
@@ -269,6 +274,7 @@ def plan_sync(batch: SyncBatch, readings_hwm: int, events_hwm: int) -> SyncPlan:
             gaps += max(0, run.first_seq - hwm - 1)
             hwm = run.last_seq
         out.append((new, run.first_seq + skip, hwm))
-    (readings, r_first, r_hwm), (events, e_first, e_hwm) = out
+    (readings, r_first, r_hwm), (events, e_first, e_hwm), (ot_logs, o_first, o_hwm) = out
     return SyncPlan(readings=readings, readings_first=r_first, events=events, events_first=e_first,
-                    readings_acked_through=r_hwm, events_acked_through=e_hwm, duplicates=dup, gaps=gaps)
+                    readings_acked_through=r_hwm, events_acked_through=e_hwm, duplicates=dup, gaps=gaps,
+                    ot_logs=ot_logs, ot_logs_first=o_first, ot_logs_acked_through=o_hwm)

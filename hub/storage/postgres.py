@@ -183,7 +183,7 @@ _EVENT_SQL = (
     "INSERT INTO events (ts, substation, device_id, metric, type, state, severity, value, threshold, nominal,"
     " unit, description, edge_id, seq) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
 )
-# databases made before incident correlation (no-op otherwise); then one not-RESOLVED incident per
+# databases made before incident correlation and OT log sync (no-op otherwise); one not-RESOLVED incident per
 # condition ('' is what the migration gives incidents made before: never a finding's key)
 _INCIDENT_MIGRATION = """
 ALTER TABLE incidents
@@ -196,6 +196,7 @@ ALTER TABLE incidents
     ADD COLUMN IF NOT EXISTS narrative text NOT NULL DEFAULT '';
 CREATE UNIQUE INDEX IF NOT EXISTS incidents_open_key ON incidents (condition_key)
     WHERE status <> 'RESOLVED' AND condition_key <> '';
+ALTER TABLE edge_sync ADD COLUMN IF NOT EXISTS ot_logs_acked_through bigint NOT NULL DEFAULT 0;
 """
 
 _INCIDENT_COLS = ("number, ts, type, device_id, severity, description, status, agent, substation, metric, value,"
@@ -511,10 +512,10 @@ class PostgresStorage:
             # the marks this one leaves.
             cur.execute("INSERT INTO edge_sync (edge_id, substation) VALUES (%s, %s) ON CONFLICT (edge_id) DO NOTHING",
                         (batch.edge_id, batch.substation))
-            cur.execute("SELECT readings_acked_through, events_acked_through, gaps FROM edge_sync"
-                        " WHERE edge_id = %s FOR UPDATE", (batch.edge_id,))
-            r_hwm, e_hwm, gaps = cur.fetchone()
-            plan = plan_sync(batch, r_hwm, e_hwm)
+            cur.execute("SELECT readings_acked_through, events_acked_through, gaps, ot_logs_acked_through"
+                        " FROM edge_sync WHERE edge_id = %s FOR UPDATE", (batch.edge_id,))
+            r_hwm, e_hwm, gaps, o_hwm = cur.fetchone()
+            plan = plan_sync(batch, r_hwm, e_hwm, o_hwm)
             if plan.readings:
                 self._copy_readings(cur, _reading_rows(plan.readings, batch.edge_id, plan.readings_first))
             if plan.events:
@@ -526,11 +527,16 @@ class PostgresStorage:
                 incidents = make_incidents(plan.events)
                 if incidents:
                     self._insert_incidents(cur, incidents)
+            if plan.ot_logs:  # source = the edge id, as add_ot_logs stores 'http' or 'mqtt'
+                encode = msgspec.json.Encoder().encode
+                with cur.copy(_COPY_OT_LOGS) as copy:
+                    for e in plan.ot_logs:
+                        copy.write_row((e.ts, e.substation, e.device_id, e.kind, batch.edge_id, encode(e).decode()))
             cur.execute(
                 "UPDATE edge_sync SET substation = %s, readings_acked_through = %s, events_acked_through = %s,"
-                " gaps = %s, last_sync = %s WHERE edge_id = %s",
+                " gaps = %s, last_sync = %s, ot_logs_acked_through = %s WHERE edge_id = %s",
                 (batch.substation, plan.readings_acked_through, plan.events_acked_through, gaps + plan.gaps,
-                 datetime.now(UTC), batch.edge_id),
+                 datetime.now(UTC), plan.ot_logs_acked_through, batch.edge_id),
             )
         # Leaving the pool's context committed the transaction (or rolled it back on an exception).
         return plan.ack(batch.edge_id)

@@ -117,7 +117,8 @@ CREATE TABLE IF NOT EXISTS edge_sync (
     readings_acked_through INTEGER NOT NULL DEFAULT 0,
     events_acked_through INTEGER NOT NULL DEFAULT 0,
     gaps INTEGER NOT NULL DEFAULT 0,
-    last_sync REAL
+    last_sync REAL,
+    ot_logs_acked_through INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -177,6 +178,9 @@ class SQLiteStorage:
                 self._db.execute(f"ALTER TABLE incidents ADD COLUMN {name} {kind}")
         self._db.execute("CREATE INDEX IF NOT EXISTS incidents_open_key ON incidents (condition_key)"
                          " WHERE status <> 'RESOLVED'")
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(edge_sync)")}
+        if "ot_logs_acked_through" not in have:  # databases made before edges forwarded OT logs
+            self._db.execute("ALTER TABLE edge_sync ADD COLUMN ot_logs_acked_through INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -222,11 +226,12 @@ class SQLiteStorage:
             db.execute("BEGIN IMMEDIATE")
             try:
                 row = db.execute(
-                    "SELECT readings_acked_through, events_acked_through, gaps FROM edge_sync WHERE edge_id = ?",
+                    "SELECT readings_acked_through, events_acked_through, gaps, ot_logs_acked_through FROM edge_sync"
+                    " WHERE edge_id = ?",
                     (batch.edge_id,),
                 ).fetchone()
-                r_hwm, e_hwm, gaps = row if row else (0, 0, 0)
-                plan = plan_sync(batch, r_hwm, e_hwm)
+                r_hwm, e_hwm, gaps, o_hwm = row if row else (0, 0, 0, 0)
+                plan = plan_sync(batch, r_hwm, e_hwm, o_hwm)
                 if plan.readings:
                     db.executemany(_READING_SQL, reading_rows(plan.readings, batch.edge_id, plan.readings_first))
                 if plan.events:
@@ -240,13 +245,16 @@ class SQLiteStorage:
                         ],
                     )
                     self._insert_incidents(make_incidents(plan.events))
+                if plan.ot_logs:
+                    db.executemany("INSERT INTO ot_logs VALUES (?,?,?,?,?,?)", _ot_log_rows(plan.ot_logs, batch.edge_id))
                 db.execute(
-                    "INSERT INTO edge_sync VALUES (?,?,?,?,?,?) ON CONFLICT (edge_id) DO UPDATE SET"
+                    "INSERT INTO edge_sync (edge_id, substation, readings_acked_through, events_acked_through, gaps,"
+                    " last_sync, ot_logs_acked_through) VALUES (?,?,?,?,?,?,?) ON CONFLICT (edge_id) DO UPDATE SET"
                     " substation=excluded.substation, readings_acked_through=excluded.readings_acked_through,"
                     " events_acked_through=excluded.events_acked_through, gaps=excluded.gaps,"
-                    " last_sync=excluded.last_sync",
+                    " last_sync=excluded.last_sync, ot_logs_acked_through=excluded.ot_logs_acked_through",
                     (batch.edge_id, batch.substation, plan.readings_acked_through, plan.events_acked_through,
-                     gaps + plan.gaps, datetime.now(UTC).timestamp()),
+                     gaps + plan.gaps, datetime.now(UTC).timestamp(), plan.ot_logs_acked_through),
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -351,8 +359,7 @@ class SQLiteStorage:
         return [Document(kind=r[0], key=r[1], timestamp=_utc(r[2]), body=msgspec.json.decode(r[3])) for r in rows]
 
     def add_ot_logs(self, events: Sequence[OtLogEvent], source: str) -> int:
-        rows = [(e.ts.timestamp(), e.substation, e.device_id, e.kind, source, msgspec.json.encode(e).decode())
-                for e in events]
+        rows = _ot_log_rows(events, source)
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -480,6 +487,11 @@ class SQLiteStorage:
 _INCIDENT_COLS = ("number, ts, type, device_id, severity, description, status, agent, substation, metric, value,"
                   " condition_key, recommendation, confidence, occurrences, last_seen, updated_at, facts, narrative")
 _OT_DECODER = msgspec.json.Decoder(OtLogEvent)
+
+
+def _ot_log_rows(events: Sequence[OtLogEvent], source: str) -> list[tuple]:
+    return [(e.ts.timestamp(), e.substation, e.device_id, e.kind, source, msgspec.json.encode(e).decode())
+            for e in events]
 
 
 def _json(value: object) -> str:

@@ -56,7 +56,8 @@ def test_sync_is_idempotent_and_events_become_incidents(client: TestClient) -> N
     r = client.post("/edge/sync", content=body)
     assert r.status_code == 200, r.text
     assert r.json() == {"edge_id": "edge-1", "readings_acked_through": 50, "events_acked_through": 1,
-                        "readings_stored": 50, "events_stored": 1, "duplicates": 0, "gaps": 0}
+                        "readings_stored": 50, "events_stored": 1, "duplicates": 0, "gaps": 0,
+                        "ot_logs_acked_through": 0, "ot_logs_stored": 0}
     again = client.post("/edge/sync", content=body)  # the ack was lost: the edge resends
     assert again.json()["readings_stored"] == 0 and again.json()["duplicates"] == 51
     assert again.json()["readings_acked_through"] == 50

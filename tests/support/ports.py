@@ -39,11 +39,15 @@ def move_device(device, port_map: dict[int, int], serial_dir: str | Path | None 
 
 def on_free_ports(config: FirmwareConfig, port_map: dict[int, int] | None = None,
                   hub_url: str | None = None, serial_dir: str | Path | None = None) -> FirmwareConfig:
-    """The config with every served endpoint (Modbus TCP, OPC-UA, MQTT broker) on a free port of
+    """The config with every served endpoint (Modbus TCP, OPC-UA, MQTT broker, the OT log broker) on a free port of
     127.0.0.1 (devices that shared a port still share one), with ``serial_dir`` its serial lines
     in that directory, and, optionally, another hub URL."""
     port_map = {} if port_map is None else port_map
     cfg = msgspec.structs.replace(config, devices=[move_device(d, port_map, serial_dir) for d in config.devices])
+    ot = cfg.ot_logs
+    if ot is not None and ot.mqtt is not None:  # the OT log broker moves with the devices' broker
+        mqtt = msgspec.structs.replace(ot.mqtt, host="127.0.0.1", port=port_map.setdefault(ot.mqtt.port, free_port()))
+        cfg = msgspec.structs.replace(cfg, ot_logs=msgspec.structs.replace(ot, mqtt=mqtt))
     if hub_url is not None:
         cfg = msgspec.structs.replace(cfg, hub=msgspec.structs.replace(cfg.hub, url=hub_url))
     return cfg
