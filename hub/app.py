@@ -178,6 +178,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
                 orch_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await orch_task
+                await app.state.orchestrator.aclose()
             if mqtt_task is not None:
                 mqtt_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

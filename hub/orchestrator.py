@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,10 +72,20 @@ class Orchestrator:
         self.narrator = narrator
         self._status = {name: AgentStatus(name=name) for name in self.runners}
         self._busy: dict[str, asyncio.Future[AgentOutput]] = {}
+        # threads of its own: agents never queue the hub's (or an embedding edge's) worker threads
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.runners)), thread_name_prefix="hub-agent")
         self._wake = asyncio.Event()
         self.loop = asyncio.get_running_loop()  # notify() from worker threads goes through it
         self._cycle = asyncio.Lock()
         self._last_cycle = 0.0
+
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        """Wait (at most ``timeout_s``) for agents still running, so the storage is not closed
+        under them, then let the threads go."""
+        running = [f for f in self._busy.values() if not f.done()]
+        if running:
+            await asyncio.wait(running, timeout=timeout_s)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def status(self) -> list[AgentStatus]:
         return [msgspec.structs.replace(s) for s in self._status.values()]
@@ -125,12 +136,12 @@ class Orchestrator:
             return
         st.state, st.last_run, st.runs = "running", now, st.runs + 1
         started = time.perf_counter()
-        fut = self._busy[name] = asyncio.ensure_future(
-            asyncio.to_thread(self.runners[name], self.storage, self.settings.agents, now))
+        fut = self._busy[name] = self.loop.run_in_executor(
+            self._pool, self.runners[name], self.storage, self.settings.agents, now)
         try:
             async with asyncio.timeout(self.settings.budget_s):
                 output = await asyncio.shield(fut)
-            incidents = await asyncio.to_thread(self._record, output)
+            incidents = await self.loop.run_in_executor(self._pool, self._record, output)
         except TimeoutError:
             self._failed(st, f"ran past its {self.settings.budget_s:g} s budget", "timed_out")
             return

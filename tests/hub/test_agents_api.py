@@ -186,7 +186,8 @@ def test_one_failing_agent_never_blocks_the_others(tmp_path: Path) -> None:
                                 runners={"broken": broken, "slow": slow, "fine": fine})
             first = {s.name: s for s in await orch.run_once()}
             second = {s.name: s for s in await orch.run_once()}  # the slow one is still running: not started again
-            await asyncio.sleep(1.0)
+            await orch.aclose()  # waits for the slow one, so the storage is not closed under it
+            assert all(f.done() for f in orch._busy.values())
             return [first, second]
         finally:
             storage.close()

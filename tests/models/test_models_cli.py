@@ -140,7 +140,7 @@ def test_every_models_command_has_help() -> None:
     add_parser(sub)
     models = sub.choices["models"]
     actions = next(a for a in models._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(actions.choices) == {"score", "train", "export", "list", "keygen"}
+    assert set(actions.choices) == {"score", "train", "export", "list", "keygen", "forecast-eval"}
     for name, p in actions.choices.items():
         assert next(a for a in actions._choices_actions if a.dest == name).help
         for a in p._actions:
