@@ -19,6 +19,7 @@ import numpy as np
 
 from agents import anomaly_detector, cyber_sentinel, demand_forecaster, grid_monitor, maintenance_predictor
 from agents.findings import Finding
+from hub.explanations import explain_findings
 from hub.storage.base import Document, HourlyMean, Storage
 from protocols import gridcode
 from protocols.config import Limits
@@ -44,6 +45,8 @@ class AgentSettings:
     # 1.25 x the highest hourly load seen is assumed and the forecast says so
     capacity_mw: dict[str, float] = field(default_factory=dict)
     cyber: cyber_sentinel.CyberConfig = field(default_factory=cyber_sentinel.CyberConfig)
+    # the model registry whose IsolationForests explain multivariate anomalies (hub.explanations)
+    model_registry: str | None = None
 
 
 @dataclass
@@ -114,6 +117,7 @@ def run_anomaly_detector(storage: Storage, s: AgentSettings, now: datetime) -> A
             history_values=np.array([h.mean for h in hist]) if hist else None,
         ))
     findings = anomaly_detector.analyse(anomaly_detector.AnomalyInput(series=series), now=now)
+    findings = explain_findings(storage, s.model_registry, findings)
     return AgentOutput(findings=findings, summary={"series": len(series)})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -161,7 +162,9 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
         if settings.agents is not None:
             from hub.orchestrator import Orchestrator
 
-            orch = app.state.orchestrator = Orchestrator(app.state.storage, settings.agents, narrator=settings.narrator)
+            agents = dataclasses.replace(settings.agents, agents=dataclasses.replace(
+                settings.agents.agents, model_registry=settings.agents.agents.model_registry or settings.model_registry))
+            orch = app.state.orchestrator = Orchestrator(app.state.storage, agents, narrator=settings.narrator)
             orch_task = asyncio.create_task(orch.run(), name="hub.orchestrator")
         mqtt_task = None
         if settings.mqtt is not None:  # telemetry straight from a utility's broker
