@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence

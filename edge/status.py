@@ -52,7 +52,7 @@ def format_status(st: dict) -> str:
     seen = st["daemon_seen_s_ago"]
     lines = [
         f"edge {st['edge_id']}  buffer {st['buffer']}",
-        f"daemon: " + ("never ran" if seen is None else ("running" if seen < 10 else f"not running (last seen {age(seen)} ago)")),
+        "daemon: " + ("never ran" if seen is None else ("running" if seen < 10 else f"not running (last seen {age(seen)} ago)")),
         f"buffer: {st['readings_pending']:,} readings and {st['events_pending']:,} events waiting; "
         f"oldest unsent {age(st['oldest_pending_age_s'])} old; dropped {st['dropped']:,}; "
         f"malformed messages {st['dead_letters']:,}",

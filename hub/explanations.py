@@ -27,7 +27,7 @@ import numpy as np
 from agents.findings import Finding
 from hub.storage.base import Storage
 from models.manifest import Manifest
-from models.registry import Registry, RegistryError
+from models.registry import Registry
 
 __all__ = ["explain_findings"]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
-from hub.agent_inputs import AgentSettings
 from hub.mqtt_ingest import MqttIngestSettings, settings_from_env
 from hub.orchestrator import OrchestratorSettings
 from protocols.config import Limits

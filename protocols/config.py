@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from protocols.modbus.config import ModbusRtuDevice, ModbusTcpDevice
-from protocols.mqtt.config import MqttDevice, MqttTls
+from protocols.mqtt.config import MqttDevice, MqttTls, check_session
 from protocols.opcua.config import OpcUaDevice
 from protocols.points import EnvName, Name, Seconds
 
@@ -185,17 +185,8 @@ class OtLogMqtt(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     tls: MqttTls | None = None
 
     def __post_init__(self) -> None:
-        if self.username and not self.password_env:
-            raise ValueError("username needs password_env (the environment variable holding the password)")
-        if self.password_env and not self.username:
-            raise ValueError("password_env needs username (MQTT sends no password without a user name)")
+        check_session(self)
         check_topic_filter(self.topic)
-        if self.qos > 0 and self.clean_session is False and self.mqtt_version == "5" and self.session_expiry_s == 0:
-            raise ValueError("session_expiry_s 0 ends the session at every disconnect: with clean_session = "
-                             "false give it a duration (MQTT 5)")
-        if self.connect_timeout_s >= 3 * self.keepalive_s:
-            raise ValueError(f"connect_timeout_s ({self.connect_timeout_s}) must be shorter than 3 x keepalive_s "
-                             f"({self.keepalive_s})")
 
 
 class OtLogFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -134,6 +134,22 @@ class MqttTls(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             raise ValueError("cert_file and key_file go together")
 
 
+def check_session(c: Any) -> None:
+    """The checks of an MQTT session's fields against each other, whoever holds them (a device, the
+    edge's OT log feed): a user needs a password variable and back, a persistent MQTT 5 session
+    needs an expiry, and the connect timeout must come before the broker gives up on keepalive."""
+    if c.username and not c.password_env:
+        raise ValueError("username needs password_env (the environment variable holding the password)")
+    if c.password_env and not c.username:
+        raise ValueError("password_env needs username (MQTT sends no password without a user name)")
+    if c.qos > 0 and c.clean_session is False and c.mqtt_version == "5" and c.session_expiry_s == 0:
+        raise ValueError("session_expiry_s 0 ends the session at every disconnect: with clean_session = "
+                         "false give it a duration (MQTT 5)")
+    if c.connect_timeout_s >= 3 * c.keepalive_s:
+        raise ValueError(f"connect_timeout_s ({c.connect_timeout_s}) must be shorter than 3 x keepalive_s "
+                         f"({c.keepalive_s})")
+
+
 class MqttDevice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="protocol", tag="mqtt"):
     """A device (or a group of IoT sensors) publishing telemetry to a broker.
 
@@ -164,17 +180,8 @@ class MqttDevice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     points: Annotated[list[MqttPoint], msgspec.Meta(min_length=1)]
 
     def __post_init__(self) -> None:
-        if self.username and not self.password_env:
-            raise ValueError("username needs password_env (the environment variable holding the password)")
-        if self.password_env and not self.username:
-            raise ValueError("password_env needs username (MQTT sends no password without a user name)")
+        check_session(self)
         TopicTemplate(self.topic)  # raises ValueError naming what is wrong
-        if self.qos > 0 and self.clean_session is False and self.mqtt_version == "5" and self.session_expiry_s == 0:
-            raise ValueError("session_expiry_s 0 ends the session at every disconnect: with clean_session = "
-                             "false give it a duration (MQTT 5)")
-        if self.connect_timeout_s >= 3 * self.keepalive_s:
-            raise ValueError(f"connect_timeout_s ({self.connect_timeout_s}) must be shorter than 3 x keepalive_s "
-                             f"({self.keepalive_s})")
         if self.stale_after_s is not None and self.stale_after_s <= self.connect_timeout_s:
             raise ValueError(f"stale_after_s ({self.stale_after_s}) must be longer than connect_timeout_s "
                              f"({self.connect_timeout_s})")

@@ -21,13 +21,6 @@ from hub.storage import open_storage
 T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)  # a Sunday midnight
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient]:
     # scheduled cycles far apart: the tests run the agents with POST /agents/run?at=...

@@ -19,13 +19,6 @@ from protocols.wire import Event, EventRun, ReadingRun, SyncBatch, encode
 T0 = datetime(2026, 3, 1, 10, 15, 23, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient]:
     with TestClient(create_app(Settings(database_url=database_url))) as c:

@@ -20,13 +20,6 @@ SEED_READING = {"device_id": "FEEDER-F12", "sensor_type": "voltage", "value": 21
                 "timestamp": "2026-03-01T10:15:23Z", "quality": 0.98}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient]:
     with TestClient(create_app(Settings(database_url=database_url))) as c:
