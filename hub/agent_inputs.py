@@ -27,7 +27,10 @@ from protocols.reading import Reading, sensor_type
 
 __all__ = ["AgentOutput", "AgentSettings", "RUNNERS"]
 
-TRANSFORMER_METRICS = ("oil_temperature", "winding_temperature", "load_current", "ambient_temperature")
+# what the maintenance predictor reads of a transformer; DGA monitors report ppm as dga_<gas>
+DGA_METRICS = {f"dga_{gas.lower()}": gas for gas in maintenance_predictor.GASES}
+TRANSFORMER_METRICS = ("oil_temperature", "winding_temperature", "load_current", "ambient_temperature", "vibration",
+                       *DGA_METRICS)
 LOAD_METRICS = ("active_power",)
 
 
@@ -178,7 +181,8 @@ def run_maintenance_predictor(storage: Storage, s: AgentSettings, now: datetime)
                 timestamps=[datetime.fromisoformat(p[0]) for p in pts], values=[float(p[1]) for p in pts])
         assets.append(maintenance_predictor.AssetData(
             device_id=dev, substation=sub, top_oil=series("oil_temperature"), hot_spot=series("winding_temperature"),
-            load=series("load_current"), ambient=series("ambient_temperature"), load_forecast=load_forecast,
+            load=series("load_current"), ambient=series("ambient_temperature"), vibration=series("vibration"),
+            dga=_dga(metrics), load_forecast=load_forecast,
         ))
     if not assets:
         return AgentOutput(summary={"assets": 0})
@@ -192,6 +196,17 @@ def run_maintenance_predictor(storage: Storage, s: AgentSettings, now: datetime)
         out.documents.append(Document(kind="maintenance", key=f"{p.substation}/{p.device_id}", timestamp=now,
                                       body=body))
     return out
+
+
+def _dga(metrics: dict[str, list[HourlyMean]]) -> maintenance_predictor.DgaSeries | None:
+    """Hours at which every gas reported was sampled, as one DGA series; None without gases."""
+    gases = {DGA_METRICS[m]: {h.hour: h.mean for h in rows} for m, rows in metrics.items() if m in DGA_METRICS}
+    if not gases:
+        return None
+    hours = sorted(set.intersection(*(set(v) for v in gases.values())))
+    if not hours:
+        return None
+    return maintenance_predictor.DgaSeries(timestamps=hours, gases={g: [v[h] for h in hours] for g, v in gases.items()})
 
 
 # -- cyber sentinel ---------------------------------------------------------------------------------

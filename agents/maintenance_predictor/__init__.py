@@ -13,10 +13,12 @@ failure probability crosses a threshold. The parts:
 """
 
 from agents.maintenance_predictor.config import FACTORS, MaintenanceConfig
+from agents.maintenance_predictor.dga import GASES
 from agents.maintenance_predictor.predictor import AGENT, AssetData, DgaSeries, MaintenancePrediction, Series, assess
 from agents.maintenance_predictor.window import MaintenanceWindow, best_window
 
 __all__ = [
+    "GASES",
     "AGENT",
     "FACTORS",
     "AssetData",

@@ -221,3 +221,21 @@ def test_an_llm_narrates_new_incidents_and_a_dead_llm_falls_back_to_the_template
             run_agents(client, T0 + timedelta(minutes=5), "cyber_sentinel")
             second = next(i for i in client.get("/incidents").json()["incidents"] if i["device_id"] == "RTU-MOM02")
             assert second["narrative"] and "RTU-MOM02" in second["narrative"] and second["narrative"] != answer
+
+
+def test_dga_and_vibration_readings_reach_the_maintenance_predictor(client: TestClient) -> None:
+    """A transformer with an arcing signature in its dissolved gases (Duval D1: much C2H2, little C2H4)."""
+    rows = []
+    gases = {"dga_h2": 300.0, "dga_ch4": 50.0, "dga_c2h6": 10.0, "dga_c2h4": 20.0, "dga_c2h2": 120.0,
+             "dga_co": 300.0, "dga_co2": 2500.0}
+    for h in range(48):
+        ts = T0 + timedelta(hours=h)
+        rows.append(reading("TR-07", "oil_temperature", 62.0, ts, "degC"))
+        rows.append(reading("TR-07", "vibration", 2.0, ts, "mm/s"))
+        if h % 6 == 0:
+            rows += [reading("TR-07", metric, ppm, ts, "ppm") for metric, ppm in gases.items()]
+    post(client, rows)
+    run_agents(client, T0 + timedelta(hours=48), "maintenance_predictor")
+    (p,) = client.get("/maintenance").json()["predictions"]
+    assert p["device_id"] == "TR-07" and p["components"]["vibration"] == 0
+    assert p["components"]["dga"] < -10 and p["health"] == pytest.approx(100 + sum(p["components"].values()))
