@@ -20,6 +20,7 @@ import numpy as np
 from agents import anomaly_detector, cyber_sentinel, demand_forecaster, grid_monitor, maintenance_predictor
 from agents.findings import Finding
 from hub.explanations import explain_findings
+from hub.site import SiteConfig
 from hub.storage.base import Document, HourlyMean, Storage
 from protocols import gridcode
 from protocols.config import Limits
@@ -44,10 +45,9 @@ class AgentSettings:
     history_days: float = 28.0  # hourly load and transformer history (forecasts, health)
     cyber_window_s: float = 86_400.0
     limits: Limits = field(default_factory=Limits)
-    # capacity per feeder or substation (device id -> MW) for the demand forecaster; without one,
-    # 1.25 x the highest hourly load seen is assumed and the forecast says so
-    capacity_mw: dict[str, float] = field(default_factory=dict)
-    cyber: cyber_sentinel.CyberConfig = field(default_factory=cyber_sentinel.CyberConfig)
+    # feeder ratings and adjacency, capacities and holidays, the cyber policy (hub/site.py); a
+    # feeder or substation without a capacity gets 1.25 x its highest hourly load, and says so
+    site: SiteConfig = field(default_factory=SiteConfig)
     # the model registry whose IsolationForests explain multivariate anomalies (hub.explanations)
     model_registry: str | None = None
 
@@ -87,8 +87,10 @@ def run_grid_monitor(storage: Storage, s: AgentSettings, now: datetime) -> Agent
                                           values=values, unit=unit, nominal=nominal))
     if not series:
         return AgentOutput(summary={"series": 0})
-    report = grid_monitor.analyse(grid_monitor.GridSnapshot(series=series),
-                                  grid_monitor.GridMonitorConfig(limits=s.limits))
+    feeders = [grid_monitor.FeederRating(device_id=name, rating=f.rating, unit=f.unit)
+               for name, f in s.site.feeders.items()]
+    snapshot = grid_monitor.GridSnapshot(series=series, feeders=feeders, adjacency=s.site.adjacency())
+    report = grid_monitor.analyse(snapshot, grid_monitor.GridMonitorConfig(limits=s.limits))
     docs = [Document(kind="grid_status", key=sub, timestamp=now,
                      body={"status": status, "devices": report.device_status.get(sub, {})})
             for sub, status in report.substation_status.items()]
@@ -140,13 +142,14 @@ def run_demand_forecaster(storage: Storage, s: AgentSettings, now: datetime) -> 
         if len(times) < 24:
             continue  # not a day of history yet: nothing worth forecasting
         peak_seen = max(v for v in values if v is not None)
-        capacity = s.capacity_mw.get(dev) or s.capacity_mw.get(sub)
+        capacity = s.site.demand.capacity_mw.get(dev) or s.site.demand.capacity_mw.get(sub)
         assumed = capacity is None
         if capacity is None:
             capacity = 1.25 * peak_seen if peak_seen > 0 else 1.0
         history = demand_forecaster.LoadHistory(device_id=dev, substation=sub, timestamps=times, values=values,
                                                 capacity=float(capacity), unit="MW")
-        fc = demand_forecaster.forecast(history, now=now)
+        config = demand_forecaster.ForecastConfig(holidays=s.site.demand.holidays, utc_offset_h=s.site.demand.utc_offset_h)
+        fc = demand_forecaster.forecast(history, config, now=now)
         body = msgspec.to_builtins(msgspec.structs.replace(fc, finding=None))
         body["capacity_source"] = "assumed: 1.25 x the highest hourly load seen" if assumed else "configured"
         out.documents.append(Document(kind="forecast", key=f"{sub}/{dev}", timestamp=now, body=body))
@@ -215,7 +218,7 @@ def run_cyber_sentinel(storage: Storage, s: AgentSettings, now: datetime) -> Age
     logs = storage.ot_logs_between(now - timedelta(seconds=s.cyber_window_s), now + timedelta(microseconds=1))
     if not logs:
         return AgentOutput(summary={"log_entries": 0})
-    findings = cyber_sentinel.analyse(logs, s.cyber, now=now)
+    findings = cyber_sentinel.analyse(logs, s.site.cyber, now=now)
     return AgentOutput(findings=findings, summary={"log_entries": len(logs)})
 
 

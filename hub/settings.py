@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from hub.mqtt_ingest import MqttIngestSettings, settings_from_env
 from hub.orchestrator import OrchestratorSettings
+from hub.site import load_site_config
 from protocols.config import Limits
 
 DEFAULT_DATABASE_URL = "sqlite:///var/hub.db"
@@ -28,7 +29,7 @@ class Settings:
     # (SENTINEL_MODEL_REGISTRY). Signing uses $SENTINEL_MODEL_SIGNING_KEY, read when training.
     model_registry: str = DEFAULT_MODEL_REGISTRY
     # The five agents: run by the orchestrator on new data and every interval_s (None: not run;
-    # the API still serves what is stored). SENTINEL_AGENT_INTERVAL_S, SENTINEL_CAPACITY_MW.
+    # the API still serves what is stored). SENTINEL_AGENT_INTERVAL_S, SENTINEL_SITE_CONFIG.
     agents: OrchestratorSettings | None = field(default_factory=OrchestratorSettings)
     # LLM narration of incidents (agents.narration.narrator_from_env: SENTINEL_LLM=openai|crewai);
     # None: template text only, no narrative stored.
@@ -54,8 +55,8 @@ class Settings:
                 agents = replace(agents, interval_s=float(interval))
             except ValueError:
                 raise ValueError(f"SENTINEL_AGENT_INTERVAL_S: not a number of seconds: {interval!r}") from None
-        if capacity := os.environ.get("SENTINEL_CAPACITY_MW"):
-            agents = replace(agents, agents=replace(agents.agents, capacity_mw=_capacities(capacity)))
+        if os.environ.get("SENTINEL_SITE_CONFIG", "").strip():  # raises ConfigError naming file and key
+            agents = replace(agents, agents=replace(agents.agents, site=load_site_config()))
         env["agents"] = agents
         if os.environ.get("SENTINEL_LLM", "").strip().lower() not in ("", "none"):
             from agents.narration import narrator_from_env
@@ -67,16 +68,3 @@ class Settings:
                                             limits=env.get("limits", Limits()))
         return cls(**env)  # type: ignore[arg-type]
 
-
-def _capacities(text: str) -> dict[str, float]:
-    """``FEEDER-F12=12.5,MOMBASA-S1=80`` -> {device or substation: MW}."""
-    out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        try:
-            if not sep or not name.strip():
-                raise ValueError
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"SENTINEL_CAPACITY_MW: expected NAME=MW[,NAME=MW...], not {part!r}") from None
-    return out

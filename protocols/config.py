@@ -8,11 +8,12 @@ names the file and the key path, e.g.::
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
@@ -39,7 +40,9 @@ __all__ = [
     "QualitySettings",
     "ScoringSettings",
     "load_config",
+    "load_toml",
     "parse_config",
+    "parse_toml",
 ]
 
 
@@ -248,23 +251,64 @@ def _config_error(source: str, exc: msgspec.ValidationError) -> ConfigError:
     return ConfigError(source, path, msg)
 
 
-def parse_config(text: str, source: str = "<config>") -> FirmwareConfig:
-    """Parse and validate a firmware config from TOML text."""
+T = TypeVar("T")
+
+
+def parse_toml(text: str, type_: type[T], source: str = "<config>") -> T:
+    """TOML text converted to ``type_`` (frozen msgspec Structs that forbid unknown keys): the one
+    config loader. Raises :class:`ConfigError` naming the source, the key path and what is wrong."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"not valid TOML: {exc}") from exc
     try:
-        return msgspec.convert(data, FirmwareConfig)
+        return msgspec.convert(data, type_)
     except msgspec.ValidationError as exc:
-        raise _config_error(source, exc) from exc
+        err = _config_error(source, exc)
+        if "[...]" in err.path:
+            err = ConfigError(source, _name_keys(data, type_, err), err.message)
+        raise err from exc
 
 
-def load_config(path: str | os.PathLike[str]) -> FirmwareConfig:
-    """Load and validate one firmware config file. Raises :class:`ConfigError` naming file and key."""
+def _name_keys(data: dict, type_: type, err: ConfigError) -> str:
+    """msgspec writes a table's key as ``[...]`` in the path (``feeders[...].rating``); find which
+    key it is by converting the table with one key at a time, and put its name in."""
+    head, _, tail = err.path.partition("[...]")
+    parents = [p for p in head.split(".") if p]
+    table = data
+    for p in parents:
+        table = table.get(p) if isinstance(table, dict) else None
+    if not isinstance(table, dict):
+        return err.path
+    for key in table:
+        trial = copy.deepcopy(data)
+        node = trial
+        for p in parents[:-1]:
+            node = node[p]
+        node[parents[-1]] = {key: table[key]}
+        try:
+            msgspec.convert(trial, type_)
+        except msgspec.ValidationError as exc:
+            if _config_error("", exc).message == err.message:
+                return f"{head}.{key}{tail}"
+    return err.path
+
+
+def load_toml(path: str | os.PathLike[str], type_: type[T]) -> T:
+    """Read and convert one TOML file (see :func:`parse_toml`)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(p), "", f"cannot read: {exc.strerror}") from exc
-    return parse_config(text, str(p))
+    return parse_toml(text, type_, str(p))
+
+
+def parse_config(text: str, source: str = "<config>") -> FirmwareConfig:
+    """Parse and validate a firmware config from TOML text."""
+    return parse_toml(text, FirmwareConfig, source)
+
+
+def load_config(path: str | os.PathLike[str]) -> FirmwareConfig:
+    """Load and validate one firmware config file. Raises :class:`ConfigError` naming file and key."""
+    return load_toml(path, FirmwareConfig)
