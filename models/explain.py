@@ -1,7 +1,8 @@
 """Exact feature contributions (SHAP values) of the tree models. Hub side; numpy only at import.
 
 A tree ensemble here is plain arrays (:class:`Tree`, :class:`TreeEnsemble`), built from a fitted
-scikit-learn forest (:func:`from_sklearn`), from our ONNX ``TreeEnsembleRegressor`` graph
+scikit-learn forest (:func:`from_sklearn`), from an ONNX ``TreeEnsembleRegressor`` (our isolation
+forest) or ``TreeEnsembleClassifier`` (our risk classifier, as skl2onnx writes it) graph
 (:func:`from_onnx`) or by hand. Two exact methods explain one output of it:
 
 - :func:`tree_shap`: **path-dependent TreeSHAP** (Lundberg et al. 2018, "Consistent individualized
@@ -34,12 +35,20 @@ the leaf's depth plus ``c(samples in the leaf)`` (scikit-learn's ``_average_path
 averaged over the trees. The anomaly score is ``2 ** (-average path length / c(max_samples))``, a
 decreasing function of it, so a **negative** contribution pushes a row towards anomalous.
 
-Cover in ONNX. ``TreeEnsembleRegressor`` holds no cover, and the manifest has no field for one.
-:func:`from_onnx` takes ``covers`` when the caller has them; for an isolation forest written by
-``models.export`` it needs none: each leaf's weight is ``depth + c(n) - 1`` (with scikit-learn's
-depth, counted from 1) and ``c`` is strictly increasing, so the leaf's sample count ``n`` is read
-back exactly from the weight and the graph's depth, and an inner node's cover is the sum of its
-leaves' (that is scikit-learn's ``n_node_samples``). Otherwise the ensemble has no cover:
+Risk classifiers. The quantity explained is the raw score ``1 - P(normal)``, in probability units: a
+**positive** contribution pushed the window towards an anomaly class. From the ONNX graph
+(``from_onnx(graph, class_label="normal", complement=True)``) the leaves' values are the graph's
+float32 class weights, so contributions match :func:`from_sklearn`'s to about 1e-9 (the float32
+rounding of each leaf's ``P / trees``), and they add up (to 1e-15) to a probability that is the
+graph's own to the float32 sum onnxruntime makes (about 1e-7).
+
+Cover in ONNX. ``TreeEnsembleRegressor`` and ``TreeEnsembleClassifier`` hold no cover, and the
+manifest has no field for one. :func:`from_onnx` takes ``covers`` when the caller has them; for an
+isolation forest written by ``models.export`` it needs none: each leaf's weight is
+``depth + c(n) - 1`` (with scikit-learn's depth, counted from 1) and ``c`` is strictly increasing,
+so the leaf's sample count ``n`` is read back exactly from the weight and the graph's depth, and an
+inner node's cover is the sum of its leaves' (that is scikit-learn's ``n_node_samples``). Otherwise
+(the risk classifier's graph among them) the ensemble has no cover:
 :func:`interventional_tree_shap` explains it against a background, or
 :meth:`TreeEnsemble.with_background_cover` counts a background's rows through the nodes as cover.
 
@@ -58,11 +67,12 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "EXPECTED_VALUE", "ExplainError", "Explanation", "Tree", "TreeEnsemble", "average_path_length",
+    "EXPECTED_VALUE", "RISK_CLASS", "ExplainError", "Explanation", "Tree", "TreeEnsemble", "average_path_length",
     "explain", "from_onnx", "from_sklearn", "interventional_tree_shap", "to_ensemble", "tree_shap",
 ]
 
 EXPECTED_VALUE = "expected_value"  # the key of the expected value in explain()'s dicts
+RISK_CLASS = "normal"  # the risk classifier's raw score is 1 - P(RISK_CLASS) (models.train.NORMAL)
 MODES = ("BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ")
 _CHUNK_ELEMENTS = 1 << 20  # floats per working array (8 MB): rows are processed in chunks
 
@@ -593,27 +603,46 @@ def _from_isolation_forest(est: Any) -> TreeEnsemble:
                         output=f"average path length over {len(trees)} isolation trees (lower = more anomalous)")
 
 
-def from_onnx(model: Any, *, covers: Sequence[np.ndarray] | None = None) -> TreeEnsemble:
-    """The ``TreeEnsembleRegressor`` of an ONNX graph (bytes or ``onnx.ModelProto``) as a
-    :class:`TreeEnsemble` whose output is the regressor's output (``aggregate_function`` SUM or
-    AVERAGE, plus ``base_values``; one target; ``post_transform`` NONE).
+def from_onnx(model: Any, *, covers: Sequence[np.ndarray] | None = None, class_label: Any = None,
+              complement: bool = False) -> TreeEnsemble:
+    """The tree ensemble of an ONNX graph (bytes or ``onnx.ModelProto``) as a :class:`TreeEnsemble`.
 
-    An isolation forest written by ``models.export`` (graph ``isolation_forest``) gives the average
-    path length, as :func:`from_sklearn` does, with covers read back from its leaf weights (see the
-    module's docstring); ``covers`` is not needed. For other graphs ``covers`` gives each tree's
-    node covers (tree by tree in ``nodes_treeids`` order, nodes in ``nodes_nodeids`` order within a
-    tree); without it the ensemble has none (use :func:`interventional_tree_shap`).
-    The graph's input type decides ``input_dtype`` (float32 input: rows rounded to float32).
+    **TreeEnsembleRegressor**: the output is the regressor's (``aggregate_function`` SUM or
+    AVERAGE, plus ``base_values``; one target; ``post_transform`` NONE). An isolation forest written
+    by ``models.export`` (graph ``isolation_forest``) gives the average path length, as
+    :func:`from_sklearn` does, with covers read back from its leaf weights (see the module's
+    docstring); ``covers`` is not needed.
+
+    **TreeEnsembleClassifier** (``post_transform`` NONE, as skl2onnx writes a random forest): the
+    output is the probability of ``class_label`` as the graph's ``probabilities`` output gives it,
+    or ``1 - P(class_label)`` with ``complement=True``. ``class_label`` is required (the graph has one
+    probability per class; labels are ``classlabels_strings`` or ``classlabels_int64s``). Our risk
+    classifier's raw score is ``from_onnx(graph, class_label="normal", complement=True)``
+    (``RISK_CLASS``; the manifest's ``classes[output_column]``): ``1 - P(normal)``. How the graph
+    forms ``P(c)``: each leaf carries ``class_weights`` (skl2onnx: the tree's leaf probability
+    times ``1/trees``, rounded to float32) and ``P(c)`` is the sum over the trees of the reached
+    leaves' weights for ``c`` (plus ``base_values[c]`` with three or more classes). With two classes
+    skl2onnx writes one weight per leaf, under class id 0, which is ``P`` of the **second** label;
+    the first label's probability is ``1 - `` that sum (onnxruntime's binary case). Tree values here
+    are those float32 weights (negated for ``1 - P``, with ``base_value`` 1), tree weights 1, so
+    :meth:`TreeEnsemble.predict` is the graph's probability up to the float32 summation the runtime
+    does. Thresholds are the graph's (skl2onnx adjusts them so float32 comparisons route rows
+    as scikit-learn does).
+
+    Neither graph holds cover: ``covers`` gives each tree's node covers (tree by tree in
+    ``nodes_treeids`` order, nodes in ``nodes_nodeids`` order within a tree); without it the
+    ensemble has none and :func:`interventional_tree_shap` (against background rows) is the exact
+    method. The graph's input type decides ``input_dtype`` (float32 input: rows rounded to float32).
     """
     import onnx
     from onnx import helper, numpy_helper
 
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(bytes(model))
     graph = proto.graph
-    found = [n for n in graph.node if n.op_type == "TreeEnsembleRegressor"]
+    found = [n for n in graph.node if n.op_type in ("TreeEnsembleRegressor", "TreeEnsembleClassifier")]
     if len(found) != 1:
-        raise ExplainError(f"expected one TreeEnsembleRegressor in the graph, found {len(found)} "
-                           f"(operators: {sorted({n.op_type for n in graph.node})})")
+        raise ExplainError(f"expected one TreeEnsembleRegressor or TreeEnsembleClassifier in the graph, found "
+                           f"{len(found)} (operators: {sorted({n.op_type for n in graph.node})})")
     node = found[0]
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
@@ -622,15 +651,33 @@ def from_onnx(model: Any, *, covers: Sequence[np.ndarray] | None = None) -> Tree
             return numpy_helper.to_array(attrs[name + "_as_tensor"]).astype(dtype)
         return np.asarray(attrs.get(name, []), dtype=dtype)
 
-    agg = attrs.get("aggregate_function", b"SUM")
-    agg = agg.decode() if isinstance(agg, bytes) else str(agg)
-    post = attrs.get("post_transform", b"NONE")
-    post = post.decode() if isinstance(post, bytes) else str(post)
-    if agg not in ("SUM", "AVERAGE") or post != "NONE":
-        raise ExplainError(f"only SUM or AVERAGE aggregation without post_transform is additive over trees; "
-                           f"the graph has aggregate_function={agg}, post_transform={post}")
-    if int(attrs.get("n_targets", 1)) != 1:
-        raise ExplainError(f"only single-target ensembles are supported, got n_targets={attrs.get('n_targets')}")
+    def text(name: str, default: str) -> str:
+        v = attrs.get(name, default)
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    post = text("post_transform", "NONE")
+    classifier = node.op_type == "TreeEnsembleClassifier"
+    if classifier:
+        if post != "NONE":
+            raise ExplainError(f"only a TreeEnsembleClassifier without post_transform gives probabilities that "
+                               f"add up over trees; the graph has post_transform={post}")
+        t_tree, t_node, t_weight, base, output = _classifier_leaves(attrs, array, class_label, complement)
+        agg = "SUM"
+    else:
+        if class_label is not None or complement:
+            raise ExplainError("the graph is a TreeEnsembleRegressor: class_label and complement do not apply")
+        agg = text("aggregate_function", "SUM")
+        if agg not in ("SUM", "AVERAGE") or post != "NONE":
+            raise ExplainError(f"only SUM or AVERAGE aggregation without post_transform is additive over trees; "
+                               f"the graph has aggregate_function={agg}, post_transform={post}")
+        if int(attrs.get("n_targets", 1)) != 1:
+            raise ExplainError(f"only single-target ensembles are supported, got n_targets={attrs.get('n_targets')}")
+        t_tree = np.asarray(attrs["target_treeids"], dtype=np.int64)
+        t_node = np.asarray(attrs["target_nodeids"], dtype=np.int64)
+        t_weight = array("target_weights", np.float64)
+        bases = array("base_values", np.float64)
+        base = float(bases[0]) if bases.size else 0.0
+        output = ""
     tree_ids = np.asarray(attrs["nodes_treeids"], dtype=np.int64)
     node_ids = np.asarray(attrs["nodes_nodeids"], dtype=np.int64)
     feature = np.asarray(attrs["nodes_featureids"], dtype=np.int64)
@@ -638,11 +685,6 @@ def from_onnx(model: Any, *, covers: Sequence[np.ndarray] | None = None) -> Tree
     modes = [m.decode() if isinstance(m, bytes) else str(m) for m in attrs["nodes_modes"]]
     true_ids = np.asarray(attrs["nodes_truenodeids"], dtype=np.int64)
     false_ids = np.asarray(attrs["nodes_falsenodeids"], dtype=np.int64)
-    t_tree = np.asarray(attrs["target_treeids"], dtype=np.int64)
-    t_node = np.asarray(attrs["target_nodeids"], dtype=np.int64)
-    t_weight = array("target_weights", np.float64)
-    bases = array("base_values", np.float64)
-    base = float(bases[0]) if bases.size else 0.0
     unknown = sorted({m for m in modes if m != "LEAF" and m not in MODES})
     if unknown:
         raise ExplainError(f"unknown node modes {unknown}")
@@ -676,6 +718,8 @@ def from_onnx(model: Any, *, covers: Sequence[np.ndarray] | None = None) -> Tree
         value = np.zeros(n)
         here = t_tree == t
         for nid, w in zip(t_node[here], t_weight[here]):
+            if int(nid) not in index:
+                raise ExplainError(f"tree {t}: a leaf weight names node id {int(nid)}, which the tree lacks")
             value[new[index[int(nid)]]] += w
         osel = sel[order]
         mode = np.array([0 if modes[s] == "LEAF" else MODES.index(modes[s]) for s in osel], dtype=np.int8)
@@ -683,8 +727,11 @@ def from_onnx(model: Any, *, covers: Sequence[np.ndarray] | None = None) -> Tree
                           np.where(left >= 0, threshold[osel], 0.0), value, None, mode))
         orders.append(np.asarray(order, dtype=np.intp))  # graph position of each renumbered node
     weight = 1.0 / len(trees) if agg == "AVERAGE" else 1.0
-    output = f"the TreeEnsembleRegressor's output ({agg.lower()} over {len(trees)} trees)"
-    if graph.name == "isolation_forest" and agg == "SUM" and base == 0.0:
+    if not classifier:
+        output = f"the TreeEnsembleRegressor's output ({agg.lower()} over {len(trees)} trees)"
+    else:
+        output = f"{output}, summed over {len(trees)} trees of the TreeEnsembleClassifier"
+    if not classifier and graph.name == "isolation_forest" and agg == "SUM" and base == 0.0:
         trees = [replace(tr, cover=_isolation_forest_cover(tr, t)) for t, tr in enumerate(trees)]
         weight = 1.0 / len(trees)
         output = f"average path length over {len(trees)} isolation trees (lower = more anomalous)"
@@ -699,6 +746,55 @@ def from_onnx(model: Any, *, covers: Sequence[np.ndarray] | None = None) -> Tree
             given.append(replace(tr, cover=c[order]))
         trees = given
     return TreeEnsemble(tuple(trees), n_features, np.full(len(trees), weight), base, input_dtype, output)
+
+
+def _classifier_leaves(attrs: dict[str, Any], array: Any, class_label: Any,
+                       complement: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, str]:
+    """The leaf weights of one class's probability (or its complement) in a TreeEnsembleClassifier:
+    ``(tree ids, node ids, weights, base value, what)``, following onnxruntime's reading of the
+    attributes (see :func:`from_onnx`)."""
+    if "classlabels_strings" in attrs:
+        labels: list[Any] = [v.decode() if isinstance(v, bytes) else str(v) for v in attrs["classlabels_strings"]]
+    else:
+        labels = [int(v) for v in attrs.get("classlabels_int64s", [])]
+    if len(labels) < 2:
+        raise ExplainError(f"the TreeEnsembleClassifier has {len(labels)} class labels; expected two or more")
+    if class_label is None:
+        raise ExplainError(f"the graph is a TreeEnsembleClassifier with classes {labels}: name the class_label "
+                           f"whose probability to explain (our risk score: class_label={RISK_CLASS!r}, "
+                           f"complement=True)")
+    matches = [k for k, c in enumerate(labels) if c == class_label or str(c) == str(class_label)]
+    if len(matches) != 1:
+        raise ExplainError(f"the TreeEnsembleClassifier has no class {class_label!r} (classes: {labels})")
+    k = matches[0]
+    ids = np.asarray(attrs["class_ids"], dtype=np.int64)
+    tree = np.asarray(attrs["class_treeids"], dtype=np.int64)
+    node = np.asarray(attrs["class_nodeids"], dtype=np.int64)
+    weight = array("class_weights", np.float64)
+    if not (len(ids) == len(tree) == len(node) == len(weight)):
+        raise ExplainError("class_ids, class_treeids, class_nodeids and class_weights differ in length")
+    if ids.size and (ids.min() < 0 or ids.max() >= len(labels)):
+        raise ExplainError(f"class_ids must be 0..{len(labels) - 1}")
+    bases = array("base_values", np.float64)
+    # P(label k) = sign * (sum of the selected weights) + offset
+    if len(labels) == 2 and set(ids.tolist()) <= {0}:
+        # onnxruntime's binary case: the one score is P(labels[1]), P(labels[0]) = 1 - score
+        if (weight < 0).any() or (bases != 0).any():
+            raise ExplainError("a two-class TreeEnsembleClassifier with one weight per leaf is read as "
+                               "probabilities only with non-negative weights and no base_values")
+        take = np.ones(len(ids), dtype=bool)
+        sign, offset = (1.0, 0.0) if k == 1 else (-1.0, 1.0)
+    else:
+        if len(labels) == 2 and (bases != 0).any():
+            raise ExplainError("two classes with base_values: onnxruntime's reading of them is not additive")
+        if bases.size not in (0, len(labels)):
+            raise ExplainError(f"base_values has {bases.size} values for {len(labels)} classes")
+        take = ids == k
+        sign, offset = 1.0, float(bases[k]) if bases.size else 0.0
+    if complement:
+        sign, offset = -sign, 1.0 - offset
+    what = f"{'1 - ' if complement else ''}P({labels[k]})"
+    return tree[take], node[take], sign * weight[take], offset, what
 
 
 def _onnx_preorder(root: int, sel: np.ndarray, is_leaf: np.ndarray, true_ids: np.ndarray, false_ids: np.ndarray,
@@ -747,27 +843,35 @@ def _isolation_forest_cover(tree: Tree, t: int) -> np.ndarray:
     return cover
 
 
-def to_ensemble(model: Any, *, covers: Sequence[np.ndarray] | None = None) -> TreeEnsemble:
-    """A :class:`TreeEnsemble` of ``model``: a ``TreeEnsemble``; ONNX bytes or ``onnx.ModelProto``;
-    a ``models.train.TrainedModel`` of kind ``isolation_forest`` (average path length) or
-    ``risk_classifier`` (``1 - P(normal)``, its raw score); or a fitted scikit-learn forest."""
+def to_ensemble(model: Any, *, covers: Sequence[np.ndarray] | None = None, class_label: Any = None,
+                complement: bool = False) -> TreeEnsemble:
+    """A :class:`TreeEnsemble` of ``model``: a ``TreeEnsemble``; ONNX bytes or ``onnx.ModelProto``
+    (:func:`from_onnx`; a classifier graph needs ``class_label``); a ``models.train.TrainedModel`` of
+    kind ``isolation_forest`` (average path length) or ``risk_classifier`` (``1 - P(normal)``, its raw
+    score); or a fitted scikit-learn forest (:func:`from_sklearn`). ``class_label`` and
+    ``complement`` apply to ONNX graphs and scikit-learn classifiers only."""
     if isinstance(model, TreeEnsemble):
+        if class_label is not None or complement:
+            raise ExplainError("class_label and complement do not apply to a TreeEnsemble")
         return model
     if isinstance(model, (bytes, bytearray, memoryview)) or type(model).__name__ == "ModelProto":
-        return from_onnx(model, covers=covers)
+        return from_onnx(model, covers=covers, class_label=class_label, complement=complement)
     kind = getattr(model, "kind", None)
     if kind is not None and hasattr(model, "estimator"):
+        if class_label is not None or complement:
+            raise ExplainError(f"a {kind} model's kind decides what is explained: class_label and complement "
+                               f"do not apply")
         if kind == "isolation_forest":
             return from_sklearn(model.estimator)
         if kind == "risk_classifier":
-            return from_sklearn(model.estimator, class_label="normal", complement=True)
+            return from_sklearn(model.estimator, class_label=RISK_CLASS, complement=True)
         raise ExplainError(f"a {kind} model is not a tree ensemble: tree contributions do not apply")
-    return from_sklearn(model)
+    return from_sklearn(model, class_label=class_label, complement=complement)
 
 
 def explain(model: Any, x: np.ndarray, feature_names: Sequence[str] | None = None, *,
-            background: np.ndarray | None = None,
-            covers: Sequence[np.ndarray] | None = None) -> list[dict[str, float]]:
+            background: np.ndarray | None = None, covers: Sequence[np.ndarray] | None = None,
+            class_label: Any = None, complement: bool = False) -> list[dict[str, float]]:
     """Per row, each feature's contribution, largest magnitude first, then ``EXPECTED_VALUE``.
 
     The contributions and the expected value sum to the model's output for the row (see
@@ -775,8 +879,9 @@ def explain(model: Any, x: np.ndarray, feature_names: Sequence[str] | None = Non
     where a negative contribution means "more anomalous"). Path-dependent TreeSHAP when the model
     has covers and no ``background`` is given, else interventional TreeSHAP against ``background``.
     ``feature_names`` default to a ``TrainedModel``'s feature spec names, else ``x0``, ``x1``, ...
+    ``class_label`` and ``complement`` choose a classifier's output (see :func:`to_ensemble`).
     """
-    ensemble = to_ensemble(model, covers=covers)
+    ensemble = to_ensemble(model, covers=covers, class_label=class_label, complement=complement)
     if feature_names is None:
         spec = getattr(model, "spec", None)
         feature_names = list(spec.names) if spec is not None else [f"x{i}" for i in range(ensemble.n_features)]

@@ -13,8 +13,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.explain import (
-    EXPECTED_VALUE, MODES, ExplainError, Tree, TreeEnsemble, average_path_length, explain, from_onnx, from_sklearn,
-    interventional_tree_shap, to_ensemble, tree_shap,
+    EXPECTED_VALUE,
+    MODES,
+    RISK_CLASS,
+    ExplainError,
+    Tree,
+    TreeEnsemble,
+    average_path_length,
+    explain,
+    from_onnx,
+    from_sklearn,
+    interventional_tree_shap,
+    to_ensemble,
+    tree_shap,
 )
 
 GRID = (-1.0, -0.5, 0.0, 0.5, 1.0)  # thresholds and row values share a grid, so ties are common
@@ -55,7 +66,7 @@ def _evaluate(tree: Tree, x: np.ndarray) -> float:
     return float(tree.value[k])
 
 
-def _shapley(n_features: int, game) -> np.ndarray:  # noqa: ANN001
+def _shapley(n_features: int, game) -> np.ndarray:
     values = {s: game(frozenset(s))
               for r in range(n_features + 1) for s in itertools.combinations(range(n_features), r)}
     phi = np.zeros(n_features)
@@ -216,7 +227,8 @@ def fitted() -> dict:
                             source="arrays")
     iforest = train_model(x, kind="isolation_forest", spec=spec, name="t-if", training=training)
     risk = train_model(x_lab, kind="risk_classifier", spec=spec, name="t-risk", training=training, y=labels)
-    return {"isolation_forest": iforest, "risk_classifier": risk, "export": export_model(iforest)}
+    return {"isolation_forest": iforest, "risk_classifier": risk, "export": export_model(iforest),
+            "risk_export": export_model(risk)}
 
 
 def test_random_forest_contributions_add_up_to_the_probability(fitted: dict) -> None:
@@ -269,6 +281,82 @@ def test_onnx_graph_gives_the_scikit_learn_contributions(fitted: dict) -> None:
     c = float(average_path_length([trained.estimator._max_samples])[0])
     implied = -(2.0 ** (-(a.values.sum(axis=1) + a.expected_value) / c)) - trained.estimator.offset_
     np.testing.assert_allclose(implied, scores, rtol=0, atol=1e-6)
+
+
+def test_risk_classifier_graph_gives_the_scikit_learn_contributions(fitted: dict) -> None:
+    """The exported risk classifier (skl2onnx's TreeEnsembleClassifier): 1 - P(normal) explained
+    against a background equals the scikit-learn forest's explanation, to the float32 class weights."""
+    import onnxruntime as ort
+
+    trained, exported = fitted["risk_classifier"], fitted["risk_export"]
+    manifest = exported.manifest
+    normal = manifest.classes[manifest.output_column]
+    assert normal == RISK_CLASS
+    ours = from_onnx(exported.onnx, class_label=normal, complement=True)
+    theirs = from_sklearn(trained.estimator, class_label=normal, complement=True)
+    assert not ours.has_covers and ours.input_dtype == "float32" and ours.output.startswith("1 - P(normal)")
+    background, rows = trained.holdout[:64], trained.holdout[64:164]
+    assert (trained.estimator.predict(rows.astype(np.float32)) != "normal").any()  # anomalous rows among them
+    a = interventional_tree_shap(ours, rows, background)
+    b = interventional_tree_shap(theirs, rows, background)
+    np.testing.assert_allclose(a.values, b.values, rtol=0, atol=1e-8)  # measured: 5e-10
+    assert a.expected_value == pytest.approx(b.expected_value, abs=1e-8)
+    assert a.additivity_error <= 1e-12
+    np.testing.assert_allclose(a.output, trained.raw_scores(rows), rtol=0, atol=1e-8)
+    # the graph's own score, which the edge reads (onnxruntime sums the float32 weights in float32)
+    session = ort.InferenceSession(exported.onnx, providers=["CPUExecutionProvider"])
+    probabilities = session.run([manifest.output_name], {manifest.input_name: rows.astype(np.float32)})[0]
+    np.testing.assert_allclose(a.values.sum(axis=1) + a.expected_value, 1.0 - probabilities[:, manifest.output_column],
+                               rtol=0, atol=1e-6)
+    # the classifier learnt the phase imbalance (the last feature): it carries most of the contributions
+    assert np.abs(a.values).sum(axis=0).argmax() == trained.spec.n_features - 1
+    # explain() on the graph: the same numbers, named
+    named = explain(exported.onnx, rows[:1], list(trained.spec.names), background=background, class_label=normal,
+                    complement=True)[0]
+    assert named[trained.spec.names[-1]] == pytest.approx(a.values[0, -1], abs=1e-12)
+
+
+@pytest.mark.parametrize("labels", [("normal", "step"), ("drift", "normal"), ("drift", "normal", "step")])
+def test_classifier_graph_gives_each_class_probability(labels: tuple[str, ...]) -> None:
+    """Two classes (one weight per leaf: P of the second label) and three (one weight per class);
+    "normal" first or not: every class's probability and its complement, as onnxruntime gives them."""
+    import onnxruntime as ort
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(600, 4))
+    y = np.full(len(x), "normal", dtype=object)
+    others = [c for c in labels if c != "normal"]
+    y[x[:, 0] > 0.6] = others[0]
+    y[x[:, 1] > 1.0] = others[-1]
+    est = RandomForestClassifier(n_estimators=12, max_depth=6, min_samples_leaf=3, random_state=0)
+    est.fit(x.astype(np.float32), y)
+    assert tuple(est.classes_) == labels
+    graph = to_onnx(est, initial_types=[("features", FloatTensorType([None, 4]))],
+                    target_opset={"": 17, "ai.onnx.ml": 3}, options={id(est): {"zipmap": False}}).SerializeToString()
+    rows, background = rng.normal(size=(60, 4)), rng.normal(size=(40, 4))
+    probabilities = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(
+        ["probabilities"], {"features": rows.astype(np.float32)})[0]
+    for k, label in enumerate(labels):
+        for complement in (False, True):
+            ens = from_onnx(graph, class_label=label, complement=complement)
+            expected = 1.0 - probabilities[:, k] if complement else probabilities[:, k]
+            np.testing.assert_allclose(ens.predict(rows), expected, rtol=0, atol=1e-6)
+            a = interventional_tree_shap(ens, rows, background)
+            b = interventional_tree_shap(from_sklearn(est, class_label=label, complement=complement), rows, background)
+            np.testing.assert_allclose(a.values, b.values, rtol=0, atol=1e-7)  # float32 weights: 6e-8 relative
+            assert a.additivity_error <= 1e-12
+    with pytest.raises(ExplainError, match="name the class_label"):
+        from_onnx(graph)
+    with pytest.raises(ExplainError, match="no class 'spike'"):
+        from_onnx(graph, class_label="spike")
+    # and the graph's own ensemble against brute-force Shapley values (4 features: every subset)
+    risk = from_onnx(graph, class_label="normal", complement=True)
+    exact = interventional_tree_shap(risk, rows[:2], background[:3])
+    for row, phi in zip(rows[:2], exact.values):
+        np.testing.assert_allclose(phi, brute_interventional(risk, row, background[:3]), rtol=0, atol=1e-9)
 
 
 def test_onnx_graph_without_cover_needs_covers_or_a_background() -> None:
