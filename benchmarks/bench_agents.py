@@ -1,0 +1,107 @@
+"""Hub agents: readings analysed per second by each agent's cycle (storage read, shaping, analysis,
+products stored), beside a raw SQLite SELECT of the same rows.
+
+The hub's SQLite storage holds a realistic window: ``--points`` points at 1 Hz for the grid
+monitor's 15 minutes (the anomaly detector's hour reads the same rows and more), with edge anomaly
+scores; a week of minute readings of feeder load and transformer temperatures (the demand
+forecaster and maintenance predictor read their hourly means). The baseline reads the rows the
+agent reads, the most direct way (``SELECT ... WHERE ts BETWEEN``, fetchall), without building a
+single object. A ratio of 0.1 means the agent's whole cycle costs ten raw reads of its input.
+
+    python benchmarks/bench_agents.py [--points N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from _common import Figure, best_of, machine, print_json_lines, rate, use_repo_root
+
+use_repo_root()
+
+from hub.agent_inputs import RUNNERS, AgentSettings
+from hub.storage.sqlite import SQLiteStorage
+from protocols.reading import Reading
+
+NOW = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
+
+
+def fill(storage: SQLiteStorage, points: int) -> dict[str, int]:
+    rng = np.random.default_rng(1)
+    start = NOW - timedelta(minutes=15)
+    metrics = ("voltage_l1", "voltage_l2", "voltage_l3", "current_l1", "current_l2", "current_l3", "frequency",
+               "power_factor")
+    units = {"voltage": "kV", "current": "A", "frequency": "Hz", "power_factor": ""}
+    base = {"voltage": 11.0, "current": 300.0, "frequency": 50.0, "power_factor": 0.95}
+    devices = max(1, points // len(metrics))
+    rows = []
+    for d in range(devices):
+        for m in metrics:
+            kind = m.split("_l")[0]
+            values = base[kind] * (1 + 0.002 * rng.standard_normal(900))
+            scores = np.clip(rng.random(900) ** 8, 0, 1)
+            rows += [Reading(ts=start + timedelta(seconds=i), substation=f"SUB-{d % 4}", device_id=f"FEEDER-{d}",
+                             metric=m, value=float(values[i]), unit=units[kind], anomaly_score=float(scores[i]),
+                             anomaly_type="spike" if scores[i] > 0.8 else None) for i in range(900)]
+    window = len(rows)
+    storage.insert_readings(rows, "bench")
+    week = []
+    t0 = NOW - timedelta(days=7)
+    for d in range(4):
+        for i in range(7 * 24 * 60):
+            ts = t0 + timedelta(minutes=i)
+            hour = ts.hour
+            week.append(Reading(ts=ts, substation=f"SUB-{d}", device_id=f"FEEDER-{d}", metric="active_power",
+                                value=4.0 + 2.0 * np.sin(np.pi * (hour - 6) / 12), unit="MW"))
+            week.append(Reading(ts=ts, substation=f"SUB-{d}", device_id=f"TR-{d}", metric="oil_temperature",
+                                value=60.0 + 3.0 * i / 1440, unit="degC"))
+            week.append(Reading(ts=ts, substation=f"SUB-{d}", device_id=f"TR-{d}", metric="load_current",
+                                value=400.0, unit="A"))
+    storage.insert_readings(week, "bench")
+    return {"window": window, "week": len(week)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=int, default=200, help="points at 1 Hz in the 15-minute window (default 200)")
+    args = ap.parse_args()
+    print(f"agents benchmark: {args.points} points at 1 Hz on {machine()}")
+    figures = []
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "hub.db"
+        storage = SQLiteStorage(path)
+        started = time.perf_counter()
+        sizes = fill(storage, args.points)
+        print(f"filled {sizes['window']:,} window readings and {sizes['week']:,} week readings "
+              f"in {time.perf_counter() - started:.1f} s", flush=True)
+        raw = sqlite3.connect(path)
+        settings = AgentSettings()
+        reads = {  # what each agent reads, as a raw SELECT
+            "grid_monitor": (NOW - timedelta(seconds=settings.grid_window_s), sizes["window"]),
+            "anomaly_detector": (NOW - timedelta(seconds=settings.anomaly_window_s), sizes["window"]),
+            "demand_forecaster": (NOW - timedelta(days=settings.history_days), sizes["week"] // 3),
+            "maintenance_predictor": (NOW - timedelta(days=settings.history_days), 2 * sizes["week"] // 3),
+        }
+        for name, (since, rows) in reads.items():
+            runner = RUNNERS[name]
+            ours = best_of(lambda _, runner=runner: runner(storage, settings, NOW), 3)
+            metric_filter = {"demand_forecaster": " AND metric = 'active_power'",
+                             "maintenance_predictor": " AND metric IN ('oil_temperature', 'load_current')"}
+            sql = ("SELECT ts, substation, device_id, metric, value, anomaly_score, anomaly_type FROM readings"
+                   " WHERE ts >= ? AND ts < ?" + metric_filter.get(name, ""))
+            base = best_of(lambda _, sql=sql, since=since: raw.execute(sql, (since.timestamp(), NOW.timestamp())).fetchall(), 3)
+            figures.append(Figure(f"hub_agent_{name}", rate(rows, ours), "rows/s", rate(rows, base)))
+            print(figures[-1].human() + f"   ({ours * 1000:,.0f} ms a cycle)", flush=True)
+        raw.close()
+        storage.close()
+    print_json_lines(figures)
+
+
+if __name__ == "__main__":
+    main()
