@@ -3,6 +3,11 @@
 Everything runs in one process and one event loop, on 127.0.0.1: the hub (uvicorn) on ``port``,
 the simulator's Modbus servers at the addresses the firmware configs name, and an edge daemon per
 config whose hub URL is pointed at the demo's hub.
+
+Before the hub starts, its storage gets ``history_days`` of simulated history of the same points
+(:func:`simulator.history.history_readings`, one sample per 10 minutes), so the demand forecaster,
+the maintenance predictor and the anomaly detector's baselines have something to work on from the
+first minute. The summary counts only what the edges sync.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -21,10 +27,14 @@ from hub.storage import Storage, open_storage
 from protocols.config import FirmwareConfig
 
 SUMMARY_EVERY_S = 2.0
+HISTORY_STEP_S = 600.0
 
 
-def summary_lines(storage: Storage, elapsed_s: float) -> list[str]:
-    counts = storage.reading_counts()
+def summary_lines(storage: Storage, elapsed_s: float, before: dict[str, int] | None = None) -> list[str]:
+    """Readings synced per substation (beyond ``before``, the counts before the edges started) and
+    incidents by type and severity."""
+    before = before or {}
+    counts = {sub: n - before.get(sub, 0) for sub, n in storage.reading_counts().items()}
     incidents = storage.incident_counts()
     total = sum(incidents.values())
     lines = [f"[{elapsed_s:6.1f}s] readings synced: "
@@ -45,9 +55,11 @@ async def run_demo(
     duration_s: float | None = None,
     database_url: str | None = None,
     speed: float = 1.0,
+    history_days: float = 28.0,
     out: Callable[[str], None] = lambda s: print(s, flush=True),
 ) -> dict[str, int]:
-    """Run the demo; returns readings stored per substation at the end."""
+    """Run the demo; returns readings synced per substation by the end (history not counted)."""
+    from simulator.history import history_readings
     from simulator.runner import Simulation
     from simulator.scenario import load_scenario
 
@@ -59,9 +71,19 @@ async def run_demo(
             msgspec.structs.replace(c, hub=msgspec.structs.replace(c.hub, url=hub_url)) for c in configs
         ]
         scen = load_scenario(scenario, configs) if scenario else None
+        if history_days > 0:
+            out(f"demo: storing {history_days:g} days of simulated history ({HISTORY_STEP_S / 60:g}-minute samples) ...")
+            t0 = time.monotonic()
+            rows = await asyncio.to_thread(history_readings, configs, days=history_days,
+                                           end=datetime.now(UTC), step_s=HISTORY_STEP_S)
+            await asyncio.to_thread(storage.insert_readings, rows, "demo-history")
+            out(f"demo: {len(rows):,} history readings stored in {time.monotonic() - t0:.1f} s: forecasts and "
+                "maintenance predictions come with the agents' first cycle")
+        before = storage.reading_counts()
         hub = HubServer(storage, port)
         await hub.start()
-        out(f"demo: hub on {hub_url} (database {url}) - try: curl {hub_url}/incidents")
+        out(f"demo: hub on {hub_url} (database {url}) - try: curl {hub_url}/incidents, {hub_url}/grid-status, "
+            f"{hub_url}/forecast/next-24h, {hub_url}/maintenance; API docs at {hub_url}/docs")
         started = time.monotonic()
         try:
             async with Simulation(configs, scen, speed=speed) as sim:
@@ -81,7 +103,7 @@ async def run_demo(
                             if duration_s is not None:
                                 wait = min(wait, max(0.0, duration_s - (time.monotonic() - started)))
                             await asyncio.sleep(wait)
-                            for line in await asyncio.to_thread(summary_lines, storage, time.monotonic() - started):
+                            for line in await asyncio.to_thread(summary_lines, storage, time.monotonic() - started, before):
                                 out(line)
                         # let the edges send what they hold before stopping
                         for d in daemons:
@@ -92,9 +114,9 @@ async def run_demo(
                             t.cancel()
         finally:
             await hub.stop()
-            final = storage.reading_counts()
+            final = {sub: n - before.get(sub, 0) for sub, n in storage.reading_counts().items()}
             out("demo: final summary")
-            for line in summary_lines(storage, time.monotonic() - started):
+            for line in summary_lines(storage, time.monotonic() - started, before):
                 out(line)
             storage.close()
         return final

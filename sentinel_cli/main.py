@@ -148,10 +148,14 @@ DEMO_CONFIGS = ("nairobi-s1.toml", "mombasa-s1.toml")  # pure Python: no broker 
 def cmd_demo(args: argparse.Namespace) -> int:
     from sentinel_cli.demo import run_demo
 
+    if not args.history_days >= 0:
+        print(f"sentinel demo: --history-days must be 0 or more, not {args.history_days:g}", file=sys.stderr)
+        return 2
     configs = _load_configs(args.config or [str(DEFAULT_CONFIG_DIR / name) for name in DEMO_CONFIGS])
     try:
         asyncio.run(run_demo(configs, scenario=args.scenario, port=args.port, duration_s=args.duration,
-                             database_url=args.database, speed=args.speed))
+                             database_url=args.database, speed=args.speed,
+                             history_days=args.history_days))
     except KeyboardInterrupt:
         print("\ndemo: stopped", flush=True)
     return 0
@@ -224,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="firmware config (repeatable; default: firmware_configs/nairobi-s1.toml and mombasa-s1.toml)")
     s.add_argument("--database", default=None, help="hub database URL (default: a fresh SQLite file in a temp dir)")
     s.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall-clock second (default 1)")
+    s.add_argument("--history-days", type=float, default=28.0,
+                   help="days of simulated history stored before the edges start, so forecasts and maintenance "
+                        "predictions have data (default 28; 0: none)")
     s.set_defaults(func=cmd_demo)
     return p
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -150,7 +152,9 @@ def _hub_sequences(database_url: str, edge_id: str) -> tuple:
 
 
 def test_demo_command_runs_and_exits_zero(tmp_path: Path) -> None:
-    """`sentinel demo --duration` as a user runs it (configs moved to free ports)."""
+    """`sentinel demo --duration` as a user runs it (configs moved to free ports): the scenario's
+    voltage excursions become incidents, and the stored history gives forecasts and maintenance
+    predictions while it runs."""
     configs = []
     for name in ("nairobi-s1.toml", "mombasa-s1.toml"):
         text = (CONFIGS / name).read_text()
@@ -161,13 +165,36 @@ def test_demo_command_runs_and_exits_zero(tmp_path: Path) -> None:
         configs += ["--config", str(path)]
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "sentinel_cli.main", "demo", "--port", str(port), "--duration", "12", *configs],
-        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentinel_cli.main", "demo", "--port", str(port), "--duration", "20", *configs],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
     )
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    forecasts: list[dict] = []
+    predictions: list[dict] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and not (forecasts and predictions):
+            time.sleep(0.5)
+            try:
+                forecasts = httpx.get(f"http://127.0.0.1:{port}/forecast/next-24h", timeout=5).json()["forecasts"]
+                predictions = httpx.get(f"http://127.0.0.1:{port}/maintenance", timeout=5).json()["predictions"]
+            except httpx.HTTPError:
+                continue
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
     assert f"hub on http://127.0.0.1:{port}" in out
+    assert "history readings stored" in out, out
     final = out[out.index("demo: final summary"):]
     assert "NAIROBI-S1" in final and "MOMBASA-S1" in final
     assert "voltage_" in final, out  # the scenario's voltage excursions became incidents
+    synced = {m[0]: int(m[1].replace(",", "")) for m in re.findall(r"([A-Z]+-S1) ([\d,]+)", final)}
+    assert 0 < synced["NAIROBI-S1"] < 20_000, final  # the edges' readings, not the history's 80,000
+    # every feeder with active power has a 24 h forecast; both transformers a prediction
+    assert {f["device_id"] for f in forecasts} == {"FEEDER-F12", "FEEDER-M03"}, forecasts
+    assert all(len(f["points"]) >= 24 for f in forecasts)
+    assert {p["device_id"] for p in predictions} == {"TR-04", "TR-07"}
+    assert all(p["confidence"] > 0 for p in predictions), predictions
