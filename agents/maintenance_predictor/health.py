@@ -113,7 +113,7 @@ def maintenance_severity(days_since: float, interval_days: float) -> float:
 
 def combine(severities: dict[str, float], cfg: MaintenanceConfig) -> tuple[float, dict[str, float], float]:
     """(health, components, confidence) from the severities of the factors that had data."""
-    components = {f: -cfg.weights[f] * severities[f] for f in FACTORS if f in severities}
+    components = {f: 0.0 - cfg.weights[f] * severities[f] for f in FACTORS if f in severities}  # never -0.0
     health = 100.0 + sum(components.values())
     confidence = sum(cfg.weights[f] for f in components) / 100.0
     return health, components, confidence
