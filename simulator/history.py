@@ -25,10 +25,11 @@ EAST_AFRICA = timedelta(hours=3)
 
 
 def history_readings(configs: Sequence[FirmwareConfig], *, days: float, end: datetime, step_s: float = 600.0,
-                     seed: int = 1) -> list[Reading]:
+                     seed: int = 0) -> list[Reading]:
     """Readings of every configured point at ``end - days``, ``+ step_s``, ... up to (not including)
-    ``end``; ``end`` must be timezone-aware. ``seed`` picks the random walk (the live simulation
-    uses 0 by default, so history and live run differ in detail but not in kind)."""
+    ``end``; ``end`` must be timezone-aware. ``seed`` must be the live simulation's (0 by default):
+    it fixes each device's own character (phase unbalance, power factor, load scale, the
+    substation's ambient), which a history of another seed would contradict."""
     if end.tzinfo is None:
         raise ValueError("end must be timezone-aware")
     if not days > 0 or not step_s > 0:
@@ -45,7 +46,13 @@ def history_readings(configs: Sequence[FirmwareConfig], *, days: float, end: dat
     out: list[Reading] = []
     for p in plant.points:
         column = values[:, p.index]
+        if _is_integer(p.point):  # what the edge reads back from an integer register: whole steps
+            column = np.round((column - p.point.offset) / p.point.scale) * p.point.scale + p.point.offset
         unit, sub, dev, metric = p.point.unit, p.device.substation, p.device.id, p.metric
         out.extend(Reading(ts=ts, substation=sub, device_id=dev, metric=metric, value=float(v), unit=unit)
                    for ts, v in zip(stamps, column, strict=True))
     return out
+
+
+def _is_integer(point: object) -> bool:
+    return str(getattr(point, "data_type", "float32")).startswith(("int", "uint"))

@@ -43,6 +43,7 @@ FREQUENCY_TAU_S = 300.0
 # Transformer thermal model (IEC 60076-7 style)
 OIL_RISE_RATED_K = 40.0
 OIL_TAU_S = 90 * 60.0
+WARM_UP_H = 8.0  # five oil time constants and more: the state at t = 0 forgets where it started
 OIL_EXPONENT = 0.8  # n
 LOSS_RATIO = 5.0  # R: load losses at rated current / no-load losses
 WINDING_GRADIENT_RATED_K = 20.0
@@ -153,9 +154,7 @@ class GridPhysics:
         self._k = 0
         self._frequency_dev = np.zeros(1)
         self._load_dev = np.zeros(n)
-        load = self._load_at(np.zeros(1), self._load_dev[None, :])[0]
-        self._oil_rise = self._oil_rise_ss(load)
-        self._winding_gradient = self._winding_gradient_ss(load)
+        self._warm_start()
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -181,6 +180,18 @@ class GridPhysics:
         for p in plant.points:
             channel, factor, offset = _point_mapping(p, self._rated_kv[p.device.index], self._rated_a[p.device.index])
             self._point_channel[p.index], self._point_factor[p.index], self._point_offset[p.index] = channel, factor, offset
+
+    def _warm_start(self, hours: float = WARM_UP_H, dt: float = 60.0) -> None:
+        """Oil and winding temperatures at t = 0 as the load of the hours before left them (the
+        load's random factor at 0), not at the steady state of the load at 0: a transformer in the
+        morning ramp lags its load, and a simulation started then should too."""
+        t = np.arange(-hours * 3600.0, dt / 2, dt)
+        load = self._load_at(t, np.zeros((t.size, len(self._load_dev))))
+        a_o, a_w = math.exp(-dt / OIL_TAU_S), math.exp(-dt / WINDING_TAU_S)
+        self._oil_rise = _linear_recursion(self._oil_rise_ss(load[0]), a_o,
+                                           (1 - a_o) * self._oil_rise_ss(load[1:]))[-1]
+        self._winding_gradient = _linear_recursion(self._winding_gradient_ss(load[0]), a_w,
+                                                   (1 - a_w) * self._winding_gradient_ss(load[1:]))[-1]
 
     # -- the model ------------------------------------------------------------------------------
 

@@ -18,10 +18,21 @@ showing unexpected temperature spike. ...").
 from __future__ import annotations
 
 from agents.anomaly_detector.analyse import alert_text, analyse
-from agents.anomaly_detector.baseline import Baseline, compute_baseline, grouped_median, hour_of_week
+from agents.anomaly_detector.baseline import (
+    Baseline,
+    compute_baseline,
+    grouped_median,
+    hour_of_week,
+    week_over_week_scale,
+)
 from agents.anomaly_detector.correlate import SCOPES, group_episodes, scope_of
 from agents.anomaly_detector.episodes import Episodes, find_episodes
-from agents.anomaly_detector.schema import AGENT, AnomalyConfig, AnomalyInput, SensorSeries
+from agents.anomaly_detector.schema import (
+    AGENT,
+    AnomalyConfig,
+    AnomalyInput,
+    SensorSeries,
+)
 from agents.findings import Finding
 
 __all__ = [
@@ -41,4 +52,5 @@ __all__ = [
     "grouped_median",
     "hour_of_week",
     "scope_of",
+    "week_over_week_scale",
 ]

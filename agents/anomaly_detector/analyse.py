@@ -4,8 +4,9 @@ What only the hub can see, over every sensor at once (numpy; the Python loops ar
 windows, episodes and groups, never over readings):
 
 1. ``baseline_deviation``: the last ``deviation_window_s`` of a sensor against its hour-of-week
-   baselines (:mod:`.baseline`) over trailing 30 / 60 / 90-day windows; flagged when the median
-   |z| reaches the threshold against the longest window the history covers. Confidence is the
+   baselines (:mod:`.baseline`) over trailing 30 / 60 / 90-day windows; flagged when the
+   absolute median z (the period's level, in the hour's week-to-week scale) reaches the threshold
+   against the longest window the history covers. Confidence is the
    share of windows used times the share of the period's readings in trusted buckets.
 2. Episodes of the edge's scores (:mod:`.episodes`), each with type, peak, start and end, and the
    peak reading's deviation from its baseline.
@@ -41,10 +42,22 @@ from typing import Any
 import numpy as np
 
 from agents.anomaly_detector import text
-from agents.anomaly_detector.baseline import Baseline, compute_baseline, grouped_median, hour_of_week
+from agents.anomaly_detector.baseline import (
+    MAD_TO_SIGMA,
+    MEAN_ABS_TO_SIGMA,
+    Baseline,
+    compute_baseline,
+    grouped_median,
+    hour_of_week,
+)
 from agents.anomaly_detector.correlate import group_episodes, scope_of
 from agents.anomaly_detector.episodes import Episodes, find_episodes
-from agents.anomaly_detector.schema import AGENT, AnomalyConfig, AnomalyInput, SensorSeries
+from agents.anomaly_detector.schema import (
+    AGENT,
+    AnomalyConfig,
+    AnomalyInput,
+    SensorSeries,
+)
 from agents.findings import Finding, severity_rank
 from models.detectors import ANOMALY_TYPES
 from protocols.reading import sensor_type
@@ -203,6 +216,25 @@ def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
 
+def _resolution(sensor: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per sensor, the smallest step between its distinct recent values: its resolution, where it
+    is quantised, i.e. where values repeat (at most half as many distinct values as readings); 0
+    elsewhere (continuous values: a few of them are spaced by their scatter, not by a step)."""
+    out = np.zeros(n)
+    if sensor.size < 2:
+        return out
+    order = np.lexsort((values, sensor))
+    s, x = sensor[order], values[order]
+    step = np.diff(x)
+    same_sensor = s[1:] == s[:-1]
+    moved = same_sensor & (step > 1e-9 * np.maximum(np.abs(x[1:]), 1.0))
+    best = np.full(n, np.inf)
+    np.minimum.at(best, s[1:][moved], step[moved])
+    distinct = np.bincount(s, minlength=n) - np.bincount(s[1:][same_sensor & ~moved], minlength=n)
+    quantised = np.isfinite(best) & (2 * distinct <= np.bincount(s, minlength=n))
+    return np.where(quantised, best, 0.0)
+
+
 @dataclass(frozen=True)
 class _Context:
     d: _Data
@@ -219,16 +251,27 @@ class _Context:
         s, t, v = d.sid[recent], d.t[recent], d.v[recent]
         how = hour_of_week(t, cfg.utc_offset_hours)
         n_recent = np.bincount(s, minlength=n)
+        resolution = _resolution(s, v, n)
         rows = []
         for b in self.baselines:
-            z = b.z(s, t, v, cfg.utc_offset_hours)
+            location, scale, trusted = b.at(s, t, cfg.utc_offset_hours)
+            # a quantised sensor (0.1 degC steps) is no better known than its step, however steady
+            scale = np.maximum(scale, resolution[s])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = np.where(trusted, (v - location) / scale, np.nan)
             ok = np.isfinite(z)
             k = s[ok]
             med_abs, count = grouped_median(k, np.abs(z[ok]), n)
-            rows.append({"median_abs_z": med_abs, "median_z": grouped_median(k, z[ok], n)[0], "readings": count,
+            med_z = grouped_median(k, z[ok], n)[0]
+            # how well the period's few readings pin its level down: the standard error of their
+            # median (1.2533 x sigma / sqrt n, sigma from the readings' own scatter about the baseline)
+            spread = MAD_TO_SIGMA * grouped_median(k, np.abs(z[ok] - med_z[k]), n)[0]
+            se = MEAN_ABS_TO_SIGMA * np.nan_to_num(spread) / np.sqrt(np.maximum(count, 1))
+            rows.append({"median_abs_z": med_abs, "median_z": med_z, "level_z": med_z / np.sqrt(1.0 + se**2),
+                         "readings": count,
                          "value": grouped_median(k, v[ok], n)[0],
-                         "baseline": grouped_median(k, b.median[s[ok], how[ok]], n)[0],
-                         "scale": grouped_median(k, b.scale[s[ok], how[ok]], n)[0],
+                         "baseline": grouped_median(k, location[ok], n)[0],
+                         "scale": grouped_median(k, scale[ok], n)[0],
                          "sensor": k, "how": how[ok]})
         out = []
         for i, meta in enumerate(d.meta):
@@ -238,17 +281,21 @@ class _Context:
                 continue
             j = decisive[-1]
             r = rows[j]
-            med_abs = float(r["median_abs_z"][i])
-            if med_abs < cfg.deviation_z_warning:
+            # the period's level against the hour's: the median z (a noisy sensor's readings scatter
+            # around their level; their median |z| would measure the scatter, not a shift), less
+            # what the uncertainty of that median allows (a few readings of a noisy sensor)
+            level_z = abs(float(r["level_z"][i]))
+            if level_z < cfg.deviation_z_warning:
                 continue
-            out.append(self._deviation_finding(i, meta, j, rows, used, int(n_recent[i]), med_abs))
+            out.append(self._deviation_finding(i, meta, j, rows, used, int(n_recent[i]), level_z))
         return out
 
     def _deviation_finding(self, i: int, meta: SensorSeries, j: int, rows: list[dict[str, Any]], used: list[int],
-                           n_recent: int, med_abs: float) -> Finding:
+                           n_recent: int, level_z: float) -> Finding:
         d, cfg = self.d, self.config
         r = rows[j]
         value, base, scale, med_z = (float(r[k][i]) for k in ("value", "baseline", "scale", "median_z"))
+        signed_level_z = float(r["level_z"][i])
         pct = (value - base) / abs(base) * 100.0 if base != 0 else None
         window = cfg.baseline_windows_days[j]
         readings = int(r["readings"][i])
@@ -262,14 +309,15 @@ class _Context:
         shift = f", {text.format_pct(pct)} from" if pct is not None else " against"
         description = (f"{kind} {meta.device_id} {q} ({meta.metric}) at {text.format_value(value, meta.unit)} over "
                        f"{period}{shift} its hour-of-week baseline {text.format_value(base, meta.unit)} "
-                       f"(median |z| {med_abs:.1f} over {readings} readings, {window}-day baseline).")
+                       f"(z {signed_level_z:+.1f} over {readings} readings, {window}-day baseline).")
         windows = [{"window_days": w, "used": bool(self.baselines[k].used[i]),
                     "median_abs_z": _num(rows[k]["median_abs_z"][i]), "median_z": _num(rows[k]["median_z"][i]),
                     "readings": int(rows[k]["readings"][i]), "baseline_median": _num(rows[k]["baseline"][i]),
                     "baseline_scale": _num(rows[k]["scale"][i])}
                    for k, w in enumerate(cfg.baseline_windows_days)]
         facts = {
-            "window_days": window, "median_abs_z": med_abs, "median_z": med_z, "readings": readings,
+            "window_days": window, "median_abs_z": float(r["median_abs_z"][i]), "median_z": med_z,
+            "level_z": signed_level_z, "readings": readings,
             "period_readings": n_recent, "period_s": cfg.deviation_window_s, "value_median": value,
             "baseline_median": base, "baseline_scale": scale, "deviation_pct": pct,
             "hours_of_week": np.unique(r["how"][r["sensor"] == i]).tolist(), "utc_offset_hours": cfg.utc_offset_hours,
@@ -277,7 +325,7 @@ class _Context:
             "windows_used": [cfg.baseline_windows_days[k] for k in used],
         }
         confidence = len(used) / len(self.baselines) * readings / max(n_recent, 1)
-        severity = "CRITICAL" if med_abs >= cfg.deviation_z_critical else "WARNING"
+        severity = "CRITICAL" if level_z >= cfg.deviation_z_critical else "WARNING"
         sign = 1.0 if med_z >= 0 else -1.0
         return Finding(
             agent=AGENT, type="baseline_deviation", severity=severity, timestamp=_utc(times[-1]),
@@ -316,19 +364,20 @@ class _Context:
         d, cfg = self.d, self.config
         p = eps.peak_index
         how = hour_of_week(d.t[p], cfg.utc_offset_hours)
-        per_window = [(b, b.z(d.sid[p], d.t[p], d.v[p], cfg.utc_offset_hours)) for b in self.baselines]
+        per_window = [(b, b.z(d.sid[p], d.t[p], d.v[p], cfg.utc_offset_hours), *b.at(d.sid[p], d.t[p], cfg.utc_offset_hours)[:2])
+                      for b in self.baselines]
         out = []
         for k in range(len(eps)):
             i, pk = int(eps.sensor[k]), int(p[k])
             meta = d.meta[i]
             value = float(d.v[pk])
             windows, chosen = [], None
-            for b, z in per_window:
+            for b, z, location, scale in per_window:
                 h = int(how[k])
                 trusted = bool(b.trusted[i, h])
-                med = float(b.median[i, h])
+                med = float(location[k])
                 w = {"window_days": b.window_days, "used": bool(b.used[i]), "trusted": trusted, "hour_of_week": h,
-                     "count": int(b.count[i, h]), "median": _num(med), "scale": _num(b.scale[i, h]),
+                     "count": int(b.count[i, h]), "median": _num(med), "scale": _num(scale[k]),
                      "z": _num(z[k]) if trusted else None,
                      "deviation_pct": (value - med) / abs(med) * 100.0 if trusted and med != 0 and np.isfinite(value)
                      else None}

@@ -9,7 +9,14 @@ over sensors, buckets or samples. The MAD is the same grouped median of ``|x - m
 - scale: 1.4826 x MAD (a Gaussian's sigma); where the MAD is 0 (quantised or mostly constant
   values) 1.2533 x the mean absolute deviation from the median; 0 when every value is the same,
   and such a bucket is not trusted;
-- z = (x - median) / scale: a value at the median is 0, one 3 x 1.4826 x MAD above it is 3.
+- floor: per sensor, the scale of its week-over-week differences (samples exactly one week apart,
+  1.4826 x MAD of the differences / sqrt 2), from at least ``MIN_PAIRS`` pairs; 0 without them.
+  A bucket holds few samples (30 days of hourly means: 4 or 5), and the MAD of so few, taken
+  around their own median, is far too small half the time; the floor, pooled over every hour of
+  the sensor's week, is the spread an hour's level really has from one week to the next;
+- z = (x - location) / max(scale, floor), where the location is the bucket medians interpolated
+  between the middles of the hours (:meth:`Baseline.at`): a value at the median is 0, one 3
+  scales above it is 3.
 
 Hour of week: 0 is Monday 00:00-01:00, 167 Sunday 23:00-24:00, in UTC shifted by the configured
 offset (1970-01-01, epoch 0, was a Thursday: hour 72).
@@ -21,10 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["HOURS_PER_WEEK", "MAD_TO_SIGMA", "MEAN_ABS_TO_SIGMA", "Baseline", "compute_baseline", "grouped_median",
-           "hour_of_week"]
+__all__ = ["HOURS_PER_WEEK", "MAD_TO_SIGMA", "MEAN_ABS_TO_SIGMA", "MIN_PAIRS", "Baseline", "compute_baseline",
+           "grouped_median", "hour_of_week", "week_over_week_scale"]
 
 HOURS_PER_WEEK = 168
+WEEK_S = 7 * 86_400
+MIN_PAIRS = 8  # week-over-week pairs a sensor needs for its scale floor
 MAD_TO_SIGMA = 1.4826
 MEAN_ABS_TO_SIGMA = 1.2533  # sqrt(pi / 2): mean absolute deviation of a Gaussian -> its sigma
 DAY_S = 86_400.0
@@ -73,14 +82,40 @@ class Baseline:
     mad: np.ndarray  # float64, the raw median absolute deviation
     scale: np.ndarray  # float64, sigma-equivalent (see the module's docstring)
     trusted: np.ndarray  # bool: used, at least min_count samples, scale > 0
+    floor: np.ndarray  # (sensors,) float64: the week-over-week scale, 0 where unknown
+
+    @property
+    def effective_scale(self) -> np.ndarray:
+        """``max(scale, floor)`` per bucket: what z-scores divide by (NaN where the bucket is empty)."""
+        return np.maximum(self.scale, self.floor[:, None])
+
+    def at(self, sensor: np.ndarray, t: np.ndarray, utc_offset_hours: float = 0.0
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(location, scale, trusted)`` of each sample's baseline. A bucket's median stands for
+        the middle of its hour; between the middles of two trusted buckets the location and the
+        scale are interpolated linearly, so a series that climbs through the hour (temperatures in
+        the morning) is not off its baseline at every hour's start and end. Next to a bucket that
+        is not trusted, the sample's own bucket stands alone. ``trusted``: the own bucket is."""
+        s = np.asarray(sensor, dtype=np.int64)
+        pos = (np.asarray(t, dtype=np.float64) + utc_offset_hours * 3600.0) / 3600.0 - 0.5
+        base = np.floor(pos)
+        w = pos - base
+        h0 = (base.astype(np.int64) + _EPOCH_HOUR_OF_WEEK) % HOURS_PER_WEEK
+        h1 = (h0 + 1) % HOURS_PER_WEEK
+        own = np.where(w >= 0.5, h1, h0)
+        eff = self.effective_scale
+        ok0, ok1 = self.trusted[s, h0], self.trusted[s, h1]
+        both = ok0 & ok1
+        location = np.where(both, (1.0 - w) * self.median[s, h0] + w * self.median[s, h1], self.median[s, own])
+        scale = np.where(both, (1.0 - w) * eff[s, h0] + w * eff[s, h1], eff[s, own])
+        return location, scale, self.trusted[s, own]
 
     def z(self, sensor: np.ndarray, t: np.ndarray, values: np.ndarray, utc_offset_hours: float = 0.0) -> np.ndarray:
-        """Robust z-score of each reading against its bucket; NaN where the bucket is not trusted."""
-        how = hour_of_week(t, utc_offset_hours)
-        s = np.asarray(sensor, dtype=np.int64)
-        ok = self.trusted[s, how]
+        """Robust z-score of each reading against its baseline (:meth:`at`); NaN where its bucket is
+        not trusted."""
+        location, scale, ok = self.at(sensor, t, utc_offset_hours)
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = (np.asarray(values, dtype=np.float64) - self.median[s, how]) / self.scale[s, how]
+            z = (np.asarray(values, dtype=np.float64) - location) / scale
         return np.where(ok, z, np.nan)
 
 
@@ -115,4 +150,24 @@ def compute_baseline(sensor: np.ndarray, t: np.ndarray, values: np.ndarray, n_se
     trusted = (count >= min_count) & (np.nan_to_num(scale) > 0)
     return Baseline(window_days=window_days, end=float(end), used=used, count=count.reshape(shape),
                     median=median.reshape(shape), mad=mad.reshape(shape), scale=scale.reshape(shape),
-                    trusted=trusted.reshape(shape) & used[:, None])
+                    trusted=trusted.reshape(shape) & used[:, None],
+                    floor=week_over_week_scale(s, t[take], x, n_sensors))
+
+
+def week_over_week_scale(sensor: np.ndarray, t: np.ndarray, values: np.ndarray, n_sensors: int) -> np.ndarray:
+    """Per sensor, 1.4826 x MAD / sqrt 2 of the differences between samples exactly one week apart
+    (to the second); 0 for a sensor with fewer than ``MIN_PAIRS`` such pairs."""
+    out = np.zeros(n_sensors)
+    if sensor.size == 0:
+        return out
+    key = np.asarray(sensor, dtype=np.int64) * (1 << 40) + np.round(t).astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    keys, x = key[order], values[order]
+    j = np.searchsorted(keys, keys - WEEK_S)
+    found = (j < keys.size) & (keys[np.minimum(j, keys.size - 1)] == keys - WEEK_S)
+    d = x[found] - x[j[found]]
+    s = keys[found] >> 40
+    med, count = grouped_median(s, np.abs(d - grouped_median(s, d, n_sensors)[0][s]), n_sensors)
+    ok = count >= MIN_PAIRS
+    out[ok] = MAD_TO_SIGMA * med[ok] / np.sqrt(2.0)
+    return out

@@ -63,10 +63,14 @@ class AnomalyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     absolute deviation times 1.2533) of the history in each trailing window of
     ``baseline_windows_days``, ending where the assessed period (the last ``deviation_window_s``)
     begins. A window is used when the history reaches back ``min_window_coverage`` of it; a bucket
-    is trusted with ``min_bucket_count`` samples. A sensor whose median |z| over the assessed period
-    (at least ``min_recent_readings`` readings in trusted buckets, against the longest used window)
-    reaches ``deviation_z_warning`` is a ``baseline_deviation`` (CRITICAL from
-    ``deviation_z_critical``).
+    is trusted with ``min_bucket_count`` samples. A reading's z is its distance from the bucket
+    medians interpolated between the middles of the hours, over the largest of the bucket's scale,
+    the sensor's week-over-week scale (:func:`.baseline.week_over_week_scale`) and, for a
+    quantised sensor, its step. The period's level z is the median z of its readings, shrunk by
+    the standard error of that median (``z / sqrt(1 + se^2)``: a few scattered readings prove
+    little). A sensor whose level z, in absolute value, over the assessed period (at least
+    ``min_recent_readings`` readings in trusted buckets, against the longest used window) reaches
+    ``deviation_z_warning`` is a ``baseline_deviation`` (CRITICAL from ``deviation_z_critical``).
 
     Episodes: readings scoring ``score_threshold`` or more (the edge's alarm threshold), joined
     while the gap between consecutive high readings of a sensor is below ``episode_gap_s``;
@@ -79,7 +83,7 @@ class AnomalyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     min_window_coverage: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.9
     min_bucket_count: Annotated[int, msgspec.Meta(ge=1)] = 4
     deviation_window_s: Positive = 3600.0
-    deviation_z_warning: Positive = 3.0
+    deviation_z_warning: Positive = 4.0  # an hour level 4 week-to-week scales off its usual: rare by chance
     deviation_z_critical: Positive = 6.0
     min_recent_readings: Annotated[int, msgspec.Meta(ge=1)] = 3
     score_threshold: Score = 0.8

@@ -64,10 +64,16 @@ def test_baseline_median_mad_and_z_by_hand() -> None:
     assert (b.count == 15).all()  # 5 weeks x 3 samples an hour
     assert b.median[0, 14] == 50.0 + 14 and b.median[0, 24 + 3] == 50.0 + 3 + 1
     assert (b.mad == 0.5).all() and (b.scale == SCALE).all() and b.trusted.all()
-    h14 = NOW_S - HOUR + 30.0  # Monday 14:00:30
+    h14 = NOW_S - HOUR + 1800.0  # Monday 14:30, the middle of bucket 14
     z = b.z(np.zeros(3, dtype=np.int64), np.full(3, h14), np.array([64.0, 64.0 + 3 * SCALE, 64.0 - 1.5 * SCALE]))
     assert z[0] == 0.0
     assert z[1] == pytest.approx(3.0, abs=1e-12) and z[2] == pytest.approx(-1.5, abs=1e-12)
+    # between the middles of two hours the location is interpolated: 14:00 is half-way from 63 to 64,
+    # 14:45 a quarter of the way from 64 to 65; Monday 00:00 is half-way from Sunday 23:30 (79) to 00:30 (50)
+    times = np.array([NOW_S - HOUR, NOW_S - HOUR + 2700.0, NOW_S - 15 * HOUR])  # ..., Monday 00:00
+    location, scale, trusted = b.at(np.zeros(3, dtype=np.int64), times)
+    assert location.tolist() == pytest.approx([63.5, 64.25, (50.0 + 23 + 6 + 50.0) / 2])
+    assert (scale == SCALE).all() and trusted.all()
 
 
 def test_a_bucket_with_zero_mad_falls_back_to_the_mean_absolute_deviation_and_a_constant_one_is_not_trusted() -> None:
@@ -120,11 +126,11 @@ def test_a_sustained_deviation_from_the_baseline(days: float, windows: list[int]
     assert f.facts["median_abs_z"] == pytest.approx(5.0, abs=1e-9) and f.facts["readings"] == 60
     assert f.facts["baseline_median"] == 64.0 and f.facts["baseline_scale"] == SCALE
     assert f.facts["hours_of_week"] == [14] and f.nominal == 64.0
-    assert f.value == 64.0 + 5 * SCALE and f.threshold == pytest.approx(64.0 + 3 * SCALE)
+    assert f.value == 64.0 + 5 * SCALE and f.threshold == pytest.approx(64.0 + 4 * SCALE)  # the warning z: 4
     assert f.facts["deviation_pct"] == pytest.approx(5 * SCALE / 64.0 * 100)
     assert f.start == NOW - timedelta(seconds=3570) and f.timestamp == NOW - timedelta(seconds=30)
     assert f.description == ("Transformer TR-07 temperature (oil_temperature) at 67.71°C over the last hour, "
-                             f"+5.8% from its hour-of-week baseline 64°C (median |z| 5.0 over 60 readings, "
+                             f"+5.8% from its hour-of-week baseline 64°C (z +5.0 over 60 readings, "
                              f"{windows[-1]}-day baseline).")
     assert f.recommendation == "Recommend thermal inspection."
     skipped = [w for w in f.facts["windows"] if not w["used"]]
@@ -146,11 +152,87 @@ def test_the_time_zone_offset_moves_the_buckets() -> None:
     ht, hv = history(95, weekly)
     hv_local = weekly(ad.hour_of_week(ht, 3.0)) + (hv - weekly(ad.hour_of_week(ht)))
     t = last_hour(0.0)
-    data = ad.AnomalyInput(series=[sensor(timestamps=t, values=np.full(t.size, 67.0 + 4 * SCALE),
+    data = ad.AnomalyInput(series=[sensor(timestamps=t, values=np.full(t.size, 67.0 + 4.5 * SCALE),
                                           history_timestamps=ht, history_values=hv_local)])
     (f,) = ad.analyse(data, ad.AnomalyConfig(utc_offset_hours=3.0), now=NOW)
     assert f.facts["hours_of_week"] == [17] and f.facts["baseline_median"] == 67.0
-    assert f.facts["median_abs_z"] == pytest.approx(4.0, abs=1e-9)
+    assert f.facts["median_z"] == pytest.approx(4.5, abs=1e-9)
+
+
+def test_the_week_over_week_scale_by_hand() -> None:
+    # sensor 0: 10 hourly means in week 1, the same + d in week 2; sensor 1: only 5 pairs (too few)
+    t1 = NOW_S - 14 * DAY + np.arange(10) * HOUR + 1800.0
+    d = np.array([-2.0, -1.0, -1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 2.0, 4.0])
+    base = 50.0 + np.arange(10.0)
+    sensor = np.array([0] * 20 + [1] * 10, dtype=np.int64)
+    t = np.concatenate([t1, t1 + 7 * DAY, t1[:5], t1[:5] + 7 * DAY])
+    v = np.concatenate([base, base + d, base[:5], base[:5] + 1.0])
+    floor = ad.week_over_week_scale(sensor, t, v, 2)
+    # median of d is 0; |d - 0| sorted: 0 0 0 1 1 1 1 2 2 4 -> MAD 1
+    assert floor[0] == pytest.approx(1.4826 / np.sqrt(2)) and floor[1] == 0.0
+    # a sample 1 s off the week has no partner
+    assert ad.week_over_week_scale(sensor[:20], np.concatenate([t1, t1 + 7 * DAY + 1]), v[:20], 1)[0] == 0.0
+
+
+def noisy_site(rng: np.random.Generator, sensors: int, shift: np.ndarray) -> ad.AnomalyInput:
+    """Each sensor: raw readings once a minute with noise 1 around a daily curve whose level also
+    wanders from day to day (sigma 0.5); the history is its hourly means over 35 days (what the hub
+    keeps), the last hour raw readings, shifted by ``shift[i]``."""
+    series = []
+    hours = np.arange(35 * 24)
+    ht = NOW_S - HOUR - 35 * DAY + hours * HOUR + 1800.0
+    for i in range(sensors):
+        day_level = rng.normal(0.0, 0.5, 36)
+        curve = 100.0 + 10.0 * np.sin(2 * np.pi * (ad.hour_of_week(ht) % 24) / 24)
+        hv = curve + day_level[hours // 24] + rng.normal(0.0, 1.0, (hours.size, 60)).mean(axis=1)
+        t = last_hour(0.0)
+        level = 100.0 + 10.0 * np.sin(2 * np.pi * 14 / 24) + day_level[-1]
+        v = level + shift[i] + rng.normal(0.0, 1.0, t.size)
+        series.append(sensor(device=f"S{i}", timestamps=t, values=v, history_timestamps=ht, history_values=hv))
+    return ad.AnomalyInput(series=series)
+
+
+def test_noisy_sensors_at_their_usual_level_raise_nothing_and_a_level_shift_is_found() -> None:
+    """A noisy sensor's readings scatter far more than its hourly means do: against a baseline of
+    hourly means, what decides is the period's level, in the hour's week-to-week spread."""
+    rng = np.random.default_rng(7)
+    quiet = ad.analyse(noisy_site(rng, 40, np.zeros(40)), now=NOW)
+    assert quiet == [], [f.description for f in quiet]
+    shifted = ad.analyse(noisy_site(rng, 6, np.array([0.0, 0.0, 0.0, 5.0, 5.0, -5.0])), now=NOW)
+    assert sorted(f.device_id for f in shifted) == ["S3", "S4", "S5"]
+    for f in shifted:
+        assert 0.3 < f.facts["baseline_scale"] < 1.0  # the day-to-day spread (0.5), not the mean noise 1/sqrt(60)
+        assert abs(f.facts["median_z"]) > 5
+
+
+def test_a_few_scattered_readings_do_not_pin_a_level_down() -> None:
+    """Four readings whose median is 4.5 scales above the baseline: tight, a deviation; scattered
+    over 18 scales, the median is too uncertain to call (its standard error is ~3.5 scales)."""
+    ht, hv = history(95, weekly)
+    t = NOW_S - 1800.0 + np.arange(4.0)  # 14:30:00 to 14:30:03, where the baseline is the bucket's 64
+    for offsets, found in (([4.4, 4.5, 4.5, 4.6], True), ([-6.0, 4.5, 4.5, 12.0], False)):
+        v = 64.0 + np.array(offsets) * SCALE
+        data = ad.AnomalyInput(series=[sensor(timestamps=t, values=v, history_timestamps=ht, history_values=hv)])
+        findings = ad.analyse(data, now=NOW)
+        assert bool(findings) is found, [f.description for f in findings]
+        if found:
+            assert findings[0].facts["median_z"] == pytest.approx(4.5, abs=0.02)
+            assert findings[0].facts["level_z"] == pytest.approx(4.5, abs=0.1)
+
+
+def test_a_quantised_steady_sensor_is_judged_at_its_resolution() -> None:
+    """Hourly means of a steady temperature hardly vary from week to week (scale ~0.01); the
+    sensor reports 0.1 degC steps. Readings one step off the baseline are its resolution, not a
+    deviation; ten steps off are."""
+    rng = np.random.default_rng(3)
+    ht, hv = history(35, lambda how: 40.0 + 0.0 * how)
+    hv = 40.0 + rng.normal(0.0, 0.01, ht.size)
+    t = last_hour(0.0)
+    for offset, found in ((0.1, False), (1.0, True)):
+        v = np.round((40.0 + offset + rng.normal(0.0, 0.03, t.size)) * 10) / 10
+        data = ad.AnomalyInput(series=[sensor(timestamps=t, values=v, history_timestamps=ht, history_values=hv)])
+        findings = ad.analyse(data, now=NOW)
+        assert bool(findings) is found, [f.description for f in findings]
 
 
 # -- episodes ----------------------------------------------------------------------------------------

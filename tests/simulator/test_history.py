@@ -27,6 +27,14 @@ def test_every_point_every_step_before_end() -> None:
     assert all(r.value is not None and np.isfinite(r.value) and r.quality == 1.0 for r in rows)
 
 
+def test_integer_registers_come_in_their_steps() -> None:
+    rows = history_readings(sample_configs(), days=1, end=END, step_s=3600)
+    oil = [r.value for r in rows if r.device_id == "TR-04" and r.metric == "oil_temperature"]  # int16 x 0.1
+    volts = [r.value for r in rows if r.device_id == "FEEDER-F12" and r.metric == "voltage_l1"]  # float32
+    assert all(abs(v * 10 - round(v * 10)) < 1e-9 for v in oil)
+    assert any(abs(v * 10 - round(v * 10)) > 1e-3 for v in volts)
+
+
 def test_load_peaks_in_the_local_evening() -> None:
     rows = history_readings(sample_configs(), days=3, end=END, step_s=600)
     power = [r for r in rows if r.device_id == "FEEDER-F12" and r.metric == "active_power"]
