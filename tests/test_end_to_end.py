@@ -166,7 +166,7 @@ def test_demo_command_runs_and_exits_zero(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sentinel_cli.main", "demo", "--port", str(port), "--duration", "20", *configs],
+        [sys.executable, "-m", "sentinel_cli.main", "demo", "--port", str(port), "--duration", "30", *configs],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
     )
     forecasts: list[dict] = []
