@@ -309,9 +309,29 @@ def _fmt(v: float) -> str:
     return f"{v:,.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}"
 
 
-def _day_word(t: datetime, ref: datetime) -> str:
-    delta = (t.date() - ref.astimezone(timezone.utc).date()).days
-    return "today" if delta == 0 else "tomorrow" if delta == 1 else f"on {t:%a %Y-%m-%d}"
+def _day_word(t: datetime, ref: datetime, utc_offset_h: float = 0.0) -> str:
+    """today / tomorrow / on <date> of ``t`` seen from ``ref``, in local time (UTC + offset)."""
+    tz = timezone(timedelta(hours=utc_offset_h))
+    local = t.astimezone(tz)
+    delta = (local.date() - ref.astimezone(tz).date()).days
+    return "today" if delta == 0 else "tomorrow" if delta == 1 else f"on {local:%a %Y-%m-%d}"
+
+
+def _zone(utc_offset_h: float) -> tuple[timezone, str]:
+    """The operators' clock: UTC, or local time (named with its offset) when the site sets one."""
+    if utc_offset_h == 0:
+        return timezone.utc, "UTC"
+    return timezone(timedelta(hours=utc_offset_h)), f"local (UTC{utc_offset_h:+g})"
+
+
+def _clock(t: datetime, utc_offset_h: float) -> str:
+    tz, name = _zone(utc_offset_h)
+    return f"{t.astimezone(tz):%H:%M} {name}"
+
+
+def _span(a: datetime, b: datetime, utc_offset_h: float) -> str:
+    tz, name = _zone(utc_offset_h)
+    return f"{a.astimezone(tz):%a %H:%M}-{b.astimezone(tz):%H:%M} {name}"
 
 
 def forecast(history: LoadHistory, config: ForecastConfig = ForecastConfig(), now: datetime | None = None, *,
@@ -384,8 +404,9 @@ def _assess(history: LoadHistory, config: ForecastConfig, generated: datetime, m
         status, severity = "normal", "INFO"
     half_pct = 100.0 * (peak.upper - peak.lower) / 2.0 / abs(peak.value) if peak.value else 0.0
     u = history.unit
-    text = (f"DEMAND FORECAST: Peak demand expected {_day_word(peak.timestamp, generated)} at "
-            f"{peak.timestamp:%H:%M} UTC: {_fmt(peak.value)} {u} (±{half_pct:.0f}%). "
+    off = config.utc_offset_h
+    text = (f"DEMAND FORECAST: Peak demand expected {_day_word(peak.timestamp, generated, off)} at "
+            f"{_clock(peak.timestamp, off)}: {_fmt(peak.value)} {u} (±{half_pct:.0f}%). "
             f"Current capacity: {_fmt(cap)} {u}. "
             f"Margin: {_fmt(margin)} {u} ({margin_pct:.1f}%).")
     finding = None
@@ -395,7 +416,7 @@ def _assess(history: LoadHistory, config: ForecastConfig, generated: datetime, m
         text += (f" Probability of exceeding capacity within the next {len(points)} h: {risk:.0%}. "
                  f"Capacity risk: {severity}.")
         risky = [p.timestamp for p, pr in zip(points, p_hour) if pr >= config.risk_warning] or [peak.timestamp]
-        window = f"{risky[0]:%a %H:%M}-{risky[-1] + timedelta(hours=1):%H:%M} UTC"
+        window = _span(risky[0], risky[-1] + timedelta(hours=1), off)
         recommendation = (f"Plan for {window}: transfer load to neighbouring feeders or call demand response, "
                           f"and check transformer cooling and protection settings before the peak.")
         facts = {

@@ -77,6 +77,19 @@ def test_margin_arithmetic_and_the_seed_wording() -> None:
     assert f.exceed_probability < 0.01
 
 
+def test_times_are_told_on_the_local_clock_when_the_site_sets_one() -> None:
+    """Generated 23:00 UTC on the 14th = 02:00 on the 15th at UTC+3: the 18:00 UTC peak is 21:00
+    local, the same local day ("today", where UTC says "tomorrow")."""
+    local = ForecastConfig(utc_offset_h=3.0)
+    f = forecast(_history(10, capacity=1000.0, noise=0.0), local, now=START + timedelta(days=9, hours=23))
+    assert f.peak_time == datetime(2026, 1, 15, 18, tzinfo=timezone.utc)
+    assert f.description.startswith("DEMAND FORECAST: Peak demand expected today at 21:00 local (UTC+3): ")
+    peak = float(_profile(np.array([18.0]))[0])
+    over = forecast(_history(10, capacity=peak * 0.97), local)
+    assert over.finding is not None and " local (UTC+3): transfer load" in over.finding.recommendation
+    assert " UTC: transfer load" in forecast(_history(10, capacity=peak * 0.97)).finding.recommendation
+
+
 def test_capacity_risk_finding_when_the_forecast_approaches_capacity() -> None:
     peak = float(_profile(np.array([18.0]))[0])
     near = forecast(_history(10, capacity=peak * 1.01))
