@@ -6,8 +6,6 @@ import asyncio
 import os
 import re
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from protocols.config import FirmwareConfig, load_config
 from simulator.runner import Simulation
 from simulator.scenario import load_scenario
 from tests.conftest import CONFIGS, SCENARIOS, free_port
+from tests.support.procs import sentinel_process
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -165,13 +164,9 @@ def test_demo_command_runs_and_exits_zero(tmp_path: Path) -> None:
         configs += ["--config", str(path)]
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sentinel_cli.main", "demo", "--port", str(port), "--duration", "30", *configs],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
-    )
     forecasts: list[dict] = []
     predictions: list[dict] = []
-    try:
+    with sentinel_process("demo", "--port", str(port), "--duration", "30", *configs, env=env, cwd=tmp_path) as proc:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None and not (forecasts and predictions):
             time.sleep(0.5)
@@ -181,10 +176,6 @@ def test_demo_command_runs_and_exits_zero(tmp_path: Path) -> None:
             except httpx.HTTPError:
                 continue
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert f"hub on http://127.0.0.1:{port}" in out
     assert "history readings stored" in out, out

@@ -9,8 +9,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +29,7 @@ from simulator.scenario import SCHEMA_PATH, Scenario, ScenarioError, load_scenar
 from tests.conftest import CONFIGS, SCENARIOS, free_port
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.ports import on_free_ports
+from tests.support.procs import sentinel_process
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -352,20 +351,13 @@ def test_sim_run_serves_kisumu_and_stops_cleanly_on_sigterm(tmp_path: Path) -> N
     config = tmp_path / "kisumu-s1.toml"
     config.write_text(text.replace("port = 15883", f"port = {port}")
                       .replace("/tmp/sentinel/kisumu-rs485", str(tmp_path / "kisumu-rs485")))
-    proc = subprocess.Popen([sys.executable, "-m", "sentinel_cli.main", "sim", "run",
-                             str(SCENARIOS / "iot_sensor_faults.json"), "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with sentinel_process("sim", "run", str(SCENARIOS / "iot_sensor_faults.json"), "--config", str(config)) as proc:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(3)]
         assert lines[2].startswith(f"serving mqtt 127.0.0.1:{port} topics substations/KISUMU-S1/TR-11"), lines
         assert mqtt_broker.listening("127.0.0.1", port)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert out.startswith("stopped by SIGTERM\ndone at t = ")
     assert not mqtt_broker.listening("127.0.0.1", port)  # the broker went with it
