@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -139,12 +140,13 @@ class EdgeDaemon:
                     tg.create_task(self.models.run(), name="edge.models")
         finally:
             await self._flush()
+            # a device or an HTTP connection that will not close must not hold the shutdown up
             for d in self.devices:
-                await d.source.close()
-            await self._factory.aclose()
-            await self.sync.aclose()
+                await _bounded(d.source.close(), f"closing device {d.id}")
+            await _bounded(self._factory.aclose(), "closing the device connections")
+            await _bounded(self.sync.aclose(), "closing the hub connection")
             if self.models is not None:
-                await self.models.aclose()
+                await _bounded(self.models.aclose(), "closing the model-pull connection")
             self.buffer.set_status(json.dumps(self.status_snapshot()))  # the last word, for `edge status`
             self.buffer.close()
 
@@ -336,3 +338,15 @@ class EdgeDaemon:
         self._inflight = None
         if events or anomalies:
             self.sync.wake.set()
+
+
+CLOSE_TIMEOUT_S = 5.0
+
+
+async def _bounded(aw: Awaitable[object], what: str, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Await ``aw`` for at most ``timeout_s``; past that, log and go on with the shutdown."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await aw
+    except TimeoutError:
+        log.warning("%s took longer than %g s; shutting down without waiting", what, timeout_s)

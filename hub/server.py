@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import httpx
 import uvicorn
@@ -11,6 +12,9 @@ import uvicorn
 from hub.app import create_app
 from hub.settings import Settings
 from hub.storage import Storage
+
+log = logging.getLogger(__name__)
+STOP_GRACE_S = 5.0
 
 
 class HubServer:
@@ -20,7 +24,9 @@ class HubServer:
         self.host, self.port = host, port
         self.url = f"http://{host}:{port}"
         app = create_app(settings or Settings(), storage=storage)
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+        # a client that keeps a request open gets STOP_GRACE_S to finish it when the hub stops
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                                     timeout_graceful_shutdown=STOP_GRACE_S))
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, timeout_s: float = 10.0) -> None:
@@ -44,6 +50,16 @@ class HubServer:
         if self._task is None:
             return
         self._server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        try:
+            async with asyncio.timeout(2 * STOP_GRACE_S + 5.0):  # grace, then the lifespan's shutdown
+                await asyncio.shield(self._task)
+        except TimeoutError:
+            log.warning("hub on %s:%s did not stop within %g s; cancelling it", self.host, self.port,
+                        2 * STOP_GRACE_S + 5.0)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        except asyncio.CancelledError:
+            if not self._task.done():
+                raise
         self._task = None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import msgspec
 import numpy as np
 import pytest
 
-from edge.daemon import EdgeDaemon
+from edge.daemon import EdgeDaemon, _bounded
 from protocols.config import load_config
 from simulator.runner import Simulation
 from tests.conftest import CONFIGS, free_port
@@ -72,3 +73,13 @@ def test_device_restart_is_survived_and_others_keep_their_poll_rate(tmp_path: Pa
     assert np.diff(a).max() > 3.5  # the outage shows as a gap in BUS-220's readings ...
     kinds = [r[0] for r in db.execute("SELECT count(*) FROM events")]
     assert kinds == [2]  # ... and as one "down" and one "back" event, not one per failed poll
+
+
+def test_a_close_that_never_returns_does_not_hold_the_shutdown_up(caplog: pytest.LogCaptureFixture) -> None:
+    async def never() -> None:
+        await asyncio.Event().wait()
+
+    started = time.monotonic()
+    asyncio.run(_bounded(never(), "closing device X", timeout_s=0.2))
+    assert time.monotonic() - started < 5
+    assert "closing device X took longer than 0.2 s" in caplog.text
