@@ -103,8 +103,12 @@ class Orchestrator:
             failing = [st.failures for st in self._status.values() if st.failures]
             if failing:
                 wait = min(wait, min(s.max_retry_s, s.min_gap_s * 2 ** (min(failing) - 1)))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the inner result when a
+            # cancel lands just as the wake event is set, so the task swallowed its cancellation and
+            # cycled for ever (a hub that never stopped after new data arrived at shutdown)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             gap = s.min_gap_s - (time.monotonic() - self._last_cycle)

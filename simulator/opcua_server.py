@@ -350,7 +350,8 @@ class OpcUaEndpoint:
             server, self._server = self._server, None
             if server is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(server.stop(), 5.0)
+                    async with asyncio.timeout(5.0):  # not wait_for: on 3.11 it can swallow a cancellation
+                        await server.stop()
 
     async def restart(self, downtime_s: float = 0.0) -> None:
         await self.stop()

@@ -49,7 +49,8 @@ class PtyPair:
         if proc is not None and proc.returncode is None:
             proc.terminate()
             try:
-                await asyncio.wait_for(proc.wait(), 5)
+                async with asyncio.timeout(5):  # not wait_for: on 3.11 it can swallow a cancellation
+                    await proc.wait()
             except TimeoutError:
                 proc.kill()
                 await proc.wait()

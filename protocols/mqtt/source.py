@@ -414,7 +414,8 @@ class BrokerSession:
         # loop_stop() joins the thread: off the event loop, and never for long. Shielded, so that a
         # cancellation (which propagates) does not interrupt it half-way.
         try:
-            await asyncio.wait_for(asyncio.shield(asyncio.to_thread(client.loop_stop)), timeout=2.0)
+            async with asyncio.timeout(2.0):  # not wait_for: on 3.11 it can swallow a cancellation
+                await asyncio.shield(asyncio.to_thread(client.loop_stop))
         except TimeoutError:
             log.warning("%s: paho's network thread did not stop within 2 s", self.name)
 

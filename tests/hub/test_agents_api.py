@@ -239,3 +239,33 @@ def test_dga_and_vibration_readings_reach_the_maintenance_predictor(client: Test
     (p,) = client.get("/maintenance").json()["predictions"]
     assert p["device_id"] == "TR-07" and p["components"]["vibration"] == 0
     assert p["components"]["dga"] < -10 and p["health"] == pytest.approx(100 + sum(p["components"].values()))
+
+
+@pytest.mark.parametrize("ticks", range(6))
+def test_the_orchestrator_stops_when_cancelled_just_as_new_data_wakes_it(tmp_path: Path, ticks: int) -> None:
+    """A cancel that lands while a notify() is being delivered must still stop the loop. With
+    Python 3.11's asyncio.wait_for the cancel was swallowed and the hub never finished shutting down
+    (a CI run hung in a TestClient teardown right after a sync)."""
+    cycles: list[int] = []
+
+    def fine(storage, settings, now):  # noqa: ANN001, ANN202
+        cycles.append(1)
+        return AgentOutput()
+
+    async def main() -> bool:
+        storage = open_storage(f"sqlite:///{tmp_path / 'h.db'}")
+        try:
+            orch = Orchestrator(storage, OrchestratorSettings(interval_s=3600, min_gap_s=0.0), runners={"fine": fine})
+            task = asyncio.create_task(orch.run())
+            await asyncio.sleep(0.05)  # waiting for data
+            orch.notify()
+            for _ in range(ticks):  # every point of the wake-up's delivery
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=5)
+            await orch.aclose()
+            return task in done and task.cancelled()
+        finally:
+            storage.close()
+
+    assert asyncio.run(main()), "the orchestrator kept running after it was cancelled"
