@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Litestar, Request, get, post
 from litestar.datastructures import State
-from litestar.logging.config import LoggingConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -200,10 +199,27 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
             render_plugins=[SwaggerRenderPlugin()],
         ),
         exception_handlers={HTTPException: _http_error},
-        # Log through the standard `litestar` logger, but leave the root logger to the process
-        # (the CLI configures it; an embedding program has its own).
-        logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="always"),
+        # No Litestar LoggingConfig: it runs logging.config.dictConfig on every app, which closes
+        # every handler the process already has and starts a queue thread per app. Errors are logged
+        # by _log_error through this module's logger; the process (the CLI) configures logging.
+        logging_config=None,
+        after_exception=[_log_error],
     )
+
+
+def _log_error(exc: Exception, scope: Any) -> None:
+    """A client's mistake (4xx) is one line naming the request and what was wrong (a warning when it
+    sent data, info when it asked); anything else is a fault of ours, logged with its traceback."""
+    where = f"{scope.get('method', scope.get('type', ''))} {scope.get('path', '')}".strip()
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        detail = exc.detail
+        if isinstance(exc.extra, list) and exc.extra and isinstance(exc.extra[0], dict) and exc.extra[0].get("key"):
+            detail = f"{detail}: {exc.extra[0]['key']}: {exc.extra[0].get('message', '')}"
+        # data turned away (an edge will keep resending it) is worth an operator's eye; a bad query is not
+        level = logging.WARNING if scope.get("method") in ("POST", "PUT", "PATCH", "DELETE") else logging.INFO
+        log.log(level, "%s rejected (%d): %s", where, exc.status_code, detail)
+    else:
+        log.error("%s failed: %s", where, exc, exc_info=exc)
 
 
 def _http_error(request: Request, exc: HTTPException) -> Any:

@@ -26,7 +26,8 @@ class HubServer:
         app = create_app(settings or Settings(), storage=storage)
         # a client that keeps a request open gets STOP_GRACE_S to finish it when the hub stops
         self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
-                                                     timeout_graceful_shutdown=STOP_GRACE_S))
+                                                     timeout_graceful_shutdown=STOP_GRACE_S,
+                                                     log_config=None))  # logs go to the process's handlers
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, timeout_s: float = 10.0) -> None:

@@ -50,7 +50,8 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
     parse_database_url(settings.database_url)  # a bad URL fails here, before the server starts
     print(f"hub: serving on http://{args.host}:{args.port} (database {settings.database_url}); "
           f"API docs at /docs", flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    # log_config=None: uvicorn's own dictConfig would replace the logging configured above
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", log_config=None)
     return 0
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -123,6 +126,37 @@ def test_malformed_sync_batch_is_a_400_naming_the_field_and_changes_nothing(clie
     assert _count(client) == 10
     # the edge's high-water mark did not move: the good batch still goes in whole
     assert client.post("/edge/sync", content=_batch(11, 10)).json()["readings_stored"] == 10
+
+
+def test_a_rejected_batch_is_one_log_line_naming_the_field(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    bad = msgspec.json.decode(_batch(1, 3))
+    bad["readings"]["first_seq"] = 0
+    with caplog.at_level(logging.INFO, logger="hub.app"):
+        assert client.post("/edge/sync", content=msgspec.json.encode(bad)).status_code == 400
+    (rec,) = [r for r in caplog.records if "rejected" in r.getMessage()]
+    assert rec.name == "hub.app" and rec.levelno == logging.WARNING and rec.exc_info is None  # no traceback for a 400
+    assert "POST /edge/sync rejected (400)" in rec.getMessage() and "readings.first_seq" in rec.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hub.app"):
+        assert client.get("/incidents", params={"status": "CLOSED"}).status_code == 400
+    (rec,) = [r for r in caplog.records if "rejected" in r.getMessage()]
+    assert rec.levelno == logging.INFO and "GET /incidents rejected (400)" in rec.getMessage()
+
+
+def test_building_the_app_leaves_the_process_logging_alone(database_url: str) -> None:
+    """No dictConfig per app: it closed every handler the process had and left a queue thread behind."""
+    probe = logging.getLogger("sentinel.test.probe")
+    handler = logging.FileHandler(os.devnull)
+    probe.addHandler(handler)
+    try:
+        before = threading.active_count()
+        for _ in range(3):
+            create_app(Settings(database_url=database_url))
+        assert threading.active_count() == before
+        assert handler.stream is not None and not handler.stream.closed  # not shut down under us
+    finally:
+        probe.removeHandler(handler)
+        handler.close()
 
 
 def test_not_json_is_a_400(client: TestClient) -> None:
