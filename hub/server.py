@@ -60,7 +60,8 @@ class HubServer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        except asyncio.CancelledError:
-            if not self._task.done():
+        except asyncio.CancelledError:  # the server task was cancelled (fine) or we were (propagate)
+            me = asyncio.current_task()
+            if not self._task.done() or (me is not None and me.cancelling()):
                 raise
         self._task = None
