@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from agents.anomaly_detector import text
@@ -95,6 +96,33 @@ def analyse(data: AnomalyInput, config: AnomalyConfig = AnomalyConfig(), now: da
                              gap_s=config.episode_gap_s)
     findings += ctx.episode_findings(episodes)
     return sorted(findings, key=lambda f: (-severity_rank(f.severity), f.start or f.timestamp, f.condition_key()))
+
+
+def _merge_phases(findings: list[Finding]) -> list[Finding]:
+    """Deviations of several phases of one quantity on one device (voltage_l1, _l2, _l3 of a feeder)
+    are one condition and one incident: the phase furthest from its baseline leads, the others are
+    named in the description and listed in ``facts["phases"]``."""
+    groups: dict[str, list[Finding]] = {}
+    for f in findings:
+        groups.setdefault(f.key, []).append(f)
+    out = []
+    for group in groups.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        group.sort(key=lambda f: (-abs(f.facts["level_z"]), f.metric))
+        lead = group[0]
+        phases = [{"metric": f.metric, "level_z": f.facts["level_z"], "value_median": f.facts["value_median"],
+                   "baseline_median": f.facts["baseline_median"], "deviation_pct": f.facts["deviation_pct"],
+                   "severity": f.severity} for f in group]
+        others = ", ".join(f"{f.metric} (z {f.facts['level_z']:+.1f})" for f in group[1:])
+        out.append(msgspec.structs.replace(
+            lead, severity=max((f.severity for f in group), key=severity_rank),
+            timestamp=max(f.timestamp for f in group),
+            start=min((f.start for f in group if f.start is not None), default=lead.start),
+            description=f"{lead.description} Also {others}.",
+            facts={**lead.facts, "phases": phases}))
+    return out
 
 
 def alert_text(finding: Finding) -> str:
@@ -288,7 +316,7 @@ class _Context:
             if level_z < cfg.deviation_z_warning:
                 continue
             out.append(self._deviation_finding(i, meta, j, rows, used, int(n_recent[i]), level_z))
-        return out
+        return _merge_phases(out)
 
     def _deviation_finding(self, i: int, meta: SensorSeries, j: int, rows: list[dict[str, Any]], used: list[int],
                            n_recent: int, level_z: float) -> Finding:
@@ -335,7 +363,8 @@ class _Context:
             recommendation=text.recommendation(meta.metric, "baseline_deviation", kind, meta.device_id,
                                                meta.substation),
             facts=facts, start=_utc(times[0]),
-            key=f"{AGENT}:baseline_deviation:{meta.substation}:{meta.device_id}:{meta.metric}",
+            # the phases of one quantity (voltage_l1..l3) are one condition of the device: see _merge_phases
+            key=f"{AGENT}:baseline_deviation:{meta.substation}:{meta.device_id}:{sensor_type(meta.metric)}",
         )
 
     # -- 2 and 3. episodes and their correlation --

@@ -115,6 +115,28 @@ def deviating(days: float, shift_z: float = 5.0) -> ad.AnomalyInput:
                                           history_timestamps=ht, history_values=hv)])
 
 
+def test_the_phases_of_one_quantity_deviating_together_are_one_finding() -> None:
+    """voltage_l1..l3 of a feeder off their baselines at once: one condition, one incident; the phase
+    furthest off leads. Another device's phase, and a phase within its band, stay out of it."""
+    ht, hv = history(95, weekly)
+    t = last_hour(64.0)
+
+    def phase(metric: str, shift_z: float, device: str = "FEEDER-F12") -> ad.SensorSeries:
+        return sensor(metric, device=device, unit="kV", timestamps=t, values=np.full(t.size, 64.0 + shift_z * SCALE),
+                      history_timestamps=ht, history_values=hv)
+
+    data = ad.AnomalyInput(series=[phase("voltage_l1", 5.0), phase("voltage_l2", -9.0), phase("voltage_l3", 2.0),
+                                   phase("voltage_l1", 6.0, device="FEEDER-F13")])
+    f12, f13 = sorted(ad.analyse(data, now=NOW), key=lambda f: f.device_id)
+    assert f12.key == "anomaly_detector:baseline_deviation:NAIROBI-S1:FEEDER-F12:voltage"
+    assert f12.metric == "voltage_l2" and f12.facts["level_z"] == pytest.approx(-9.0, abs=0.1)  # furthest off leads
+    assert f12.severity == "CRITICAL"  # z 9 >= the critical z
+    assert [(p["metric"], round(p["level_z"], 1)) for p in f12.facts["phases"]] == [("voltage_l2", -9.0),
+                                                                                  ("voltage_l1", 5.0)]
+    assert f12.description.endswith(" Also voltage_l1 (z +5.0).")
+    assert f13.key.endswith(":FEEDER-F13:voltage") and "phases" not in f13.facts
+
+
 @pytest.mark.parametrize(("days", "windows", "confidence"), [(95, [30, 60, 90], 1.0), (45, [30], 0.3333)])
 def test_a_sustained_deviation_from_the_baseline(days: float, windows: list[int], confidence: float) -> None:
     (f,) = ad.analyse(deviating(days), now=NOW)
