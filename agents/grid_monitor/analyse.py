@@ -11,7 +11,8 @@ events found, never over samples):
 - frequency: the grid-code band, ``under_frequency`` / ``over_frequency``;
 - three phases: ``current_unbalance`` and ``voltage_unbalance`` (NEMA MG-1; for voltage the IEC
   negative-sequence factor instead when ``voltage_angle_l1..l3`` in degrees are given);
-- ``power_factor`` (``low_power_factor``), ``thd_voltage`` in % (``high_thd_voltage``);
+- ``power_factor`` (``low_power_factor``), ``thd_voltage`` in % (``high_thd_voltage``), both on their
+  10-min means;
 - feeders with a :class:`FeederRating`: ``feeder_overload`` (highest phase current, or active
   power, over the rating).
 
@@ -482,10 +483,33 @@ def _overload(dev: _Device, ctx: _Context) -> list[Finding]:
     return [ctx.finding(dev, "feeder_overload", "load", s, description=description, threshold=limit, facts=facts)]
 
 
+def _trailing_mean(tr: _Track, window_s: float) -> _Track:
+    """Each sample's mean over the ``window_s`` up to it (IEC 61000-4-30's aggregation of power factor
+    and THD), valid once the series covers a whole window: a lone reading is never judged alone.
+    ``window_s`` 0 leaves the series as it is."""
+    if window_s <= 0 or tr.t.size == 0:
+        return tr
+    sums = np.concatenate(([0.0], np.cumsum(np.where(tr.valid, tr.v, 0.0))))
+    counts = np.concatenate(([0], np.cumsum(tr.valid)))
+    lo = np.searchsorted(tr.t, tr.t - window_s, side="right")  # the window is (t - window_s, t]
+    hi = np.arange(1, tr.t.size + 1)
+    n = counts[hi] - counts[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (sums[hi] - sums[lo]) / n
+    valid = (n > 0) & (tr.t >= window_s)
+    return _Track(tr.metric, tr.unit, tr.nominal, tr.t, tr.t0, np.where(valid, mean, np.nan), valid)
+
+
+def _over_window(cfg: GridMonitorConfig) -> str:
+    w = cfg.power_quality_window_s
+    return "" if w <= 0 else (f"{w / 60:g}-min mean " if w % 60 == 0 else f"{w:g}-s mean ")
+
+
 def _power_factor(dev: _Device, ctx: _Context) -> list[Finding]:
     cfg = ctx.config
     # The meters here report |PF| without a sign; every value is read as lagging.
-    parts = [_over(_Track(tr.metric, tr.unit, None, tr.t, tr.t0, np.abs(tr.v), tr.valid),
+    parts = [_over(_trailing_mean(_Track(tr.metric, tr.unit, None, tr.t, tr.t0, np.abs(tr.v), tr.valid),
+                                  cfg.power_quality_window_s),
                    cfg.power_factor_warning_below, cfg.power_factor_critical_below, lower=True)
              for tr in dev.of_type("power_factor")]
     s = _summarise(parts, True, cfg.max_events_in_facts)
@@ -493,21 +517,25 @@ def _power_factor(dev: _Device, ctx: _Context) -> list[Finding]:
         return []
     crit = cfg.power_factor_critical_below
     limit = crit if s.severity == 2 and crit is not None else cfg.power_factor_warning_below
-    description = f"Low power factor on {dev.device_id} {s.track.metric} ({s.value:.3g} lagging; limit {limit:g})"
-    facts = {"warning_below": cfg.power_factor_warning_below, "critical_below": crit}
+    description = (f"Low power factor on {dev.device_id} {s.track.metric} ({_over_window(cfg)}{s.value:.3g} "
+                   f"lagging; limit {limit:g})")
+    facts = {"warning_below": cfg.power_factor_warning_below, "critical_below": crit,
+             "window_s": cfg.power_quality_window_s}
     return [ctx.finding(dev, "low_power_factor", "power_factor", s, description=description, threshold=limit,
                         facts=facts)]
 
 
 def _thd(dev: _Device, ctx: _Context) -> list[Finding]:
     cfg = ctx.config
-    parts = [_over(tr, cfg.thd_voltage_warning_pct, cfg.thd_voltage_critical_pct) for tr in dev.of_type("thd_voltage")]
+    parts = [_over(_trailing_mean(tr, cfg.power_quality_window_s), cfg.thd_voltage_warning_pct,
+                   cfg.thd_voltage_critical_pct) for tr in dev.of_type("thd_voltage")]
     s = _summarise(parts, False, cfg.max_events_in_facts)
     if s is None:
         return []
     limit = cfg.thd_voltage_critical_pct if s.severity == 2 else cfg.thd_voltage_warning_pct
-    description = (f"High voltage THD on {dev.device_id} {s.track.metric} ({s.value:.3g}%; limit {limit:g}%, "
-                   f"IEEE 519 / EN 50160)")
-    facts = {"unit": "%", "warning_pct": cfg.thd_voltage_warning_pct, "critical_pct": cfg.thd_voltage_critical_pct}
+    description = (f"High voltage THD on {dev.device_id} {s.track.metric} ({_over_window(cfg)}{s.value:.3g}%; "
+                   f"limit {limit:g}%, IEEE 519 / EN 50160)")
+    facts = {"unit": "%", "warning_pct": cfg.thd_voltage_warning_pct, "critical_pct": cfg.thd_voltage_critical_pct,
+             "window_s": cfg.power_quality_window_s}
     return [ctx.finding(dev, "high_thd_voltage", "thd_voltage", s, description=description, threshold=limit,
                         facts=facts)]

@@ -78,8 +78,8 @@ class GridMonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     Defaults: voltage unbalance WARNING above 2 %, CRITICAL above 3 % (EN 50160 / IEC 61000-2-2
     compatibility level 2 %); current unbalance 10 % / 20 %; power factor WARNING below 0.9 (read
     as lagging), no CRITICAL unless set; voltage THD WARNING above 5 %, CRITICAL above 8 %
-    (IEEE 519-2014 Table 1 for buses up to 69 kV / EN 50160's 8 % limit); feeder loading WARNING
-    above 100 % of rating, CRITICAL above 120 %.
+    (IEEE 519-2014 Table 1 for buses up to 69 kV / EN 50160's 8 % limit), both on 10-min means
+    (``power_quality_window_s``); feeder loading WARNING above 100 % of rating, CRITICAL above 120 %.
     """
 
     limits: Limits = Limits()
@@ -92,6 +92,9 @@ class GridMonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     power_factor_critical_below: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     thd_voltage_warning_pct: Pct = 5.0
     thd_voltage_critical_pct: Pct = 8.0
+    # power factor and voltage THD are judged on their mean over this window, as IEC 61000-4-30
+    # aggregates them (10 min) and EN 50160 and tariffs judge them; 0 judges single readings
+    power_quality_window_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 600.0
     overload_warning_pct: Pct = 100.0
     overload_critical_pct: Pct = 120.0
     max_events_in_facts: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 50

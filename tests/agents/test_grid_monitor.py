@@ -299,8 +299,10 @@ def test_power_factor_thd_voltage_unbalance_and_overload() -> None:
         s("current_l1", [380.0, 410.0, 500.0], "A"), s("current_l2", [380.0, 400.0, 490.0], "A"),
         s("current_l3", [380.0, 400.0, 490.0], "A"),
     ], feeders=[gm.FeederRating(device_id="FEEDER-M03", rating=400.0)])
-    found = {f.type: f for f in gm.analyse(snap).findings}
+    single = gm.GridMonitorConfig(power_quality_window_s=0)  # three readings a second apart: judged one by one
+    found = {f.type: f for f in gm.analyse(snap, single).findings}
     assert set(found) == {"voltage_sag", "voltage_unbalance", "feeder_overload", "low_power_factor", "high_thd_voltage"}
+    assert {f.type for f in gm.analyse(snap).findings} == {"voltage_sag", "voltage_unbalance", "feeder_overload"}
     pf = found["low_power_factor"]
     assert (pf.severity, pf.value, pf.threshold) == ("WARNING", 0.85, 0.9)
     thd = found["high_thd_voltage"]
@@ -315,8 +317,35 @@ def test_power_factor_thd_voltage_unbalance_and_overload() -> None:
                               "limit 480 A)")
     assert ov.start == datetime.fromtimestamp(EPOCH0 + 1, UTC)
     assert "adjacent feeder" in ov.recommendation  # no adjacency given: template
-    assert gm.GridMonitorConfig(power_factor_critical_below=0.86) and gm.analyse(
-        snap, gm.GridMonitorConfig(power_factor_critical_below=0.86)).findings[3].severity == "CRITICAL"
+    assert gm.analyse(snap, gm.GridMonitorConfig(power_factor_critical_below=0.86, power_quality_window_s=0)
+                      ).findings[3].severity == "CRITICAL"
+
+
+def test_power_factor_and_thd_are_judged_on_their_10_minute_means() -> None:
+    """One bad reading a minute is no low power factor; twelve minutes of them are. The first ten
+    minutes of a series make no mean and are not judged."""
+    minutes = np.arange(40.0)
+
+    def s(metric: str, values: np.ndarray, unit: str = "") -> gm.Series:
+        return gm.Series(device_id="FEEDER-M03", substation="MOMBASA-S1", metric=metric, unit=unit,
+                         timestamps=EPOCH0 + 60.0 * minutes, values=values)
+
+    pf = np.full(40, 0.95)
+    pf[3] = 0.50  # inside the first ten minutes: no mean yet
+    pf[15] = 0.60  # one reading: the mean over (6, 16] min is 0.915
+    pf[25:37] = 0.86  # twelve minutes
+    thd = np.full(40, 3.0)
+    thd[20] = 30.0  # a single spike: mean 5.7 % > 5 % over ten samples
+    (thd_f, pf_f) = sorted(gm.analyse(gm.GridSnapshot(series=[s("power_factor", pf), s("thd_voltage", thd, "%")])
+                                      ).findings, key=lambda f: f.type)
+    assert pf_f.type == "low_power_factor" and pf_f.severity == "WARNING"
+    assert pf_f.value == pytest.approx((10 * 0.86) / 10)  # the worst mean: ten minutes at 0.86
+    # the first mean below 0.9: minute 30, whose window (20, 30] holds six readings at 0.86 (0.896)
+    assert pf_f.start == datetime.fromtimestamp(EPOCH0 + 60 * 30, UTC)
+    assert pf_f.description == "Low power factor on FEEDER-M03 power_factor (10-min mean 0.86 lagging; limit 0.9)"
+    assert pf_f.facts["window_s"] == 600.0 and len(pf_f.facts["episodes"]) == 1
+    assert thd_f.type == "high_thd_voltage" and thd_f.value == pytest.approx(5.7)
+    assert thd_f.facts["episodes"][0]["samples"] == 10  # every window holding the spike
 
 
 def test_unbalance_uses_the_instants_all_phases_share_and_skips_missing() -> None:
