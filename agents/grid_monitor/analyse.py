@@ -389,6 +389,12 @@ def _current_unbalance(dev: _Device, ctx: _Context) -> list[Finding]:
     cfg = ctx.config
     t, t0, values = _align(phases)
     pct = nema_unbalance_pct(*values)
+    rating = ctx.ratings.get(dev.device_id)
+    min_load = (rating.rating * cfg.current_unbalance_min_load_pct / 100
+                if rating is not None and rating.unit == "A" else None)
+    if min_load is not None:
+        with np.errstate(invalid="ignore"):
+            pct = np.where(values.mean(axis=0) >= min_load, pct, np.nan)  # light load: not judged
     tr = _derived("current_unbalance", "%", t, t0, pct)
     s = _summarise([_over(tr, cfg.current_unbalance_warning_pct, cfg.current_unbalance_critical_pct)], False,
                    cfg.max_events_in_facts)
@@ -403,7 +409,8 @@ def _current_unbalance(dev: _Device, ctx: _Context) -> list[Finding]:
                    f"{lo}={at[lo]:.4g}{unit} (current unbalance {s.value:.1f}%, NEMA MG-1; limit {limit:g}%)")
     facts = {"method": "NEMA MG-1: max |phase - mean| / mean", "unit": unit, "phases": at, "mean": mean,
              "max_deviation": max(abs(x - mean) for x in at.values()), "unbalance_pct": s.value,
-             "warning_pct": cfg.current_unbalance_warning_pct, "critical_pct": cfg.current_unbalance_critical_pct}
+             "warning_pct": cfg.current_unbalance_warning_pct, "critical_pct": cfg.current_unbalance_critical_pct,
+             "min_load_a": min_load}
     return [ctx.finding(dev, "current_unbalance", "current", s, description=description, threshold=limit,
                         facts=facts)]
 

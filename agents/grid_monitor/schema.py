@@ -88,6 +88,10 @@ class GridMonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     voltage_unbalance_critical_pct: Pct = 3.0
     current_unbalance_warning_pct: Pct = 10.0
     current_unbalance_critical_pct: Pct = 20.0
+    # at light load a few amps between phases is a large percentage and means nothing: current
+    # unbalance is judged only while the mean phase current is at least this share of the feeder's
+    # rating (when its rating in A is known)
+    current_unbalance_min_load_pct: Pct = 10.0
     power_factor_warning_below: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.9
     power_factor_critical_below: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     thd_voltage_warning_pct: Pct = 5.0

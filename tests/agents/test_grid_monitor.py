@@ -348,6 +348,23 @@ def test_power_factor_and_thd_are_judged_on_their_10_minute_means() -> None:
     assert thd_f.facts["episodes"][0]["samples"] == 10  # every window holding the spike
 
 
+def test_current_unbalance_is_not_judged_at_light_load() -> None:
+    """20 / 10 / 10 A is 50 % unbalance on paper; on a 400 A feeder (cut-off 10 %: 40 A mean) it is
+    nothing. The same feeder at 350 / 250 / 300 A is. Without a rating every instant is judged."""
+    def snap(l1: list[float], l2: list[float], l3: list[float], rated: bool = True) -> gm.GridSnapshot:
+        t = EPOCH0 + np.arange(float(len(l1)))
+        series = [gm.Series(device_id="FEEDER-F12", substation="NAIROBI-S1", metric=f"current_{p}", unit="A",
+                            timestamps=t, values=v) for p, v in (("l1", l1), ("l2", l2), ("l3", l3))]
+        return gm.GridSnapshot(series=series, feeders=[gm.FeederRating(device_id="FEEDER-F12", rating=400.0)] * rated)
+
+    assert gm.analyse(snap([20.0, 20.0], [10.0, 10.0], [10.0, 10.0])).findings == []
+    (f,) = gm.analyse(snap([20.0, 350.0], [10.0, 250.0], [10.0, 300.0])).findings
+    assert f.type == "current_unbalance" and f.value == pytest.approx(100 * 50 / 300)
+    assert f.start == datetime.fromtimestamp(EPOCH0 + 1, UTC) and f.facts["min_load_a"] == 40.0
+    (f,) = gm.analyse(snap([20.0], [10.0], [10.0], rated=False)).findings
+    assert f.value == pytest.approx(50.0) and f.facts["min_load_a"] is None
+
+
 def test_unbalance_uses_the_instants_all_phases_share_and_skips_missing() -> None:
     def s(metric: str, t: list[float], values: list[float]) -> gm.Series:
         return gm.Series(device_id="F1", substation="S", metric=metric, unit="A",
