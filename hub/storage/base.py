@@ -107,6 +107,7 @@ class EdgeState(msgspec.Struct, frozen=True, kw_only=True):
     events_acked_through: int
     gaps: int
     last_sync: datetime | None
+    ot_logs_acked_through: int = 0
 
 
 IncidentMaker = Callable[[Sequence[Event]], list[NewIncident]]

@@ -637,12 +637,13 @@ class PostgresStorage:
     def edge_states(self) -> list[EdgeState]:
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT edge_id, substation, readings_acked_through, events_acked_through, gaps, last_sync"
+                "SELECT edge_id, substation, readings_acked_through, events_acked_through, gaps, last_sync,"
+                " ot_logs_acked_through"
                 ' FROM edge_sync ORDER BY edge_id COLLATE "C"'  # byte order, as SQLite sorts
             ).fetchall()
         return [
             EdgeState(edge_id=r[0], substation=r[1], readings_acked_through=r[2], events_acked_through=r[3],
-                      gaps=r[4], last_sync=r[5])
+                      gaps=r[4], last_sync=r[5], ot_logs_acked_through=r[6])
             for r in rows
         ]
 

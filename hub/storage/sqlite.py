@@ -446,12 +446,13 @@ class SQLiteStorage:
     def edge_states(self) -> list[EdgeState]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT edge_id, substation, readings_acked_through, events_acked_through, gaps, last_sync"
+                "SELECT edge_id, substation, readings_acked_through, events_acked_through, gaps, last_sync,"
+                " ot_logs_acked_through"
                 " FROM edge_sync ORDER BY edge_id"
             ).fetchall()
         return [
             EdgeState(edge_id=r[0], substation=r[1], readings_acked_through=r[2], events_acked_through=r[3],
-                      gaps=r[4], last_sync=_utc(r[5]) if r[5] is not None else None)
+                      gaps=r[4], last_sync=_utc(r[5]) if r[5] is not None else None, ot_logs_acked_through=r[6])
             for r in rows
         ]
 

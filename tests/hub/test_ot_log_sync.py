@@ -115,6 +115,8 @@ def test_apply_sync_stores_ot_logs_once_with_the_edge_as_source(storage: Storage
     assert [e.event_id for e in stored] == [f"e{i}" for i in range(1, 7)]
     assert stored[0] == entry(1)  # every field as sent
     assert len(storage.readings_between(*ALL_TIME)) == 2
+    (state,) = storage.edge_states()  # /stats shows how far each edge's OT log has been taken
+    assert (state.ot_logs_acked_through, state.readings_acked_through) == (6, 2)
 
 
 def test_ot_log_marks_are_per_edge_and_old_edges_keep_working(storage: Storage) -> None:
