@@ -189,7 +189,8 @@ def run_maintenance_predictor(storage: Storage, s: AgentSettings, now: datetime)
         ))
     if not assets:
         return AgentOutput(summary={"assets": 0})
-    predictions = maintenance_predictor.assess(assets, now=now)
+    predictions = maintenance_predictor.assess(
+        assets, maintenance_predictor.MaintenanceConfig(utc_offset_h=s.site.demand.utc_offset_h), now=now)
     out = AgentOutput(summary={"assets": len(assets)})
     for p in predictions:
         body = msgspec.to_builtins(msgspec.structs.replace(p, finding=None))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from agents.maintenance_predictor.dga import TYPICAL_PPM
@@ -56,6 +58,8 @@ class MaintenanceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     emergency_within_hours: float = 12.0
     schedule_within_hours: float = 168.0
     maintenance_duration_hours: float = 8.0
+    # the site's clock for the texts (the maintenance window is told in local time); 0 = UTC
+    utc_offset_h: Annotated[float, msgspec.Meta(ge=-12, le=14)] = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(FACTORS)

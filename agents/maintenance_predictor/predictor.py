@@ -319,6 +319,16 @@ def _assess_one(i: int, a: AssetData, cfg: MaintenanceConfig, now: datetime, now
         finding=finding)
 
 
+def _window_text(window: MaintenanceWindow, now: datetime, utc_offset_h: float) -> str:
+    """``22:00-06:00 UTC today``, or on the site's clock: ``01:00-09:00 local (UTC+3) tomorrow``."""
+    tz = timezone(timedelta(hours=utc_offset_h))
+    zone = "UTC" if utc_offset_h == 0 else f"local (UTC{utc_offset_h:+g})"
+    start, end = window.start.astimezone(tz), window.end.astimezone(tz)
+    days = (start.date() - now.astimezone(tz).date()).days
+    day = "today" if days == 0 else "tomorrow" if days == 1 else f"on {start:%a %Y-%m-%d}"
+    return f"{start:%H:%M}-{end:%H:%M} {zone} {day}"
+
+
 def _finding(a: AssetData, cfg: MaintenanceConfig, now: datetime, health: float, probability: dict[str, float],
              action: str, text: str, severity: str, dominant: str, oil: TrendFit | None,
              predicted: tuple[float, float] | None, window: MaintenanceWindow | None, confidence: float,
@@ -334,7 +344,7 @@ def _finding(a: AssetData, cfg: MaintenanceConfig, now: datetime, health: float,
     recommendation = text.format(hours=cfg.emergency_within_hours, days=cfg.schedule_within_hours / 24.0)
     parts.append(f"RECOMMEND: {recommendation}.")
     if window is not None:
-        parts.append(f"Maintenance window: {window.start:%H:%M}-{window.end:%H:%M} (low load period).")
+        parts.append(f"Maintenance window: {_window_text(window, now, cfg.utc_offset_h)} (low load period).")
     if action == "emergency_maintenance" and probability["48h"] >= cfg.critical_probability_48h:
         threshold, metric, value = cfg.critical_probability_48h, "failure_probability_48h", probability["48h"]
     elif action == "emergency_maintenance":

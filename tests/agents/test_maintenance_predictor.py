@@ -399,7 +399,10 @@ def test_tr04_oil_temperature_climbing_3_degC_a_day() -> None:
     assert 30.0 < lo < 40.0 < hi < 50.0
     assert f.description.startswith(f"Transformer TR-04 at {p7.health:.0f}% health. Temperature trend: +3.0°C/day for 7 days.")
     assert "RECOMMEND: Emergency maintenance in next 12 hours." in f.description
-    assert "Maintenance window: 22:00-06:00 (low load period)." in f.description
+    assert "Maintenance window: 22:00-06:00 UTC today (low load period)." in f.description
+    # on the site's clock (Kisumu, UTC+3): 15:00 now, the window after midnight
+    local = assess([asset], MaintenanceConfig(utc_offset_h=3), now=rise_start + timedelta(days=7))[0].finding
+    assert "Maintenance window: 01:00-09:00 local (UTC+3) tomorrow (low load period)." in local.description
     assert f.facts["components"] == {"oil_temperature": pytest.approx(p7.components["oil_temperature"], abs=1e-4)}
     msgspec.json.encode(f)  # facts travel as JSON
     assert day[0].finding is None and day[0].maintenance_window is None

@@ -75,7 +75,7 @@ def maintenance() -> Finding:
         device_id="TR-04", substation="NAIROBI-S1", metric="health", value=82.0, threshold=85.0,
         description=("Transformer TR-04 at 82% health. Temperature trend: +3.0°C/day for 7 days. "
                      "RECOMMEND: Emergency maintenance in next 12 hours. "
-                     "Maintenance window: 22:00-06:00 (low load period)."),
+                     "Maintenance window: 22:00-06:00 UTC today (low load period)."),
         recommendation="Emergency maintenance in next 12 hours",
         facts={"health": 82.0, "failure_probability": {"24h": 0.2, "48h": 0.41, "168h": 0.7}},
     )
