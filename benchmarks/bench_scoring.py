@@ -128,6 +128,13 @@ def main() -> None:
     hist = 20.0 + rng.normal(size=(10_000, 33))
     raw = best_rate(lambda: np.median(sliding_window_view(hist, 32, axis=1), axis=2), 10_000, args.repeat)
     show(Figure("scoring_detectors_series10000", ours, "readings/s", raw))
+    # the same with every series steady (voltage, frequency): the drift scale's 512-sample ring too
+    steady = DetectorBank(10_000)
+    steady.set_steady(np.arange(10_000))
+    for _ in range(40):
+        steady.update(block)
+    ours = best_rate(lambda: steady.update(block), 10_000, args.repeat)
+    show(Figure("scoring_detectors_series10000_steady", ours, "readings/s", raw))
     stream = 20.0 + rng.normal(size=(1, 200_000))
 
     def run_stream(_: object) -> None:

@@ -13,8 +13,10 @@ Detectors, all in units of samples (each statistic is divided by its threshold `
   in units of the residual's long-run scale.
 - **drift**: EWMA drift: the gap between the fast and a slow EWMA baseline, in units of the
   geometric mean of the two baselines' long-run deviations (the fast one alone calls every slow
-  swing a drift, the slow one alone soon absorbs the drift it measures); muted for ``slow_span``
-  samples after a step alarm.
+  swing a drift, the slow one alone soon absorbs the drift it measures); for a series marked
+  steady (:meth:`DetectorBank.set_steady`: voltage, frequency), the deviations as they were
+  ``drift_scale_lag`` samples back, so a drift does not widen its own yardstick; muted for
+  ``slow_span`` samples after a step alarm.
 - **spike**: robust z-score: distance from the median of the previous ``window`` samples, over
   1.4826 x their MAD, less what the 5-sample median also moved (so a lasting shift is not a spike).
 - **oscillation**: band energy: the largest ratio, over periods of 2 to ``window/2`` samples, of the
@@ -69,6 +71,8 @@ class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     step_k: PositiveFloat = 1.0
     step_h: PositiveFloat = 9.0
     drift_h: PositiveFloat = 1.8
+    # a steady series' drift is measured in units of its scales as they were this many samples ago
+    drift_scale_lag: Annotated[int, msgspec.Meta(ge=0, le=65_536)] = 512
     spike_h: PositiveFloat = 6.5
     oscillation_h: PositiveFloat = 20.0
     dropout_fraction: PositiveFloat = 0.5
@@ -108,10 +112,11 @@ def type_names(codes: np.ndarray) -> np.ndarray:
 
 
 _FIELDS_2D = ("hist", "hist_clip", "hist_valid", "hist_resid", "hist_power", "osc_num")
+_RING = "hist_scale"  # read and written in place, element by element: never copied whole
 _FIELDS_1D = (
     "n", "n_valid", "last", "fast_num", "fast_den", "slow_num", "slow_den", "sfast_num", "sfast_den",
     "sslow_num", "sslow_den", "cus_pos", "cus_neg", "osc_den", "chg_num", "chg_den", "same_total",
-    "same_reset", "p_reset", "last_valid", "last_step_alarm", "mad_num", "mad_den", "quantum",
+    "same_reset", "p_reset", "last_valid", "last_step_alarm", "mad_num", "mad_den", "quantum", "steady",
 )
 
 
@@ -156,12 +161,17 @@ class DetectorBank:
         self.last_valid = np.full(n, -1, dtype=np.int64)
         self.last_step_alarm = np.full(n, _NEVER, dtype=np.int64)
         self.quantum = np.full(n, np.inf)  # smallest change seen between valid samples: the resolution
+        # series the grid holds at a level (voltage, frequency): see set_steady
+        self.steady = np.zeros(n, dtype=bool)
+        # their drift scales' state (sfast num, den, sslow num, den) after each of the last
+        # drift_scale_lag samples, in a ring: sample t at slot t % drift_scale_lag
+        self.hist_scale = np.zeros((n, 4, self.config.drift_scale_lag))
 
     def grow(self, n_series: int) -> None:
         """Make room for ``n_series`` series; new rows start empty."""
         if n_series <= self.n_series:
             return
-        old = {name: getattr(self, name) for name in (*_FIELDS_1D, *_FIELDS_2D)}
+        old = {name: getattr(self, name) for name in (*_FIELDS_1D, *_FIELDS_2D, _RING)}
         k = self.n_series
         self._alloc(n_series)
         for name, arr in old.items():
@@ -169,10 +179,21 @@ class DetectorBank:
         self.n_series = n_series
 
     def reset(self, rows: np.ndarray) -> None:
-        """Forget the history of ``rows`` (a replaced sensor, say)."""
+        """Forget the history of ``rows`` (a replaced sensor, say); whether they are steady stays."""
         fresh = DetectorBank(len(rows), self.config)
-        for name in (*_FIELDS_1D, *_FIELDS_2D):
-            getattr(self, name)[rows] = getattr(fresh, name)
+        for name in (*_FIELDS_1D, *_FIELDS_2D, _RING):
+            if name != "steady":
+                getattr(self, name)[rows] = getattr(fresh, name)
+
+    def set_steady(self, rows: np.ndarray, steady: bool | np.ndarray = True) -> None:
+        """Mark ``rows`` as series the grid holds at a level (bus voltage, frequency). Their drift is
+        measured against the scales they had ``drift_scale_lag`` samples earlier, so a sensor drifting
+        away does not widen the yardstick it is measured with; a load-following series (current,
+        power, temperature) keeps scales that follow its own swings. Set before its first sample."""
+        rows = np.asarray(rows, dtype=np.intp)
+        if len(rows) and rows.max() >= self.n_series:
+            self.grow(int(rows.max()) + 1)
+        self.steady[rows] = steady
 
     # -- update -----------------------------------------------------------------------------------
 
@@ -263,9 +284,30 @@ class DetectorBank:
         step_stat = np.maximum(np.where(shift > 3.0, cus_pos, 0.0), np.where(shift < -3.0, cus_neg, 0.0))
         stats[..., STEP] = np.where(v, step_stat / c.step_h, 0.0)
 
-        # --- drift: fast against slow baseline
+        # --- drift: fast against slow baseline, in units of the two baselines' deviations; for a
+        # steady series, the deviations as they were drift_scale_lag samples back (a drift inflates
+        # its distance from the slow baseline: a scale that follows it grows with what it measures)
+        drift_scale = np.sqrt(sfast_prev * sslow_prev)
+        lag = c.drift_scale_lag
+        sr = np.flatnonzero(st["steady"]) if lag else ()
+        if len(sr):
+            cur = np.stack([sfast_num[sr], sfast_den[sr], sslow_num[sr], sslow_den[sr]], axis=1)  # after each sample
+            k = min(b, lag)
+            at = (rows[sr][:, None, None], np.arange(4)[None, :, None])
+            # the state after sample t - lag: in the ring (slot t % lag) for the block's first lag samples
+            old = self.hist_scale[(*at, (gidx[sr, :k] % lag)[:, None, :])]
+            if b > lag:
+                old = np.concatenate([old, cur[:, :, :b - lag]], axis=2)
+            floor = level_floor[sr]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lag_fast = np.maximum(np.nan_to_num(old[:, 0] / old[:, 1]) * _MEAN_ABS_TO_SIGMA, floor)
+                lag_slow = np.maximum(np.nan_to_num(old[:, 2] / old[:, 3]) * _MEAN_ABS_TO_SIGMA, floor)
+            # once the old state rests on as many samples as the drift's own warm-up
+            settled = old[:, 3] >= 1.0 - (1.0 - self._a_scale) ** max(c.warmup, c.slow_span // 2)
+            drift_scale[sr] = np.where(settled, np.sqrt(lag_fast * lag_slow), drift_scale[sr])
+            self.hist_scale[(*at, (gidx[sr, b - k:] % lag)[:, None, :])] = cur[:, :, b - k:]
         with np.errstate(invalid="ignore"):
-            gap = np.abs(fast - slow) / np.sqrt(sfast_prev * sslow_prev)
+            gap = np.abs(fast - slow) / drift_scale
         stats[..., DRIFT] = np.where(v & (nv >= max(c.warmup, c.slow_span // 2)), np.nan_to_num(gap) / c.drift_h, 0.0)
 
         # --- spike: robust z-score against the window before the sample

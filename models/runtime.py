@@ -26,7 +26,7 @@ from models._windows import causal_fill
 from models.detectors import ANOMALY_TYPES, MULTIVARIATE_CODE, DetectorBank, DetectorConfig, type_names
 from models.features import FeatureExtractor, FeatureSpec
 from models.manifest import Manifest
-from protocols.reading import QualityFlag, Reading
+from protocols.reading import QualityFlag, Reading, sensor_type
 
 __all__ = ["BlockScores", "Model", "ModelLoadError", "ReadingScore", "Scorer", "load_model"]
 
@@ -162,6 +162,11 @@ class _ModelState:
         return out
 
 
+STEADY_QUANTITIES = frozenset({"voltage", "frequency"})
+"""Quantities the grid holds at a level (unlike current, power or temperature, which follow the
+load): their drift is measured against scales from before it began (DetectorBank.set_steady)."""
+
+
 class Scorer:
     """Scores series causally as they arrive: detectors always, a learned model when one is loaded."""
 
@@ -207,16 +212,23 @@ class Scorer:
     # -- scoring ----------------------------------------------------------------------------------
 
     def series_rows(self, keys: Sequence[Hashable]) -> np.ndarray:
-        """Detector rows of series ``keys`` (new keys get new rows)."""
+        """Detector rows of series ``keys`` (new keys get new rows). A key ``(group, metric)`` whose
+        metric is a quantity the grid holds steady (voltage, frequency) gets a steady row."""
         out = np.empty(len(keys), dtype=np.intp)
         index = self._series
+        steady: list[int] = []
         for i, key in enumerate(keys):
             row = index.get(key)
             if row is None:
                 row = index[key] = len(index)
+                if isinstance(key, tuple) and key and isinstance(key[-1], str) and \
+                        sensor_type(key[-1]) in STEADY_QUANTITIES:
+                    steady.append(row)
             out[i] = row
         if len(index) > self.detectors.n_series:
             self.detectors.grow(max(len(index), 2 * self.detectors.n_series))
+        if steady:
+            self.detectors.set_steady(np.asarray(steady, dtype=np.intp))
         return out
 
     def score_block(self, keys: Sequence[tuple[Hashable, str]], values: np.ndarray,

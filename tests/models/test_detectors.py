@@ -18,8 +18,10 @@ def _noise(seed: int = 0) -> np.ndarray:
     return 20.0 + np.random.default_rng(seed).normal(scale=1.0, size=(SERIES, SAMPLES))
 
 
-def _score(x: np.ndarray, chunk: int | None = None, config: DetectorConfig | None = None) -> DetectorOutput:
+def _score(x: np.ndarray, chunk: int | None = None, config: DetectorConfig | None = None,
+           steady: bool = False) -> DetectorOutput:
     bank = DetectorBank(x.shape[0], config)
+    bank.set_steady(np.arange(x.shape[0]), steady)
     if chunk is None:
         return bank.update(x)
     parts = [bank.update(x[:, lo:lo + chunk]) for lo in range(0, x.shape[1], chunk)]
@@ -79,9 +81,10 @@ def test_clean_noise_raises_no_alarm() -> None:
         red[:, t] = 0.8 * red[:, t - 1] + white[:, t]
     quantised = np.round(rng.normal(size=(SERIES, 20_000)) * 4) / 4
     for name, x in (("white", white), ("ar1", red), ("quantised", quantised)):
-        out = _score(x, chunk=5000)
-        alarms = (out.score[:, 300:] >= 0.5).sum()
-        assert alarms == 0, f"{name}: {alarms} alarm samples"
+        for steady in (False, True):
+            out = _score(x, chunk=5000, steady=steady)
+            alarms = (out.score[:, 300:] >= 0.5).sum()
+            assert alarms == 0, f"{name}{' (steady)' * steady}: {alarms} alarm samples"
 
 
 def test_scores_are_causal() -> None:
@@ -94,15 +97,44 @@ def test_scores_are_causal() -> None:
     np.testing.assert_array_equal(full.type[:, :1700], past.type)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 500])
-def test_blocks_of_any_size_give_the_same_scores(chunk: int) -> None:
-    x = _inject("oscillation")[:4, :1200]
+@pytest.mark.parametrize("steady", [False, True])
+@pytest.mark.parametrize("chunk", [1, 7, 500, 700])
+def test_blocks_of_any_size_give_the_same_scores(chunk: int, steady: bool) -> None:
+    x = _inject("oscillation")[:4, :1800]
+    x[:, 1300:] += 0.05 * np.arange(500)  # a drift, once the steady scale's lag (512) has passed
     x[1, 100:140] = np.nan
     x[2, :50] = np.nan  # a series that starts with missing values
-    whole = _score(x)
-    parts = _score(x, chunk=chunk)
+    whole = _score(x, steady=steady)
+    parts = _score(x, chunk=chunk, steady=steady)
     np.testing.assert_allclose(parts.scores, whole.scores, atol=1e-6)
     np.testing.assert_array_equal(parts.type, whole.type)
+
+
+def test_a_steady_series_drifting_away_is_caught_while_it_drifts() -> None:
+    """A bus voltage (220 kV, noise 1 kV) drifting to +6 % over 1,200 samples. Marked steady, it is
+    a drift within 400 samples; measured with scales that follow it, the drift widens its own
+    yardstick and is not called before the ramp ends. Clean, neither sees a drift."""
+    rng = np.random.default_rng(3)
+    x = 220.0 + rng.normal(scale=1.0, size=(SERIES, 4000))
+    ramp = x.copy()
+    ramp[:, 2500:3700] += 0.06 * 220.0 * np.arange(1200) / 1200
+    steady = _score(ramp, chunk=256, steady=True)
+    delay, types = _first_alarm(steady, 2500)
+    assert ((delay >= 0) & (delay <= 400)).all(), sorted(delay)
+    assert (types == "drift").all(), list(types)
+    adaptive = _score(ramp, chunk=256)
+    assert not (adaptive.score[:, 300:3700] >= 0.5).any()
+    drift = DETECTORS.index("drift")
+    for st in (True, False):  # clean: no drift either way
+        assert not (_score(x, chunk=256, steady=st).scores[:, 300:, drift] >= 0.5).any()
+
+
+def test_reset_forgets_a_series_but_not_that_it_is_steady() -> None:
+    bank = DetectorBank(2)
+    bank.set_steady(np.array([1]))
+    bank.update(np.ones((2, 600)))
+    bank.reset(np.array([0, 1]))
+    assert bank.steady.tolist() == [False, True] and (bank.hist_scale == 0).all() and (bank.n == 0).all()
 
 
 def test_series_are_independent_and_rows_update_separately() -> None:

@@ -49,6 +49,14 @@ def test_detectors_alone_score_readings_in_order() -> None:
     assert all(r.score < 0.5 for r in results[1::3][100:])  # phase 2 untouched
 
 
+def test_voltage_and_frequency_series_are_steady_and_load_following_ones_are_not() -> None:
+    scorer = Scorer()
+    keys = [("BUS-1", "voltage_l1"), ("BUS-1", "frequency"), ("FEEDER-1", "current_l2"), ("FEEDER-1", "active_power"),
+            ("TR-1", "oil_temperature"), ("FEEDER-1", "voltage")]
+    rows = scorer.series_rows(keys)
+    assert scorer.detectors.steady[rows].tolist() == [True, True, False, False, False, True]
+
+
 def test_missing_and_flagged_readings_are_dropouts() -> None:
     scorer = Scorer()
     values = three_phase(200)
