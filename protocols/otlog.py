@@ -126,7 +126,11 @@ class OtLogEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         if self.command == "setpoint_write" and self.value is None:
             raise ValueError("value: missing required field for a setpoint_write command")
         if self.ts.utcoffset():
-            msgspec.structs.force_setattr(self, "ts", self.ts.astimezone(UTC))
+            try:
+                utc = self.ts.astimezone(UTC)
+            except OverflowError:  # 9999-12-31T23:00:00-02:00 is in year 10000 in UTC
+                raise ValueError(f"ts: {self.ts.isoformat()} is out of range in UTC") from None
+            msgspec.structs.force_setattr(self, "ts", utc)
 
 
 def _is_ip(text: str) -> bool:
@@ -225,6 +229,13 @@ def decode(payload: bytes | str) -> Decoded:
     A payload that is not JSON, or not one of the three forms, is one error with ``index`` None.
     """
     data = payload.encode() if isinstance(payload, str) else payload
+    try:
+        return _decode(data)
+    except RecursionError:  # msgspec decodes (and skips) nesting recursively, to about 1,000 levels
+        return Decoded([], [], [OtLogError(None, "", "invalid JSON: nested too deeply to decode")])
+
+
+def _decode(data: bytes) -> Decoded:
     head = data.lstrip(_WS)[:1]
     if head == b"[":
         return _decode_list(data, _LIST, _RAW_LIST, _TS_LIST, "", unwrap=lambda x: x)
@@ -262,6 +273,8 @@ def _decode_list(data: bytes, typed: msgspec.json.Decoder, raw: msgspec.json.Dec
         items = unwrap(raw.decode(data))
     except msgspec.ValidationError as exc:
         return Decoded([], [], [_error(exc, "", None)])
+    except msgspec.DecodeError as exc:  # [{"bad": 1}, ... cut short: the typed decoder stopped at the entry
+        return Decoded([], [], [OtLogError(None, "", f"invalid JSON: {exc}")])
     good: list[OtLogEvent] = []
     where: list[int] = []
     errors: list[OtLogError] = []

@@ -7,6 +7,7 @@ msgspec types here decode exactly that shape fast and are checked against the fi
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -32,6 +33,17 @@ class TelemetryReading(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     nominal: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
     sample_rate_hz: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
     metadata: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # Every consumer keeps the time in UTC: the edge's buffer as epoch seconds, turned back into
+        # UTC datetimes to send them, the hub as UTC datetimes. Only a time in year 1 or 9999 can
+        # leave datetime's range on the way (an offset, or float seconds rounding up at the end).
+        ts = self.timestamp
+        if ts.year == 1 or ts.year == 9999:
+            try:
+                datetime.fromtimestamp(ts.timestamp(), UTC)
+            except (OverflowError, ValueError, OSError):
+                raise ValueError(f"timestamp: {ts.isoformat()} is out of range in UTC") from None
 
     def to_reading(self, default_substation: str) -> Reading:
         return Reading(

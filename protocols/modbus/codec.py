@@ -5,8 +5,10 @@ device that swaps the two bytes inside each register; ``word_order = "little"`` 
 holding the least significant word of a 32/64-bit value comes first ("word swap").
 
 ``value = raw * scale + offset``; encoding is the inverse (rounded and clipped for integer types,
-with the overflow flag set where clipping happened). An integer point whose raw value is SunSpec's
-"not available" marker (:data:`NOT_AVAILABLE`) decodes as NaN with the INVALID flag.
+with the overflow flag set where clipping happened; a finite value beyond a float type's range is
+sent as infinity, also flagged). An integer point whose raw value is SunSpec's "not available"
+marker (:data:`NOT_AVAILABLE`) decodes as NaN with the INVALID flag, and so does any value that is
+not finite (NaN or infinity sent by the device, or beyond float64 once scaled).
 """
 
 from __future__ import annotations
@@ -70,17 +72,21 @@ def encode_values(
     scale: float = 1.0, offset: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Engineering values -> (registers (n, count), overflow mask). ``bool``: bits (n, 1), nonzero is 1."""
-    raw = (np.asarray(values, dtype=np.float64) - offset) / scale
-    if data_type == "bool":
-        return (np.nan_to_num(raw) != 0).astype(np.uint16).reshape(-1, 1), ~np.isfinite(raw)
-    overflow = np.zeros(raw.shape, dtype=bool)
-    if data_type.startswith(("int", "uint")):
-        info = np.iinfo(_DTYPE[data_type])
-        finite = np.isfinite(raw)
-        rounded = np.where(finite, np.rint(raw), 0.0)
-        overflow = ~finite | (rounded < info.min) | (rounded > info.max)
-        raw = np.clip(rounded, info.min, info.max)
-    return raw_to_registers(raw, data_type, byte_order, word_order), overflow
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # flagged below, not warned about
+        raw = (values - offset) / scale
+        if data_type == "bool":
+            return (np.nan_to_num(raw) != 0).astype(np.uint16).reshape(-1, 1), ~np.isfinite(raw)
+        if data_type.startswith(("int", "uint")):
+            info = np.iinfo(_DTYPE[data_type])
+            finite = np.isfinite(raw)
+            rounded = np.where(finite, np.rint(raw), 0.0)
+            overflow = ~finite | (rounded < info.min) | (rounded > info.max)
+            raw = np.clip(rounded, info.min, info.max)
+        else:  # NaN and infinity are sent as such; a finite value that does not fit becomes infinity
+            raw = raw.astype(_DTYPE[data_type])
+            overflow = np.isfinite(values) & ~np.isfinite(raw)
+        return raw_to_registers(raw, data_type, byte_order, word_order), overflow
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +167,9 @@ class DeviceCodec:
         raw = np.empty(len(self.points), dtype=np.float64)
         for dtype, bo, wo, members, gather in self._groups:
             raw[members] = registers_to_raw(regs[gather], dtype, bo, wo)
-        values = raw * self.scale + self.offset
+        # a scaled value beyond float64 is infinite, a signalling NaN quiet: flagged invalid below
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = raw * self.scale + self.offset
         values[raw == self.na_raw] = np.nan
         flags = np.where(np.isfinite(values), 0, int(QualityFlag.INVALID)).astype(np.int64)
         return values, flags

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from protocols.points import Name, Seconds
+from protocols.points import Name, Seconds, check_finite
 
 DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "float64", "bool"]
 Order = Literal["big", "little"]
@@ -56,6 +56,7 @@ class ModbusPoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                 f"address {self.address} with data_type {self.data_type} ends at register {end}, "
                 f"beyond the last Modbus address {MAX_ADDRESS}"
             )
+        check_finite(self, "scale", "offset", "nominal", "limit_low", "limit_high")
         if self.scale == 0:
             raise ValueError("scale must not be 0")
         if (self.register_type in BIT_TYPES) != (self.data_type == "bool"):

@@ -63,12 +63,21 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     source: str  # who received it: "<device>@<broker>" on the edge, "hub@<broker>" at the hub
     topic: str
     payload: str  # the payload as text (UTF-8, bad bytes replaced), cut at 64 KiB
-    reason: str  # what is wrong, naming the field: "sensor_readings[3].value: Expected ..."
+    reason: str  # what is wrong, naming the field: "sensor_readings[3].value: Expected ..."; one line
 
     @classmethod
     def make(cls, source: str, topic: str, payload: bytes, reason: str, ts: float | None = None) -> DeadLetter:
         return cls(ts=datetime.fromtimestamp(time.time() if ts is None else ts, UTC), source=source, topic=topic,
-                   payload=payload_text(payload), reason=reason)
+                   payload=payload_text(payload), reason=one_line(reason))
+
+
+def one_line(text: str) -> str:
+    """``text`` with what is not printable escaped (``\\n``, ``\\x00``, ``\\u202e``): a reason quotes
+    field names and topics a publisher chose, and must stay one honest line in a log (no line breaks,
+    no right-to-left overrides) and storable (PostgreSQL refuses NUL)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def payload_text(payload: bytes) -> str:
@@ -114,7 +123,7 @@ class Parsed(NamedTuple):
             return self.payload
         try:
             return bytes(_RAW_BATCH.decode(self.payload).sensor_readings[item])
-        except (msgspec.DecodeError, IndexError):  # pragma: no cover - it decoded once already
+        except (msgspec.DecodeError, IndexError, RecursionError):  # pragma: no cover - it decoded once already
             return _ENCODE(self.readings[i])
 
 
@@ -132,6 +141,7 @@ _ENCODE = msgspec.json.Encoder().encode
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _FIELD_MSG = re.compile(r"^Object (?:contains unknown|missing required) field `(?P<field>[^`]+)`$")
+_OWN_MSG = re.compile(r"^(?P<field>[a-z_]+): (?P<msg>.*)$", re.DOTALL)  # TelemetryReading.__post_init__
 _WS = b" \t\r\n"
 
 
@@ -141,16 +151,25 @@ def _located(exc: msgspec.MsgspecError, prefix: str = "") -> str:
     assert m is not None
     msg, path = m["msg"], (m["path"] or "").lstrip(".")
     field = _FIELD_MSG.match(msg)
+    own = _OWN_MSG.match(msg)
     if field:  # name the field itself: "sensor_readings[0].colour: unknown field"
         path = f"{path}.{field['field']}" if path else field["field"]
         msg = "unknown field" if "unknown" in msg else "missing required field"
+    elif own:  # raised as "field: message" by a check across fields
+        path = f"{path}.{own['field']}" if path else own["field"]
+        msg = own["msg"]
     path = f"{prefix}{path}" if not path.startswith("[") else f"{prefix.rstrip('.')}{path}"
     path = path.rstrip(".")
-    return f"{path}: {msg}" if path else msg
+    return one_line(f"{path}: {msg}" if path else msg)  # field names are the publisher's
 
 
 def _decode_error(exc: msgspec.DecodeError) -> str:
     return f"invalid JSON: {exc}"
+
+
+# msgspec decodes (and skips) nested arrays and objects recursively and raises RecursionError
+# beyond Python's recursion limit (about 1,000 levels): a rejected message, not a crash.
+_TOO_DEEP = "invalid JSON: nested too deeply to decode"
 
 
 def parse_message(template: TopicTemplate, topic: str, payload: bytes, received: float,
@@ -162,7 +181,7 @@ def parse_message(template: TopicTemplate, topic: str, payload: bytes, received:
     """
     fields = template.match(topic)
     if fields is None:
-        return _rejected({}, f"topic {topic} does not match template {template.text}", payload)
+        return _rejected({}, f"topic {one_line(topic)} does not match template {template.text}", payload)
     head = payload.lstrip(_WS)[:1]
     if not head:
         return _rejected(fields, "empty payload", payload)
@@ -178,6 +197,8 @@ def parse_message(template: TopicTemplate, topic: str, payload: bytes, received:
             return _rejected(fields, _located(exc), payload)
         except msgspec.DecodeError as exc:
             return _rejected(fields, _decode_error(exc), payload)
+        except RecursionError:
+            return _rejected(fields, _TOO_DEEP, payload)
     parsed = Parsed(fields, readings, items, rejects, payload)
     return _apply_topic(parsed) if fields and readings else parsed
 
@@ -187,6 +208,7 @@ def _rejected(fields: Mapping[str, str], reason: str, payload: bytes) -> Parsed:
 
 
 def _parse_batch(payload: bytes, rejects: list[Reject]) -> tuple[list[TelemetryReading], list[int]]:
+    first: msgspec.ValidationError | None = None
     try:
         batch = _BATCH.decode(payload)
         return batch.sensor_readings, list(range(len(batch.sensor_readings)))
@@ -195,6 +217,8 @@ def _parse_batch(payload: bytes, rejects: list[Reject]) -> tuple[list[TelemetryR
     except msgspec.DecodeError as exc:
         rejects.append(Reject(_decode_error(exc), payload))
         return [], []
+    except RecursionError:
+        pass  # some reading nests too deeply: item by item below
     # Some reading is bad (or the envelope is): decode item by item, keep the good ones.
     try:
         raw = _RAW_BATCH.decode(payload)
@@ -203,8 +227,11 @@ def _parse_batch(payload: bytes, rejects: list[Reject]) -> tuple[list[TelemetryR
     except msgspec.DecodeError as exc:
         rejects.append(Reject(_decode_error(exc), payload))
         return [], []
+    except RecursionError:
+        rejects.append(Reject(_TOO_DEEP, payload))
+        return [], []
     if raw is None or not raw.sensor_readings:
-        rejects.append(Reject(_located(first), payload))
+        rejects.append(Reject(_TOO_DEEP if first is None else _located(first), payload))
         return [], []
     readings: list[TelemetryReading] = []
     items: list[int] = []
@@ -216,6 +243,8 @@ def _parse_batch(payload: bytes, rejects: list[Reject]) -> tuple[list[TelemetryR
             rejects.append(Reject(_located(exc, f"sensor_readings[{i}]."), bytes(item)))
         except msgspec.DecodeError as exc:  # pragma: no cover - the envelope decoded, so the item is JSON
             rejects.append(Reject(f"sensor_readings[{i}]: {_decode_error(exc)}", bytes(item)))
+        except RecursionError:
+            rejects.append(Reject(f"sensor_readings[{i}]: {_TOO_DEEP}", bytes(item)))
     return readings, items
 
 
@@ -232,7 +261,7 @@ def _parse_bare(fields: Mapping[str, str], topic: str, payload: bytes, received:
     device = fields.get("device") or default_device
     if not metric or not device:
         missing = "metric" if not metric else "device"
-        return _rejected(fields, f"a bare value needs a topic that names the {missing}, and topic {topic} "
+        return _rejected(fields, f"a bare value needs a topic that names the {missing}, and topic {one_line(topic)} "
                          f"has no {{{missing}}} level", payload)
     reading = TelemetryReading(device_id=device, sensor_type=sensor_type(metric), metric=metric, value=value,
                                timestamp=datetime.fromtimestamp(received, UTC), substation=fields.get("substation"))

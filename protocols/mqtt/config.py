@@ -7,7 +7,16 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from protocols.points import EnvName, Name, Nominal, Seconds, Unit, check_limits, check_unique_metrics
+from protocols.points import (
+    EnvName,
+    Name,
+    Nominal,
+    Seconds,
+    Unit,
+    check_finite,
+    check_limits,
+    check_unique_metrics,
+)
 
 __all__ = ["FIELDS", "MqttDevice", "MqttPoint", "MqttTls", "TopicTemplate"]
 
@@ -120,6 +129,7 @@ class MqttPoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     limit_high: float | None = None
 
     def __post_init__(self) -> None:
+        check_finite(self, "nominal", "limit_low", "limit_high")
         check_limits(self.limit_low, self.limit_high)
 
 

@@ -19,6 +19,7 @@ from protocols.points import (
     Nominal,
     Seconds,
     Unit,
+    check_finite,
     check_limits,
     check_unique_metrics,
 )
@@ -84,6 +85,7 @@ class OpcUaPoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             )
         if self.browse_path:
             parse_browse_path(self.browse_path)
+        check_finite(self, "scale", "offset", "nominal", "limit_low", "limit_high", "deadband")
         if self.scale == 0:
             raise ValueError("scale must not be 0")
         check_limits(self.limit_low, self.limit_high)

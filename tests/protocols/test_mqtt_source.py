@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -18,9 +18,10 @@ from protocols.drivers import SourceFactory
 from protocols.mqtt.codec import DeadLetter
 from protocols.mqtt.config import MqttDevice, MqttPoint, MqttTls
 from protocols.mqtt.source import MqttSource
-from protocols.sources import PushedSource, SourceConnectError, SourceError, SourceReadError, Update
+from protocols.sources import PushedSource, SourceConnectError, SourceReadError
 from simulator.mqtt_publisher import CORRUPTIONS, MqttPublisher
 from tests.support.mosquitto import MosquittoBroker, make_certificates
+from tests.support.streams import Listener
 
 PASSWORD = "correct horse battery staple"
 SAMPLE = Path(__file__).resolve().parents[2] / "protocols" / "mqtt" / "sample.toml"
@@ -57,54 +58,6 @@ def reading(dev: MqttDevice, metric: str, value: object, ts: str = "2026-03-01T1
 
 def topic(dev: MqttDevice, metric: str | None = None) -> str:
     return dev.template.render(substation="S1", device=dev.id, metric=metric or "")
-
-
-class Listener:
-    """The edge daemon's ``_listen`` in miniature: stream(); on SourceError, back off and stream() again."""
-
-    def __init__(self, source: MqttSource, backoff_s: float = 0.05) -> None:
-        self.source = source
-        self.backoff_s = backoff_s
-        self.updates: list[Update] = []
-        self.errors: list[SourceError] = []
-        self.dead: list[DeadLetter] = []
-        source.on_reject = self.dead.extend
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async for update in self.source.stream():
-                    self.updates.append(update)
-            except SourceError as exc:
-                self.errors.append(exc)
-            await asyncio.sleep(self.backoff_s)
-
-    async def __aenter__(self) -> Listener:
-        self._task = asyncio.create_task(self._run(), name=f"test.{self.source.device_id}.listen")
-        await self.until(lambda: self.source.stats.connected or bool(self.errors))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await self._task
-        await self.source.close()
-
-    @property
-    def readings(self) -> int:
-        return sum(len(u.ts) for u in self.updates)
-
-    def values(self) -> np.ndarray:
-        return np.concatenate([u.values for u in self.updates]) if self.updates else np.empty(0)
-
-    async def until(self, condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; stats {self.source.stats}; errors {self.errors[-3:]}")
-            await asyncio.sleep(0.01)
 
 
 def publish(broker: MosquittoBroker, messages: list[tuple[str, bytes]], **kw: object) -> asyncio.Future:
