@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from hub.mqtt_ingest import MqttIngestSettings, settings_from_env
 from hub.orchestrator import OrchestratorSettings
 from hub.site import load_site_config
+from hub.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
 from protocols.config import Limits
+from protocols.validation import DEFAULT_MAX_FUTURE_SKEW_S, DEFAULT_TIMESTAMP_FLOOR
 
 DEFAULT_DATABASE_URL = "sqlite:///var/hub.db"
 DEFAULT_MODEL_REGISTRY = "var/models"
@@ -17,12 +20,28 @@ DEFAULT_MODEL_REGISTRY = "var/models"
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
-    # Bearer tokens edges must present on /edge/sync. Empty: sync is open (fine on a closed network
-    # or a demo; the hub logs a warning at start).
-    edge_tokens: frozenset[str] = field(default_factory=frozenset)
+    # An admin API key made from the environment (SENTINEL_ADMIN_KEY), stored hashed like any other:
+    # how the first admin gets in. None: only keys and users already in the database.
+    admin_key: str | None = field(default=None, repr=False)
+    session_ttl_s: float = 8 * 3600.0  # a login's session token lives this long (a shift)
+    # Ingest (POST /edge/sync, /sensors/process, /ot-logs) per principal: requests per second and
+    # burst (SENTINEL_INGEST_RATE, SENTINEL_INGEST_BURST); rate 0: no limit.
+    ingest_rate_per_s: float = 50.0
+    ingest_burst: float = 200.0
+    login_max_failures: int = 5  # failed logins per user name and per address in login_window_s
+    login_window_s: float = 300.0
     # Substation recorded for readings that arrive without one (POST /sensors/process, MQTT).
     default_substation: str = "UNASSIGNED"
     limits: Limits = field(default_factory=Limits)
+    # Readings no instrument can give (protocols.validation): a timestamp more than max_future_skew_s
+    # after the hub's clock, or before timestamp_floor, is refused (HTTP, MQTT) or stored flagged
+    # invalid (edge sync). SENTINEL_MAX_FUTURE_SKEW_S, SENTINEL_TIMESTAMP_FLOOR (ISO 8601 with a zone).
+    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S
+    timestamp_floor: datetime = DEFAULT_TIMESTAMP_FLOOR
+    # Request bodies (hub.limits): larger is a 413, JSON nested deeper a 400, before any decoder
+    # runs. SENTINEL_MAX_BODY_BYTES, SENTINEL_MAX_JSON_DEPTH.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     # Subscribe to a utility's MQTT broker (SENTINEL_MQTT_URL); None: no MQTT ingest.
     mqtt: MqttIngestSettings | None = None
     # The signed model registry the hub serves to edges (GET /models...) and trains into
@@ -37,14 +56,26 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """``SENTINEL_DATABASE_URL``, ``SENTINEL_EDGE_TOKENS`` (comma-separated),
+        """``SENTINEL_DATABASE_URL``, ``SENTINEL_ADMIN_KEY``, ``SENTINEL_INGEST_RATE`` / ``_BURST``,
+        ``SENTINEL_SESSION_TTL_S``,
         ``SENTINEL_DEFAULT_SUBSTATION``, ``SENTINEL_MODEL_REGISTRY``, ``SENTINEL_MQTT_URL`` / ``_TOPICS`` / ``_PASSWORD`` (see
         :func:`hub.mqtt_ingest.settings_from_env`); keyword overrides win (e.g. from CLI flags)."""
         env: dict[str, object] = {}
         if url := os.environ.get("SENTINEL_DATABASE_URL"):
             env["database_url"] = url
-        if tokens := os.environ.get("SENTINEL_EDGE_TOKENS"):
-            env["edge_tokens"] = frozenset(t.strip() for t in tokens.split(",") if t.strip())
+        if os.environ.get("SENTINEL_EDGE_TOKENS"):
+            raise ValueError("SENTINEL_EDGE_TOKENS is no longer read: each edge has its own credential now. "
+                             "Register edges with `sentinel hub edges add EDGE_ID` and unset the variable")
+        if key := os.environ.get("SENTINEL_ADMIN_KEY", "").strip():
+            env["admin_key"] = key
+        for var, name in (("SENTINEL_INGEST_RATE", "ingest_rate_per_s"), ("SENTINEL_INGEST_BURST", "ingest_burst"),
+                          ("SENTINEL_SESSION_TTL_S", "session_ttl_s")):
+            if value := os.environ.get(var, "").strip():
+                try:
+                    env[name] = float(value)
+                except ValueError:
+                    raise ValueError(f"{var}: not a number: {value!r}") from None
+        env.update(_input_limits_from_env())
         if sub := os.environ.get("SENTINEL_DEFAULT_SUBSTATION"):
             env["default_substation"] = sub
         if registry := os.environ.get("SENTINEL_MODEL_REGISTRY"):
@@ -65,6 +96,35 @@ class Settings:
         env.update({k: v for k, v in overrides.items() if v is not None})
         if "mqtt" not in env:  # raises ValueError naming the variable when it is unusable
             env["mqtt"] = settings_from_env(default_substation=env.get("default_substation", cls.default_substation),
-                                            limits=env.get("limits", Limits()))
+                                            limits=env.get("limits", Limits()),
+                                            max_future_skew_s=env.get("max_future_skew_s", DEFAULT_MAX_FUTURE_SKEW_S),
+                                            timestamp_floor=env.get("timestamp_floor", DEFAULT_TIMESTAMP_FLOOR))
         return cls(**env)  # type: ignore[arg-type]
+
+
+def _input_limits_from_env() -> dict[str, object]:
+    """``SENTINEL_MAX_FUTURE_SKEW_S``, ``SENTINEL_TIMESTAMP_FLOOR``, ``SENTINEL_MAX_BODY_BYTES``,
+    ``SENTINEL_MAX_JSON_DEPTH``; ValueError naming the variable when one is unusable."""
+    out: dict[str, object] = {}
+    if value := os.environ.get("SENTINEL_MAX_FUTURE_SKEW_S", "").strip():
+        try:
+            out["max_future_skew_s"] = float(value)
+        except ValueError:
+            raise ValueError(f"SENTINEL_MAX_FUTURE_SKEW_S: not a number of seconds: {value!r}") from None
+        if not out["max_future_skew_s"] >= 0:  # type: ignore[operator]
+            raise ValueError(f"SENTINEL_MAX_FUTURE_SKEW_S: must be >= 0, not {value}")
+    if value := os.environ.get("SENTINEL_TIMESTAMP_FLOOR", "").strip():
+        try:
+            floor = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"SENTINEL_TIMESTAMP_FLOOR: not an ISO 8601 time: {value!r}") from None
+        if floor.tzinfo is None:
+            raise ValueError(f"SENTINEL_TIMESTAMP_FLOOR: {value!r} has no time zone; add Z or an offset")
+        out["timestamp_floor"] = floor
+    for var, name in (("SENTINEL_MAX_BODY_BYTES", "max_body_bytes"), ("SENTINEL_MAX_JSON_DEPTH", "max_json_depth")):
+        if value := os.environ.get(var, "").strip():
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"{var}: not a whole number >= 1: {value!r}")
+            out[name] = int(value)
+    return out
 

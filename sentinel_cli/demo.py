@@ -13,6 +13,8 @@ first minute. The summary counts only what the edges sync.
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,7 +24,9 @@ from pathlib import Path
 import msgspec
 
 from edge.daemon import EdgeDaemon
+from hub.auth import AuthStore
 from hub.server import HubServer
+from hub.settings import Settings
 from hub.storage import Storage, open_storage
 from protocols.config import FirmwareConfig
 
@@ -80,10 +84,18 @@ async def run_demo(
             out(f"demo: {len(rows):,} history readings stored in {time.monotonic() - t0:.1f} s: forecasts and "
                 "maintenance predictions come with the agents' first cycle")
         before = storage.reading_counts()
-        hub = HubServer(storage, port)
+        # the demo makes its own credentials: an admin key (SENTINEL_ADMIN_KEY if set, else a fresh
+        # one) and one per edge, registered before the hub starts
+        admin_key = os.environ.get("SENTINEL_ADMIN_KEY", "").strip() or secrets.token_urlsafe(32)
+        auth = AuthStore(storage)
+        tokens = {c.identity.edge_id: auth.add_edge(c.identity.edge_id, c.identity.substation, created_by="demo").secret
+                  for c in configs}
+        hub = HubServer(storage, port, settings=Settings(admin_key=admin_key))
         await hub.start()
-        out(f"demo: hub on {hub_url} (database {url}) - try: curl {hub_url}/incidents, {hub_url}/grid-status, "
-            f"{hub_url}/forecast/next-24h, {hub_url}/maintenance; API docs at {hub_url}/docs")
+        out(f"demo: hub on {hub_url} (database {url}); API docs at {hub_url}/docs")
+        out(f"demo: admin key {admin_key}")
+        out(f"demo: try: curl -H 'Authorization: Bearer {admin_key}' {hub_url}/incidents (also /grid-status, "
+            "/forecast/next-24h, /maintenance)")
         started = time.monotonic()
         try:
             async with Simulation(configs, scen, speed=speed) as sim:
@@ -91,7 +103,8 @@ async def run_demo(
                     out(f"demo: simulator serves {line}")
                 if scen is not None:
                     out(f"demo: scenario {scen.scenario_name!r}: {scen.description}")
-                daemons = [EdgeDaemon(c, buffer_path=Path(tmp) / f"{c.identity.edge_id}.db") for c in edge_configs]
+                daemons = [EdgeDaemon(c, buffer_path=Path(tmp) / f"{c.identity.edge_id}.db",
+                                      token=tokens[c.identity.edge_id]) for c in edge_configs]
                 for c in edge_configs:
                     out(f"demo: edge {c.identity.edge_id} polls {len(c.devices)} devices of {c.identity.substation}")
                 async with asyncio.TaskGroup() as tg:

@@ -21,6 +21,7 @@ from pathlib import Path
 import msgspec
 
 from edge.daemon import EdgeDaemon
+from hub.auth import AuthStore
 from hub.server import HubServer
 from hub.storage import open_storage
 from protocols.config import FirmwareConfig
@@ -102,6 +103,9 @@ async def run_scored(
     hub_url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="sentinel-score-") as tmp:
         storage = open_storage(f"sqlite:///{Path(tmp) / 'hub.db'}")
+        auth = AuthStore(storage)
+        tokens = {c.identity.edge_id: auth.add_edge(c.identity.edge_id, c.identity.substation, created_by="sim").secret
+                  for c in configs}
         hub = HubServer(storage, port)
         await hub.start()
         try:
@@ -111,7 +115,8 @@ async def run_scored(
             ]
             tick_s = min(0.1, 1.0 / speed)  # a fresh value every scenario second at least
             async with Simulation(configs, scenario, speed=speed, seed=seed, tick_s=tick_s) as sim:
-                daemons = [EdgeDaemon(c, buffer_path=Path(tmp) / f"{c.identity.edge_id}.db") for c in edge_configs]
+                daemons = [EdgeDaemon(c, buffer_path=Path(tmp) / f"{c.identity.edge_id}.db",
+                                      token=tokens[c.identity.edge_id]) for c in edge_configs]
                 out(f"score: {scenario.scenario_name!r}: {duration:g} scenario seconds at x{speed:g} "
                     f"(about {duration / speed:.0f} s); {len(daemons)} edges, hub {hub_url}")
                 async with asyncio.TaskGroup() as tg:

@@ -13,12 +13,13 @@ import httpx
 import pytest
 
 from tests.conftest import CONFIGS, SCENARIOS, free_port
+from tests.support.hub_auth import ADMIN, ADMIN_KEY
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def _sentinel(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _sentinel(*args: str, cwd: Path, **env_vars: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_vars}
     return subprocess.Popen([sys.executable, "-m", "sentinel_cli.main", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -51,23 +52,32 @@ def test_hub_sim_and_edge_as_three_processes(tmp_path: Path) -> None:
     config = tmp_path / "nairobi.toml"
     config.write_text((CONFIGS / "nairobi-s1.toml").read_text().replace("port = 15020", f"port = {modbus}"))
     hub_url = f"http://127.0.0.1:{hub_port}"
+    # the technician registers the edge at the hub and gives the box the credential printed (once)
+    add = subprocess.run([sys.executable, "-m", "sentinel_cli.main", "hub", "edges", "add", "edge-nairobi-01",
+                          "--substation", "NAIROBI-S1", "--database", "sqlite:///hub.db"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert add.returncode == 0, add.stderr
+    edge_token = add.stdout.strip().splitlines()[-1]
+    assert edge_token.startswith("sge_") and "shown once" in add.stderr
     procs = [
-        _sentinel("hub", "serve", "--port", str(hub_port), "--database", "sqlite:///hub.db", cwd=tmp_path),
+        _sentinel("hub", "serve", "--port", str(hub_port), "--database", "sqlite:///hub.db", cwd=tmp_path,
+                  SENTINEL_ADMIN_KEY=ADMIN_KEY),
         _sentinel("sim", "run", str(SCENARIOS / "medium_risk_voltage_fluctuation.json"), "--config", str(config),
                   cwd=tmp_path),
     ]
     try:
         _wait_http(f"{hub_url}/healthz")
-        procs.append(_sentinel("edge", "run", "--config", str(config), "--hub-url", hub_url, cwd=tmp_path))
+        procs.append(_sentinel("edge", "run", "--config", str(config), "--hub-url", hub_url, cwd=tmp_path,
+                               SENTINEL_EDGE_TOKEN=edge_token))
         deadline = time.monotonic() + 40
         incidents: list = []
         while time.monotonic() < deadline and not incidents:
             time.sleep(0.5)
-            incidents = [i for i in httpx.get(f"{hub_url}/incidents").json()["incidents"]
+            incidents = [i for i in httpx.get(f"{hub_url}/incidents", headers=ADMIN).json()["incidents"]
                          if i["device_id"] == "FEEDER-F12"]
         assert incidents, "no FEEDER-F12 incident within 40 s"
         assert incidents[0]["type"] in {"voltage_sag", "voltage_swell"}
-        stats = httpx.get(f"{hub_url}/stats").json()
+        stats = httpx.get(f"{hub_url}/stats", headers=ADMIN).json()
         assert stats["readings_by_substation"]["NAIROBI-S1"] > 0
         assert stats["edges"][0]["edge_id"] == "edge-nairobi-01"
     finally:

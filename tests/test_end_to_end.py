@@ -17,12 +17,14 @@ from edge.buffer import Buffer
 from edge.daemon import EdgeDaemon
 from edge.sync import SyncLoop
 from hub.server import HubServer
+from hub.settings import Settings
 from hub.storage import open_storage
 from protocols.config import FirmwareConfig, load_config
 from simulator.runner import Simulation
 from simulator.scenario import load_scenario
 from tests.conftest import CONFIGS, SCENARIOS, free_port
 from tests.support.procs import sentinel_process
+from tests.support.hub_auth import ADMIN, ADMIN_KEY, provision_edge
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -57,11 +59,12 @@ def test_scenario_voltage_anomalies_become_incidents(database_url: str, tmp_path
 
     async def main() -> None:
         storage = open_storage(database_url)
-        hub = HubServer(storage, int(cfg.hub.url.rsplit(":", 1)[1]))
+        token = provision_edge(storage, cfg.identity.edge_id, cfg.identity.substation)
+        hub = HubServer(storage, int(cfg.hub.url.rsplit(":", 1)[1]), settings=Settings(admin_key=ADMIN_KEY))
         await hub.start()
         try:
             async with Simulation([cfg], scenario) as sim:
-                daemon = EdgeDaemon(cfg, buffer_path=tmp_path / "edge.db")
+                daemon = EdgeDaemon(cfg, buffer_path=tmp_path / "edge.db", token=token)
                 tasks = [asyncio.create_task(sim.run()), asyncio.create_task(daemon.run())]
                 try:
                     await _until(lambda: any(i.device_id == "FEEDER-F12" and i.type.startswith("voltage_")
@@ -71,7 +74,7 @@ def test_scenario_voltage_anomalies_become_incidents(database_url: str, tmp_path
                     for t in tasks:
                         t.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
-            async with httpx.AsyncClient(base_url=hub.url) as client:
+            async with httpx.AsyncClient(base_url=hub.url, headers=ADMIN) as client:
                 body = (await client.get("/incidents", params={"status": "OPEN"})).json()
         finally:
             await hub.stop()
@@ -98,9 +101,10 @@ def test_hub_outage_loses_nothing_and_duplicates_nothing(database_url: str, tmp_
         async with Simulation([cfg], None) as sim:
             sim_task = asyncio.create_task(sim.run())
             storage = open_storage(database_url)
+            token = provision_edge(storage, cfg.identity.edge_id)
             hub = HubServer(storage, hub_port)
             await hub.start()
-            daemon = EdgeDaemon(cfg, buffer_path=buffer_path)
+            daemon = EdgeDaemon(cfg, buffer_path=buffer_path, token=token)
             edge_task = asyncio.create_task(daemon.run())
             try:
                 await _until(lambda: sum(storage.reading_counts().values()) > 20, 15, "first readings at the hub")
@@ -163,21 +167,26 @@ def test_demo_command_runs_and_exits_zero(tmp_path: Path) -> None:
         path.write_text(text)
         configs += ["--config", str(path)]
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SENTINEL_ADMIN_KEY": ADMIN_KEY}
     forecasts: list[dict] = []
+    anonymous = None
     predictions: list[dict] = []
     with sentinel_process("demo", "--port", str(port), "--duration", "30", *configs, env=env, cwd=tmp_path) as proc:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None and not (forecasts and predictions):
             time.sleep(0.5)
             try:
-                forecasts = httpx.get(f"http://127.0.0.1:{port}/forecast/next-24h", timeout=5).json()["forecasts"]
-                predictions = httpx.get(f"http://127.0.0.1:{port}/maintenance", timeout=5).json()["predictions"]
+                anonymous = httpx.get(f"http://127.0.0.1:{port}/incidents", timeout=5).status_code
+                forecasts = httpx.get(f"http://127.0.0.1:{port}/forecast/next-24h", headers=ADMIN,
+                                      timeout=5).json()["forecasts"]
+                predictions = httpx.get(f"http://127.0.0.1:{port}/maintenance", headers=ADMIN,
+                                        timeout=5).json()["predictions"]
             except httpx.HTTPError:
                 continue
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert f"hub on http://127.0.0.1:{port}" in out
+    assert f"demo: admin key {ADMIN_KEY}" in out and anonymous == 401  # no way in without the key it printed
     assert "history readings stored" in out, out
     final = out[out.index("demo: final summary"):]
     assert "NAIROBI-S1" in final and "MOMBASA-S1" in final

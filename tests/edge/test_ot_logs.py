@@ -26,6 +26,7 @@ from protocols.config import FirmwareConfig, parse_config
 from protocols.wire import SyncAck, SyncBatch
 from tests.conftest import free_port
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.hub_auth import provision_edge
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -105,13 +106,15 @@ connect_timeout_s = 2.0
 """)
         storage = SQLiteStorage(tmp_path / "hub.db")
 
+        token = provision_edge(storage, cfg.identity.edge_id)
+
         def at_hub() -> list[str]:
             return ids(storage.ot_logs_between(*ALL_TIME))
 
         async def main() -> EdgeDaemon:
             hub = HubServer(storage, hub_port)
             await hub.start()
-            daemon = EdgeDaemon(cfg, buffer_path=tmp_path / "edge.db")
+            daemon = EdgeDaemon(cfg, buffer_path=tmp_path / "edge.db", token=token)
             task = asyncio.create_task(daemon.run())
             try:
                 collector = daemon.ot_log_sources[0]

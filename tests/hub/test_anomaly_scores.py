@@ -12,6 +12,7 @@ from litestar.testing import TestClient
 
 from hub.app import create_app
 from hub.settings import Settings
+from tests.support.hub_auth import ADMIN_KEY, as_admin, edge_headers
 from hub.storage import open_storage
 from protocols.reading import Reading
 from protocols.wire import Event, EventRun, ReadingRun, SyncBatch, encode
@@ -21,8 +22,8 @@ T0 = datetime(2026, 3, 1, 10, 15, 23, tzinfo=UTC)
 
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(database_url=database_url))) as c:
-        yield c
+    with TestClient(create_app(Settings(database_url=database_url, admin_key=ADMIN_KEY))) as c:
+        yield as_admin(c)
 
 
 def _readings(n: int, scored: bool = True) -> list[Reading]:
@@ -40,7 +41,7 @@ def test_scores_are_stored_and_anomaly_events_become_anomaly_detector_incidents(
                 state="raised", severity="CRITICAL", value=9.8, unit="kV", description="sag")
     batch = SyncBatch(edge_id="e1", substation="S1", sent_at=T0, readings=ReadingRun(first_seq=1, items=_readings(4)),
                       events=EventRun(first_seq=1, items=[sag, step]))
-    r = client.post("/edge/sync", content=encode(batch))
+    r = client.post("/edge/sync", content=encode(batch), headers=edge_headers(client, "e1"))
     assert r.status_code == 200, r.text
     agents = {i["type"]: i["agent"] for i in client.get("/incidents").json()["incidents"]}
     assert agents["anomaly_step"] == "anomaly_detector"
@@ -57,7 +58,7 @@ def test_a_batch_from_an_edge_without_scores_still_decodes_and_stores_nulls(clie
     assert b"anomaly_score" in body  # the field is there as null ...
     old = body.replace(b',"anomaly_score":null,"anomaly_type":null', b"")
     assert b"anomaly" not in old  # ... and an older edge sends no such field at all
-    assert client.post("/edge/sync", content=old).status_code == 200
+    assert client.post("/edge/sync", content=old, headers=edge_headers(client, "e1")).status_code == 200
     back = client.app.state.storage.query_readings("FEEDER-F12", "voltage_l1")
     assert [r.anomaly_score for r in back] == [None, None]
 

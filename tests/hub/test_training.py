@@ -13,6 +13,7 @@ from litestar.testing import TestClient
 
 from hub.app import create_app
 from hub.settings import Settings
+from tests.support.hub_auth import ADMIN_KEY, as_admin, edge_headers
 from hub.storage import open_storage
 from models.registry import Registry
 from models.signing import generate_keypair
@@ -61,9 +62,9 @@ def hub_db(tmp_path: Path) -> str:
 
 @pytest.fixture
 def client(hub_db: str, tmp_path: Path, signing_key: Path) -> Iterator[TestClient]:
-    settings = Settings(database_url=hub_db, model_registry=str(tmp_path / "models"))
+    settings = Settings(database_url=hub_db, model_registry=str(tmp_path / "models"), admin_key=ADMIN_KEY)
     with TestClient(create_app(settings)) as c:
-        yield c
+        yield as_admin(c)
 
 
 def test_models_train_from_database_publishes_a_signed_model(hub_db: str, tmp_path: Path, signing_key: Path,
@@ -117,7 +118,7 @@ def test_retrain_by_incident_id(client: TestClient) -> None:
                type="anomaly_step", state="raised", severity="WARNING", value=11.3, unit="kV", description="step")
     batch = SyncBatch(edge_id="e1", substation="S1", sent_at=T0, events=EventRun(first_seq=1, items=[ev]),
                       readings=ReadingRun(first_seq=1, items=[_readings()[0]]))
-    assert client.post("/edge/sync", content=encode(batch)).status_code == 200
+    assert client.post("/edge/sync", content=encode(batch), headers=edge_headers(client, batch.edge_id)).status_code == 200
     (incident,) = client.get("/incidents").json()["incidents"]
     assert incident["agent"] == "anomaly_detector"
     r = client.post("/retrain", json={"method": "feedback", "incidents": [
@@ -155,3 +156,30 @@ def test_train_from_database_on_postgresql(postgres_url: str, tmp_path: Path) ->
         storage.close()
     assert outcome.readings == 1000 and outcome.manifest.label == "pg-if v1"
     assert Registry(tmp_path / "models", private.public_key()).load("pg-if").label == "pg-if v1"
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "../escaped", "/tmp/escaped-abs", "grid\x00risk", "gr\u0456d-risk",
+                                  "Grid-Risk", "a..b", "x" * 65, "grid-risk\n"])
+def test_retrain_refuses_a_model_name_that_is_not_a_name_and_writes_nothing(client: TestClient, tmp_path: Path,
+                                                                            name: str) -> None:
+    registry = tmp_path / "models"
+    body = {"method": "feedback", "model": name,
+            "incidents": [_interval(*s, "step") for s in STEPS] + [_interval(100, 200, "normal")]}
+    r = client.post("/retrain", json=body)
+    assert r.status_code == 400, r.text
+    assert "model" in r.json()["detail"], r.json()
+    assert not (registry / name.replace("\x00", "")).resolve().exists()
+    assert not registry.exists() or list(registry.iterdir()) == []
+    assert client.get("/models").json() == {"models": []}
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"window": 10**9}, "window"),
+    ({"window": 1}, "window"),
+    ({"sample_period_s": -1.0}, "sample_period_s"),
+    ({"metrics": ["voltage_l1"] * 65}, "metrics"),
+])
+def test_retrain_bounds_its_numbers(client: TestClient, body: dict, field: str) -> None:
+    r = client.post("/retrain", json={"method": "feedback", "incidents": [_interval(*STEPS[0], "step")], **body})
+    assert r.status_code == 400, r.text
+    assert field in r.json()["detail"], r.json()
