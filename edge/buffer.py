@@ -4,7 +4,11 @@ Readings, events and OT log entries wait here until the hub acknowledges them; n
 before that. A followed OT log file's position is kept here too, committed with the entries read up
 to it, so a restart neither skips nor repeats a line.
 Each table's ``seq`` is an AUTOINCREMENT key, so sequence numbers only ever grow, across restarts
-too, and they are what the hub de-duplicates on (see :mod:`protocols.wire`).
+too, and they are what the hub de-duplicates on (see :mod:`protocols.wire`). They are never
+renumbered: a buffer is named by a random ``buffer_id`` made once, when its file is created (older
+files get one when first opened), and a new buffer (a re-imaged box) is a new sequence space at the
+hub, not a reason to move numbers. Rows are deleted only on an acknowledgement no higher than the
+numbers this buffer made.
 
 All methods are synchronous and thread-safe (one connection, one lock); the daemon calls them
 through ``asyncio.to_thread`` so the event loop never waits on the disk.
@@ -13,6 +17,7 @@ through ``asyncio.to_thread`` so the event loop never waits on the disk.
 from __future__ import annotations
 
 import logging
+import secrets
 import sqlite3
 import threading
 import time
@@ -120,6 +125,10 @@ class Buffer:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
         self._migrate()
+        # made once per buffer file; INSERT OR IGNORE: another process opening the file meanwhile
+        # (`sentinel edge status`) makes the same choice, whichever comes first
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('buffer_id', ?)", (secrets.token_hex(16),))
+        self.buffer_id: str = self._db.execute("SELECT value FROM meta WHERE key = 'buffer_id'").fetchone()[0]
         self._inserted_since_check = 0
 
     def _migrate(self) -> None:
@@ -186,61 +195,42 @@ class Buffer:
         self._set_meta("dropped", self._meta("dropped") + n)
         log.error("buffer full (%d rows): dropped the %d oldest unsent readings", self.max_rows, n)
 
-    def ack(self, readings_through: int, events_through: int, ot_logs_through: int | None = None) -> None:
-        """The hub holds everything up to these sequence numbers: forget it here (OT log entries
-        only when ``ot_logs_through`` is given)."""
+    def ack(self, readings_through: int | None, events_through: int | None,
+            ot_logs_through: int | None = None) -> None:
+        """The hub holds everything up to these sequence numbers: forget it here. A stream given as
+        None is left alone (the hub was not sent any of it). Raises ValueError, forgetting nothing,
+        for a number above what this buffer ever made: the sync loop refuses such an ack before it
+        gets here; this is the last line."""
+        marks = {"readings": readings_through, "events": events_through, "ot_logs": ot_logs_through}
         with self._lock:
             db = self._db
-            db.execute("BEGIN")
+            db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute("DELETE FROM readings WHERE seq <= ?", (readings_through,))
-                db.execute("DELETE FROM events WHERE seq <= ?", (events_through,))
-                self._set_meta("readings_acked_through", max(readings_through, self._meta("readings_acked_through")))
-                self._set_meta("events_acked_through", max(events_through, self._meta("events_acked_through")))
-                if ot_logs_through is not None:
-                    db.execute("DELETE FROM ot_logs WHERE seq <= ?", (ot_logs_through,))
-                    self._set_meta("ot_logs_acked_through",
-                                   max(ot_logs_through, self._meta("ot_logs_acked_through")))
+                for table, through in marks.items():
+                    if through is None:
+                        continue
+                    made = self._made(table)
+                    if through > made:
+                        raise ValueError(f"an ack of {table} through {through}, but this buffer made {table} "
+                                         f"only up to {made}")
+                    db.execute(f"DELETE FROM {table} WHERE seq <= ?", (through,))
+                    key = f"{table}_acked_through"
+                    self._set_meta(key, max(through, int(self._meta(key))))
                 self._set_meta("last_sync", time.time())
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
 
-    def rebase(self, table: str, floor: int) -> int:
-        """Renumber pending rows of ``table`` so they start above ``floor``.
+    def _made(self, table: str) -> int:
+        """The highest sequence number ``table`` ever gave (0: none yet)."""
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        return int(row[0]) if row else 0
 
-        Needed when the hub already holds higher sequence numbers for this edge than this buffer
-        ever made (the box was re-imaged and its buffer started again from 1): without renumbering,
-        the hub would take the new rows for duplicates. Returns the offset applied.
-        """
-        if table not in _STREAMS:
-            raise ValueError(table)
+    def acked_through(self) -> dict[str, int]:
+        """Per stream, the highest sequence number the hub has acknowledged to this buffer (0: none)."""
         with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                lo, hi = db.execute(f"SELECT (SELECT min(seq) FROM {table}), (SELECT max(seq) FROM {table})").fetchone()
-                seq_row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
-                current = max(hi or 0, seq_row[0] if seq_row else 0)
-                offset = floor - (lo - 1) if lo is not None else floor - current
-                if offset <= 0:
-                    db.execute("ROLLBACK")
-                    return 0
-                if lo is not None:
-                    # shift in two steps so no new number collides with an old one
-                    db.execute(f"UPDATE {table} SET seq = -seq")
-                    db.execute(f"UPDATE {table} SET seq = -seq + ?", (offset,))
-                if seq_row is None:
-                    db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, current + offset))
-                else:
-                    db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (current + offset, table))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        log.warning("hub already holds %s up to %d: renumbered pending %s by +%d", table, floor, table, offset)
-        return offset
+            return {t: int(self._meta(f"{t}_acked_through")) for t in _STREAMS}
 
     def add_dead_letters(self, letters: Sequence) -> None:
         """Keep rejected messages (protocols.mqtt.codec.DeadLetter) for inspection; the newest

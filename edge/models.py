@@ -24,10 +24,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
 import httpx
 import msgspec
 
+from edge.hubclient import hub_client, read_capped
 from models.registry import Registry, RegistryError, write_model_files
 from models.runtime import ModelLoadError, Scorer, load_model
 from models.signing import (
@@ -51,23 +53,24 @@ class ModelRefused(Exception):
 
 class _Latest(msgspec.Struct):
     name: str
-    version: int
+    version: Annotated[int, msgspec.Meta(ge=1, le=999_999_999)]  # it becomes a directory name in the cache
+
+
+# the most of each answer the edge reads: a hostile hub cannot make it hold more in memory
+MAX_ANSWER_BYTES = {"latest": 64 * 1024, "onnx": 256 * 1024 * 1024, "manifest": 1024 * 1024, "signature": 4096}
 
 
 class ModelPuller:
     def __init__(self, config: FirmwareConfig, scorer: Scorer, client: httpx.AsyncClient | None = None,
-                 cache_dir: str | Path | None = None) -> None:
+                 cache_dir: str | Path | None = None, token: str | None = None) -> None:
         scoring = config.scoring
         self.name = scoring.model
         self.interval_s = scoring.model_pull_interval_s
         self.key_env = scoring.public_key_env
         self.scorer = scorer
-        hub = config.hub
-        headers = {}
-        if token := hub.token():
-            headers["authorization"] = f"Bearer {token}"
-        self._client = client or httpx.AsyncClient(base_url=hub.url.rstrip("/"), timeout=hub.timeout_s,
-                                                   headers=headers)
+        # token: the edge's credential, instead of $<hub.token_env>; TLS verification and pinning as
+        # [hub] configures them (edge.hubclient)
+        self._client = client or hub_client(config.hub, token)
         self.version: int | None = None  # the version running
         self.refused = ""  # why the last version offered was refused; "" when the latest runs
         self.refused_version: int | None = None
@@ -81,16 +84,13 @@ class ModelPuller:
     async def pull_once(self) -> bool:
         """Ask the hub for the latest version; fetch, verify and swap it in if new. Returns whether
         a model was swapped in. Raises ``httpx.HTTPError`` if the hub cannot be asked."""
-        resp = await self._client.get(f"/models/{self.name}/latest")
-        resp.raise_for_status()
-        latest = msgspec.json.decode(resp.content, type=_Latest).version
+        answer = msgspec.json.decode(await self._get(f"/models/{self.name}/latest", "latest"), type=_Latest)
+        if answer.name != self.name:
+            raise msgspec.ValidationError(f"the hub answered for model {answer.name!r}, not {self.name!r}")
+        latest = answer.version
         if latest == self.version:
             return False
-        files = []
-        for kind in _FILES:
-            r = await self._client.get(f"/models/{self.name}/{latest}/files/{kind}")
-            r.raise_for_status()
-            files.append(r.content)
+        files = [await self._get(f"/models/{self.name}/{latest}/files/{kind}", kind) for kind in _FILES]
         try:
             model = await asyncio.to_thread(self._verify_and_load, ModelFiles(*files), latest)
         except ModelRefused as exc:
@@ -166,13 +166,19 @@ class ModelPuller:
         except (ModelVerificationError, ModelLoadError, ValueError, OSError) as exc:
             raise ModelRefused(str(exc)) from exc
 
+    async def _get(self, path: str, what: str) -> bytes:
+        """One answer of the hub, at most ``MAX_ANSWER_BYTES[what]`` of it read."""
+        async with self._client.stream("GET", path) as resp:
+            resp.raise_for_status()
+            return await read_capped(resp, MAX_ANSWER_BYTES[what])
+
     async def run(self) -> None:
         await self.load_cached()
         while True:
             try:
                 await self.pull_once()
                 self.last_error = ""
-            except (httpx.HTTPError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except Exception as exc:  # noqa: BLE001 - no answer of the hub may stop the edge; scoring goes on
                 error = str(exc) or type(exc).__name__
                 if error != self.last_error:
                     log.warning("cannot check the hub for model %s: %s", self.name, error)

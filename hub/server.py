@@ -18,15 +18,23 @@ STOP_GRACE_S = 5.0
 
 
 class HubServer:
-    """The hub on ``host:port`` as a task of the running loop. ``await start()``, ``await stop()``."""
+    """The hub on ``host:port`` as a task of the running loop. ``await start()``, ``await stop()``.
 
-    def __init__(self, storage: Storage, port: int, host: str = "127.0.0.1", settings: Settings | None = None) -> None:
+    With ``ssl_certfile`` (PEM: the hub's certificate, then any intermediates) and ``ssl_keyfile``
+    it serves HTTPS (uvicorn's TLS) and :attr:`url` is ``https://``."""
+
+    def __init__(self, storage: Storage, port: int, host: str = "127.0.0.1", settings: Settings | None = None,
+                 *, ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
+        if bool(ssl_certfile) != bool(ssl_keyfile):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
         self.host, self.port = host, port
-        self.url = f"http://{host}:{port}"
+        self.tls = bool(ssl_certfile)
+        self.url = f"{'https' if self.tls else 'http'}://{host}:{port}"
         app = create_app(settings or Settings(), storage=storage)
         # a client that keeps a request open gets STOP_GRACE_S to finish it when the hub stops
         self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
                                                      timeout_graceful_shutdown=STOP_GRACE_S,
+                                                     ssl_certfile=ssl_certfile or None, ssl_keyfile=ssl_keyfile or None,
                                                      log_config=None))  # logs go to the process's handlers
         self._task: asyncio.Task[None] | None = None
 
@@ -35,7 +43,9 @@ class HubServer:
         self._task = asyncio.create_task(self._server.serve(), name=f"hub.{self.port}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        async with httpx.AsyncClient() as client:
+        # the readiness probe only asks our own server whether it is up, sending nothing: it need not
+        # verify the certificate (whoever connects for real does)
+        async with httpx.AsyncClient(verify=not self.tls) as client:
             while loop.time() < deadline:
                 if self._task.done():
                     self._task.result()  # raises what stopped it

@@ -9,6 +9,7 @@ names the file and the key path, e.g.::
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import re
 import tomllib
@@ -20,7 +21,7 @@ import msgspec
 from protocols.modbus.config import ModbusRtuDevice, ModbusTcpDevice
 from protocols.mqtt.config import MqttDevice, MqttTls, check_session
 from protocols.opcua.config import OpcUaDevice
-from protocols.points import EnvName, Name, Seconds
+from protocols.points import EnvName, Name, Seconds, check_finite
 
 Device = ModbusTcpDevice | ModbusRtuDevice | OpcUaDevice | MqttDevice  # a tagged union on `protocol`
 
@@ -34,6 +35,7 @@ __all__ = [
     "Limits",
     "LocatedError",
     "Location",
+    "MetricsSettings",
     "OtLogFile",
     "OtLogMqtt",
     "OtLogSettings",
@@ -72,6 +74,9 @@ class Identity(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     location: Location | None = None
 
 
+_SHA256 = re.compile(r"[0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31}")
+
+
 class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+(/\S*)?$")]
     token_env: Annotated[str, msgspec.Meta(pattern=r"^[A-Z_][A-Z0-9_]*$")] = "SENTINEL_EDGE_TOKEN"
@@ -80,14 +85,30 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     timeout_s: Seconds = 10.0
     backoff_initial_s: Seconds = 1.0
     backoff_max_s: Seconds = 60.0
+    # TLS (https:// urls). ca_file: PEM bundle of the certificates to trust for the hub instead of
+    # the system's CAs; a self-signed hub certificate is pinned by giving it as the only one.
+    # cert_sha256: the SHA-256 fingerprint of the hub's own (leaf) certificate, checked on every new
+    # connection before anything is sent, on top of the usual verification (hex, colons allowed).
+    ca_file: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    cert_sha256: str = ""
 
     def __post_init__(self) -> None:
         if self.backoff_initial_s > self.backoff_max_s:
             raise ValueError("backoff_initial_s must not exceed backoff_max_s")
+        if self.cert_sha256 and not _SHA256.fullmatch(self.cert_sha256):
+            raise ValueError(f"cert_sha256 is not a SHA-256 fingerprint (64 hex digits, colons allowed): "
+                             f"{self.cert_sha256!r}")
+        for key in ("ca_file", "cert_sha256"):
+            if getattr(self, key) and not self.url.lower().startswith("https://"):
+                raise ValueError(f"{key} applies to an https:// hub, but url is {self.url!r}")
 
     def token(self) -> str | None:
         """The bearer token, read from the environment variable ``token_env`` (never from the file)."""
         return os.environ.get(self.token_env) or None
+
+    def fingerprint(self) -> bytes | None:
+        """``cert_sha256`` as 32 bytes (None when no certificate is pinned)."""
+        return bytes.fromhex(self.cert_sha256.replace(":", "")) if self.cert_sha256 else None
 
 
 class BufferSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -107,6 +128,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     frequency_critical_max_hz: float = 51.0
 
     def __post_init__(self) -> None:
+        check_finite(self, "frequency_min_hz", "frequency_max_hz", "frequency_critical_min_hz",
+                     "frequency_critical_max_hz")
         if self.voltage_critical_pct < self.voltage_tolerance_pct:
             raise ValueError("voltage_critical_pct must be at least voltage_tolerance_pct")
         if not (
@@ -215,6 +238,46 @@ class OtLogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("give [ot_logs.mqtt], [ot_logs.file] or both")
 
 
+_LISTEN = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]+)):(?P<port>[0-9]{1,5})$")
+
+
+class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The edge's Prometheus endpoint (``GET /metrics``), served only when the config has a
+    ``[metrics]`` table. ``listen`` is ``host:port``: an IP address (IPv6 in brackets) or
+    ``localhost``, and a port (0: any free one, logged). Loopback by default: only the box itself
+    (a local Prometheus agent, an SSH tunnel) reads it; the endpoint has no authentication, so the
+    edge warns when it is bound to anything else."""
+
+    listen: str = "127.0.0.1:9108"
+
+    def __post_init__(self) -> None:
+        self.address()  # a ValueError naming the key
+
+    def address(self) -> tuple[str, int]:
+        """(host, port) to bind. Raises ValueError naming ``listen`` when it is not one."""
+        m = _LISTEN.match(self.listen)
+        host = (m["v6"] or m["host"]) if m else ""
+        ok = m is not None and int(m["port"]) <= 65535 and (host == "localhost" or _is_ip(host, v6=bool(m["v6"])))
+        if not ok:
+            raise ValueError(f"listen must be host:port (an IP address, IPv6 in brackets, or localhost; a port "
+                             f"0-65535), e.g. 127.0.0.1:9108, not {self.listen!r}")
+        assert m is not None
+        return host, int(m["port"])
+
+    @property
+    def loopback(self) -> bool:
+        """Bound to the box itself only."""
+        host = self.address()[0]
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
+def _is_ip(host: str, v6: bool) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == (6 if v6 else 4)
+    except ValueError:
+        return False
+
+
 class FirmwareConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     identity: Identity
     hub: HubSettings
@@ -224,6 +287,7 @@ class FirmwareConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     quality: QualitySettings = QualitySettings()
     scoring: ScoringSettings = ScoringSettings()
     ot_logs: OtLogSettings | None = None  # forward the substation's OT logs to the hub (off without it)
+    metrics: MetricsSettings | None = None  # the edge's Prometheus endpoint (off without it)
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -261,6 +325,8 @@ def parse_toml(text: str, type_: type[T], source: str = "<config>") -> T:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(source, "", "not valid TOML: arrays or inline tables nested too deeply") from exc
     try:
         return msgspec.convert(data, type_)
     except msgspec.ValidationError as exc:

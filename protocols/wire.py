@@ -9,11 +9,33 @@ acknowledgement is therefore stored once; the edge deletes nothing until it hold
 
 Encoded as JSON with msgspec. The endpoint is ``POST /edge/sync``.
 
+Sequence integrity. The hub takes a run only if it continues the stream: its ``first_seq`` is at
+most the hub's high-water mark + 1 (an overlap is fine: the part already held counts as duplicates).
+A run that starts further on is a gap and is refused, unless the run declares it: ``after = N``
+says "this run continues the stream after sequence N; N+1 .. first_seq-1 were dropped at the edge"
+(its buffer drops the oldest unsent rows when full). A declared gap is taken when ``after`` equals
+the hub's mark (and counted in ``gaps``); any other ``after`` is refused too. A refused batch is
+answered ``409`` with a :class:`SyncConflict` body carrying the hub's marks for this edge, from which
+the edge can tell whether to resend from what the hub holds or to declare the gap; nothing of the
+batch is stored. Sequence numbers are at most :data:`MAX_SEQ` (2**53 - 1: exact in every JSON
+reader, far from int64 overflow), for every item of a run and in acks.
+
+Buffer identity. ``buffer_id`` names the edge's buffer (random, made once when the buffer file is
+created). A batch whose ``buffer_id`` differs from the one the hub holds for the edge starts a new
+sequence space: the hub's marks for the edge go back to 0 in the same transaction (rows already
+stored keep their data and numbers), and the ack says ``new_buffer: true``. That is how a re-imaged
+box, whose new buffer counts from 1 again, is told apart from an edge sending old numbers. A batch
+without ``buffer_id`` (an edge from before it) uses the marks the hub holds, as before. The edge
+never trusts an acknowledgement beyond what it sent (see :mod:`edge.sync`).
+
 Compatibility: fields added later are optional and left out when empty (``omit_defaults``), so an
 edge that sends no ``ot_logs`` run sends exactly what edges before OT log forwarding sent, and an old
 edge reads a new hub's ack (``SyncAck`` ignores fields it does not know). A hub from before OT log
 forwarding refuses a batch that has an ``ot_logs`` run (unknown field): the edge then syncs without
-it and keeps the entries buffered (see :mod:`edge.sync`).
+it and keeps the entries buffered (see :mod:`edge.sync`). The same holds for ``buffer_id`` and
+``after``: a hub from before them refuses them as unknown fields, and the edge sends the batch again
+without them. An edge from before sequence integrity never declares a gap: after its buffer dropped
+rows, a new hub refuses its batches (409) until the edge is upgraded.
 """
 
 from __future__ import annotations
@@ -34,6 +56,12 @@ SEVERITIES: tuple[str, ...] = ("INFO", "WARNING", "CRITICAL", "EMERGENCY")
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
+MAX_SEQ = 2**53 - 1
+"""The largest sequence number on the wire: exact as a JSON number everywhere, far from int64's end."""
+Seq = Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+Mark = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]  # a high-water mark: 0 = nothing held yet
+BufferId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Something the edge noticed, such as a grid-code limit crossed. Becomes an incident at the hub."""
@@ -52,34 +80,39 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     description: str = ""
 
 
-class ReadingRun(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    first_seq: Positive
+class _Run(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """What every run has: its first sequence number and, optionally, the gap it declares."""
+
+    first_seq: Seq
+    after: Mark | None = None  # a declared gap: this run continues the stream after sequence ``after``
+
+    items: list  # narrowed by each run
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.items) - 1
+
+    def __post_init__(self) -> None:
+        if self.last_seq > MAX_SEQ:
+            raise ValueError(f"first_seq {self.first_seq} with {len(self.items)} items ends at {self.last_seq}, "
+                             f"past the largest sequence number {MAX_SEQ} (2**53 - 1)")
+        if self.after is not None and self.after >= self.first_seq:
+            raise ValueError(f"after is {self.after}, but a declared gap must end below first_seq {self.first_seq}")
+
+
+class ReadingRun(_Run, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     items: list[Reading]
 
-    @property
-    def last_seq(self) -> int:
-        return self.first_seq + len(self.items) - 1
 
-
-class EventRun(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    first_seq: Positive
+class EventRun(_Run, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     items: list[Event]
 
-    @property
-    def last_seq(self) -> int:
-        return self.first_seq + len(self.items) - 1
 
-
-class OtLogRun(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class OtLogRun(_Run, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """OT log entries (authentication, commands, configuration changes) the edge collected from the
     substation's RTUs, gateways and HMIs, for the hub's cyber sentinel."""
 
-    first_seq: Positive
     items: list[OtLogEvent]
-
-    @property
-    def last_seq(self) -> int:
-        return self.first_seq + len(self.items) - 1
 
 
 class SyncBatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -89,6 +122,7 @@ class SyncBatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     readings: ReadingRun | None = None
     events: EventRun | None = None
     ot_logs: OtLogRun | None = None  # optional: edges that forward no OT logs leave it out
+    buffer_id: BufferId | None = None  # the edge's buffer; optional: edges from before it leave it out
 
     def __post_init__(self) -> None:
         # Readings and events are checked by decode_batch and the hub's handler; OT log entries here,
@@ -102,18 +136,36 @@ class SyncBatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 class SyncAck(msgspec.Struct, frozen=True, kw_only=True):
     edge_id: str
-    readings_acked_through: NonNegative  # highest reading sequence the hub holds for this edge
-    events_acked_through: NonNegative
+    readings_acked_through: Mark  # highest reading sequence the hub holds for this edge
+    events_acked_through: Mark
     readings_stored: NonNegative  # stored by this request
     events_stored: NonNegative
     duplicates: NonNegative  # items in this request already held
     gaps: NonNegative = 0  # sequence numbers skipped before this batch (lost at the edge)
-    ot_logs_acked_through: NonNegative = 0  # highest OT log sequence the hub holds (0 from older hubs)
+    ot_logs_acked_through: Mark = 0  # highest OT log sequence the hub holds (0 from older hubs)
     ot_logs_stored: NonNegative = 0
+    # the batch's buffer_id differed from the one held: the marks began again at 0 for it. Left out
+    # of the JSON unless true (UNSET), so acks read exactly as before for everyone else.
+    new_buffer: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class SyncConflict(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of a ``409`` from ``POST /edge/sync``: the batch does not continue the edge's
+    sequence (a gap it did not declare, or a declared gap that does not start at the hub's mark).
+    Nothing of the batch was stored. The marks are the hub's for this edge, in the batch's sequence
+    space (all 0 when the batch's ``buffer_id`` starts a new one)."""
+
+    status_code: int = 409
+    detail: str = ""
+    stream: str = ""  # the run refused: "readings", "events" or "ot_logs"
+    readings_acked_through: Mark
+    events_acked_through: Mark
+    ot_logs_acked_through: Mark = 0
 
 
 _batch_decoder = msgspec.json.Decoder(SyncBatch)
 _ack_decoder = msgspec.json.Decoder(SyncAck)
+_conflict_decoder = msgspec.json.Decoder(SyncConflict)
 _encoder = msgspec.json.Encoder()
 
 
@@ -145,4 +197,10 @@ def encode(msg: msgspec.Struct) -> bytes:
 
 
 def decode_ack(data: bytes) -> SyncAck:
+    """Raises ``msgspec.DecodeError`` / ``msgspec.ValidationError`` for anything that is not an ack."""
     return _ack_decoder.decode(data)
+
+
+def decode_conflict(data: bytes) -> SyncConflict:
+    """The body of a 409; raises ``msgspec.DecodeError`` / ``msgspec.ValidationError`` like :func:`decode_ack`."""
+    return _conflict_decoder.decode(data)

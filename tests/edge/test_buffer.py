@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from edge.buffer import Buffer
 from protocols.wire import Event
@@ -51,16 +54,46 @@ def test_values_none_survive(tmp_path: Path) -> None:
     assert r.items[0].value is None and r.items[0].flags == 16
 
 
-def test_rebase_moves_pending_rows_above_the_hubs_floor(tmp_path: Path) -> None:
+def test_the_buffer_id_is_made_once_and_kept_across_restarts(tmp_path: Path) -> None:
     b = Buffer(tmp_path / "b.db", "S")
-    b.append(_rows(3))
-    assert b.rebase("readings", 1000) == 1000
+    first = b.buffer_id
+    b.close()
+    b = Buffer(tmp_path / "b.db", "S")
+    assert b.buffer_id == first and len(first) == 32
+    b.close()
+    assert Buffer(tmp_path / "other.db", "S").buffer_id != first  # a new file (a re-imaged box): a new id
+
+
+def test_a_buffer_from_before_buffer_ids_gets_one_on_open_and_keeps_its_numbers(tmp_path: Path) -> None:
+    b = Buffer(tmp_path / "b.db", "S")
+    b.append(_rows(4))
+    b.ack(2, 0)
+    b.close()
+    db = sqlite3.connect(tmp_path / "b.db")
+    db.execute("DELETE FROM meta WHERE key = 'buffer_id'")  # as a file made before them
+    db.commit()
+    db.close()
+    b = Buffer(tmp_path / "b.db", "S")
+    assert b.buffer_id and b.acked_through() == {"readings": 2, "events": 0, "ot_logs": 0}
     r, _ = b.pending(10)
-    assert (r.first_seq, r.last_seq) == (1001, 1003)
-    b.append(_rows(1))
-    r, _ = b.pending(10)
-    assert r.last_seq == 1004
-    assert b.rebase("readings", 10) == 0  # already above
+    assert (r.first_seq, r.last_seq) == (3, 4)
+
+
+def test_an_ack_beyond_what_the_buffer_made_forgets_nothing(tmp_path: Path) -> None:
+    b = Buffer(tmp_path / "b.db", "S")
+    b.append(_rows(3), [_event(0)])
+    with pytest.raises(ValueError, match="readings through 4611686018427387904, but this buffer made readings only up to 3"):
+        b.ack(2**62, 1)
+    assert b.stats().readings_pending == 3 and b.stats().events_pending == 1  # the events' part rolled back too
+    assert b.acked_through() == {"readings": 0, "events": 0, "ot_logs": 0}
+
+
+def test_an_ack_of_one_stream_leaves_the_others_alone(tmp_path: Path) -> None:
+    b = Buffer(tmp_path / "b.db", "S")
+    b.append(_rows(3), [_event(0), _event(1)])
+    b.ack(None, 2)
+    assert b.stats().readings_pending == 3 and b.stats().events_pending == 0
+    assert b.acked_through() == {"readings": 0, "events": 2, "ot_logs": 0}
 
 
 def test_cap_drops_oldest_and_counts(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from edge.status import scoring_line
 from hub.app import create_app
 from hub.server import HubServer
 from hub.settings import Settings
+from tests.support.hub_auth import ADMIN_KEY, edge_headers, provision_edge
 from hub.storage import open_storage
 from models.registry import ONNX_FILE, Registry
 from models.signing import public_pem
@@ -65,8 +66,11 @@ def test_the_hub_lists_and_serves_model_files(tmp_path: Path, exported, keys) ->
     reg.publish(exported, keys)
     reg.publish(exported, keys)
     reg.set_latest(NAME, 1)
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'hub.db'}", model_registry=str(tmp_path / "models"))
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'hub.db'}", model_registry=str(tmp_path / "models"),
+                        admin_key=ADMIN_KEY)
     with TestClient(create_app(settings)) as client:
+        assert client.get("/models").status_code == 401  # models are served to edges and people, not to anyone
+        client.headers.update(edge_headers(client, "NRB-EDGE-01"))  # as an edge pulls them
         assert client.get("/models").json() == {"models": [{"name": NAME, "versions": [1, 2], "latest": 1}]}
         assert client.get(f"/models/{NAME}/latest").json() == {"name": NAME, "version": 1}
         files = reg.read_files(NAME, 2)
@@ -110,7 +114,7 @@ def test_a_tampered_model_is_refused_and_scoring_goes_on_with_the_old_one(
     async def main():
         hub = HubServer(storage, hub_port, settings=settings)
         await hub.start()
-        daemon = EdgeDaemon(cfg, buffer_path=tmp_path / "edge.db")
+        daemon = EdgeDaemon(cfg, buffer_path=tmp_path / "edge.db", token=provision_edge(storage, cfg.identity.edge_id))
         try:
             async with Simulation([cfg], speed=20.0, tick_s=0.05) as sim:
                 tasks = [asyncio.create_task(sim.run()), asyncio.create_task(daemon.run())]
@@ -160,7 +164,7 @@ def test_a_model_without_a_public_key_is_refused(tmp_path: Path, exported, keys,
         hub = HubServer(storage, hub_port, settings=Settings(model_registry=str(reg.root)))
         await hub.start()
         try:
-            daemon = EdgeDaemon(cfg, buffer_path=tmp_path / "edge.db")
+            daemon = EdgeDaemon(cfg, buffer_path=tmp_path / "edge.db", token=provision_edge(storage, cfg.identity.edge_id))
             assert await daemon.models.pull_once() is False
             await daemon.models.aclose()
             await daemon.sync.aclose()
@@ -185,7 +189,7 @@ def test_model_updates_during_steady_polling_lose_no_reading(tmp_path: Path, exp
     async def main():
         hub = HubServer(storage, hub_port, settings=Settings(model_registry=str(reg.root)))
         await hub.start()
-        daemon = EdgeDaemon(cfg, buffer_path=buffer)
+        daemon = EdgeDaemon(cfg, buffer_path=buffer, token=provision_edge(storage, cfg.identity.edge_id))
         try:
             async with Simulation([cfg], speed=20.0, tick_s=0.05) as sim:
                 tasks = [asyncio.create_task(sim.run()), asyncio.create_task(daemon.run())]
@@ -233,10 +237,11 @@ def test_a_verified_model_is_kept_on_disk_and_used_after_a_restart_without_the_h
         return _close()
 
     async def first_run() -> None:
-        hub = HubServer(open_storage("sqlite://"), hub_port, settings=Settings(model_registry=str(reg.root)))
+        storage = open_storage("sqlite://")
+        hub = HubServer(storage, hub_port, settings=Settings(model_registry=str(reg.root)))
         await hub.start()
         try:
-            daemon = EdgeDaemon(cfg, buffer_path=buffer)
+            daemon = EdgeDaemon(cfg, buffer_path=buffer, token=provision_edge(storage, cfg.identity.edge_id))
             assert await daemon.models.pull_once() is True
             await close(daemon)
         finally:
@@ -268,10 +273,11 @@ def test_pointing_the_hubs_latest_back_rolls_the_edge_back(tmp_path: Path, expor
     cfg = _edge_config(hub_port)
 
     async def main() -> list[str]:
-        hub = HubServer(open_storage("sqlite://"), hub_port, settings=Settings(model_registry=str(reg.root)))
+        storage = open_storage("sqlite://")
+        hub = HubServer(storage, hub_port, settings=Settings(model_registry=str(reg.root)))
         await hub.start()
         try:
-            daemon = EdgeDaemon(cfg, buffer_path=tmp_path / "edge.db")
+            daemon = EdgeDaemon(cfg, buffer_path=tmp_path / "edge.db", token=provision_edge(storage, cfg.identity.edge_id))
             seen = []
             assert await daemon.models.pull_once() is True
             seen.append(daemon.scoring.scorer.model.label)
@@ -288,3 +294,71 @@ def test_pointing_the_hubs_latest_back_rolls_the_edge_back(tmp_path: Path, expor
             await hub.stop()
 
     assert asyncio.run(main()) == [f"{NAME} v2", f"{NAME} v1", f"{NAME} v2"]
+
+
+class _HostileModelHub:
+    """``GET /models/...`` on 127.0.0.1 answered from ``answers`` (path -> raw HTTP head and body)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, bytes] = {}
+        self.port = 0
+
+    async def __aenter__(self) -> _HostileModelHub:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            path = head.split(" ", 2)[1]
+            writer.write(self.answers.get(path, b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def _json_answer(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(body), body)
+
+
+@pytest.mark.parametrize(("latest", "files", "error"), [
+    (b'{"name": "%s", "version": 1000000000000}', {}, "Expected `int` <= 999999999"),
+    (b'{"name": "other-model", "version": 2}', {}, "not 'NAME'"),
+    (b'{"name": "%s", "version": 2', {}, "truncated"),
+    (b'{"name": "%s", "version": 2}', {"onnx": b"HTTP/1.1 200 OK\r\nconnection: close\r\n"
+                                              b"content-length: 1000000000000\r\n\r\nonnx..."}, "bytes long"),
+], ids=["version-out-of-range", "another-model", "truncated-json", "a-terabyte-model"])
+def test_a_hostile_model_hub_never_stops_the_puller_nor_fills_its_memory(tmp_path: Path, keys, latest: bytes,
+                                                                          files: dict, error: str) -> None:
+    async def main() -> None:
+        async with _HostileModelHub() as hub:
+            hub.answers[f"/models/{NAME}/latest"] = _json_answer(latest.replace(b"%s", NAME.encode()))
+            for kind, raw in files.items():
+                hub.answers[f"/models/{NAME}/2/files/{kind}"] = raw
+            cfg = _edge_config(hub.port)
+            daemon = EdgeDaemon(cfg, buffer_path=tmp_path / "edge.db", token="sge_test")
+            task = asyncio.create_task(daemon.models.run())
+            try:
+                await _until(lambda: daemon.models.last_error != "", 10, "the puller to report the hub's answer")
+                await asyncio.sleep(0.5)  # it keeps asking (model_pull_interval_s is 0.2 s)
+                assert not task.done(), task
+                assert daemon.models.version is None and daemon.models.swaps == 0
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await daemon.models.aclose()
+                await daemon.sync.aclose()
+                daemon.buffer.close()
+        assert error.replace("NAME", NAME) in daemon.models.last_error, daemon.models.last_error
+
+    asyncio.run(main())
+    cache = tmp_path / "edge.db.models"
+    assert not cache.exists() or not any(cache.rglob("*.onnx"))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from hub.storage.base import Storage, plan_sync
+from hub.storage.base import SequenceError, Storage, plan_sync
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
 from protocols.wire import Event, EventRun, OtLogRun, ReadingRun, SyncBatch, WireError, decode_ack, decode_batch, encode
@@ -58,7 +58,11 @@ def test_plan_stores_what_is_above_the_ot_log_mark_and_counts_duplicates_and_gap
     resend = plan_sync(batch((1, 5)), 0, 0, 5)  # the ack was lost: everything is a duplicate
     assert resend.ot_logs == [] and resend.ot_logs_acked_through == 5 and resend.duplicates == 5
 
-    gap = plan_sync(batch((9, 10)), 0, 0, 5)  # 6..8 never came
+    with pytest.raises(SequenceError, match=r"ot_logs.first_seq is 9, but the hub holds ot_logs through 5"):
+        plan_sync(batch((9, 10)), 0, 0, 5)  # 6..8 never came, and the edge did not say so
+    declared = batch((9, 10))
+    declared = msgspec.structs.replace(declared, ot_logs=msgspec.structs.replace(declared.ot_logs, after=5))
+    gap = plan_sync(declared, 0, 0, 5)  # 6..8 dropped at the edge, and declared
     assert gap.ot_logs_first == 9 and gap.ot_logs_acked_through == 10 and gap.gaps == 3
 
     ack = overlap.ack(EDGE)

@@ -96,3 +96,33 @@ def test_every_driver_sample_is_a_valid_config_part(path: Path) -> None:
     readme = (path.parent / "README.md").read_text()
     for heading in ("## Configuration", "## Readings produced", "## Example output", "## Troubleshooting"):
         assert heading in readme, f"{path.parent.name}/README.md lacks {heading}"
+
+
+HTTPS = BASE.replace('url = "http://127.0.0.1:8000"', 'url = "https://hub.example.net:8443"')
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (HTTPS.replace("[hub]\n", '[hub]\ncert_sha256 = "ab:cd"\n'),
+         "<t>: hub: cert_sha256 is not a SHA-256 fingerprint (64 hex digits, colons allowed): 'ab:cd'"),
+        (BASE.replace("[hub]\n", '[hub]\nca_file = "/etc/sentinel/hub-ca.pem"\n'),
+         "<t>: hub: ca_file applies to an https:// hub, but url is 'http://127.0.0.1:8000'"),
+        (BASE.replace("[hub]\n", f'[hub]\ncert_sha256 = "{"0" * 64}"\n'),
+         "<t>: hub: cert_sha256 applies to an https:// hub, but url is 'http://127.0.0.1:8000'"),
+        (HTTPS.replace("[hub]\n", "[hub]\nca_file = 7\n"), "<t>: hub.ca_file: Expected `str`, got `int`"),
+    ],
+    ids=["bad-fingerprint", "ca-file-on-http", "pin-on-http", "ca-file-not-a-string"],
+)
+def test_hub_tls_settings_errors_name_the_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "<t>")
+    assert str(caught.value) == message
+
+
+def test_hub_tls_settings_load_and_the_pin_reads_with_or_without_colons() -> None:
+    digest = bytes(range(32))
+    for spelled in (digest.hex(), digest.hex(":").upper()):
+        hub = parse_config(HTTPS.replace("[hub]\n", f'[hub]\nca_file = "hub-ca.pem"\ncert_sha256 = "{spelled}"\n')).hub
+        assert hub.ca_file == "hub-ca.pem" and hub.fingerprint() == digest
+    assert parse_config(HTTPS).hub.fingerprint() is None
