@@ -24,7 +24,8 @@ from hub.site import SiteConfig
 from hub.storage.base import Document, HourlyMean, Storage
 from protocols import gridcode
 from protocols.config import Limits
-from protocols.reading import Reading, sensor_type
+from protocols.reading import QualityFlag, Reading, sensor_type
+from protocols.validation import impossible_values
 
 __all__ = ["AgentOutput", "AgentSettings", "RUNNERS"]
 
@@ -66,9 +67,21 @@ def _group(readings: Iterable[Reading]) -> dict[tuple[str, str, str], list[Readi
     return out
 
 
+_UNUSABLE = QualityFlag.INVALID | QualityFlag.COMM_LOST
+
+
+def _unusable(rs: Sequence[Reading]) -> np.ndarray:
+    """Readings that measured nothing of the grid: flagged invalid (edge sync keeps impossible values
+    so), placeholders of a lost device, or values no instrument can give (stored before they were
+    refused). The agents see them as missing samples, so they never become findings."""
+    flagged = np.fromiter((r.flags & _UNUSABLE != 0 for r in rs), dtype=bool, count=len(rs))
+    return flagged | impossible_values(rs)
+
+
 def _arrays(rs: Sequence[Reading]) -> tuple[np.ndarray, np.ndarray]:
     ts = np.fromiter((r.ts.timestamp() for r in rs), dtype=np.float64, count=len(rs))
     values = np.fromiter((np.nan if r.value is None else r.value for r in rs), dtype=np.float64, count=len(rs))
+    values[_unusable(rs)] = np.nan
     return ts, values
 
 
@@ -114,6 +127,7 @@ def run_anomaly_detector(storage: Storage, s: AgentSettings, now: datetime) -> A
         ts, values = _arrays(rs)
         scores = np.fromiter((np.nan if r.anomaly_score is None else r.anomaly_score for r in rs), dtype=np.float64,
                              count=len(rs))
+        scores[_unusable(rs)] = np.nan  # the edge scored a broken sensor, not the grid
         hist = history.get(key, [])
         series.append(anomaly_detector.SensorSeries(
             substation=key[0], device_id=key[1], metric=key[2], unit=rs[-1].unit, timestamps=ts, values=values,

@@ -9,7 +9,10 @@ Same schema and validation as ``POST /sensors/process`` and the edge's MQTT driv
 number (when the topic names device and metric) or a batch ``{"sensor_readings": [...]}``.
 Good readings are stored in batches (``storage.insert_readings(..., source="mqtt")``) and checked
 against the grid code (:func:`agents.grid_monitor.check_readings`, findings become incidents);
-malformed messages, and the bad readings of a batch, go to the dead-letter table with the reason.
+malformed messages, and the bad readings of a batch, go to the dead-letter table with the reason;
+so does a reading with an impossible value or timestamp (:mod:`protocols.validation`:
+``sensor_readings[3].value: -5.0 kV is not a possible voltage (must be >= 0)``). Readings are
+de-duplicated on (device_id, metric, ts): a message the broker delivers twice is stored once.
 A bad message never stops the loop and never holds up the good ones around it.
 
 Here the hub owns its reconnects: after a failure it waits (capped, jittered backoff) and connects
@@ -25,6 +28,7 @@ import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -40,6 +44,7 @@ from protocols.mqtt.source import BrokerOptions, BrokerSession, Message, MqttSta
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
 from protocols.sources import SourceError
+from protocols.validation import DEFAULT_MAX_FUTURE_SKEW_S, DEFAULT_TIMESTAMP_FLOOR, impossible_readings
 
 __all__ = [
     "IngestStats",
@@ -83,6 +88,9 @@ class MqttIngestSettings:
     # MQTT topic filters (``ot-logs/#``) whose messages are OT log entries
     # (protocols/schemas/ot_log.schema.json: one, a list, or {"events": [...]}), for the cyber sentinel
     ot_log_topics: tuple[str, ...] = ()
+    # readings timestamped more than this after the hub's clock, or before the floor, are dead letters
+    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S
+    timestamp_floor: datetime = DEFAULT_TIMESTAMP_FLOOR
 
     def __post_init__(self) -> None:
         if not self.topics:
@@ -278,20 +286,39 @@ class MqttIngest:
         readings: list[Reading] = []
         nominals: list[float | None] = []
         dead: list[DeadLetter] = []
+        origin: list[tuple[int, int]] = []  # per reading: (its message, its index in the message's readings)
+        messages = []
         default_substation = self.settings.default_substation
         templates = self.templates
-        for topic, payload, received in batch:
+        for m, (topic, payload, received) in enumerate(batch):
             template = next((t for t in templates if t.match(topic) is not None), templates[0])
             parsed = parse_message(template, topic, payload, received)
+            messages.append(parsed)
             if parsed.readings:
                 r, n = to_readings(parsed, default_substation)
                 readings.extend(r)
                 nominals.extend(n)
+                origin.extend((m, i) for i in range(len(r)))
             if parsed.rejects:
                 if len(templates) > 1 and not parsed.fields and not parsed.readings:
                     reason = f"topic {topic} matches none of the templates {', '.join(t.text for t in templates)}"
                     parsed.rejects[0] = parsed.rejects[0]._replace(reason=reason)
                 dead.extend(dead_letters(self._source, topic, parsed.rejects, received))
+        impossible = impossible_readings(readings, max_future_skew_s=self.settings.max_future_skew_s,
+                                         floor=self.settings.timestamp_floor)
+        if impossible:  # one dead letter per reading, naming the fields as the schema's own rejects do
+            reasons: dict[int, list[str]] = {}
+            for p in impossible:
+                item = messages[origin[p.index][0]].items[origin[p.index][1]]
+                where = f"sensor_readings[{item}].{p.field}" if item >= 0 else p.field
+                reasons.setdefault(p.index, []).append(f"{where}: {p.message}")
+            for k, why in reasons.items():
+                m, i = origin[k]
+                topic, _, received = batch[m]
+                dead.append(DeadLetter.make(self._source, topic, messages[m].raw(i), "; ".join(why), received))
+            drop = set(reasons)
+            keep = [k for k in range(len(readings)) if k not in drop]
+            readings, nominals = [readings[k] for k in keep], [nominals[k] for k in keep]
         return readings, nominals, dead
 
     def process_ot_logs(self, batch: Sequence[Message]) -> tuple[list[OtLogEvent], list[DeadLetter]]:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 import numpy as np
@@ -26,7 +26,8 @@ from hub.storage import Storage
 from models.manifest import Manifest
 from models.registry import Registry, RegistryError
 from models.runtime import Model, load_model
-from protocols.reading import Reading, UtcTime
+from protocols.reading import QualityFlag, Reading, UtcTime
+from protocols.validation import NAME_PATTERN, check_name
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -42,6 +43,9 @@ INCIDENT_MARGIN_S = 120.0  # an incident named by id labels its device from this
 HOLDOUT = 0.25
 DEFAULT_MODELS = {"feedback": "grid-risk", "from_database": "grid-anomaly"}
 
+ModelName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, max_length=64)]  # it becomes a directory
+Text = Annotated[str, msgspec.Meta(max_length=128)]
+
 
 class RetrainError(ValueError):
     """Bad retraining input; ``field`` names where (``incidents[2].incident_id``)."""
@@ -54,21 +58,23 @@ class RetrainError(ValueError):
 class RetrainIncident(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """An expert's verdict: on a stored incident (``incident_id``), or on an interval of a device."""
 
-    label: str  # "normal" (a false alarm) or the anomaly's type: step, drift, spike, ...
-    incident_id: str | None = None
-    device_id: str | None = None
-    metric: str | None = None
+    label: Text  # "normal" (a false alarm) or the anomaly's type: step, drift, spike, ...
+    incident_id: Text | None = None
+    device_id: Text | None = None
+    metric: Text | None = None
     start: UtcTime | None = None
     end: UtcTime | None = None
 
 
 class RetrainRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     method: Literal["feedback", "from_database"]
-    incidents: list[RetrainIncident] = []
-    model: str | None = None  # default: grid-risk (feedback), grid-anomaly (from_database)
-    metrics: list[str] | None = None  # the model's inputs; default: the previous version's, or the incidents'
-    window: int = 32
-    sample_period_s: float = 1.0
+    incidents: Annotated[list[RetrainIncident], msgspec.Meta(max_length=10_000)] = []
+    # default: grid-risk (feedback), grid-anomaly (from_database); protocols.validation.NAME_PATTERN
+    model: ModelName | None = None
+    # the model's inputs; default: the previous version's, or the incidents'
+    metrics: Annotated[list[Text], msgspec.Meta(max_length=64)] | None = None
+    window: Annotated[int, msgspec.Meta(ge=4, le=4096)] = 32  # what models.features.FeatureSpec allows
+    sample_period_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 1.0
 
 
 class RetrainResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,10 +99,13 @@ class TrainOutcome:
 
 def read_readings(storage: Storage, devices: Sequence[str], metrics: Sequence[str], start: datetime | None = None,
                   end: datetime | None = None) -> list[Reading]:
+    """The stored readings of ``devices`` x ``metrics``, without those flagged invalid (impossible values
+    or timestamps, kept by edge sync as evidence): a model must not learn them as normal."""
     out: list[Reading] = []
     for device in devices:
         for metric in metrics:
-            out.extend(storage.query_readings(device, metric, start, end, limit=MAX_READINGS_PER_SERIES))
+            out.extend(r for r in storage.query_readings(device, metric, start, end, limit=MAX_READINGS_PER_SERIES)
+                       if not r.flags & QualityFlag.INVALID)
     return out
 
 
@@ -108,6 +117,7 @@ def train_from_database(storage: Storage, registry: Registry, private_key: Ed255
     from models.export import export_model
     from models.train import train_from_readings
 
+    check_name(name, "model name")  # before reading and training, not at publishing
     readings = read_readings(storage, devices, metrics, start, end)
     if not readings:
         raise ValueError(f"no stored readings of {list(metrics)} for devices {list(devices)}"
@@ -176,6 +186,10 @@ def retrain(storage: Storage, registry: Registry, private_key: Ed25519PrivateKey
     if not request.incidents:
         raise RetrainError("incidents", "give at least one incident with a verdict")
     name = request.model or DEFAULT_MODELS[request.method]
+    try:  # the request's decoder checked it already; a caller in Python may not have
+        check_name(name, "model")
+    except ValueError as exc:
+        raise RetrainError("model", str(exc)) from None
     registry = Registry(registry.root, private_key.public_key())
     labels, series = _labels(storage, request.incidents)
     previous = _previous(registry, name)

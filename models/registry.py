@@ -12,11 +12,18 @@ key loads (:meth:`Registry.load` verifies the signature, then the ``.onnx`` hash
 tampered file with a :class:`~models.signing.ModelVerificationError` naming what failed). A version
 directory is written under a temporary name and renamed into place, so a reader never sees half
 of one. The edge imports this (numpy, onnxruntime, cryptography; no scikit-learn).
+
+Names and versions become paths, so every method checks them before touching the disk: a name must
+fit :data:`protocols.validation.NAME_PATTERN` (``grid-risk``; no ``/``, ``..``, NUL, upper case or
+look-alike letters), a version is an integer 1..:data:`MAX_VERSION`, and the path they make must
+resolve (symbolic links followed) to a directory inside the root; anything else is a
+:class:`RegistryError` naming it, and nothing is read or written.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,15 +36,18 @@ import msgspec
 from models.manifest import Manifest, decode_manifest, encode_manifest
 from models.runtime import Model, load_model
 from models.signing import ModelFiles, ModelVerificationError, key_id, sign, verify_model
+from protocols.validation import NAME_PATTERN, check_name
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
     from models.export import ExportedModel
 
-__all__ = ["Registry", "RegistryEntry", "RegistryError", "write_model_files"]
+__all__ = ["MAX_VERSION", "NAME_PATTERN", "Registry", "RegistryEntry", "RegistryError", "write_model_files"]
 
 ONNX_FILE, MANIFEST_FILE, SIGNATURE_FILE, LATEST_FILE = "model.onnx", "manifest.json", "manifest.sig", "latest"
+MAX_VERSION = 999_999_999
+_VERSION_DIR = re.compile(r"[1-9][0-9]{0,8}")  # ASCII digits, no leading zero: the text of a version
 
 
 class RegistryError(LookupError):
@@ -72,39 +82,68 @@ class Registry:
 
     # -- reading ----------------------------------------------------------------------------------
 
+    # -- names and versions as paths -------------------------------------------------------------
+
+    def _model_dir(self, name: str) -> Path:
+        """``root/name``, once ``name`` is a model name and the path resolves inside the root."""
+        try:
+            check_name(name, "model name")
+        except ValueError as exc:
+            raise RegistryError(f"{self.root}: {exc}") from None
+        return self._inside(self.root / name)
+
+    def _version_dir(self, name: str, version: int) -> Path:
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+            raise RegistryError(f"{self.root}: model version {version!r} is not an integer 1..{MAX_VERSION}")
+        return self._inside(self._model_dir(name) / str(version))
+
+    def _inside(self, path: Path) -> Path:
+        """``path`` (as given) if it resolves, symbolic links followed, to somewhere under the root."""
+        root = self.root.resolve()
+        resolved = path.resolve()
+        if resolved == root or not resolved.is_relative_to(root):
+            raise RegistryError(f"{self.root}: {path} resolves to {resolved}, outside the registry")
+        return path
+
+    # -- reading ----------------------------------------------------------------------------------
+
     def names(self) -> list[str]:
+        """Model names present (directories named as models may be; anything else is ignored)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p.name for p in self.root.iterdir() if re.match(NAME_PATTERN, p.name) and p.is_dir())
 
     def versions(self, name: str) -> list[int]:
-        d = self.root / name
+        d = self._model_dir(name)
         if not d.is_dir():
             return []
-        return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit())
+        return sorted(int(p.name) for p in d.iterdir() if _VERSION_DIR.fullmatch(p.name) and p.is_dir())
 
     def latest(self, name: str) -> int:
         """The version ``latest`` points at; raises :class:`RegistryError` if the model has none."""
-        pointer = self.root / name / LATEST_FILE
+        pointer = self._model_dir(name) / LATEST_FILE
         try:
-            version = int(pointer.read_text().strip())
-        except FileNotFoundError:
+            text = pointer.read_text()[:32].strip()
+        except (FileNotFoundError, NotADirectoryError):
             known = ", ".join(self.names()) or "none"
             raise RegistryError(f"{self.root}: no model {name!r} (models: {known})") from None
-        except ValueError:
-            raise RegistryError(f"{pointer}: not a version number") from None
-        return version
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RegistryError(f"{pointer}: unreadable: {exc}") from None
+        if not _VERSION_DIR.fullmatch(text):
+            raise RegistryError(f"{pointer}: not a version number 1..{MAX_VERSION}")
+        return int(text)
 
     def read_files(self, name: str, version: int | None = None) -> ModelFiles:
         """The raw files of a version (``latest`` by default), unverified: what the hub ships."""
         version = self.latest(name) if version is None else version
-        d = self.root / name / str(version)
+        d = self._version_dir(name, version)
         if not d.is_dir():
             raise RegistryError(f"{self.root}: model {name!r} has no version {version} "
                                 f"(versions: {', '.join(map(str, self.versions(name))) or 'none'})")
+        onnx, manifest, sig = (self._inside(d / f) for f in (ONNX_FILE, MANIFEST_FILE, SIGNATURE_FILE))
         try:
-            signature = bytes.fromhex((d / SIGNATURE_FILE).read_text().strip())
-            return ModelFiles((d / ONNX_FILE).read_bytes(), (d / MANIFEST_FILE).read_bytes(), signature)
+            signature = bytes.fromhex(sig.read_text().strip())
+            return ModelFiles(onnx.read_bytes(), manifest.read_bytes(), signature)
         except FileNotFoundError as exc:
             raise ModelVerificationError(f"{d}: missing {Path(exc.filename).name}") from None
         except ValueError:
@@ -116,7 +155,7 @@ class Registry:
             raise ModelVerificationError("no public key configured: cannot verify models")
         version = self.latest(name) if version is None else version
         files = self.read_files(name, version)
-        where = str(self.root / name / str(version))
+        where = str(self._version_dir(name, version))
         manifest = verify_model(files, self.public_key, where=where)
         if manifest.name != name or manifest.version != version:
             raise ModelVerificationError(f"{where}: signed manifest is for {manifest.label}, not {name} v{version} "
@@ -136,7 +175,11 @@ class Registry:
                 latest = self.latest(name)
             except RegistryError:
                 latest = None
-            for version in self.versions(name):
+            try:
+                versions = self.versions(name)
+            except RegistryError:  # a link to outside the registry: not a model of this registry
+                continue
+            for version in versions:
                 manifest, verified, problem = None, None, ""
                 try:
                     if self.public_key is not None:
@@ -144,12 +187,12 @@ class Registry:
                         verified = True
                     else:
                         manifest = decode_manifest(self.read_files(name, version).manifest)
-                except (ModelVerificationError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                except (ModelVerificationError, RegistryError, msgspec.DecodeError, msgspec.ValidationError) as exc:
                     verified, problem = False, str(exc)
                     if manifest is None:
                         try:
-                            manifest = decode_manifest((self.root / name / str(version) / MANIFEST_FILE).read_bytes())
-                        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                            manifest = decode_manifest((self._version_dir(name, version) / MANIFEST_FILE).read_bytes())
+                        except (OSError, RegistryError, msgspec.DecodeError, msgspec.ValidationError):
                             manifest = None
                 out.append(RegistryEntry(name, version, version == latest, manifest, verified, problem))
         return out
@@ -160,10 +203,12 @@ class Registry:
                 make_latest: bool = True) -> Manifest:
         """Store ``exported`` as the next version of its name, signed; returns the signed manifest."""
         name = exported.manifest.name
-        model_dir = self.root / name
+        model_dir = self._model_dir(name)
         model_dir.mkdir(parents=True, exist_ok=True)
+        model_dir = self._inside(model_dir)  # again, now that it exists: it may be a link made meanwhile
         versions = self.versions(name)
         version = (versions[-1] + 1) if versions else 1
+        self._version_dir(name, version)
         manifest = msgspec.structs.replace(
             exported.manifest, version=version, key_id=key_id(private_key),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -182,9 +227,10 @@ class Registry:
 
     def set_latest(self, name: str, version: int) -> None:
         """Point ``latest`` at ``version`` (a rollback at the hub is this, with an older number)."""
+        self._version_dir(name, version)
         if version not in self.versions(name):
             raise RegistryError(f"{self.root}: model {name!r} has no version {version}")
-        pointer = self.root / name / LATEST_FILE
+        pointer = self._model_dir(name) / LATEST_FILE
         tmp = pointer.with_name(f".{LATEST_FILE}.tmp")
         tmp.write_text(f"{version}\n")
         os.replace(tmp, pointer)

@@ -16,7 +16,8 @@ class QualityFlag(enum.IntFlag):
     """Why a reading's quality is below 1.0. Flags combine; 0 means nothing to report."""
 
     NONE = 0
-    INVALID = 1  # the value could not be decoded or is physically impossible (NaN, inf)
+    INVALID = 1  # the value could not be decoded or is impossible (NaN, inf, -5 kV; see protocols.validation),
+    # or, with CLOCK_UNSYNC, the timestamp is (year 9999, 1970). Never turned into a finding.
     STALE = 2  # the value has been frozen for too long
     OVERFLOW = 4  # the value hit the range of its register type
     SUBSTITUTED = 8  # the value was filled in, not measured

@@ -4,11 +4,17 @@ edge's events (``/edge/sync``): the hub's per-request path. Pure computation.
 The seed's bands (voltage within +-5 % of nominal, frequency 49.5-50.5 Hz, configurable) with the
 same vectorised check the edge runs (:mod:`protocols.gridcode`), one finding per device and
 quantity with its worst reading. Series analysis is :func:`agents.grid_monitor.analyse`.
+
+Nothing impossible becomes a finding: a reading flagged ``INVALID`` (or ``COMM_LOST``: a placeholder)
+or with a value no instrument can give (:func:`protocols.validation.physical_range`: -5 kV, -1e308)
+is not checked, and an event whose value or timestamp is impossible
+(:func:`protocols.validation.possible_events`) is not a finding.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import numpy as np
 
@@ -16,7 +22,13 @@ from agents.findings import Finding
 from agents.grid_monitor.schema import AGENT
 from protocols import gridcode
 from protocols.config import Limits
-from protocols.reading import Reading, sensor_type
+from protocols.reading import QualityFlag, Reading, sensor_type
+from protocols.validation import (
+    DEFAULT_MAX_FUTURE_SKEW_S,
+    DEFAULT_TIMESTAMP_FLOOR,
+    impossible_values,
+    possible_events,
+)
 from protocols.wire import Event
 
 __all__ = ["check_readings", "findings_from_events"]
@@ -51,6 +63,9 @@ def check_readings(
         rows[i] = j
     table = gridcode.build_table(specs, limits)
     values = np.array([np.nan if r.value is None else r.value for r in readings], dtype=np.float64)
+    unusable = QualityFlag.INVALID | QualityFlag.COMM_LOST
+    flagged = np.fromiter((r.flags & unusable != 0 for r in readings), dtype=bool, count=len(readings))
+    values[flagged | impossible_values(readings)] = np.nan  # not a measurement of the grid: never a finding
     direction, severity = gridcode.evaluate(table, values, rows)
     hit = np.flatnonzero(severity > 0)
     worst: dict[tuple[str, str, str], int] = {}
@@ -101,12 +116,16 @@ def condition_key(agent: str, etype: str, substation: str, device_id: str, metri
     return f"{agent}:{etype}:{substation}:{device_id}:{what}"
 
 
-def findings_from_events(events: Sequence[Event]) -> list[Finding]:
-    """The edge already ran the check: every raised event is a finding as it stands. The edge's
-    ``anomaly_*`` events are the anomaly detector's findings."""
+def findings_from_events(events: Sequence[Event], *, now: datetime | None = None,
+                         max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
+                         floor: datetime = DEFAULT_TIMESTAMP_FLOOR) -> list[Finding]:
+    """The edge already ran the check: every raised event is a finding as it stands, unless its
+    value or timestamp is impossible (a broken sensor or clock: the event is kept, not raised). The
+    edge's ``anomaly_*`` events are the anomaly detector's findings."""
     out = []
-    for e in events:
-        if e.state != "raised":
+    possible = possible_events(events, now=now, max_future_skew_s=max_future_skew_s, floor=floor)
+    for e, ok in zip(events, possible):
+        if e.state != "raised" or not ok:
             continue
         agent = ANOMALY_AGENT if e.type.startswith("anomaly_") else AGENT
         facts = {k: v for k, v in (("value", e.value), ("threshold", e.threshold), ("nominal", e.nominal),

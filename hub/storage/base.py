@@ -3,21 +3,24 @@
 Every method is synchronous and safe to call from several threads; the web layer runs them in a
 worker thread. ``apply_sync`` is the idempotent heart of edge sync: in one transaction it stores
 only the readings and events above the edge's high-water marks, turns the *new* events into
-incidents, and moves the marks.
+incidents, and moves the marks. A batch that does not continue the edge's sequence is refused
+whole with :class:`SequenceError` (the hub answers 409), and a batch from a new buffer of the edge
+starts its marks again at 0 (see :mod:`protocols.wire`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
-from protocols.wire import Event, SyncAck, SyncBatch
+from protocols.wire import Event, SyncAck, SyncBatch, SyncConflict
 
 
 class NewIncident(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,6 +99,21 @@ class HourlyMean(msgspec.Struct, frozen=True, array_like=True):
     count: int
 
 
+class ReadingBucket(NamedTuple):
+    """One series' readings over one bucket of time (:meth:`Storage.iter_buckets`). A plain tuple, in
+    the column order of a bucketed export, so a writer can take it without knowing the hub."""
+
+    bucket_start: datetime  # UTC, a whole number of buckets after the epoch (so the first may start before the range asked)
+    substation: str
+    device_id: str
+    metric: str
+    min: float
+    max: float
+    avg: float
+    last: float  # the value of the bucket's newest reading (of readings with the same timestamp, the largest value)
+    count: int  # readings aggregated
+
+
 class IncidentError(ValueError):
     """An incident that does not exist, or a status change the lifecycle does not allow."""
 
@@ -131,7 +149,8 @@ def check_transition(incident_id: str, current: str, new: str) -> None:
 def parse_incident_id(incident_id: str) -> int:
     """``INC-2026-000042`` -> 42; anything else is an :class:`IncidentError` naming it."""
     parts = incident_id.split("-")
-    if len(parts) != 3 or parts[0] != "INC" or not parts[1].isdigit() or not parts[2].isdigit():
+    if (len(parts) != 3 or parts[0] != "INC" or not parts[1].isdigit() or not parts[2].isdigit()
+            or len(parts[1]) != 4 or len(parts[2]) > 15):  # a number no table holds is no incident
         raise IncidentError(f"not an incident id: {incident_id!r} (expected INC-<year>-<number>)")
     return int(parts[2])
 
@@ -151,11 +170,21 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
     def apply_sync(self, batch: SyncBatch, make_incidents: IncidentMaker) -> SyncAck:
-        """Store what is new in ``batch`` and its incidents, atomically; answer with the ack."""
+        """Store what is new in ``batch`` and its incidents, atomically; answer with the ack. Raises
+        :class:`SequenceError`, storing nothing, for a batch that does not continue the edge's
+        sequence (:func:`plan_sync`)."""
         ...
 
     def insert_readings(self, readings: Sequence[Reading], source: str) -> int:
-        """Store readings that came without a sequence (HTTP, MQTT); returns how many."""
+        """Store readings that came without a sequence (HTTP, MQTT), de-duplicated as
+        :meth:`insert_new_readings` does; returns how many were new."""
+        ...
+
+    def insert_new_readings(self, readings: Sequence[Reading], source: str) -> list[int]:
+        """Store the readings whose (device_id, metric, ts) is held neither in storage nor earlier in
+        ``readings`` (within their substation: two substations may each have a ``TR-01``); returns
+        their indices in ``readings``, ascending. A resent HTTP request or MQTT message therefore
+        stores nothing twice (whatever its source or value: the first one held wins)."""
         ...
 
     def add_incidents(self, incidents: Sequence[NewIncident]) -> list[Incident]: ...
@@ -213,9 +242,34 @@ class Storage(Protocol):
         """Every reading with start <= ts < end, oldest first (the agents' window)."""
         ...
 
+    def iter_readings(
+        self, start: datetime, end: datetime, *, substations: Sequence[str] | None = None,
+        devices: Sequence[str] | None = None, metrics: Sequence[str] | None = None, chunk_rows: int = 50_000,
+    ) -> Iterator[list[Reading]]:
+        """Every reading with start <= ts < end of the substations, devices and metrics given (None or
+        empty: all), in chunks of at most ``chunk_rows``, ordered by ts, then substation, device_id and
+        metric (byte order, on both backends). Read in short queries over :class:`TimeWindows`, so
+        memory holds about a chunk whatever the range, and no lock is held while the caller works
+        on a chunk. Rows with the same (ts, substation, device_id, metric) (two edges sending the same
+        point) come in no particular order. ``start`` and ``end`` must carry a time zone.
+
+        Holds a database connection until exhausted or closed: close it when stopping early."""
+        ...
+
+    def iter_buckets(
+        self, start: datetime, end: datetime, bucket_s: int, *, substations: Sequence[str] | None = None,
+        devices: Sequence[str] | None = None, metrics: Sequence[str] | None = None, chunk_rows: int = 50_000,
+    ) -> Iterator[list[ReadingBucket]]:
+        """Per (substation, device_id, metric) and bucket of ``bucket_s`` seconds (aligned on the
+        epoch, so one-day buckets are UTC days): min, max, avg, last and count of the readings with
+        start <= ts < end that have a value and are not flagged INVALID, computed by the database.
+        Filters, chunks, connection and memory as :meth:`iter_readings`; ordered by bucket start, then
+        substation, device_id and metric. A bucket with no such reading is absent."""
+        ...
+
     def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime) -> list[HourlyMean]:
         """Mean value per (substation, device, metric) and UTC hour, for the given metrics, over
-        start <= ts < end; readings without a value are left out. Ordered by series, then hour."""
+        start <= ts < end; readings without a value, or flagged INVALID, are left out. Ordered by series, then hour."""
         ...
 
     def put_documents(self, docs: Sequence[Document]) -> None:
@@ -234,6 +288,54 @@ class Storage(Protocol):
         """Oldest first."""
         ...
 
+    def transaction(self) -> AbstractContextManager[SqlTx]:
+        """A transaction for small tables kept by other hub modules (credentials, audit)."""
+        ...
+
+    def data_time_range(self) -> tuple[datetime, datetime] | None:
+        """The oldest and newest timestamps of the readings and OT log entries held (None: none held)."""
+        ...
+
+
+class SequenceError(ValueError):
+    """A batch whose run does not continue the edge's sequence: it starts past the hub's mark + 1
+    without declaring the gap, or declares one (``after``) that does not start at the mark.
+    Nothing of the batch is stored. Carries the stream, what was asked and the hub's marks for the
+    edge (in the batch's sequence space), for the 409 answer (:meth:`conflict`)."""
+
+    def __init__(self, edge_id: str, stream: str, first_seq: int, after: int | None,
+                 readings_acked_through: int, events_acked_through: int, ot_logs_acked_through: int) -> None:
+        self.edge_id, self.stream, self.first_seq, self.after = edge_id, stream, first_seq, after
+        self.readings_acked_through = readings_acked_through
+        self.events_acked_through = events_acked_through
+        self.ot_logs_acked_through = ot_logs_acked_through
+        hwm = self.marks()[stream]
+        held = f"the hub holds {stream} through {hwm} for edge {edge_id}"
+        if after is None:
+            message = f"{stream}.first_seq is {first_seq}, but {held}; expected at most {hwm + 1}"
+        else:
+            message = (f"{stream}.after is {after} (a gap declared before first_seq {first_seq}), but {held}; "
+                       f"a gap may be declared only after {hwm}")
+        super().__init__(message)
+
+    def marks(self) -> dict[str, int]:
+        return {"readings": self.readings_acked_through, "events": self.events_acked_through,
+                "ot_logs": self.ot_logs_acked_through}
+
+    def conflict(self) -> SyncConflict:
+        """The body of the 409 answer."""
+        return SyncConflict(detail=str(self), stream=self.stream, readings_acked_through=self.readings_acked_through,
+                            events_acked_through=self.events_acked_through,
+                            ot_logs_acked_through=self.ot_logs_acked_through)
+
+
+def first_of_each_key(readings: Sequence[Reading]) -> list[int]:
+    """Indices of the first reading of each (substation, device_id, metric, ts) in ``readings``, ascending."""
+    seen: dict[tuple[str, str, str, datetime], int] = {}
+    for i, r in enumerate(readings):
+        seen.setdefault((r.substation, r.device_id, r.metric, r.ts), i)
+    return list(seen.values()) if len(seen) < len(readings) else list(range(len(readings)))
+
 
 class SyncPlan(msgspec.Struct, frozen=True, kw_only=True):
     """What to store of a batch, given the edge's high-water marks: the sync contract's arithmetic."""
@@ -249,6 +351,8 @@ class SyncPlan(msgspec.Struct, frozen=True, kw_only=True):
     ot_logs: list[OtLogEvent] = msgspec.field(default_factory=list)  # the new ones, from ot_logs_first
     ot_logs_first: int = 0
     ot_logs_acked_through: int = 0
+    buffer_id: str | None = None  # the edge's buffer to hold from now on (None: none known)
+    new_buffer: bool = False  # the batch's buffer differs from the one held: the marks began again at 0
 
     def ack(self, edge_id: str) -> SyncAck:
         return SyncAck(
@@ -256,18 +360,33 @@ class SyncPlan(msgspec.Struct, frozen=True, kw_only=True):
             events_acked_through=self.events_acked_through, readings_stored=len(self.readings),
             events_stored=len(self.events), duplicates=self.duplicates, gaps=self.gaps,
             ot_logs_acked_through=self.ot_logs_acked_through, ot_logs_stored=len(self.ot_logs),
+            new_buffer=True if self.new_buffer else msgspec.UNSET,
         )
 
 
-def plan_sync(batch: SyncBatch, readings_hwm: int, events_hwm: int, ot_logs_hwm: int = 0) -> SyncPlan:
-    """Items at or below a mark are duplicates; the rest are new; a jump past mark + 1 is a gap.
-    The same arithmetic for each of the three runs (readings, events, OT log entries)."""
+def plan_sync(batch: SyncBatch, readings_hwm: int, events_hwm: int, ot_logs_hwm: int = 0,
+              buffer_id: str | None = None) -> SyncPlan:
+    """Items at or below a mark are duplicates; the rest are new. A run starting past mark + 1 is a
+    gap: taken only when the run declares it from the mark (``after == mark``), else the whole batch
+    is refused with :class:`SequenceError`. The same arithmetic for each of the three runs
+    (readings, events, OT log entries).
+
+    ``buffer_id`` is the edge's buffer the hub holds (None: none yet). A batch naming another
+    buffer starts a new sequence space: its marks are 0, and the plan says ``new_buffer``. A batch
+    naming none (an edge from before buffer ids) is planned on the marks held."""
+    new_buffer = batch.buffer_id is not None and bool(buffer_id) and batch.buffer_id != buffer_id
+    if new_buffer:
+        readings_hwm = events_hwm = ot_logs_hwm = 0
+    marks = (readings_hwm, events_hwm, ot_logs_hwm)
     dup = gaps = 0
     out: list[tuple[list, int, int]] = []
-    for run, hwm in ((batch.readings, readings_hwm), (batch.events, events_hwm), (batch.ot_logs, ot_logs_hwm)):
+    for name, run, hwm in (("readings", batch.readings, readings_hwm), ("events", batch.events, events_hwm),
+                           ("ot_logs", batch.ot_logs, ot_logs_hwm)):
         if run is None or not run.items:
             out.append(([], 0, hwm))
             continue
+        if run.first_seq > hwm + 1 and run.after != hwm:
+            raise SequenceError(batch.edge_id, name, run.first_seq, run.after, *marks)
         skip = max(0, min(len(run.items), hwm - run.first_seq + 1))
         dup += skip
         new = list(run.items[skip:])
@@ -278,4 +397,117 @@ def plan_sync(batch: SyncBatch, readings_hwm: int, events_hwm: int, ot_logs_hwm:
     (readings, r_first, r_hwm), (events, e_first, e_hwm), (ot_logs, o_first, o_hwm) = out
     return SyncPlan(readings=readings, readings_first=r_first, events=events, events_first=e_first,
                     readings_acked_through=r_hwm, events_acked_through=e_hwm, duplicates=dup, gaps=gaps,
-                    ot_logs=ot_logs, ot_logs_first=o_first, ot_logs_acked_through=o_hwm)
+                    ot_logs=ot_logs, ot_logs_first=o_first, ot_logs_acked_through=o_hwm,
+                    buffer_id=batch.buffer_id or buffer_id or None, new_buffer=new_buffer)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def epoch_us(t: datetime) -> int:
+    """``t`` (with a time zone) as whole microseconds since the epoch: exact, as ``timestamp()`` is not."""
+    if t.tzinfo is None:
+        raise ValueError(f"{t.isoformat()} has no time zone")
+    return (t - EPOCH) // _US
+
+
+def from_epoch_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def check_chunking(chunk_rows: int, bucket_s: int | None = None) -> None:
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+    if bucket_s is not None and (int(bucket_s) != bucket_s or bucket_s < 1):
+        raise ValueError(f"bucket_s must be a whole number of seconds, at least 1, not {bucket_s}")
+
+
+class TimeWindows:
+    """Consecutive windows ``[lo, hi)`` in microseconds since the epoch, covering ``[start, end)``, each
+    sized to hold about ``target`` rows: how the storages read a long range in short queries
+    (:meth:`Storage.iter_readings`, :meth:`Storage.iter_buckets`) whatever the data's density.
+
+    Bounds are whole multiples of ``align_us`` (a bucket's length) except at ``start`` and ``end``,
+    so no bucket is split between two windows. The first window spans ``first_us``; after each,
+    :meth:`done` is told how many rows it held and scales the next by ``target / rows`` (at most x4
+    or /4 at a time). After an empty window, ``next_us(hi)`` (the first timestamp held at or after
+    ``hi``, None if none: for a backend with a cheap way to ask) skips the gap; without it the next
+    window grows x4, but not past a day by empty windows alone: after a long gap, the window must not
+    hold months of dense data.
+
+        windows = TimeWindows(lo, hi, 50_000)
+        for lo, hi in windows:
+            rows = ...  # read [lo, hi)
+            windows.done(len(rows))
+    """
+
+    EMPTY_GROWTH_CAP_US = 86_400 * 10**6
+
+    def __init__(self, start_us: int, end_us: int, target: int, *, align_us: int = 1, first_us: int = 60 * 10**6,
+                 next_us: Callable[[int], int | None] | None = None) -> None:
+        self.lo, self.end, self.target, self.align = start_us, end_us, max(1, target), max(1, align_us)
+        self.span = _round_up(max(first_us, self.align), self.align)
+        self._max_span = max(self.span, _round_up(end_us - start_us, self.align))
+        self._next_us = next_us
+        self._hi: int | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        while self.lo < self.end:
+            lo = self.lo
+            self._hi = hi = min(self.end, lo - lo % self.align + self.span)
+            yield lo, hi
+            if self._hi is not None:
+                raise RuntimeError("TimeWindows: done() was not called for the window")
+
+    def done(self, rows: int) -> None:
+        """The window just read held ``rows`` rows (readings, or buckets)."""
+        hi, self._hi = self._hi, None
+        if hi is None:
+            raise RuntimeError("TimeWindows.done() called twice, or outside a window")
+        self.lo = hi
+        if rows:
+            span = int(self.span * min(4.0, max(0.25, self.target / rows)))
+        elif self._next_us is not None:
+            nxt = self._next_us(hi) if hi < self.end else None
+            self.lo = self.end if nxt is None else max(hi, nxt)
+            span = self.span
+        else:
+            span = max(self.span, min(self.span * 4, self.EMPTY_GROWTH_CAP_US))
+        self.span = min(self._max_span, max(self.align, _round_up(span, self.align)))
+
+
+def _round_up(x: int, step: int) -> int:
+    return -(-x // step) * step
+
+
+class SqlTx:
+    """One transaction on either backend, for code that owns a few small tables of its own (the
+    hub's credentials and audit log): ``execute(sql, params)`` with ``?`` placeholders, translated
+    for PostgreSQL. Got from ``Storage.transaction()``; commits when the block ends, rolls back on
+    an exception."""
+
+    def __init__(self, cursor: Any, backend: str) -> None:
+        self._cur = cursor
+        self.backend = backend
+        self._pg = backend != "sqlite"
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> SqlTx:
+        self._cur.execute(query.replace("?", "%s") if self._pg else query, tuple(params))
+        return self
+
+    def fetchone(self) -> tuple | None:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[tuple]:
+        return list(self._cur.fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+    def lock(self, key: int) -> None:
+        """Serialise this transaction with others taking the same key (SQLite's write transaction
+        already is: BEGIN IMMEDIATE)."""
+        if self._pg:
+            self._cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))

@@ -28,8 +28,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import msgspec
 import psycopg
@@ -45,8 +48,15 @@ from hub.storage.base import (
     IncidentError,
     IncidentMaker,
     NewIncident,
+    ReadingBucket,
+    SqlTx,
     StatusChange,
+    TimeWindows,
+    check_chunking,
     check_transition,
+    epoch_us,
+    first_of_each_key,
+    from_epoch_us,
     incident_id,
     merge_incident,
     parse_incident_id,
@@ -65,12 +75,28 @@ _SCHEMA_LOCK = 0x5E47_0001  # advisory lock keys: schema creation, partition cre
 _PARTITION_LOCK = 0x5E47_0002
 # advisory locks (two-int4 form, a key space apart from the bigint locks above): (this, hashtext(condition))
 _CONDITION_LOCK_CLASS = 0x5E47_0003
+# (this, bucket of (device_id, metric)): de-duplicating inserts of the same series run one after the other
+_READING_KEY_LOCK_CLASS = 0x5E47_0004
+_READING_KEY_BUCKETS = 64
 
 _READING_COLUMNS = ("ts, substation, device_id, metric, value, unit, quality, flags, source, seq, anomaly_score,"
                     " anomaly_type")
 _READING_TYPES = ["timestamptz", "text", "text", "text", "float8", "text", "float8", "int4", "text", "int8", "float8",
                   "text"]
 _COPY_READINGS = f"COPY readings ({_READING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGED = f"COPY readings_staged (k, {_READING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+# insert_new_readings: the batch staged (k: its index), then only what readings does not hold yet, within
+# the batch's time range (partition pruning; the (device_id, metric, ts) index does the rest)
+_INSERT_STAGED = f"""
+WITH new AS MATERIALIZED (
+    SELECT s.* FROM readings_staged AS s WHERE NOT EXISTS (
+        SELECT 1 FROM readings AS r WHERE r.device_id = s.device_id AND r.metric = s.metric AND r.ts = s.ts
+        AND r.substation = s.substation
+        AND r.ts >= (SELECT min(ts) FROM readings_staged) AND r.ts <= (SELECT max(ts) FROM readings_staged))
+), stored AS (
+    INSERT INTO readings ({_READING_COLUMNS}) SELECT {_READING_COLUMNS} FROM new
+)
+SELECT k FROM new ORDER BY k"""
 
 _READINGS_COLUMNS_DDL = """
     ts timestamptz NOT NULL,
@@ -178,6 +204,8 @@ CREATE TABLE IF NOT EXISTS readings_default PARTITION OF readings DEFAULT;
 CREATE INDEX IF NOT EXISTS readings_ts_brin ON readings USING brin (ts);
 CREATE INDEX IF NOT EXISTS readings_device_metric_ts ON readings (device_id, metric, ts);
 """
+_STAGED_SCHEMA = (f"CREATE TEMP TABLE IF NOT EXISTS readings_staged (k int4 NOT NULL, {_READINGS_COLUMNS_DDL})"
+                  " ON COMMIT DELETE ROWS")
 
 _EVENT_SQL = (
     "INSERT INTO events (ts, substation, device_id, metric, type, state, severity, value, threshold, nominal,"
@@ -197,6 +225,7 @@ ALTER TABLE incidents
 CREATE UNIQUE INDEX IF NOT EXISTS incidents_open_key ON incidents (condition_key)
     WHERE status <> 'RESOLVED' AND condition_key <> '';
 ALTER TABLE edge_sync ADD COLUMN IF NOT EXISTS ot_logs_acked_through bigint NOT NULL DEFAULT 0;
+ALTER TABLE edge_sync ADD COLUMN IF NOT EXISTS buffer_id text;  -- the edge's buffer the marks count in
 """
 
 _INCIDENT_COLS = ("number, ts, type, device_id, severity, description, status, agent, substation, metric, value,"
@@ -215,6 +244,32 @@ _INCIDENT_UPDATE_SQL = (
 _HISTORY_SQL = "INSERT INTO incident_history (number, ts, status, actor, note) VALUES (%s,%s,%s,%s,%s)"
 _EVENT_COLS = "ts, substation, device_id, metric, type, state, severity, value, threshold, nominal, unit, description"
 _COPY_OT_LOGS = "COPY ot_logs (ts, substation, device_id, kind, source, body) FROM STDIN"
+# exports: series in byte order, as SQLite sorts them
+_SERIES_ORDER = 'substation COLLATE "C", device_id COLLATE "C", metric COLLATE "C"'
+# iter_buckets: k, the bucket's number from the window's first, in whole microseconds (as SQLite
+# counts); last, the value of the newest reading, by ts then value. NaN is left out (SQLite holds none).
+_EXPORT_BUCKETS = f"""
+SELECT k, substation, device_id, metric, min(value), max(value), avg(value),
+       max(CASE WHEN rn = 1 THEN value END), count(*)
+FROM (SELECT k, substation, device_id, metric, value,
+             row_number() OVER (PARTITION BY substation, device_id, metric, k ORDER BY ts DESC, value DESC) AS rn
+      FROM (SELECT ((extract(epoch FROM ts) * 1000000)::bigint - %s) / %s AS k, ts, substation, device_id, metric,
+                   value
+            FROM readings WHERE ts >= %s AND ts < %s AND value IS NOT NULL AND value <> 'NaN'::float8
+            AND (flags & 1) = 0{{where}}) AS r) AS w
+GROUP BY k, substation, device_id, metric
+ORDER BY k, {_SERIES_ORDER}"""
+
+
+def _series_where(substations: Sequence[str] | None, devices: Sequence[str] | None,
+                  metrics: Sequence[str] | None) -> tuple[str, list[list[str]]]:
+    """`` AND substation = ANY(%s)`` and so on for the filters given, with their arguments."""
+    sql, args = "", []
+    for column, values in (("substation", substations), ("device_id", devices), ("metric", metrics)):
+        if values:
+            sql += f" AND {column} = ANY(%s)"
+            args.append(list(dict.fromkeys(values)))
+    return sql, args
 _OT_DECODER = msgspec.json.Decoder(OtLogEvent)
 
 
@@ -247,6 +302,8 @@ def _partition_name(day: int) -> str:
 
 
 def _midnight(day: int) -> str:
+    if day > date.max.toordinal():  # the end of 9999-12-31 (an edge with a broken clock): past Python's dates
+        return "infinity"
     return datetime.combine(date.fromordinal(day), time(), UTC).isoformat()
 
 
@@ -270,6 +327,9 @@ def _incident(r: tuple) -> Incident:
                     condition_key=r[11], recommendation=r[12], confidence=r[13], occurrences=r[14], first_seen=ts,
                     last_seen=r[15] if r[15] is not None else ts, updated_at=r[16],
                     facts=msgspec.json.decode(r[17]) if r[17] else {}, narrative=r[18])
+
+
+PARTITION_DAYS_BACK = 366 * 30  # history older than this (imports of old records) shares the default partition
 
 
 class PostgresStorage:
@@ -312,6 +372,17 @@ class PostgresStorage:
 
     def close(self) -> None:
         self._pool.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTx]:
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield SqlTx(cur, self.backend)
+
+    def data_time_range(self) -> tuple[datetime, datetime] | None:
+        with self._pool.connection() as conn:
+            lo, hi = conn.execute("SELECT min(lo), max(hi) FROM (SELECT min(ts) AS lo, max(ts) AS hi FROM readings"
+                " UNION ALL SELECT min(ts), max(ts) FROM ot_logs) AS spans").fetchone()
+        return None if lo is None else (lo, hi)
 
     def __enter__(self) -> PostgresStorage:
         return self
@@ -417,7 +488,10 @@ class PostgresStorage:
         """
         if self.backend != "postgresql":
             return
-        days = _utc_days(readings)
+        # a day far from today is a broken clock's (stored flagged by the hub, or bogus): such rows go
+        # to the default partition, so no clock can make the hub create thousands of partitions
+        today = datetime.now(UTC).date().toordinal()
+        days = {d for d in _utc_days(readings) if today - PARTITION_DAYS_BACK <= d <= today + 2}
         if days <= self._partitions:
             return
         with self._partition_lock, self._pool.connection() as conn:
@@ -512,10 +586,10 @@ class PostgresStorage:
             # the marks this one leaves.
             cur.execute("INSERT INTO edge_sync (edge_id, substation) VALUES (%s, %s) ON CONFLICT (edge_id) DO NOTHING",
                         (batch.edge_id, batch.substation))
-            cur.execute("SELECT readings_acked_through, events_acked_through, gaps, ot_logs_acked_through"
+            cur.execute("SELECT readings_acked_through, events_acked_through, gaps, ot_logs_acked_through, buffer_id"
                         " FROM edge_sync WHERE edge_id = %s FOR UPDATE", (batch.edge_id,))
-            r_hwm, e_hwm, gaps, o_hwm = cur.fetchone()
-            plan = plan_sync(batch, r_hwm, e_hwm, o_hwm)
+            r_hwm, e_hwm, gaps, o_hwm, buffer_id = cur.fetchone()
+            plan = plan_sync(batch, r_hwm, e_hwm, o_hwm, buffer_id)  # SequenceError: rolled back, nothing stored
             if plan.readings:
                 self._copy_readings(cur, _reading_rows(plan.readings, batch.edge_id, plan.readings_first))
             if plan.events:
@@ -534,21 +608,35 @@ class PostgresStorage:
                         copy.write_row((e.ts, e.substation, e.device_id, e.kind, batch.edge_id, encode(e).decode()))
             cur.execute(
                 "UPDATE edge_sync SET substation = %s, readings_acked_through = %s, events_acked_through = %s,"
-                " gaps = %s, last_sync = %s, ot_logs_acked_through = %s WHERE edge_id = %s",
+                " gaps = %s, last_sync = %s, ot_logs_acked_through = %s, buffer_id = %s WHERE edge_id = %s",
                 (batch.substation, plan.readings_acked_through, plan.events_acked_through, gaps + plan.gaps,
-                 datetime.now(UTC), plan.ot_logs_acked_through, batch.edge_id),
+                 datetime.now(UTC), plan.ot_logs_acked_through, plan.buffer_id, batch.edge_id),
             )
         # Leaving the pool's context committed the transaction (or rolled it back on an exception).
         return plan.ack(batch.edge_id)
 
     def insert_readings(self, readings: Sequence[Reading], source: str) -> int:
-        if not readings:
-            return 0
-        self._ensure_partitions(readings)
-        rows = _reading_rows(readings, source, None)
+        return len(self.insert_new_readings(readings, source))
+
+    def insert_new_readings(self, readings: Sequence[Reading], source: str) -> list[int]:
+        first = first_of_each_key(readings)
+        if not first:
+            return []
+        chosen = [readings[i] for i in first]
+        self._ensure_partitions(chosen)
+        rows = _reading_rows(chosen, source, None)
+        buckets = sorted({zlib.crc32(f"{r.device_id}\x1f{r.metric}".encode()) % _READING_KEY_BUCKETS for r in chosen})
         with self._pool.connection() as conn, conn.cursor() as cur:
-            self._copy_readings(cur, rows)
-        return len(rows)
+            # a concurrent insert of the same series waits here, then sees what this one stored
+            cur.execute("SELECT pg_advisory_xact_lock(%s, b)"
+                        " FROM (SELECT unnest(%s::int4[]) AS b ORDER BY b) AS buckets", (_READING_KEY_LOCK_CLASS, buckets))
+            cur.execute(_STAGED_SCHEMA)  # once per session; emptied at every commit
+            with cur.copy(_COPY_STAGED) as copy:
+                copy.set_types(["int4", *_READING_TYPES])
+                for k, row in enumerate(rows):
+                    copy.write_row((k, *row))
+            new = [k for (k,) in cur.execute(_INSERT_STAGED).fetchall()]
+        return [first[k] for k in new]
 
     def add_incidents(self, incidents: Sequence[NewIncident]) -> list[Incident]:
         """The distinct incidents the findings opened or updated, by number."""
@@ -721,6 +809,7 @@ class PostgresStorage:
                 "SELECT substation, device_id, metric, date_trunc('hour', ts AT TIME ZONE 'UTC') AS hour,"
                 " avg(value), count(value) FROM readings"
                 " WHERE metric = ANY(%s) AND ts >= %s AND ts < %s AND value IS NOT NULL"
+                " AND (flags & 1) = 0"  # not QualityFlag.INVALID
                 " GROUP BY substation, device_id, metric, hour ORDER BY substation, device_id, metric, hour",
                 (list(metrics), start, end)).fetchall()
         return [HourlyMean(r[0], r[1], r[2], r[3].replace(tzinfo=UTC), float(r[4]), int(r[5])) for r in rows]
@@ -735,3 +824,64 @@ class PostgresStorage:
                     flags=r[7], anomaly_score=r[8], anomaly_type=r[9])
             for r in rows
         ]
+
+    # -- long ranges in chunks (exports, history) -----------------------------------------------
+    # One query per TimeWindows window, read through a server-side cursor WITH HOLD on a connection
+    # of the export's own (not the pool's: a long export must not starve ingest of connections).
+    # In autocommit, the DECLARE is its own transaction: the window's rows are materialised on the
+    # server when it commits, and its locks are gone before the first FETCH, so a slow client never
+    # holds a lock on readings (one that would stall the next day's partition, and ingest behind it).
+
+    def iter_readings(self, start: datetime, end: datetime, *, substations: Sequence[str] | None = None,
+                      devices: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
+                      chunk_rows: int = 50_000) -> Iterator[list[Reading]]:
+        check_chunking(chunk_rows)
+        where, args = _series_where(substations, devices, metrics)
+        query = ("SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
+                 f" FROM readings WHERE ts >= %s AND ts < %s{where} ORDER BY ts, {_SERIES_ORDER}")
+        windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows)
+
+        def chunk(rows: list[tuple]) -> list[Reading]:
+            return [Reading(ts=r[0], substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5],
+                            quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9]) for r in rows]
+
+        return self._iter_windows(windows, query, lambda lo, hi: (from_epoch_us(lo), from_epoch_us(hi), *args),
+                                  chunk, chunk_rows)
+
+    def iter_buckets(self, start: datetime, end: datetime, bucket_s: int, *,
+                     substations: Sequence[str] | None = None, devices: Sequence[str] | None = None,
+                     metrics: Sequence[str] | None = None, chunk_rows: int = 50_000) -> Iterator[list[ReadingBucket]]:
+        check_chunking(chunk_rows, bucket_s)
+        bucket_us = int(bucket_s) * 10**6
+        where, args = _series_where(substations, devices, metrics)
+        query = _EXPORT_BUCKETS.format(where=where)
+        windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows, align_us=bucket_us)
+        bases: list[int] = []  # the window's first bucket, k counts from it
+
+        def params(lo: int, hi: int) -> tuple:
+            bases[:] = [lo - lo % bucket_us]
+            return (bases[0], bucket_us, from_epoch_us(lo), from_epoch_us(hi), *args)
+
+        def chunk(rows: list[tuple]) -> list[ReadingBucket]:
+            base = bases[0]
+            return [ReadingBucket(from_epoch_us(base + r[0] * bucket_us), r[1], r[2], r[3], r[4], r[5], r[6], r[7],
+                                  r[8]) for r in rows]
+
+        return self._iter_windows(windows, query, params, chunk, chunk_rows)
+
+    def _iter_windows(self, windows: TimeWindows, query: str, params: Callable[[int, int], tuple],
+                      chunk: Callable[[list[tuple]], list[Any]], chunk_rows: int) -> Iterator[list[Any]]:
+        try:
+            conn = psycopg.connect(self._url, autocommit=True, options="-c TimeZone=UTC",
+                                   connect_timeout=self._connect_timeout)
+        except psycopg.OperationalError as exc:
+            raise PostgresUnavailable(f"cannot connect to PostgreSQL at {self._where}: {exc}") from exc
+        with conn:
+            for lo, hi in windows:
+                held = 0
+                with conn.cursor(name="sentinel_export", withhold=True) as cur:
+                    cur.execute(query, params(lo, hi))
+                    while rows := cur.fetchmany(chunk_rows):
+                        held += len(rows)
+                        yield chunk(rows)
+                windows.done(held)

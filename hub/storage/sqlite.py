@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,8 +20,15 @@ from hub.storage.base import (
     IncidentError,
     IncidentMaker,
     NewIncident,
+    ReadingBucket,
+    SqlTx,
     StatusChange,
+    TimeWindows,
+    check_chunking,
     check_transition,
+    epoch_us,
+    first_of_each_key,
+    from_epoch_us,
     incident_id,
     merge_incident,
     parse_incident_id,
@@ -118,13 +127,20 @@ CREATE TABLE IF NOT EXISTS edge_sync (
     events_acked_through INTEGER NOT NULL DEFAULT 0,
     gaps INTEGER NOT NULL DEFAULT 0,
     last_sync REAL,
-    ot_logs_acked_through INTEGER NOT NULL DEFAULT 0
+    ot_logs_acked_through INTEGER NOT NULL DEFAULT 0,
+    buffer_id TEXT               -- the edge's buffer the marks count in (NULL: an edge that names none)
 );
 """
 
 _READING_SQL = ("INSERT INTO readings (ts, substation, device_id, metric, value, unit, quality, flags, source, seq,"
                 " anomaly_score, anomaly_type) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
 _SCORE_COLUMNS = (("anomaly_score", "REAL"), ("anomaly_type", "TEXT"))
+# insert_new_readings: the batch's keys, to find those already held in one query on readings_device_metric_ts
+_KEYS_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS reading_keys"
+               " (k INTEGER PRIMARY KEY, substation TEXT, device_id TEXT, metric TEXT, ts REAL)")
+_HELD_SQL = ("SELECT k.k FROM reading_keys AS k WHERE EXISTS (SELECT 1 FROM readings AS r"
+             " WHERE r.device_id = k.device_id AND r.metric = k.metric AND r.ts = k.ts"
+             " AND r.substation = k.substation)")
 _EVENT_SQL = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INCIDENT_SQL = (
     "INSERT INTO incidents (ts, type, device_id, severity, description, status, agent, substation, metric,"
@@ -181,10 +197,29 @@ class SQLiteStorage:
         have = {r[1] for r in self._db.execute("PRAGMA table_info(edge_sync)")}
         if "ot_logs_acked_through" not in have:  # databases made before edges forwarded OT logs
             self._db.execute("ALTER TABLE edge_sync ADD COLUMN ot_logs_acked_through INTEGER NOT NULL DEFAULT 0")
+        if "buffer_id" not in have:  # databases made before edges named their buffers
+            self._db.execute("ALTER TABLE edge_sync ADD COLUMN buffer_id TEXT")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTx]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqlTx(self._db.cursor(), self.backend)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def data_time_range(self) -> tuple[datetime, datetime] | None:
+        with self._lock:
+            lo, hi = self._db.execute("SELECT min(lo), max(hi) FROM (SELECT min(ts) AS lo, max(ts) AS hi FROM readings"
+                " UNION ALL SELECT min(ts), max(ts) FROM ot_logs) AS spans").fetchone()
+        return None if lo is None else (_utc(lo), _utc(hi))
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -226,12 +261,12 @@ class SQLiteStorage:
             db.execute("BEGIN IMMEDIATE")
             try:
                 row = db.execute(
-                    "SELECT readings_acked_through, events_acked_through, gaps, ot_logs_acked_through FROM edge_sync"
-                    " WHERE edge_id = ?",
+                    "SELECT readings_acked_through, events_acked_through, gaps, ot_logs_acked_through, buffer_id"
+                    " FROM edge_sync WHERE edge_id = ?",
                     (batch.edge_id,),
                 ).fetchone()
-                r_hwm, e_hwm, gaps, o_hwm = row if row else (0, 0, 0, 0)
-                plan = plan_sync(batch, r_hwm, e_hwm, o_hwm)
+                r_hwm, e_hwm, gaps, o_hwm, buffer_id = row if row else (0, 0, 0, 0, None)
+                plan = plan_sync(batch, r_hwm, e_hwm, o_hwm, buffer_id)  # SequenceError: nothing stored
                 if plan.readings:
                     db.executemany(_READING_SQL, reading_rows(plan.readings, batch.edge_id, plan.readings_first))
                 if plan.events:
@@ -249,12 +284,14 @@ class SQLiteStorage:
                     db.executemany("INSERT INTO ot_logs VALUES (?,?,?,?,?,?)", _ot_log_rows(plan.ot_logs, batch.edge_id))
                 db.execute(
                     "INSERT INTO edge_sync (edge_id, substation, readings_acked_through, events_acked_through, gaps,"
-                    " last_sync, ot_logs_acked_through) VALUES (?,?,?,?,?,?,?) ON CONFLICT (edge_id) DO UPDATE SET"
-                    " substation=excluded.substation, readings_acked_through=excluded.readings_acked_through,"
+                    " last_sync, ot_logs_acked_through, buffer_id) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (edge_id)"
+                    " DO UPDATE SET substation=excluded.substation,"
+                    " readings_acked_through=excluded.readings_acked_through,"
                     " events_acked_through=excluded.events_acked_through, gaps=excluded.gaps,"
-                    " last_sync=excluded.last_sync, ot_logs_acked_through=excluded.ot_logs_acked_through",
+                    " last_sync=excluded.last_sync, ot_logs_acked_through=excluded.ot_logs_acked_through,"
+                    " buffer_id=excluded.buffer_id",
                     (batch.edge_id, batch.substation, plan.readings_acked_through, plan.events_acked_through,
-                     gaps + plan.gaps, datetime.now(UTC).timestamp(), plan.ot_logs_acked_through),
+                     gaps + plan.gaps, datetime.now(UTC).timestamp(), plan.ot_logs_acked_through, plan.buffer_id),
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -263,16 +300,30 @@ class SQLiteStorage:
         return plan.ack(batch.edge_id)
 
     def insert_readings(self, readings: Sequence[Reading], source: str) -> int:
-        rows = reading_rows(readings, source, None)
+        return len(self.insert_new_readings(readings, source))
+
+    def insert_new_readings(self, readings: Sequence[Reading], source: str) -> list[int]:
+        first = first_of_each_key(readings)
+        if not first:
+            return []
+        rows = reading_rows([readings[i] for i in first], source, None)
         with self._lock:
-            self._db.execute("BEGIN")
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(_READING_SQL, rows)
-                self._db.execute("COMMIT")
+                db.execute(_KEYS_TABLE)
+                db.execute("DELETE FROM reading_keys")
+                db.executemany("INSERT INTO reading_keys VALUES (?,?,?,?,?)",
+                               [(k, row[1], row[2], row[3], row[0]) for k, row in enumerate(rows)])
+                held = {k for (k,) in db.execute(_HELD_SQL)}
+                new = [k for k in range(len(rows)) if k not in held] if held else range(len(rows))
+                db.executemany(_READING_SQL, [rows[k] for k in new] if held else rows)
+                db.execute("DELETE FROM reading_keys")
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-        return len(rows)
+        return [first[k] for k in new]
 
     def add_incidents(self, incidents: Sequence[NewIncident]) -> list[Incident]:
         if not incidents:
@@ -335,6 +386,7 @@ class SQLiteStorage:
             rows = self._db.execute(
                 "SELECT substation, device_id, metric, CAST(ts / 3600 AS INTEGER) AS hour, avg(value), count(value)"
                 f" FROM readings WHERE metric IN ({marks}) AND ts >= ? AND ts < ? AND value IS NOT NULL"
+                " AND (flags & 1) = 0"  # not QualityFlag.INVALID
                 " GROUP BY substation, device_id, metric, hour ORDER BY substation, device_id, metric, hour",
                 (*metrics, start.timestamp(), end.timestamp())).fetchall()
         return [HourlyMean(r[0], r[1], r[2], _utc(r[3] * 3600.0), r[4], r[5]) for r in rows]
@@ -400,6 +452,79 @@ class SQLiteStorage:
                     quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9])
             for r in rows
         ]
+
+    # -- long ranges in chunks (exports, history) -----------------------------------------------
+    # LIMIT-keyset queries over TimeWindows: each query is short and holds the lock only while it
+    # runs, so ingest goes on during an export; a window that holds more than a chunk is read on
+    # from the last row returned, (ts, substation, device_id, metric, rowid).
+
+    def iter_readings(self, start: datetime, end: datetime, *, substations: Sequence[str] | None = None,
+                      devices: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
+                      chunk_rows: int = 50_000) -> Iterator[list[Reading]]:
+        check_chunking(chunk_rows)
+        windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows, next_us=self._next_reading_us)
+        return self._iter_readings(windows, *_series_where(substations, devices, metrics), chunk_rows)
+
+    def _iter_readings(self, windows: TimeWindows, where: str, args: list[str],
+                       chunk_rows: int) -> Iterator[list[Reading]]:
+        for lo, hi in windows:
+            held, after = 0, None
+            while True:
+                if after is None:
+                    sql, params = _EXPORT_READINGS.format(keyset="", where=where), (lo / 10**6, hi / 10**6)
+                else:
+                    sql, params = _EXPORT_READINGS.format(keyset=_READINGS_KEYSET, where=where), (after[0], hi / 10**6, *after)
+                with self._lock:
+                    rows = self._db.execute(sql, (*params, *args, chunk_rows)).fetchall()
+                held += len(rows)
+                if rows:
+                    yield [Reading(ts=_utc(r[0]), substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5],
+                                   quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9]) for r in rows]
+                if len(rows) < chunk_rows:
+                    break
+                last = rows[-1]
+                after = (last[0], last[1], last[2], last[3], last[10])
+            windows.done(held)
+
+    def iter_buckets(self, start: datetime, end: datetime, bucket_s: int, *,
+                     substations: Sequence[str] | None = None, devices: Sequence[str] | None = None,
+                     metrics: Sequence[str] | None = None, chunk_rows: int = 50_000) -> Iterator[list[ReadingBucket]]:
+        check_chunking(chunk_rows, bucket_s)
+        bucket_us = int(bucket_s) * 10**6
+        windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows, align_us=bucket_us,
+                              next_us=self._next_reading_us)
+        return self._iter_buckets(windows, bucket_us, *_series_where(substations, devices, metrics), chunk_rows)
+
+    def _iter_buckets(self, windows: TimeWindows, bucket_us: int, where: str, args: list[str],
+                      chunk_rows: int) -> Iterator[list[ReadingBucket]]:
+        for lo, hi in windows:
+            held, after = 0, None
+            while True:
+                base = lo - lo % bucket_us  # k: buckets after this one (the window's first)
+                if after is None:
+                    sql, keyset = _EXPORT_BUCKETS.format(where=where, having=""), ()
+                else:
+                    sql, keyset = _EXPORT_BUCKETS.format(where=where, having=_BUCKETS_KEYSET), after
+                with self._lock:
+                    rows = self._db.execute(sql, (base, bucket_us, lo / 10**6, hi / 10**6, *args, *keyset,
+                                                  chunk_rows)).fetchall()
+                held += len(rows)
+                if rows:
+                    yield [ReadingBucket(from_epoch_us(base + r[0] * bucket_us), r[1], r[2], r[3], r[4], r[5], r[6],
+                                         r[7], r[8]) for r in rows]
+                if len(rows) < chunk_rows:
+                    break
+                # read on from the last bucket's start, after the last series returned of it
+                last = rows[-1]
+                lo = max(lo, base + last[0] * bucket_us)
+                after = (0, last[1], last[2], last[3])
+            windows.done(held)
+
+    def _next_reading_us(self, at_us: int) -> int | None:
+        """The first timestamp held at or after ``at_us`` (any series), rounded down to the microsecond."""
+        with self._lock:
+            (ts,) = self._db.execute("SELECT min(ts) FROM readings WHERE ts >= ?", (at_us / 10**6,)).fetchone()
+        return None if ts is None else math.floor(ts * 10**6)
 
     def add_dead_letters(self, items: Sequence[DeadLetter]) -> int:
         if not items:
@@ -488,6 +613,37 @@ class SQLiteStorage:
 _INCIDENT_COLS = ("number, ts, type, device_id, severity, description, status, agent, substation, metric, value,"
                   " condition_key, recommendation, confidence, occurrences, last_seen, updated_at, facts, narrative")
 _OT_DECODER = msgspec.json.Decoder(OtLogEvent)
+
+# iter_readings: one chunk of a window, from a keyset on
+_EXPORT_READINGS = (
+    "SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type, rowid"
+    " FROM readings WHERE ts >= ? AND ts < ?{keyset}{where}"
+    " ORDER BY ts, substation, device_id, metric, rowid LIMIT ?")
+_READINGS_KEYSET = " AND (ts, substation, device_id, metric, rowid) > (?, ?, ?, ?, ?)"
+# iter_buckets: k, the bucket's number from the window's first (whole microseconds, as PostgreSQL
+# counts them); last, the value of the newest reading, by ts then value
+_EXPORT_BUCKETS = """
+SELECT k, substation, device_id, metric, min(value), max(value), avg(value),
+       max(CASE WHEN rn = 1 THEN value END), count(*)
+FROM (SELECT k, substation, device_id, metric, value,
+             row_number() OVER (PARTITION BY substation, device_id, metric, k ORDER BY ts DESC, value DESC) AS rn
+      FROM (SELECT (CAST(round(ts * 1000000) AS INTEGER) - ?) / ? AS k, ts, substation, device_id, metric, value
+            FROM readings WHERE ts >= ? AND ts < ? AND value IS NOT NULL AND (flags & 1) = 0{where}))
+GROUP BY k, substation, device_id, metric{having}
+ORDER BY k, substation, device_id, metric LIMIT ?"""
+_BUCKETS_KEYSET = " HAVING (k, substation, device_id, metric) > (?, ?, ?, ?)"
+
+
+def _series_where(substations: Sequence[str] | None, devices: Sequence[str] | None,
+                  metrics: Sequence[str] | None) -> tuple[str, list[str]]:
+    """`` AND substation IN (?, ...)`` and so on for the filters given, with their arguments."""
+    sql, args = "", []
+    for column, values in (("substation", substations), ("device_id", devices), ("metric", metrics)):
+        if values:
+            unique = list(dict.fromkeys(values))
+            sql += f" AND {column} IN ({','.join('?' * len(unique))})"
+            args += unique
+    return sql, args
 
 
 def _ot_log_rows(events: Sequence[OtLogEvent], source: str) -> list[tuple]:

@@ -456,3 +456,35 @@ def test_findings_from_events_keeps_raised_ones() -> None:
 
     (f,) = gm.findings_from_events([e("raised"), e("cleared")])
     assert (f.agent, f.type, f.severity, f.value, f.threshold) == ("grid_monitor", "voltage_sag", "CRITICAL", 9.8, 9.9)
+
+
+def test_check_readings_never_turns_an_invalid_or_impossible_reading_into_a_finding() -> None:
+    from protocols.reading import QualityFlag
+
+    def r(value: float, second: int, flags: int = 0) -> Reading:
+        return Reading(ts=T0 + timedelta(seconds=second), substation="NAIROBI-S1", device_id="FEEDER-F12",
+                       metric="voltage_l1", value=value, unit="kV", flags=flags)
+
+    nominal = [11.0]
+    assert gm.check_readings([r(9.0, 0)], nominal)  # a real sag is still one
+    for bad in (r(9.0, 0, int(QualityFlag.INVALID)), r(9.0, 0, int(QualityFlag.COMM_LOST)), r(-5.0, 0), r(-1e308, 0)):
+        assert gm.check_readings([bad], nominal) == [], bad
+    # beside a real sag, the impossible reading is neither the worst value nor a finding of its own
+    (f,) = gm.check_readings([r(-1e308, 0), r(9.5, 1), r(9.0, 2, int(QualityFlag.INVALID))], nominal * 3)
+    assert f.value == 9.5 and "-inf" not in f.description
+
+
+def test_events_with_an_impossible_value_or_timestamp_are_not_findings() -> None:
+    def e(**kw: object) -> Event:
+        base = {"ts": T0, "substation": "NAIROBI-S1", "device_id": "FEEDER-F12", "metric": "voltage_l1",
+                "type": "voltage_sag", "state": "raised", "severity": "CRITICAL", "value": 9.8, "threshold": 9.9,
+                "nominal": 11.0, "unit": "kV"}
+        return Event(**{**base, **kw})  # type: ignore[arg-type]
+
+    now = T0 + timedelta(minutes=1)
+    events = [e(value=-5.0), e(value=-1e308), e(ts=datetime(9999, 12, 31, tzinfo=UTC)),
+              e(ts=datetime(1970, 1, 1, tzinfo=UTC)), e(device_id="FEEDER-F13")]
+    (f,) = gm.findings_from_events(events, now=now)
+    assert f.device_id == "FEEDER-F13"
+    # the window is the caller's: a floor after T0 refuses the good one too
+    assert gm.findings_from_events(events, now=now, floor=T0 + timedelta(seconds=1)) == []

@@ -7,6 +7,7 @@ database per test.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,11 +15,21 @@ from datetime import UTC, datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from hub.storage.base import Document, EdgeState, Incident, IncidentError, NewIncident, Storage
+from hub.storage.base import Document, EdgeState, Incident, IncidentError, NewIncident, SequenceError, Storage
 from hub.storage.sqlite import SQLiteStorage
 from protocols.otlog import decode as decode_ot_logs
 from protocols.reading import Reading
-from protocols.wire import Event, EventRun, ReadingRun, SyncBatch
+from protocols.wire import (
+    MAX_SEQ,
+    Event,
+    EventRun,
+    ReadingRun,
+    SyncBatch,
+    WireError,
+    decode_batch,
+    decode_conflict,
+    encode,
+)
 
 T0 = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)  # an hour before midnight: batches span two UTC days
 SUB = "nairobi-s1"
@@ -50,11 +61,13 @@ def events(n: int, *, start: int = 0) -> list[Event]:
 
 
 def batch(r_first: int | None = None, r_items: Sequence[Reading] = (), e_first: int | None = None,
-          e_items: Sequence[Event] = (), edge: str = EDGE) -> SyncBatch:
+          e_items: Sequence[Event] = (), edge: str = EDGE, *, r_after: int | None = None, e_after: int | None = None,
+          buffer_id: str | None = None) -> SyncBatch:
+    """A batch; ``r_after`` / ``e_after`` declare a gap before the run, ``buffer_id`` names the edge's buffer."""
     return SyncBatch(
-        edge_id=edge, substation=SUB, sent_at=datetime.now(UTC),
-        readings=ReadingRun(first_seq=r_first, items=list(r_items)) if r_first is not None else None,
-        events=EventRun(first_seq=e_first, items=list(e_items)) if e_first is not None else None,
+        edge_id=edge, substation=SUB, sent_at=datetime.now(UTC), buffer_id=buffer_id,
+        readings=ReadingRun(first_seq=r_first, items=list(r_items), after=r_after) if r_first is not None else None,
+        events=EventRun(first_seq=e_first, items=list(e_items), after=e_after) if e_first is not None else None,
     )
 
 
@@ -152,12 +165,13 @@ def test_a_batch_entirely_below_the_marks_changes_nothing(storage: Storage) -> N
     assert storage.reading_counts() == {SUB: 10}
 
 
-def test_gaps_are_counted_per_batch_and_in_total(storage: Storage) -> None:
+def test_declared_gaps_are_counted_per_batch_and_in_total(storage: Storage) -> None:
     storage.apply_sync(batch(1, readings(10), 1, events(2)), Incidents())
 
-    ack = storage.apply_sync(batch(14, readings(5, start=13)), Incidents())  # 11..13 never arrive
+    # 11..13 were dropped at the edge (its buffer was full)
+    ack = storage.apply_sync(batch(14, readings(5, start=13), r_after=10), Incidents())
     assert (ack.gaps, ack.readings_acked_through, ack.readings_stored) == (3, 18, 5)
-    ack = storage.apply_sync(batch(None, (), 5, events(1, start=4)), Incidents())  # events 3..4 lost
+    ack = storage.apply_sync(batch(None, (), 5, events(1, start=4), e_after=2), Incidents())  # events 3..4 lost
     assert (ack.gaps, ack.events_acked_through) == (2, 5)
 
     (state,) = storage.edge_states()
@@ -165,9 +179,118 @@ def test_gaps_are_counted_per_batch_and_in_total(storage: Storage) -> None:
     assert (state.readings_acked_through, state.events_acked_through) == (18, 5)
 
 
-def test_a_first_batch_that_does_not_start_at_one_counts_the_gap(storage: Storage) -> None:
-    ack = storage.apply_sync(batch(101, readings(3)), Incidents())
+def test_a_first_batch_that_does_not_start_at_one_declares_the_gap(storage: Storage) -> None:
+    with pytest.raises(SequenceError):
+        storage.apply_sync(batch(101, readings(3)), Incidents())
+    ack = storage.apply_sync(batch(101, readings(3), r_after=0), Incidents())
     assert (ack.gaps, ack.readings_acked_through, ack.duplicates) == (100, 103, 0)
+
+
+def test_an_undeclared_jump_is_refused_naming_the_field_and_the_marks_and_stores_nothing(storage: Storage) -> None:
+    maker = Incidents()
+    storage.apply_sync(batch(1, readings(10), 1, events(2)), maker)
+
+    with pytest.raises(SequenceError) as caught:  # the attack: a run far past what the hub holds
+        storage.apply_sync(batch(1000, readings(3, start=20), 3, events(2, start=2)), maker)
+    err = caught.value
+    assert str(err) == (f"readings.first_seq is 1000, but the hub holds readings through 10 for edge {EDGE}; "
+                        "expected at most 11")
+    assert (err.stream, err.first_seq, err.marks()) == ("readings", 1000, {"readings": 10, "events": 2, "ot_logs": 0})
+    conflict = err.conflict()
+    assert (conflict.status_code, conflict.stream, conflict.readings_acked_through,
+            conflict.events_acked_through) == (409, "readings", 10, 2)
+    assert decode_conflict(encode(conflict)) == conflict
+    # nothing of the batch went in: not the events either, nor an incident, nor a mark
+    assert storage.reading_counts() == {SUB: 10} and len(storage.list_events()) == 2 and len(maker.calls) == 1
+    (state,) = storage.edge_states()
+    assert (state.readings_acked_through, state.events_acked_through, state.gaps) == (10, 2, 0)
+    # the edge goes on where the hub is: taken
+    ack = storage.apply_sync(batch(11, readings(3, start=10), 3, events(2, start=2)), maker)
+    assert (ack.readings_acked_through, ack.events_acked_through, ack.gaps) == (13, 4, 0)
+
+
+def test_a_gap_declared_from_anywhere_but_the_hubs_mark_is_refused(storage: Storage) -> None:
+    storage.apply_sync(batch(1, readings(10)), Incidents())
+    for after in (0, 5, 11 - 1 - 1, 12):  # below the mark, or past it
+        with pytest.raises(SequenceError, match=rf"readings.after is {after} \(a gap declared before first_seq 14\), "
+                                                 r"but the hub holds readings through 10 .*only after 10"):
+            storage.apply_sync(batch(14, readings(2, start=13), r_after=after), Incidents())
+    assert storage.edge_states()[0].readings_acked_through == 10
+    # `after` on a run that continues the stream anyway changes nothing
+    ack = storage.apply_sync(batch(8, readings(5, start=7), r_after=3), Incidents())
+    assert (ack.readings_acked_through, ack.duplicates, ack.gaps) == (12, 3, 0)
+
+
+def test_a_new_buffer_of_an_edge_starts_a_new_sequence_space(storage: Storage) -> None:
+    old, new = "a" * 32, "b" * 32
+    first = storage.apply_sync(batch(1, readings(10), 1, events(2), buffer_id=old), Incidents())
+    assert first.new_buffer is msgspec.UNSET  # the first buffer an edge names is simply kept
+    ack = storage.apply_sync(batch(11, readings(5, start=10), buffer_id=old), Incidents())
+    assert ack.readings_acked_through == 15 and ack.new_buffer is msgspec.UNSET
+
+    # the box was re-imaged: its new buffer counts from 1 again, and the hub starts over for it
+    ack = storage.apply_sync(batch(1, readings(4, start=100), buffer_id=new), Incidents())
+    assert (ack.readings_acked_through, ack.events_acked_through, ack.readings_stored, ack.duplicates) == (4, 0, 4, 0)
+    assert ack.new_buffer is True and b'"new_buffer":true' in encode(ack)
+    assert storage.reading_counts() == {SUB: 19}  # the old buffer's rows keep their data (and numbers)
+    assert [v for v in values(storage)][:1] == [230.0] and len(values(storage)) == 19
+    (state,) = storage.edge_states()
+    assert (state.readings_acked_through, state.events_acked_through) == (4, 0)
+    ack = storage.apply_sync(batch(5, readings(1, start=104), buffer_id=new), Incidents())
+    assert ack.readings_acked_through == 5 and ack.new_buffer is msgspec.UNSET
+    # a new buffer's first batch must start at 1 or declare its gap from 0, like any other
+    with pytest.raises(SequenceError, match="readings through 0"):
+        storage.apply_sync(batch(50, readings(1), buffer_id="c" * 32), Incidents())
+    assert storage.edge_states()[0].readings_acked_through == 5  # refused: the switch did not happen either
+
+
+def test_an_edge_that_names_no_buffer_keeps_the_marks_held(storage: Storage) -> None:
+    storage.apply_sync(batch(1, readings(10), buffer_id="a" * 32), Incidents())
+    ack = storage.apply_sync(batch(11, readings(2, start=10)), Incidents())  # an edge from before buffer ids
+    assert ack.readings_acked_through == 12 and ack.new_buffer is msgspec.UNSET
+    ack = storage.apply_sync(batch(13, readings(1, start=12), buffer_id="a" * 32), Incidents())
+    assert ack.readings_acked_through == 13 and ack.new_buffer is msgspec.UNSET  # still the same buffer
+
+
+def test_a_database_from_before_buffer_ids_gets_the_column_and_keeps_its_marks(database_url: str) -> None:
+    from hub.storage import open_storage
+
+    old_table = ("CREATE TABLE edge_sync (edge_id TEXT PRIMARY KEY, substation TEXT NOT NULL,"
+                 " readings_acked_through BIGINT NOT NULL DEFAULT 0, events_acked_through BIGINT NOT NULL DEFAULT 0,"
+                 " gaps BIGINT NOT NULL DEFAULT 0, last_sync {ts}, ot_logs_acked_through BIGINT NOT NULL DEFAULT 0)")
+    row = "INSERT INTO edge_sync (edge_id, substation, readings_acked_through) VALUES ('{}', '{}', 7)".format(EDGE, SUB)
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(database_url[len("sqlite:///"):]) as db:
+            db.execute(old_table.format(ts="REAL"))
+            db.execute(row)
+    else:
+        import psycopg
+
+        with psycopg.connect(database_url) as conn:
+            conn.execute(old_table.format(ts="timestamptz"))
+            conn.execute(row)
+    store = open_storage(database_url)
+    try:
+        with pytest.raises(SequenceError, match="readings through 7"):
+            store.apply_sync(batch(20, readings(1), buffer_id="a" * 32), Incidents())
+        ack = store.apply_sync(batch(8, readings(2), buffer_id="a" * 32), Incidents())  # adopted, not a new space
+        assert ack.readings_acked_through == 9 and ack.new_buffer is msgspec.UNSET
+        ack = store.apply_sync(batch(1, readings(1), buffer_id="b" * 32), Incidents())
+        assert ack.readings_acked_through == 1 and ack.new_buffer is True
+    finally:
+        store.close()
+
+
+def test_sequence_numbers_near_the_int64_end_are_refused_on_the_wire() -> None:
+    good = msgspec.json.decode(encode(batch(1, readings(2))))
+    for first, where in ((2**63 - 5, "readings.first_seq"), (MAX_SEQ, "readings")):
+        bad = {**good, "readings": {**good["readings"], "first_seq": first}}
+        with pytest.raises(WireError, match=re.escape(where)):
+            decode_batch(msgspec.json.encode(bad))
+    fits = {**good, "readings": {**good["readings"], "first_seq": MAX_SEQ - 1}}
+    assert decode_batch(msgspec.json.encode(fits)).readings.last_seq == MAX_SEQ
 
 
 @pytest.mark.parametrize("known_edge", [False, True], ids=["new-edge", "known-edge"])
@@ -249,14 +372,35 @@ def test_values_none_round_trip(storage: Storage) -> None:
 # -- insert_readings -----------------------------------------------------------------------------------
 
 
-def test_insert_readings_stores_readings_without_sequence(storage: Storage) -> None:
+def test_insert_readings_stores_readings_without_sequence_once_per_key(storage: Storage) -> None:
     assert storage.insert_readings(readings(30), "http") == 30
-    assert storage.insert_readings(readings(30), "mqtt") == 30  # no sequence, so no de-duplication
+    # no sequence: de-duplicated on (device_id, metric, ts), whatever the source
+    assert storage.insert_readings(readings(30), "mqtt") == 0
+    assert storage.insert_readings(readings(40), "http") == 10
+    assert storage.insert_readings(readings(5, metric="frequency") + readings(5, device="feeder-2"), "http") == 10
     assert storage.insert_readings([], "http") == 0
 
-    assert storage.reading_counts() == {SUB: 60}
+    assert storage.reading_counts() == {SUB: 50}
     assert storage.edge_states() == []
-    assert len(storage.query_readings("feeder-1", "voltage_l1")) == 60
+    assert len(storage.query_readings("feeder-1", "voltage_l1")) == 40
+
+
+def test_insert_new_readings_names_what_it_stored(storage: Storage) -> None:
+    first = readings(3)
+    changed = Reading(**{**msgspec.structs.asdict(first[1]), "value": 999.0})  # same key, another value
+    later = readings(2, start=3)
+    mixed = [first[1], later[0], changed, later[0], later[1]]
+    assert storage.insert_new_readings(first[:2], "http") == [0, 1]
+    # held already (0, 2), repeated within the request (3): only the first of each new key is stored
+    assert storage.insert_new_readings(mixed, "http") == [1, 4]
+    assert [r.value for r in storage.query_readings("feeder-1", "voltage_l1")] == [230.0, 230.1, 230.3, 230.4]
+    # a key held from an edge's sync is held too: the first value stays
+    storage.apply_sync(batch(1, readings(1, start=9), edge="edge-9"), Incidents())
+    assert storage.insert_new_readings(readings(1, start=9) + readings(1, start=10), "http") == [1]
+    # another time zone, the same instant: the same key
+    eat = timezone(timedelta(hours=3))
+    same = msgspec.structs.replace(first[0], ts=first[0].ts.astimezone(eat))
+    assert storage.insert_new_readings([same], "http") == []
 
 
 def test_readings_from_other_time_zones_are_stored_in_utc(storage: Storage) -> None:
@@ -322,7 +466,7 @@ def test_reading_counts_are_per_substation(storage: Storage) -> None:
 def test_edge_states_report_marks_gaps_and_last_sync(storage: Storage) -> None:
     before = datetime.now(UTC) - timedelta(seconds=5)
     storage.apply_sync(batch(1, readings(5), edge="edge-b"), Incidents())
-    storage.apply_sync(batch(3, readings(2), 1, events(2), edge="edge-a"), Incidents())
+    storage.apply_sync(batch(3, readings(2), 1, events(2), edge="edge-a", r_after=0), Incidents())
 
     states = storage.edge_states()
 
@@ -365,7 +509,8 @@ def test_postgres_answers_exactly_as_sqlite_does(postgres_url: str, tmp_path) ->
         acks = [
             store.apply_sync(batch(1, readings(40), 1, events(6)), maker),
             store.apply_sync(batch(31, readings(20, start=30), 5, events(4, start=4)), maker),
-            store.apply_sync(batch(60, readings(5, start=59)), maker),
+            store.apply_sync(batch(60, readings(5, start=59), r_after=50), maker),
+            store.apply_sync(batch(1, readings(3, start=70), buffer_id="d" * 32), maker),  # a new buffer
         ]
         store.insert_readings(readings(5, device="feeder-2", metric="frequency") + [
             Reading(ts=T0, substation="mombasa-s1", device_id="x", metric="m", value=None)], "http")
@@ -582,3 +727,36 @@ def test_hourly_means_per_series_and_utc_hour(storage: Storage) -> None:
     assert [round(h.mean, 6) for h in got] == [232.95, 238.95, 243.45]
     assert storage.hourly_means([], T0, T0 + timedelta(hours=3)) == []
     assert len(storage.hourly_means(["voltage_l1", "current_l1"], T0, T0 + timedelta(hours=1))) == 2
+
+
+def test_hourly_means_leave_out_readings_flagged_invalid(storage: Storage) -> None:
+    from protocols.reading import QualityFlag
+
+    good = readings(60)
+    bad = [msgspec.structs.replace(r, ts=r.ts + timedelta(seconds=30), value=-1e308, quality=0.0,
+                                   flags=int(QualityFlag.INVALID)) for r in readings(60)]
+    storage.apply_sync(batch(1, good + bad), Incidents())  # edge sync keeps impossible values, flagged
+    (hour,) = storage.hourly_means(["voltage_l1"], T0, T0 + timedelta(hours=1))
+    assert hour.count == 60 and round(hour.mean, 6) == 232.95
+    assert len(storage.query_readings("feeder-1", "voltage_l1")) == 120  # kept as evidence all the same
+
+
+def test_concurrent_resends_store_each_reading_once(storage: Storage) -> None:
+    rows = readings(300) + readings(300, device="feeder-2")
+    stored: list[int] = []
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            stored.append(storage.insert_readings(rows, "http"))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(stored) == [0, 0, 0, 0, 0, 600]
+    assert storage.reading_counts() == {SUB: 600}

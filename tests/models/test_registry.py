@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import msgspec
@@ -121,3 +122,77 @@ def test_keys_round_trip_through_pem(tmp_path: Path, monkeypatch: pytest.MonkeyP
         load_private_key()
     with pytest.raises(ValueError, match="not an unencrypted PEM private key"):
         load_private_key(tmp_path / "p.pem")
+
+
+# -- names and versions that would become paths outside the registry --------------------------------
+
+HOSTILE_NAMES = ["../../escaped", "../escaped", "..", ".", "/tmp/abs", "a/b", "a\\b", "a\x00b", "gr\u0456d-risk",
+                 "GRID", "grid risk", "grid\n", "-grid", ".hidden", "a..b", "x" * 65, ""]
+
+
+def _files_under(path: Path) -> set[Path]:
+    return {p for p in path.rglob("*")} if path.exists() else set()
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_hostile_model_names_are_refused_and_nothing_is_written(tmp_path: Path, keys, exported_models: dict,
+                                                                name: str) -> None:
+    root = tmp_path / "deep" / "er" / "registry"
+    reg = Registry(root, keys.public)
+    reg.publish(exported_models["isolation_forest"], keys.private)
+    before = _files_under(tmp_path)
+    exported = exported_models["mahalanobis"]
+    hostile = dataclasses.replace(exported, manifest=msgspec.structs.replace(exported.manifest, name=name))
+    with pytest.raises(RegistryError, match="model name .* is not allowed"):
+        reg.publish(hostile, keys.private)
+    for call in (lambda: reg.versions(name), lambda: reg.latest(name), lambda: reg.read_files(name, 1),
+                 lambda: reg.load(name), lambda: reg.set_latest(name, 1)):
+        with pytest.raises(RegistryError, match="is not allowed"):
+            call()
+    assert _files_under(tmp_path) == before  # nothing written anywhere, in or outside the registry
+
+
+def test_the_name_pattern_is_strict(tmp_path: Path) -> None:
+    from protocols.validation import check_name
+
+    for good in ("grid-risk", "grid-anomaly", "tr-oil-if", "feeder_v2", "x.1", "a" * 64, "0"):
+        assert check_name(good) == good
+    for bad in HOSTILE_NAMES:
+        with pytest.raises(ValueError, match="is not allowed"):
+            check_name(bad)
+
+
+@pytest.mark.parametrize("version", [0, -1, 10**12, True, "1", 1.0])
+def test_versions_out_of_bounds_are_refused(registry: Registry, exported_models: dict, version: object) -> None:
+    name = exported_models["isolation_forest"].manifest.name
+    with pytest.raises(RegistryError, match="not an integer 1..999999999"):
+        registry.read_files(name, version)  # type: ignore[arg-type]
+    with pytest.raises(RegistryError, match="not an integer"):
+        registry.set_latest(name, version)  # type: ignore[arg-type]
+
+
+def test_a_latest_pointer_out_of_bounds_is_refused(registry: Registry, exported_models: dict) -> None:
+    name = exported_models["isolation_forest"].manifest.name
+    for text in ("99999999999999999999\n", "-1\n", "../1\n", "\u0661\n"):  # U+0661: an Arabic-Indic one
+        (registry.root / name / "latest").write_text(text)
+        with pytest.raises(RegistryError, match="not a version number"):
+            registry.load(name)
+
+
+def test_a_link_out_of_the_registry_is_refused(registry: Registry, keys, exported_models: dict, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (registry.root / "linked").symlink_to(outside, target_is_directory=True)
+    exported = exported_models["mahalanobis"]
+    linked = dataclasses.replace(exported, manifest=msgspec.structs.replace(exported.manifest, name="linked"))
+    with pytest.raises(RegistryError, match="outside the registry"):
+        registry.publish(linked, keys.private)
+    assert list(outside.iterdir()) == []
+    # a version directory that links out is not served either
+    name = exported_models["isolation_forest"].manifest.name
+    (outside / "model.onnx").write_bytes(b"secret")
+    (registry.root / name / "7").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(RegistryError, match="outside the registry"):
+        registry.read_files(name, 7)
+    # the listing skips what links out rather than failing
+    assert "linked" not in {e.name for e in registry.entries()}
