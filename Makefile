@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-llm venv system-deps bench clean
+.PHONY: demo test test-llm contract venv system-deps bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ system-deps:
 test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory test-llm; fi
+
+## The API contract, the long run: schemathesis against a live hub with every check, 500 examples
+## per operation and phase (make test runs 50). A seed other than the fixed one: CONTRACT_SEED=N.
+CONTRACT_EXAMPLES ?= 500
+contract: $(STAMP)
+	SENTINEL_CONTRACT_EXAMPLES=$(CONTRACT_EXAMPLES) $(if $(CONTRACT_SEED),SENTINEL_CONTRACT_SEED=$(CONTRACT_SEED)) \
+		$(PY) -m pytest tests/hub/test_contract.py $(PYTEST_ARGS)
 
 LLM_VENV  ?= .venv-llm
 LLM_STAMP := $(LLM_VENV)/.installed
