@@ -3,7 +3,8 @@
 One task per device (``edge.<device>.poll``), one buffer writer (``edge.buffer``) that batches
 what the pollers produce into single transactions, one sync loop (``edge.sync``) and, with an
 ``[ot_logs]`` table, the OT log collectors (``edge.ot_logs.mqtt``, ``edge.ot_logs.file``, see
-:mod:`edge.otlogs`), all in an ``asyncio.TaskGroup``. Polling never waits on the hub: when the
+:mod:`edge.otlogs`), all in an ``asyncio.TaskGroup``; with a ``[metrics]`` table, a Prometheus
+endpoint in a thread of its own (:mod:`edge.metrics`). Polling never waits on the hub: when the
 hub is down, readings, events and OT log entries pile up in the SQLite buffer and flow out when
 it returns.
 """
@@ -25,6 +26,7 @@ import numpy as np
 from edge.backoff import Backoff
 from edge.buffer import Buffer, ReadingRow
 from edge.limits import LimitMonitor
+from edge.metrics import EdgeMetrics
 from edge.models import ModelPuller
 from edge.otlogs import FileFollower, MqttCollector
 from edge.scoring import EdgeScoring
@@ -87,16 +89,21 @@ class _Device:
 
 
 class EdgeDaemon:
-    def __init__(self, config: FirmwareConfig, buffer_path: str | Path | None = None) -> None:
+    def __init__(self, config: FirmwareConfig, buffer_path: str | Path | None = None, *,
+                 token: str | None = None) -> None:
+        """``token``: this edge's hub credential, instead of the environment variable its config
+        names (the demo and tests run several edges in one process)."""
         self.config = config
         ident = config.identity
         self.buffer = Buffer(buffer_path or config.buffer_path(), ident.substation, config.buffer.max_rows)
-        self.sync = SyncLoop(config, self.buffer)
+        self.sync = SyncLoop(config, self.buffer, token=token)
         self.stats = EdgeStats()
         self.scoring = EdgeScoring(ident.substation, config.scoring)
         cache = None if str(self.buffer.path) == ":memory:" else self.buffer.path.with_name(
             self.buffer.path.name + ".models")  # verified models kept beside the buffer
-        self.models = ModelPuller(config, self.scoring.scorer, cache_dir=cache) if config.scoring.model else None
+        self.models = ModelPuller(config, self.scoring.scorer, cache_dir=cache,
+                                  token=token) if config.scoring.model else None
+        self.metrics = EdgeMetrics(self, config.metrics) if config.metrics is not None else None
         self._queue: asyncio.Queue[tuple[list[ReadingRow], list[Event]]] = asyncio.Queue()
         self._rejects: collections.deque = collections.deque(maxlen=10_000)
         self._inflight: asyncio.Future[int] | None = None  # the buffer write running in a worker thread
@@ -125,6 +132,8 @@ class EdgeDaemon:
         log.info("edge %s (%s): %d devices, hub %s", self.config.identity.edge_id,
                  self.config.identity.substation, len(self.devices), self.config.hub.url)
         try:
+            if self.metrics is not None:
+                await self.metrics.start()
             async with asyncio.TaskGroup() as tg:
                 for d in self.devices:
                     if isinstance(d.source, PolledSource):
@@ -139,6 +148,8 @@ class EdgeDaemon:
                 if self.models is not None:
                     tg.create_task(self.models.run(), name="edge.models")
         finally:
+            if self.metrics is not None:
+                await _bounded(self.metrics.stop(), "stopping the metrics endpoint")
             await self._flush()
             # a device or an HTTP connection that will not close must not hold the shutdown up
             for d in self.devices:
@@ -252,7 +263,8 @@ class EdgeDaemon:
             "updated_at": time.time(),
             "pid": os.getpid(),
             "hub": {"url": self.config.hub.url, "up": sync.hub_up, "last_error": sync.last_error,
-                    "batches": sync.batches, "readings_sent": sync.readings_sent, "failures": sync.failures},
+                    "batches": sync.batches, "readings_sent": sync.readings_sent, "failures": sync.failures,
+                    "hub_faults": sync.hub_faults, "last_fault": sync.last_fault},
             "devices": [asdict(h) for h in self.stats.devices.values()],
             "scoring": self.scoring_status(),
             "ot_logs": {"sent": sync.ot_logs_sent, "hub_refuses": sync.ot_logs_refused,
@@ -293,7 +305,10 @@ class EdgeDaemon:
         """Score the batch's rows in one scorer call, then buffer rows, scores and events in one
         transaction, and count them (in a worker thread: one at a time, as the writer awaits it and
         the flush at shutdown awaits the one in flight). Returns how many anomaly events it made."""
+        started = time.perf_counter()
         scores, anomalies = self.scoring.score(rows)
+        if self.metrics is not None and rows:
+            self.metrics.scored(time.perf_counter() - started)
         self.buffer.append(rows, events + anomalies, scores if rows else None)
         self.stats.readings_buffered += len(rows)
         self.stats.events_buffered += len(events) + len(anomalies)

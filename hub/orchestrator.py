@@ -5,7 +5,8 @@ failing, or running past its budget, never holds up the others: it is reported (
 ``GET /agents``, one ERROR log line when it starts failing and one INFO when it recovers) and
 retried on the next cycle, which comes sooner after a failure (capped, doubling backoff). An agent
 still running past its budget is not started again until it returns (a thread cannot be killed;
-its late result is dropped).
+its late result is dropped). Each run's outcome (``ok``, ``failed``, ``timed_out``, or ``busy``: not
+started, the previous run still going) and duration go to the ``on_run`` hook (the hub's metrics).
 
 Findings become incidents through :meth:`Storage.add_incidents` (one per ongoing condition);
 forecasts, maintenance predictions and grid status become documents. With a narrator
@@ -35,6 +36,7 @@ __all__ = ["AgentStatus", "Orchestrator", "OrchestratorSettings"]
 log = logging.getLogger(__name__)
 
 Runner = Callable[[Storage, AgentSettings, datetime], AgentOutput]
+RunHook = Callable[[str, str, float | None], object]  # (agent, outcome, seconds; None: not started)
 # agent -> the agent whose product of the same cycle it reads (the maintenance window is the
 # lowest forecast load): it starts when that one is done; the others run side by side
 AFTER = {"maintenance_predictor": "demand_forecaster"}
@@ -65,11 +67,13 @@ class AgentStatus(msgspec.Struct, kw_only=True):
 
 class Orchestrator:
     def __init__(self, storage: Storage, settings: OrchestratorSettings | None = None, *,
-                 runners: Mapping[str, Runner] | None = None, narrator: Any = None) -> None:
+                 runners: Mapping[str, Runner] | None = None, narrator: Any = None,
+                 on_run: RunHook | None = None) -> None:
         self.storage = storage
         self.settings = settings or OrchestratorSettings()
         self.runners = dict(RUNNERS if runners is None else runners)
         self.narrator = narrator
+        self.on_run = on_run
         self._status = {name: AgentStatus(name=name) for name in self.runners}
         self._busy: dict[str, asyncio.Future[AgentOutput]] = {}
         # threads of its own: agents never queue the hub's (or an embedding edge's) worker threads
@@ -137,6 +141,7 @@ class Orchestrator:
         busy = self._busy.get(name)
         if busy is not None and not busy.done():
             st.state, st.last_error = "timed_out", f"still running past its {self.settings.budget_s:g} s budget"
+            self._report(name, "busy", None)
             return
         st.state, st.last_run, st.runs = "running", now, st.runs + 1
         started = time.perf_counter()
@@ -154,10 +159,20 @@ class Orchestrator:
             return
         finally:
             st.elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+            if st.state != "running":  # failed or timed out (set above); an ok run is reported below
+                self._report(name, st.state, st.elapsed_ms / 1000)
         if st.failures:
             log.info("agent %s recovered after %d failed runs", name, st.failures)
         st.state, st.failures, st.last_ok, st.last_error = "ok", 0, now, ""
         st.findings, st.incidents, st.summary = len(output.findings), [i.id for i in incidents], output.summary
+        self._report(name, "ok", st.elapsed_ms / 1000)
+
+    def _report(self, name: str, outcome: str, seconds: float | None) -> None:
+        if self.on_run is not None:
+            try:
+                self.on_run(name, outcome, seconds)
+            except Exception:  # counting must never stop the agents
+                log.exception("the on_run hook failed for agent %s", name)
 
     def _failed(self, st: AgentStatus, reason: str, state: str, exc: BaseException | None = None) -> None:
         if st.failures == 0:  # log on change of state, not on every retry
