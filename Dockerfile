@@ -1,4 +1,6 @@
 FROM python:3.11-slim
+# DejaVu: incident reports (PDF) keep non-Latin text
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY protocols protocols

@@ -1,5 +1,5 @@
 """Imports flow one way: protocols <- models <- edge; protocols, models <- agents <- hub;
-protocols <- export, simulator. Checked on the source, statically (every import, even inside
+protocols <- export, simulator; export <- hub (its export routes). Checked on the source, statically (every import, even inside
 functions)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ ALLOWED = {
     "models": {"protocols"},
     "edge": {"protocols", "models"},
     "agents": {"protocols", "models"},
-    "hub": {"protocols", "models", "agents"},
+    "hub": {"protocols", "models", "agents", "export"},  # the hub streams exports through export/'s writers
     "export": {"protocols"},
     "simulator": {"protocols", "models"},
     "sentinel_cli": OURS,
