@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages the tests need, when missing: PostgreSQL server binaries, Mosquitto,
-# socat, mbpoll and libmodbus-dev + gcc (a non-pymodbus Modbus server for interop tests). Uses apt-get when we are root (CI, a fresh box); otherwise lists what is missing.
+# socat, mbpoll, libmodbus-dev + gcc (a non-pymodbus Modbus server for interop tests) and poppler-utils
+# (pdftotext: the incident report tests read the PDF's text). Uses apt-get when we are root (CI, a fresh box); otherwise lists what is missing.
 set -euo pipefail
 
 missing=()
@@ -10,6 +11,8 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v mbpoll >/dev/null 2>&1 || missing+=(mbpoll)
+command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # browser tests (Playwright drives it; nothing downloads a browser)
 
 # node-opcua: an OPC-UA server that is not asyncua, for the interoperability tests (npm registry).
 NODE_OPCUA_DIR="${SENTINEL_NODE_OPCUA_DIR:-$HOME/.cache/smartgrid-sentinel/node-opcua}"

@@ -48,10 +48,19 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(database_url=args.database)
     parse_database_url(settings.database_url)  # a bad URL fails here, before the server starts
-    print(f"hub: serving on http://{args.host}:{args.port} (database {settings.database_url}); "
+    cert = args.tls_cert or os.environ.get("SENTINEL_TLS_CERT") or None
+    key = args.tls_key or os.environ.get("SENTINEL_TLS_KEY") or None
+    if bool(cert) != bool(key):
+        raise CliError("--tls-cert and --tls-key go together (or $SENTINEL_TLS_CERT and $SENTINEL_TLS_KEY)")
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path and not Path(path).is_file():
+            raise CliError(f"{flag} {path}: no such file")
+    scheme = "https" if cert else "http"
+    print(f"hub: serving on {scheme}://{args.host}:{args.port} (database {settings.database_url}); "
           f"API docs at /docs", flush=True)
     # log_config=None: uvicorn's own dictConfig would replace the logging configured above
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", log_config=None)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", log_config=None,
+                ssl_certfile=cert, ssl_keyfile=key)
     return 0
 
 
@@ -182,7 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--database", default=None,
                    help="sqlite:///relative.db, sqlite:////absolute/path.db or postgresql://user@host:port/db "
                         "(default $SENTINEL_DATABASE_URL or sqlite:///var/hub.db)")
+    s.add_argument("--tls-cert", metavar="FILE", default=None,
+                   help="serve HTTPS with this certificate (PEM, the hub's first, then intermediates; "
+                        "default $SENTINEL_TLS_CERT); see docs/tls.md")
+    s.add_argument("--tls-key", metavar="FILE", default=None,
+                   help="the certificate's private key (PEM; default $SENTINEL_TLS_KEY)")
     s.set_defaults(func=cmd_hub_serve)
+    from sentinel_cli.hub_admin import add_parsers as add_hub_admin_parsers
+
+    add_hub_admin_parsers(hub)
 
     edge = sub.add_parser("edge", help="the substation edge daemon").add_subparsers(dest="edge_command", required=True, metavar="ACTION")
     s = edge.add_parser("run", help="poll devices, check limits, buffer and sync to the hub")
@@ -219,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sentinel_cli.models_cmd import add_parser as add_models_parser
 
     add_models_parser(sub)
+
+    from sentinel_cli.export_cmd import add_parser as add_export_parser
+
+    add_export_parser(sub)
 
     s = sub.add_parser("demo", help="hub + two simulated substations + their edges, running a scenario")
     s.add_argument("--port", type=int, default=8000, help="hub port (default 8000)")

@@ -163,12 +163,9 @@ def policy_of(handler: BaseRouteHandler) -> Policy | None:
     return None
 
 
-def require_policy(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """App-wide: a route that declares no policy is refused to everyone. Litestar's automatic
-    OPTIONS answers (the methods a path allows, nothing else) need none."""
-    if connection.scope.get("method") == "OPTIONS" and getattr(getattr(handler, "fn", None), "__name__", "") == \
-            "options_handler":
-        return
+def require_policy(_: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """App-wide: a route that declares no policy is refused to everyone (Litestar's automatic OPTIONS
+    answers too: the hub serves no cross-origin callers, and its Allow lists only some methods)."""
     if policy_of(handler) is None:
         raise PermissionDeniedException(detail=f"route {handler.paths} declares no access policy")
 

@@ -103,7 +103,7 @@ class ReadingBucket(NamedTuple):
     """One series' readings over one bucket of time (:meth:`Storage.iter_buckets`). A plain tuple, in
     the column order of a bucketed export, so a writer can take it without knowing the hub."""
 
-    bucket_start: datetime  # UTC, a whole number of buckets after the epoch (so the first may start before the range asked)
+    bucket_start: datetime  # UTC, whole buckets after the epoch (the first may start before the range asked)
     substation: str
     device_id: str
     metric: str

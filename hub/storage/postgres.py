@@ -842,8 +842,10 @@ class PostgresStorage:
         windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows)
 
         def chunk(rows: list[tuple]) -> list[Reading]:
-            return [Reading(ts=r[0], substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5],
-                            quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9]) for r in rows]
+            text = {}.setdefault  # one str per name in a chunk, not one per row
+            return [Reading(ts=r[0], substation=text(r[1], r[1]), device_id=text(r[2], r[2]), metric=text(r[3], r[3]),
+                            value=r[4], unit=text(r[5], r[5]), quality=r[6], flags=r[7], anomaly_score=r[8],
+                            anomaly_type=r[9]) for r in rows]
 
         return self._iter_windows(windows, query, lambda lo, hi: (from_epoch_us(lo), from_epoch_us(hi), *args),
                                   chunk, chunk_rows)
@@ -883,5 +885,8 @@ class PostgresStorage:
                     cur.execute(query, params(lo, hi))
                     while rows := cur.fetchmany(chunk_rows):
                         held += len(rows)
-                        yield chunk(rows)
+                        data = chunk(rows)
+                        del rows  # before the caller works on the chunk, and before the next fetch
+                        yield data
+                        del data
                 windows.done(held)

@@ -472,18 +472,26 @@ class SQLiteStorage:
             while True:
                 if after is None:
                     sql, params = _EXPORT_READINGS.format(keyset="", where=where), (lo / 10**6, hi / 10**6)
-                else:
-                    sql, params = _EXPORT_READINGS.format(keyset=_READINGS_KEYSET, where=where), (after[0], hi / 10**6, *after)
+                else:  # from the last row's ts on, after the last row
+                    sql = _EXPORT_READINGS.format(keyset=_READINGS_KEYSET, where=where)
+                    params = (after[0], hi / 10**6, *after)
                 with self._lock:
                     rows = self._db.execute(sql, (*params, *args, chunk_rows)).fetchall()
-                held += len(rows)
-                if rows:
-                    yield [Reading(ts=_utc(r[0]), substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5],
-                                   quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9]) for r in rows]
-                if len(rows) < chunk_rows:
+                n = len(rows)
+                held += n
+                if n == chunk_rows:
+                    last = rows[-1]
+                    after = (last[0], last[1], last[2], last[3], last[10])
+                text = {}.setdefault  # one str per name in a chunk, not one per row
+                chunk = [Reading(ts=_utc(r[0]), substation=text(r[1], r[1]), device_id=text(r[2], r[2]),
+                                 metric=text(r[3], r[3]), value=r[4], unit=text(r[5], r[5]), quality=r[6], flags=r[7],
+                                 anomaly_score=r[8], anomaly_type=r[9]) for r in rows]
+                del rows  # before the caller works on the chunk, and before the next query
+                if chunk:
+                    yield chunk
+                del chunk
+                if n < chunk_rows:
                     break
-                last = rows[-1]
-                after = (last[0], last[1], last[2], last[3], last[10])
             windows.done(held)
 
     def iter_buckets(self, start: datetime, end: datetime, bucket_s: int, *,
@@ -508,16 +516,20 @@ class SQLiteStorage:
                 with self._lock:
                     rows = self._db.execute(sql, (base, bucket_us, lo / 10**6, hi / 10**6, *args, *keyset,
                                                   chunk_rows)).fetchall()
-                held += len(rows)
-                if rows:
-                    yield [ReadingBucket(from_epoch_us(base + r[0] * bucket_us), r[1], r[2], r[3], r[4], r[5], r[6],
-                                         r[7], r[8]) for r in rows]
-                if len(rows) < chunk_rows:
+                n = len(rows)
+                held += n
+                if n == chunk_rows:  # read on from the last bucket's start, after the last series returned of it
+                    last = rows[-1]
+                    lo = max(lo, base + last[0] * bucket_us)
+                    after = (0, last[1], last[2], last[3])
+                chunk = [ReadingBucket(from_epoch_us(base + r[0] * bucket_us), r[1], r[2], r[3], r[4], r[5], r[6], r[7],
+                                       r[8]) for r in rows]
+                del rows
+                if chunk:
+                    yield chunk
+                del chunk
+                if n < chunk_rows:
                     break
-                # read on from the last bucket's start, after the last series returned of it
-                last = rows[-1]
-                lo = max(lo, base + last[0] * bucket_us)
-                after = (0, last[1], last[2], last[3])
             windows.done(held)
 
     def _next_reading_us(self, at_us: int) -> int | None:
