@@ -37,7 +37,9 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["GENESIS", "ChainLink", "EvidenceCheck", "IncidentReport", "ReportIncident", "Series", "StatusStep",
+from protocols.incident import Incident
+
+__all__ = ["GENESIS", "ChainLink", "EvidenceCheck", "IncidentReport", "Series",
            "check_evidence", "evidence_chain", "flatten_facts", "incident_report", "render_html", "render_pdf"]
 
 GENESIS = "0" * 64
@@ -53,40 +55,6 @@ _CANONICAL = msgspec.json.Encoder(order="sorted").encode
 
 # -- the data -------------------------------------------------------------------------------------
 
-class StatusStep(msgspec.Struct, frozen=True, kw_only=True):
-    """One step of the incident's lifecycle: who moved it to which status, when, and why."""
-
-    timestamp: datetime
-    status: str
-    actor: str
-    note: str = ""
-
-
-class ReportIncident(msgspec.Struct, frozen=True, kw_only=True):
-    """The incident, in the shape ``GET /incidents/{id}`` serves (fields it adds later are ignored)."""
-
-    id: str
-    timestamp: datetime
-    type: str
-    device_id: str
-    severity: str
-    description: str
-    status: str
-    agent: str
-    substation: str = ""
-    metric: str = ""
-    value: float | None = None
-    recommendation: str = ""
-    confidence: float | None = None
-    occurrences: int = 1
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
-    updated_at: datetime | None = None
-    facts: dict[str, Any] = msgspec.field(default_factory=dict)
-    narrative: str = ""
-    history: list[StatusStep] = msgspec.field(default_factory=list)
-
-
 class Series(msgspec.Struct, frozen=True, kw_only=True):
     """Readings of one metric of one device, oldest first; points without a value are left out."""
 
@@ -101,7 +69,7 @@ class IncidentReport(msgspec.Struct, frozen=True, kw_only=True):
     """What a report shows. ``window_start``/``window_end``: the span the readings were asked for
     (the charts' time axis); ``generated_at``: when the report was made (UTC)."""
 
-    incident: ReportIncident
+    incident: Incident
     series: list[Series] = msgspec.field(default_factory=list)
     window_start: datetime | None = None
     window_end: datetime | None = None
@@ -115,7 +83,7 @@ def incident_report(incident: Mapping[str, Any] | msgspec.Struct, series: Iterab
     the series to chart. A malformed incident is a ``ValueError`` naming the field."""
     data = msgspec.to_builtins(incident) if isinstance(incident, msgspec.Struct) else incident
     try:
-        inc = msgspec.convert(data, ReportIncident)
+        inc = msgspec.convert(data, Incident)
     except msgspec.ValidationError as exc:
         raise ValueError(f"incident: {exc}") from None
     start, end = window if window else (None, None)
@@ -281,7 +249,7 @@ def _summary_rows(report: IncidentReport) -> list[tuple[str, str]]:
     ]
 
 
-def _timeline(inc: ReportIncident) -> list[tuple[datetime, str, str, str]]:
+def _timeline(inc: Incident) -> list[tuple[datetime, str, str, str]]:
     """(when, what, who, note): the condition's first sighting, each status change, its last sighting."""
     first, last = inc.first_seen or inc.timestamp, inc.last_seen or inc.timestamp
     rows = [(first, 0, "condition first seen", inc.agent, "")]

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
+from protocols.incident import Incident, StatusChange
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
@@ -43,41 +44,6 @@ class NewIncident(msgspec.Struct, frozen=True, kw_only=True):
 
     def key(self) -> str:
         return self.condition_key or f"{self.agent}:{self.type}:{self.substation}:{self.device_id}:{self.metric}"
-
-
-class StatusChange(msgspec.Struct, frozen=True, kw_only=True):
-    """One step of an incident's lifecycle: who moved it to which status, when, and why."""
-
-    timestamp: datetime
-    status: str
-    actor: str
-    note: str = ""
-
-
-class Incident(msgspec.Struct, frozen=True, kw_only=True):
-    """An incident as the API serves it (the seed's shape, plus substation, metric and value)."""
-
-    id: str
-    timestamp: datetime
-    type: str
-    device_id: str
-    severity: str
-    description: str
-    status: str
-    agent: str
-    substation: str = ""
-    metric: str = ""
-    value: float | None = None
-    condition_key: str = ""
-    recommendation: str = ""
-    confidence: float | None = None
-    occurrences: int = 1  # findings folded into this incident
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
-    updated_at: datetime | None = None
-    facts: dict[str, Any] = msgspec.field(default_factory=dict)
-    narrative: str = ""  # the LLM's (or the template's) explanation, when one was written
-    history: list[StatusChange] = msgspec.field(default_factory=list)  # filled by get_incident
 
 
 class Document(msgspec.Struct, frozen=True, kw_only=True):
