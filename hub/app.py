@@ -311,6 +311,7 @@ def _http_error(request: Request, exc: HTTPException) -> Any:
         if isinstance(exc.extra, list) and exc.extra and isinstance(exc.extra[0], dict):
             first = exc.extra[0]
             where = first.get("key")
-            if where:
-                body["detail"] = f"{exc.detail}: {where}: {first.get('message', '')}".rstrip(": ")
+            named = f"{where}: {first.get('message', '')}".rstrip(": ")
+            if where and named not in exc.detail:  # the detail names the field once, never twice
+                body["detail"] = f"{exc.detail}: {named}"
     return Response(body, status_code=exc.status_code, headers=exc.headers)  # WWW-Authenticate, Allow, Retry-After
