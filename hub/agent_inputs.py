@@ -175,11 +175,30 @@ def run_demand_forecaster(storage: Storage, s: AgentSettings, now: datetime) -> 
 
 # -- maintenance predictor --------------------------------------------------------------------------
 
+def substation_load_forecasts(docs: Sequence[Document]) -> dict[str, maintenance_predictor.Series]:
+    """The forecast load of each substation: its feeders' forecasts (documents keyed
+    ``substation/feeder``) summed hour by hour over the hours every feeder forecasts. A transformer
+    carries all its substation's feeders; taking one feeder's forecast (as a dict keyed by
+    substation once did, whichever came last) placed maintenance windows by one feeder's shape."""
+    by_sub: dict[str, list[dict[datetime, float]]] = defaultdict(list)
+    for d in docs:
+        points = {datetime.fromisoformat(p[0]): float(p[1]) for p in d.body.get("points") or ()
+                  if p[1] is not None}
+        if points:
+            by_sub[d.key.split("/", 1)[0]].append(points)
+    out = {}
+    for sub, feeders in by_sub.items():
+        hours = sorted(set.intersection(*(set(f) for f in feeders)))
+        if hours:
+            out[sub] = maintenance_predictor.Series(timestamps=hours, values=[sum(f[h] for f in feeders) for h in hours])
+    return out
+
+
 def run_maintenance_predictor(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
     by_device: dict[tuple[str, str], dict[str, list[HourlyMean]]] = defaultdict(lambda: defaultdict(list))
     for h in storage.hourly_means(TRANSFORMER_METRICS, now - timedelta(days=s.history_days), now):
         by_device[(h.substation, h.device_id)][h.metric].append(h)
-    forecasts = {d.key.split("/", 1)[0]: d for d in storage.latest_documents("forecast")}
+    forecasts = substation_load_forecasts(storage.latest_documents("forecast"))
     assets = []
     for (sub, dev), metrics in sorted(by_device.items()):
         if "oil_temperature" not in metrics:
@@ -191,11 +210,7 @@ def run_maintenance_predictor(storage: Storage, s: AgentSettings, now: datetime)
                 return None
             return maintenance_predictor.Series(timestamps=[h.hour for h in rows], values=[h.mean for h in rows])
 
-        load_forecast = None
-        if (doc := forecasts.get(sub)) is not None and doc.body.get("points"):
-            pts = doc.body["points"]
-            load_forecast = maintenance_predictor.Series(
-                timestamps=[datetime.fromisoformat(p[0]) for p in pts], values=[float(p[1]) for p in pts])
+        load_forecast = forecasts.get(sub)
         assets.append(maintenance_predictor.AssetData(
             device_id=dev, substation=sub, top_oil=series("oil_temperature"), hot_spot=series("winding_temperature"),
             load=series("load_current"), ambient=series("ambient_temperature"), vibration=series("vibration"),
