@@ -126,7 +126,7 @@ def test_hub_outage_loses_nothing_and_duplicates_nothing(database_url: str, tmp_
                 await asyncio.gather(sim_task, return_exceptions=True)
             # polling has stopped; send what is left, as the next run of the daemon would
             buf = Buffer(buffer_path, cfg.identity.substation)
-            sync = SyncLoop(cfg, buf)
+            sync = SyncLoop(cfg, buf, token=token)
             while await sync.sync_once():
                 pass
             await sync.aclose()
