@@ -12,6 +12,7 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v mbpoll >/dev/null 2>&1 || missing+=(mbpoll)
 command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # checks the deploy/systemd unit
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # browser tests (Playwright drives it; nothing downloads a browser)
 
 # node-opcua: an OPC-UA server that is not asyncua, for the interoperability tests (npm registry).

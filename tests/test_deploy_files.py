@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,3 +40,44 @@ def test_no_config_or_script_in_the_repo_holds_a_secret_value() -> None:
         for n, line in enumerate(path.read_text().splitlines(), 1):
             m = re.match(r"\s*(\w*(password|secret|token|api_key)\w*)\s*=\s*\"([^\"]+)\"", line, re.I)
             assert not m or m.group(1).endswith("_env"), f"{path.name}:{n}: {m.group(1)} holds a value"
+
+
+UNIT = REPO / "deploy" / "systemd" / "sentinel-edge.service"
+
+
+def _verify(unit_text: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """systemd-analyze verify on the unit, its ExecStart pointed at this environment's sentinel
+    (verify insists the command exists)."""
+    sentinel = Path(sys.executable).with_name("sentinel")
+    assert sentinel.exists(), f"no sentinel command beside {sys.executable}"
+    path = tmp_path / "sentinel-edge.service"
+    path.write_text(unit_text.replace("/opt/sentinel/bin/sentinel", str(sentinel)))
+    return subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze (Debian: apt-get install systemd)")
+def test_the_edge_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    text = UNIT.read_text()
+    r = _verify(text, tmp_path)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    # the check has teeth: a misspelt hardening option is reported
+    bad = _verify(text.replace("NoNewPrivileges=yes", "NoNewPrivilege=yes"), tmp_path)
+    assert "NoNewPrivilege" in bad.stderr
+
+
+def test_the_edge_unit_runs_unprivileged_hardened_and_restarts() -> None:
+    keys: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, _, v = line.partition("=")
+            keys.setdefault(k.strip(), []).append(v.strip())
+    assert keys["User"] == ["sentinel"] and keys["Group"] == ["sentinel"]
+    assert keys["ExecStart"][0].split()[1:3] == ["edge", "run"]
+    assert keys["Restart"] == ["on-failure"] and keys["StateDirectory"] == ["sentinel"]
+    for option in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "RestrictSUIDSGID"):
+        assert keys[option] == ["yes"], option
+    assert keys["ProtectSystem"] == ["strict"] and keys["CapabilityBoundingSet"] == [""]
+    assert keys["EnvironmentFile"] == ["/etc/sentinel/edge.env"]  # the credential, never in the unit
+    assert not any(SECRET_WORDS.search(k) for k in keys)
+    # the buffer is in the state directory, which survives restarts and upgrades
+    assert "--buffer /var/lib/sentinel/" in keys["ExecStart"][0]
