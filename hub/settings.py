@@ -11,7 +11,7 @@ from hub.orchestrator import OrchestratorSettings
 from hub.site import load_site_config
 from hub.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
 from protocols.config import Limits
-from protocols.validation import DEFAULT_MAX_FUTURE_SKEW_S, DEFAULT_TIMESTAMP_FLOOR
+from protocols.validation import DEFAULT_MAX_FUTURE_SKEW_S, DEFAULT_TIMESTAMP_FLOOR, parse_zoned_time
 
 DEFAULT_DATABASE_URL = "sqlite:///var/hub.db"
 DEFAULT_MODEL_REGISTRY = "var/models"
@@ -114,13 +114,7 @@ def _input_limits_from_env() -> dict[str, object]:
         if not out["max_future_skew_s"] >= 0:  # type: ignore[operator]
             raise ValueError(f"SENTINEL_MAX_FUTURE_SKEW_S: must be >= 0, not {value}")
     if value := os.environ.get("SENTINEL_TIMESTAMP_FLOOR", "").strip():
-        try:
-            floor = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"SENTINEL_TIMESTAMP_FLOOR: not an ISO 8601 time: {value!r}") from None
-        if floor.tzinfo is None:
-            raise ValueError(f"SENTINEL_TIMESTAMP_FLOOR: {value!r} has no time zone; add Z or an offset")
-        out["timestamp_floor"] = floor
+        out["timestamp_floor"] = parse_zoned_time(value, "SENTINEL_TIMESTAMP_FLOOR")
     for var, name in (("SENTINEL_MAX_BODY_BYTES", "max_body_bytes"), ("SENTINEL_MAX_JSON_DEPTH", "max_json_depth")):
         if value := os.environ.get(var, "").strip():
             if not value.isdigit() or int(value) < 1:

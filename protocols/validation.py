@@ -84,6 +84,18 @@ DEFAULT_MAX_FUTURE_SKEW_S = 300.0
 DEFAULT_TIMESTAMP_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+def parse_zoned_time(text: str, where: str) -> datetime:
+    """An ISO 8601 time that names its zone (config, CLI flags, environment): ValueError naming
+    ``where`` otherwise. A time without a zone is refused, never taken as UTC or local."""
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not an ISO 8601 time (2026-03-01T10:00:00Z)") from None
+    if t.tzinfo is None:
+        raise ValueError(f"{where}: {text!r} has no time zone; add Z or an offset")
+    return t
+
+
 class PhysicalRange(NamedTuple):
     """Where a metric's values can lie, in the reading's own unit; ``*_open``: the bound itself is
     impossible (a frequency of 0 Hz)."""

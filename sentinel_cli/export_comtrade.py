@@ -66,15 +66,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _time(flag: str, text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{flag}: {text!r} is not an ISO 8601 time (2026-03-01T10:00:00Z)") from None
-    if t.tzinfo is None:
-        raise ValueError(f"{flag}: {text} has no time zone; add Z or an offset")
-    return t
+    from protocols.validation import parse_zoned_time  # numpy: not on the parser's path
+
+    return None if text is None else parse_zoned_time(text, flag)
 
 
 def _from_database(args: argparse.Namespace, start: datetime | None, end: datetime | None) -> dict[str, bytes]:

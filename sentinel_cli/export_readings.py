@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from export.readings import BUCKETS, FORMATS, file_name, writer
+from protocols.validation import parse_zoned_time
 
 __all__ = ["add_parser"]
 
@@ -80,12 +81,9 @@ def cmd_export_readings(args: argparse.Namespace) -> int:
 
 def _time(flag: str, text: str) -> datetime:
     try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise ExportError(f"{flag} {text!r} is not an ISO 8601 time (2026-03-01T00:00:00Z)") from None
-    if t.tzinfo is None:
-        raise ExportError(f"{flag} {text} has no time zone; add Z or an offset")
-    return t
+        return parse_zoned_time(text, flag)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
 
 
 # -- sources ----------------------------------------------------------------------------------------
