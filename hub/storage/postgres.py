@@ -354,7 +354,13 @@ class PostgresStorage:
         self._partition_lock = threading.Lock()
         self._pool = ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, name="hub-storage",
-            kwargs={"options": "-c TimeZone=UTC", "connect_timeout": self._connect_timeout},
+            # a connection is checked before it is lent: after PostgreSQL restarts, the pool's old
+            # connections are replaced instead of failing the next request on each of them
+            check=ConnectionPool.check_connection,
+            # synchronous_commit on, whatever the server's default: an edge forgets what the hub
+            # acknowledged, so a commit must be on disk before the ack leaves (with it off, a crash of
+            # PostgreSQL loses the last commits: found by the fault suite, tests/faults)
+            kwargs={"options": "-c TimeZone=UTC -c synchronous_commit=on", "connect_timeout": self._connect_timeout},
         )
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
