@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (  -- messages a pushed source could not
 
 DEAD_LETTERS_KEPT = 10_000
 
+DROPPED_UNWRITABLE = "dropped_unwritable"  # meta counters: readings and events dropped because the buffer
+EVENTS_DROPPED_UNWRITABLE = "events_dropped_unwritable"  # could not be written for too long (disk full)
+
 ReadingRow = tuple[float, str, str, float | None, str, float, int]
 """(ts, device_id, metric, value, unit, quality, flags) — what the poller hands the buffer."""
 
@@ -98,6 +101,18 @@ class BufferStats:
     ot_logs_oldest_pending: datetime | None = None  # when the oldest unsent OT log entry arrived
     ot_logs_acked_through: int = 0
     ot_logs_dropped: int = 0
+    dropped_unwritable: int = 0  # readings never stored: held in memory while the file could not be written, past
+    events_dropped_unwritable: int = 0  # [buffer] hold_rows (disk full, I/O error)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back, if SQLite has not already: a COMMIT that fails on a full disk can end the
+    transaction itself, and a second error must not hide the first."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback failed: %s", exc)
 
 
 def _contiguous(seqs: list[int]) -> int:
@@ -152,9 +167,12 @@ class Buffer:
     # -- writes -------------------------------------------------------------------------------
 
     def append(self, readings: Sequence[ReadingRow], events: Sequence[Event] = (),
-               scores: ReadingScores | None = None) -> None:
-        """Store readings (with their anomaly scores, if given) and events in one transaction."""
-        if not readings and not events:
+               scores: ReadingScores | None = None, counters: dict[str, int] | None = None) -> None:
+        """Store readings (with their anomaly scores, if given) and events in one transaction, and
+        add ``counters`` (meta key -> increment, e.g. what was dropped while the disk was full) in
+        the same transaction. Raises sqlite3.Error, storing nothing, when the file cannot be written."""
+        counters = {k: n for k, n in (counters or {}).items() if n}
+        if not readings and not events and not counters:
             return
         with self._lock:
             db = self._db
@@ -177,9 +195,11 @@ class Buffer:
                         "INSERT INTO events (ts, body) VALUES (?, ?)",
                         [(e.ts.timestamp(), _event_enc.encode(e)) for e in events],
                     )
+                for key, n in counters.items():
+                    self._set_meta(key, self._meta(key) + n)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
             self._inserted_since_check += len(readings)
             if self._inserted_since_check >= 10_000:
@@ -219,7 +239,7 @@ class Buffer:
                 self._set_meta("last_sync", time.time())
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
 
     def _made(self, table: str) -> int:
@@ -244,7 +264,7 @@ class Buffer:
                 self._insert_dead_letters(letters)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
 
     def _insert_dead_letters(self, letters: Sequence) -> None:
@@ -280,7 +300,7 @@ class Buffer:
                     db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", position)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
 
     def _enforce_ot_log_cap(self) -> None:
@@ -371,4 +391,6 @@ class Buffer:
                 ot_logs_oldest_pending=datetime.fromtimestamp(op[1], UTC) if op[1] is not None else None,
                 ot_logs_acked_through=int(self._meta("ot_logs_acked_through")),
                 ot_logs_dropped=int(self._meta("ot_logs_dropped")),
+                dropped_unwritable=int(self._meta(DROPPED_UNWRITABLE)),
+                events_dropped_unwritable=int(self._meta(EVENTS_DROPPED_UNWRITABLE)),
             )

@@ -16,6 +16,7 @@ import collections
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.backoff import Backoff
-from edge.buffer import Buffer, ReadingRow
+from edge.buffer import DROPPED_UNWRITABLE, EVENTS_DROPPED_UNWRITABLE, Buffer, ReadingRow, ReadingScores
 from edge.limits import LimitMonitor
 from edge.metrics import EdgeMetrics
 from edge.models import ModelPuller
@@ -62,6 +63,9 @@ class EdgeStats:
     anomaly_events: int = 0
     dead_letters: int = 0
     ot_logs_buffered: int = 0
+    buffer_error: str = ""  # why the buffer cannot be written now ("": it can)
+    readings_dropped_unwritable: int = 0  # this run; the buffer's meta keeps the total
+    events_dropped_unwritable: int = 0
     devices: dict[str, DeviceHealth] = field(default_factory=dict)
 
 
@@ -105,6 +109,10 @@ class EdgeDaemon:
                                   token=token) if config.scoring.model else None
         self.metrics = EdgeMetrics(self, config.metrics) if config.metrics is not None else None
         self._queue: asyncio.Queue[tuple[list[ReadingRow], list[Event]]] = asyncio.Queue()
+        # scored batches the buffer could not take yet (disk full): (rows, events, scores)
+        self._held: collections.deque[tuple[list[ReadingRow], list[Event], ReadingScores]] = collections.deque()
+        self._held_rows = 0
+        self._unpersisted_drops: dict[str, int] = {}  # counted, not yet committed to the buffer's meta
         self._rejects: collections.deque = collections.deque(maxlen=10_000)
         self._inflight: asyncio.Future[int] | None = None  # the buffer write running in a worker thread
         self._factory = SourceFactory(ident.edge_id)
@@ -158,7 +166,13 @@ class EdgeDaemon:
             await _bounded(self.sync.aclose(), "closing the hub connection")
             if self.models is not None:
                 await _bounded(self.models.aclose(), "closing the model-pull connection")
-            self.buffer.set_status(json.dumps(self.status_snapshot()))  # the last word, for `edge status`
+            if self._held_rows or self._unpersisted_drops:
+                log.error("shutting down with %d readings held that the buffer could not take (%s): they are lost",
+                          self._held_rows, self.stats.buffer_error)
+            try:
+                self.buffer.set_status(json.dumps(self.status_snapshot()))  # the last word, for `edge status`
+            except sqlite3.Error as exc:
+                log.warning("last status not written: %s", exc)
             self.buffer.close()
 
     # -- polling ------------------------------------------------------------------------------
@@ -266,6 +280,8 @@ class EdgeDaemon:
                     "batches": sync.batches, "readings_sent": sync.readings_sent, "failures": sync.failures,
                     "hub_faults": sync.hub_faults, "last_fault": sync.last_fault},
             "devices": [asdict(h) for h in self.stats.devices.values()],
+            "buffer": {"error": self.stats.buffer_error, "held_readings": self._held_rows,
+                       "dropped_unwritable": self.stats.readings_dropped_unwritable},
             "scoring": self.scoring_status(),
             "ot_logs": {"sent": sync.ot_logs_sent, "hub_refuses": sync.ot_logs_refused,
                         "sources": [src.snapshot() for src in self.ot_log_sources]},
@@ -283,7 +299,10 @@ class EdgeDaemon:
     async def _publish_status(self) -> None:
         while True:
             text = json.dumps(self.status_snapshot())
-            await asyncio.to_thread(self.buffer.set_status, text)
+            try:
+                await asyncio.to_thread(self.buffer.set_status, text)
+            except sqlite3.Error as exc:  # disk full: the status is a convenience, the readings are not
+                log.debug("status not written: %s", exc)
             await asyncio.sleep(self.STATUS_EVERY_S)
 
     # -- buffering ----------------------------------------------------------------------------
@@ -304,16 +323,63 @@ class EdgeDaemon:
     def _score_and_append(self, rows: list[ReadingRow], events: list[Event]) -> int:
         """Score the batch's rows in one scorer call, then buffer rows, scores and events in one
         transaction, and count them (in a worker thread: one at a time, as the writer awaits it and
-        the flush at shutdown awaits the one in flight). Returns how many anomaly events it made."""
+        the flush at shutdown awaits the one in flight). Returns how many anomaly events it made.
+
+        A reading counts as received only once its transaction commits. When the buffer cannot be
+        written (disk full, I/O error), scored batches are held in memory, up to ``[buffer]
+        hold_rows`` readings, and written with the next batch that can be; past that the oldest held
+        are dropped and counted (``dropped_unwritable``, committed with the first write that works)."""
         started = time.perf_counter()
         scores, anomalies = self.scoring.score(rows)
         if self.metrics is not None and rows:
             self.metrics.scored(time.perf_counter() - started)
-        self.buffer.append(rows, events + anomalies, scores if rows else None)
-        self.stats.readings_buffered += len(rows)
-        self.stats.events_buffered += len(events) + len(anomalies)
+        self._held.append((rows, events + anomalies, scores))
+        self._held_rows += len(rows)
+        all_rows = [r for b in self._held for r in b[0]]
+        all_events = [e for b in self._held for e in b[1]]
+        all_scores = ([s for b in self._held for s in b[2][0]], [t for b in self._held for t in b[2][1]])
+        try:
+            self.buffer.append(all_rows, all_events, all_scores if all_rows else None,
+                               counters=self._unpersisted_drops)
+        except sqlite3.Error as exc:
+            self._cannot_store(exc)
+            return len(anomalies)
+        if self.stats.buffer_error:
+            log.info("buffer writable again: %d held readings stored", len(all_rows))
+            self.stats.buffer_error = ""
+        self._held.clear()
+        self._held_rows = 0
+        self._unpersisted_drops = {}
+        self.stats.readings_buffered += len(all_rows)
+        self.stats.events_buffered += len(all_events)
         self.stats.anomaly_events += len(anomalies)
         return len(anomalies)
+
+    def unpersisted_drops(self) -> dict[str, int]:
+        """Drops counted but not yet committed to the buffer's meta (it cannot be written now)."""
+        return dict(self._unpersisted_drops)
+
+    def _cannot_store(self, exc: sqlite3.Error) -> None:
+        """The buffer refused a write: keep the batch held, drop the oldest past the cap, counted."""
+        if not self.stats.buffer_error:  # on change of state, not per write
+            log.error("cannot write the buffer %s (%s): holding readings in memory (up to %d) until it can",
+                      self.buffer.path, exc, self.config.buffer.hold_rows)
+        self.stats.buffer_error = str(exc)
+        cap = self.config.buffer.hold_rows
+        dropped_rows = dropped_events = 0
+        while self._held and self._held_rows > cap:
+            rows, events, _ = self._held.popleft()
+            self._held_rows -= len(rows)
+            dropped_rows += len(rows)
+            dropped_events += len(events)
+        if dropped_rows or dropped_events:
+            d = self._unpersisted_drops
+            d[DROPPED_UNWRITABLE] = d.get(DROPPED_UNWRITABLE, 0) + dropped_rows
+            d[EVENTS_DROPPED_UNWRITABLE] = d.get(EVENTS_DROPPED_UNWRITABLE, 0) + dropped_events
+            self.stats.readings_dropped_unwritable += dropped_rows
+            self.stats.events_dropped_unwritable += dropped_events
+            log.error("buffer still unwritable: dropped the %d oldest held readings (and %d events); %d dropped "
+                      "so far", dropped_rows, dropped_events, self.stats.readings_dropped_unwritable)
 
     async def _buffer_ot_logs(self, entries: list[OtLogEvent], letters: list,
                               position: tuple[str, str] | None) -> None:

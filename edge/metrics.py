@@ -24,7 +24,9 @@ path); only the scoring time is observed as it happens, once per buffered batch:
 - ``sentinel_edge_scoring_duration_seconds``: one scorer call per buffered batch;
   ``sentinel_edge_readings_scored_total``.
 - ``sentinel_edge_dropped_total{stream,reason}``: ``readings`` / ``ot_logs`` with ``buffer_full`` (the
-  oldest unsent rows, dropped past ``[buffer] max_rows``), ``messages`` with ``dead_letter`` (pushed
+  oldest unsent rows, dropped past ``[buffer] max_rows``) or ``buffer_unwritable`` (readings and
+  ``events`` held in memory while the buffer could not be written, dropped past ``[buffer]
+  hold_rows``), ``messages`` with ``dead_letter`` (pushed
   messages and OT log entries that could not be used, kept in the dead-letter table). The buffer
   keeps these counts, so they survive a restart. Readings the edge cannot trust (not finite, a
   device's failure) are not dropped: they are buffered with quality 0 and their flags.
@@ -45,6 +47,7 @@ from prometheus_client import (CollectorRegistry, GCCollector, Histogram, Platfo
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from edge.buffer import DROPPED_UNWRITABLE, EVENTS_DROPPED_UNWRITABLE
 from protocols.config import MetricsSettings
 
 if TYPE_CHECKING:
@@ -151,6 +154,11 @@ class _DaemonCollector(Collector):
                 latency.add_metric([health.device_id], health.last_latency_s)
         return iter([polls, up, latency])
 
+    def _unpersisted(self, stream: str) -> int:
+        """Drops counted by the daemon but not yet committed to the buffer (it cannot be written)."""
+        key = DROPPED_UNWRITABLE if stream == "readings" else EVENTS_DROPPED_UNWRITABLE
+        return self.daemon.unpersisted_drops().get(key, 0)
+
     def _buffer(self) -> Iterator[Metric]:
         d = self.daemon
         st = d.buffer.stats()
@@ -168,6 +176,8 @@ class _DaemonCollector(Collector):
                                       labels=["stream", "reason"])
         dropped.add_metric(["readings", "buffer_full"], st.dropped)
         dropped.add_metric(["ot_logs", "buffer_full"], st.ot_logs_dropped)
+        dropped.add_metric(["readings", "buffer_unwritable"], st.dropped_unwritable + self._unpersisted("readings"))
+        dropped.add_metric(["events", "buffer_unwritable"], st.events_dropped_unwritable + self._unpersisted("events"))
         dropped.add_metric(["messages", "dead_letter"], st.dead_letters)
         capacity = GaugeMetricFamily("sentinel_edge_buffer_capacity_rows",
                                      "Unsent readings (and OT log entries) kept before the oldest are dropped",

@@ -31,6 +31,8 @@ def read_status(config: FirmwareConfig, buffer_path: str | Path | None = None) -
         "oldest_pending_age_s": (now - stats.oldest_pending).total_seconds() if stats.oldest_pending else None,
         "last_sync": stats.last_sync.isoformat() if stats.last_sync else None,
         "dropped": stats.dropped,
+        "dropped_unwritable": stats.dropped_unwritable,
+        "buffer_error": (snap.get("buffer") or {}).get("error", "") if snap else "",
         "dead_letters": stats.dead_letters,
         "daemon_seen_s_ago": time.time() - snap["updated_at"] if snap else None,
         "hub": snap.get("hub"),
@@ -56,6 +58,9 @@ def format_status(st: dict) -> str:
         f"buffer: {st['readings_pending']:,} readings and {st['events_pending']:,} events waiting; "
         f"oldest unsent {age(st['oldest_pending_age_s'])} old; dropped {st['dropped']:,}; "
         f"malformed messages {st['dead_letters']:,}",
+        *([f"buffer NOT WRITABLE: {st['buffer_error']} (readings held in memory)"] if st.get("buffer_error") else []),
+        *([f"dropped while the buffer was unwritable: {st['dropped_unwritable']:,} readings"]
+          if st.get("dropped_unwritable") else []),
         f"last sync: {st['last_sync'] or 'never'}",
     ]
     hub = st.get("hub")

@@ -114,6 +114,10 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 class BufferSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     path: str = ""  # empty: var/<edge_id>.db under the working directory
     max_rows: Annotated[int, msgspec.Meta(ge=1_000)] = 10_000_000  # oldest unsent rows dropped past this
+    # Readings held in memory while the buffer cannot be written (disk full, I/O error), written
+    # as soon as it can be; past this many, the oldest held are dropped and counted
+    # (reason ``buffer_unwritable``). They are not durable: a kill meanwhile loses them.
+    hold_rows: Annotated[int, msgspec.Meta(ge=0)] = 50_000
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
