@@ -311,7 +311,7 @@ def main() -> None:
             figures += run_backend("sqlite", f"sqlite:///{tmp}/hub.db", args)
             os.unlink(f"{tmp}/hub.db")
         if args.backend in ("postgresql", "both"):
-            from tests.support.pg import PostgresServer
+            from sentinel_cli.pgserver import PostgresServer
 
             with PostgresServer(f"{tmp}/pg", settings={"max_wal_size": "'8GB'", "checkpoint_timeout": "'30min'",
                                                        "shared_buffers": "'256MB'"}) as server:

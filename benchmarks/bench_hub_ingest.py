@@ -1,6 +1,6 @@
 """Hub ingest on PostgreSQL: how many readings per second the hub stores, beside a raw binary COPY.
 
-Starts its own throwaway PostgreSQL server (tests/support/pg.py: fsync off, so these are CPU
+Starts its own throwaway PostgreSQL server (sentinel_cli/pgserver.py: fsync off, so these are CPU
 figures, not disk ones), builds ``--rows`` synthetic readings from one edge, cuts them into sync
 batches of ``--batch`` (the edge's default batch_max_readings) and measures, best of ``--repeat``,
 each run in a fresh database:
@@ -38,7 +38,7 @@ import psycopg  # noqa: E402
 from hub.storage.postgres import PostgresStorage  # noqa: E402
 from protocols.reading import Reading  # noqa: E402
 from protocols.wire import ReadingRun, SyncBatch, decode_batch, encode  # noqa: E402
-from tests.support.pg import PostgresServer  # noqa: E402
+from sentinel_cli.pgserver import PostgresServer  # noqa: E402
 
 EDGE = "edge-bench-1"
 SUBSTATION = "bench-s1"

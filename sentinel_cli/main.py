@@ -233,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report", default=None, help="with --score: also write the scoreboard as JSON to this file")
     s.set_defaults(func=cmd_sim_run)
 
+    from sentinel_cli.faults_cmd import add_parser as add_faults_parser
+
+    add_faults_parser(sim)
+
     from sentinel_cli.models_cmd import add_parser as add_models_parser
 
     add_models_parser(sub)

@@ -27,7 +27,7 @@ def port() -> int:
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
     """A throwaway PostgreSQL server for the whole session (initdb + pg_ctl in a temp dir)."""
-    from tests.support.pg import PostgresServer
+    from sentinel_cli.pgserver import PostgresServer
 
     with PostgresServer(tmp_path_factory.mktemp("pg")) as server:
         yield server

@@ -1,6 +1,6 @@
 """One suite for both hub storages: whatever SQLite does, PostgreSQL must do identically.
 
-The PostgreSQL cases run against a throwaway server (tests/support/pg.py) on 127.0.0.1, one fresh
+The PostgreSQL cases run against a throwaway server (sentinel_cli/pgserver.py) on 127.0.0.1, one fresh
 database per test.
 """
 
@@ -608,7 +608,7 @@ def test_postgres_unreachable_server_is_a_clear_error() -> None:
 @pytest.mark.parametrize("ci", ["", "true"])
 def test_without_postgres_binaries_the_server_skips_outside_ci_and_fails_in_ci(
         ci: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from tests.support import pg
+    from sentinel_cli import pgserver as pg
 
     def nothing_installed() -> None:
         raise pg.PostgresNotFound("no PostgreSQL server binaries found")

@@ -235,6 +235,21 @@ class PostgresServer:
             return
         raise RuntimeError(f"PostgreSQL did not start after 5 ports: {last}")
 
+    def restart(self, mode: str = "immediate", down_s: float = 0.0) -> None:
+        """Stop the server (``immediate``: as a crash would, no shutdown checkpoint; ``fast``: clients
+        disconnected, a clean shutdown), stay down ``down_s`` seconds, and start it again on the same
+        port (its clients reconnect to the same URL)."""
+        import time
+
+        if mode not in ("immediate", "fast", "smart"):
+            raise ValueError(f"mode must be immediate, fast or smart, not {mode!r}")
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop", timeout=60)
+        self._running = False
+        time.sleep(down_s)
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60",
+                  "-o", f"-p {self.port}", "start", timeout=90)
+        self._running = True
+
     def _cleanup(self) -> None:
         if self._running:
             try:
