@@ -13,18 +13,9 @@ from typing import Any
 
 import msgspec
 
+from protocols.severity import SEVERITIES, severity_rank  # the one vocabulary, re-exported for the agents
+
 __all__ = ["SEVERITIES", "Finding", "severity_rank"]
-
-# Ordered from least to most severe. Grid status OK is "no finding"; the cyber sentinel uses all four.
-SEVERITIES = ("INFO", "WARNING", "CRITICAL", "EMERGENCY")
-
-
-def severity_rank(severity: str) -> int:
-    """0 for INFO .. 3 for EMERGENCY; an unknown name is an error naming it."""
-    try:
-        return SEVERITIES.index(severity)
-    except ValueError:
-        raise ValueError(f"unknown severity {severity!r}; expected one of {', '.join(SEVERITIES)}") from None
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):

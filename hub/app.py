@@ -34,13 +34,13 @@ from hub.settings import Settings
 from hub.storage import EdgeState, Incident, NewIncident, Storage, open_storage
 from hub.storage.base import SequenceError
 from hub.telemetry import impossible_fields, incident_from_finding, sanitise_sync, store_telemetry
+from protocols.severity import Severity
 from protocols.telemetry import SensorBatch
 from protocols.wire import SYNC_PATH, Event, SyncAck, SyncBatch, SyncConflict
 
 log = logging.getLogger(__name__)
 
 Status = Literal["OPEN", "ACKNOWLEDGED", "IN_PROGRESS", "RESOLVED"]
-SeverityName = Literal["INFO", "WARNING", "CRITICAL", "EMERGENCY"]
 
 
 class IncidentList(msgspec.Struct, frozen=True):
@@ -175,7 +175,7 @@ def sensors_process(data: JSONBody[SensorBatch], state: State) -> ProcessResult:
 def list_incidents(
     state: State,
     status: FromQuery[Status | None] = None,
-    severity: FromQuery[SeverityName | None] = None,
+    severity: FromQuery[Severity | None] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 100,
 ) -> IncidentList:
     return IncidentList(incidents=_storage(state).list_incidents(status, severity, limit))

@@ -47,11 +47,10 @@ import msgspec
 
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading, UtcTime
+from protocols.severity import SEVERITIES, Severity  # noqa: F401 - re-exported: events carry a severity
 
 SYNC_PATH = "/edge/sync"
 
-Severity = Literal["INFO", "WARNING", "CRITICAL", "EMERGENCY"]
-SEVERITIES: tuple[str, ...] = ("INFO", "WARNING", "CRITICAL", "EMERGENCY")
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]

@@ -21,6 +21,7 @@ from protocols.incident import Incident, StatusChange
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
+from protocols.severity import SEVERITIES
 from protocols.wire import Event, SyncAck, SyncBatch, SyncConflict
 
 
@@ -100,7 +101,7 @@ INCIDENT_STATUSES = ("OPEN", "ACKNOWLEDGED", "IN_PROGRESS", "RESOLVED")
 # OPEN -> ACKNOWLEDGED -> IN_PROGRESS -> RESOLVED; a step may be skipped forward (an operator may
 # resolve a false alarm straight away), never taken back. A RESOLVED incident stays resolved: the
 # condition coming back opens a new incident.
-SEVERITY_ORDER = {"INFO": 0, "WARNING": 1, "CRITICAL": 2, "EMERGENCY": 3}
+SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}  # INFO 0 .. EMERGENCY 3
 
 
 def check_transition(incident_id: str, current: str, new: str) -> None:
