@@ -159,13 +159,12 @@ class EdgeDaemon:
             if self.metrics is not None:
                 await _bounded(self.metrics.stop(), "stopping the metrics endpoint")
             await self._flush()
-            # a device or an HTTP connection that will not close must not hold the shutdown up
-            for d in self.devices:
-                await _bounded(d.source.close(), f"closing device {d.id}")
-            await _bounded(self._factory.aclose(), "closing the device connections")
-            await _bounded(self.sync.aclose(), "closing the hub connection")
-            if self.models is not None:
-                await _bounded(self.models.aclose(), "closing the model-pull connection")
+            # a device or an HTTP connection that will not close must not hold the shutdown up: all
+            # are closed at once, and the lot given CLOSE_TIMEOUT_S (not that much each, one by one)
+            closing = [*(d.source.close() for d in self.devices), self._factory.aclose(), self.sync.aclose(),
+                       *([self.models.aclose()] if self.models is not None else [])]
+            await _bounded(asyncio.gather(*closing, return_exceptions=True),
+                           "closing the devices' and the hub's connections")
             if self._held_rows or self._unpersisted_drops:
                 log.error("shutting down with %d readings held that the buffer could not take (%s): they are lost",
                           self._held_rows, self.stats.buffer_error)

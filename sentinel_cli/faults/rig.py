@@ -105,16 +105,17 @@ class Proc:
             self.kills += 1
         self.popen = None
 
-    def interrupt(self, timeout_s: float = 30.0) -> float:
-        """SIGINT (Ctrl-C, systemd's KillSignal for the edge), then wait; returns the seconds it took.
-        Killed, and a crash recorded, past ``timeout_s``."""
+    async def interrupt(self, timeout_s: float = 30.0) -> float:
+        """SIGINT (Ctrl-C, systemd's KillSignal for the edge), then wait (in a thread: the rig's
+        proxies go on serving meanwhile); returns the seconds it took. Killed, and a crash
+        recorded, past ``timeout_s``."""
         if self.popen is None:
             return 0.0
         started = time.monotonic()
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGINT)
             try:
-                self.popen.wait(timeout_s)
+                await asyncio.to_thread(self.popen.wait, timeout_s)
             except subprocess.TimeoutExpired:
                 self.crashes.append(f"{self.name} did not stop within {timeout_s:g} s of SIGINT")
                 self.popen.kill()
@@ -343,7 +344,7 @@ class Rig:
             if await asyncio.to_thread(self._pending) < 50:
                 break
             await asyncio.sleep(0.5)
-        stop_s = self.edge.interrupt()
+        stop_s = await self.edge.interrupt()
         await self.drain()
         return await asyncio.to_thread(self.ledger), stop_s
 
@@ -415,7 +416,7 @@ class Rig:
         for proc in (self.edge, self.hub, self.sim):
             with contextlib.suppress(AttributeError):
                 if proc.running:
-                    proc.interrupt(15)
+                    await proc.interrupt(15)
         await self.link.stop()
         await self.device_link.stop()
 
