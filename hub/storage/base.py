@@ -81,6 +81,26 @@ class ReadingBucket(NamedTuple):
     count: int  # readings aggregated
 
 
+class SeriesExtent(msgspec.Struct, frozen=True, kw_only=True):
+    """The readings held of one series (:meth:`Storage.series_extent`): the oldest and newest
+    timestamps (of any reading, with a value or not), and the newest reading's unit."""
+
+    first: datetime
+    last: datetime
+    unit: str
+
+
+class SubstationSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What a substation's readings hold (:meth:`Storage.substation_summaries`)."""
+
+    substation: str
+    devices: int  # distinct device_id
+    points: int  # distinct (device_id, metric)
+    readings: int
+    first_reading: datetime
+    last_reading: datetime
+
+
 class IncidentError(ValueError):
     """An incident that does not exist, or a status change the lifecycle does not allow."""
 
@@ -172,6 +192,12 @@ class Storage(Protocol):
 
     def edge_states(self) -> list[EdgeState]: ...
 
+    def latest_reading_times(self, start: datetime, end: datetime) -> list[tuple[str, str, datetime]]:
+        """(substation, device_id, newest ts) of each device's readings with start <= ts < end that
+        measured something (not flagged INVALID or COMM_LOST): when the hub last heard from each
+        device (hub.fleet.liveness). Read on the ts index: keep the range short."""
+        ...
+
     def query_readings(
         self, device_id: str, metric: str, start: datetime | None = None, end: datetime | None = None,
         limit: int = 10_000,
@@ -261,6 +287,29 @@ class Storage(Protocol):
 
     def data_time_range(self) -> tuple[datetime, datetime] | None:
         """The oldest and newest timestamps of the readings and OT log entries held (None: none held)."""
+        ...
+
+    # -- the readings API (hub/readings) ------------------------------------------------------
+
+    def series_extent(self, device_id: str, metric: str, substation: str | None = None) -> SeriesExtent | None:
+        """The oldest and newest readings held of ``device_id``'s ``metric`` (in ``substation``, or in
+        any), found through the (device_id, metric, ts) index; None if none is held."""
+        ...
+
+    def latest_readings(self, substations: Sequence[str] | None = None) -> list[Reading]:
+        """The newest reading of every (substation, device_id, metric) of the substations given (None
+        or empty: all), as stored (its value may be None; its flags say why). Of readings with the
+        same newest timestamp: the one with a value, the largest, then the best quality. Ordered by
+        substation, device_id and metric (byte order, on both backends)."""
+        ...
+
+    def substation_summaries(self) -> list[SubstationSummary]:
+        """Per substation with readings: devices, points, readings, first and last reading time; by
+        substation (byte order). Reads every reading: for an overview, not a hot path."""
+        ...
+
+    def open_incident_counts(self) -> dict[tuple[str, str], int]:
+        """Incidents not RESOLVED (OPEN, ACKNOWLEDGED, IN_PROGRESS) per (substation, severity)."""
         ...
 
 

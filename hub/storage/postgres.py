@@ -49,8 +49,10 @@ from hub.storage.base import (
     IncidentMaker,
     NewIncident,
     ReadingBucket,
+    SeriesExtent,
     SqlTx,
     StatusChange,
+    SubstationSummary,
     TimeWindows,
     check_chunking,
     check_transition,
@@ -247,18 +249,46 @@ _COPY_OT_LOGS = "COPY ot_logs (ts, substation, device_id, kind, source, body) FR
 # exports: series in byte order, as SQLite sorts them
 _SERIES_ORDER = 'substation COLLATE "C", device_id COLLATE "C", metric COLLATE "C"'
 # iter_buckets: k, the bucket's number from the window's first, in whole microseconds (as SQLite
-# counts); last, the value of the newest reading, by ts then value. NaN is left out (SQLite holds none).
+# counts); last, the value of the newest reading, by ts then value; avg, the sum taken in that same
+# order, over count, clamped into [min, max]: SQLite's query, float for float (avg() would add in the
+# plan's order). NaN is left out (SQLite holds none).
 _EXPORT_BUCKETS = f"""
-SELECT k, substation, device_id, metric, min(value), max(value), avg(value),
+SELECT k, substation, device_id, metric, min(value), max(value),
+       greatest(least(max(CASE WHEN rn = 1 THEN total END) / count(*), max(value)), min(value)),
        max(CASE WHEN rn = 1 THEN value END), count(*)
 FROM (SELECT k, substation, device_id, metric, value,
-             row_number() OVER (PARTITION BY substation, device_id, metric, k ORDER BY ts DESC, value DESC) AS rn
+             row_number() OVER (PARTITION BY substation, device_id, metric, k ORDER BY ts DESC, value DESC) AS rn,
+             sum(value) OVER (PARTITION BY substation, device_id, metric, k ORDER BY ts DESC, value DESC
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
       FROM (SELECT ((extract(epoch FROM ts) * 1000000)::bigint - %s) / %s AS k, ts, substation, device_id, metric,
                    value
             FROM readings WHERE ts >= %s AND ts < %s AND value IS NOT NULL AND value <> 'NaN'::float8
             AND (flags & 1) = 0{{where}}) AS r) AS w
 GROUP BY k, substation, device_id, metric
 ORDER BY k, {_SERIES_ORDER}"""
+
+# the readings API: SQLite's queries (see there), text compared as bytes
+_SERIES_EXTENT = """
+SELECT first.ts, last.ts, (SELECT min(unit COLLATE "C") FROM readings WHERE {where} AND ts = last.ts)
+FROM (SELECT ts FROM readings WHERE {where} ORDER BY ts LIMIT 1) AS first,
+     (SELECT ts FROM readings WHERE {where} ORDER BY ts DESC LIMIT 1) AS last"""
+_LATEST_READINGS = f"""
+SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type
+FROM (SELECT r.*, row_number() OVER (PARTITION BY r.substation, r.device_id, r.metric
+                                     ORDER BY r.value DESC NULLS LAST, r.quality DESC, r.flags,
+                                              r.unit COLLATE "C") AS rn
+      FROM (SELECT substation, device_id, metric, max(ts) AS ts FROM readings WHERE TRUE{{where}}
+            GROUP BY substation, device_id, metric) AS n
+      JOIN readings AS r ON r.device_id = n.device_id AND r.metric = n.metric AND r.ts = n.ts
+                         AND r.substation = n.substation) AS x
+WHERE rn = 1 ORDER BY {_SERIES_ORDER}"""
+_SUBSTATION_SUMMARIES = """
+SELECT substation, count(DISTINCT device_id), count(*), sum(n), min(lo), max(hi)
+FROM (SELECT substation, device_id, metric, count(*) AS n, min(ts) AS lo, max(ts) AS hi FROM readings
+      GROUP BY substation, device_id, metric) AS series
+GROUP BY substation
+ORDER BY substation COLLATE "C"
+"""
 
 
 def _series_where(substations: Sequence[str] | None, devices: Sequence[str] | None,
@@ -741,6 +771,13 @@ class PostgresStorage:
             for r in rows
         ]
 
+    def latest_reading_times(self, start: datetime, end: datetime) -> list[tuple[str, str, datetime]]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT substation, device_id, max(ts) FROM readings WHERE ts >= %s AND ts < %s AND (flags & 17) = 0"
+                " GROUP BY substation, device_id", (start, end)).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
     def query_readings(self, device_id: str, metric: str, start: datetime | None = None,
                        end: datetime | None = None, limit: int = 10_000) -> list[Reading]:
         query = ("SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
@@ -830,6 +867,35 @@ class PostgresStorage:
                     flags=r[7], anomaly_score=r[8], anomaly_type=r[9])
             for r in rows
         ]
+
+    # -- the readings API (hub/readings) --------------------------------------------------------
+
+    def series_extent(self, device_id: str, metric: str, substation: str | None = None) -> SeriesExtent | None:
+        where, args = "device_id = %s AND metric = %s", [device_id, metric]
+        if substation is not None:
+            where, args = where + " AND substation = %s", [*args, substation]
+        with self._pool.connection() as conn:
+            row = conn.execute(_SERIES_EXTENT.format(where=where), args * 3).fetchone()
+        return None if row is None else SeriesExtent(first=row[0], last=row[1], unit=row[2])
+
+    def latest_readings(self, substations: Sequence[str] | None = None) -> list[Reading]:
+        where, args = _series_where(substations, None, None)
+        with self._pool.connection() as conn:
+            rows = conn.execute(_LATEST_READINGS.format(where=where), args).fetchall()
+        return [Reading(ts=r[0], substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5], quality=r[6],
+                        flags=r[7], anomaly_score=r[8], anomaly_type=r[9]) for r in rows]
+
+    def substation_summaries(self) -> list[SubstationSummary]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(_SUBSTATION_SUMMARIES).fetchall()
+        return [SubstationSummary(substation=r[0], devices=r[1], points=r[2], readings=int(r[3]), first_reading=r[4],
+                                  last_reading=r[5]) for r in rows]
+
+    def open_incident_counts(self) -> dict[tuple[str, str], int]:
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT substation, severity, count(*) FROM incidents WHERE status <> 'RESOLVED'"
+                                " GROUP BY substation, severity").fetchall()
+        return {(sub, sev): n for sub, sev, n in rows}
 
     # -- long ranges in chunks (exports, history) -----------------------------------------------
     # One query per TimeWindows window, read through a server-side cursor WITH HOLD on a connection

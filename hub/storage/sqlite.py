@@ -21,8 +21,10 @@ from hub.storage.base import (
     IncidentMaker,
     NewIncident,
     ReadingBucket,
+    SeriesExtent,
     SqlTx,
     StatusChange,
+    SubstationSummary,
     TimeWindows,
     check_chunking,
     check_transition,
@@ -540,6 +542,35 @@ class SQLiteStorage:
             (ts,) = self._db.execute("SELECT min(ts) FROM readings WHERE ts >= ?", (at_us / 10**6,)).fetchone()
         return None if ts is None else math.floor(ts * 10**6)
 
+    # -- the readings API (hub/readings) ------------------------------------------------------
+
+    def series_extent(self, device_id: str, metric: str, substation: str | None = None) -> SeriesExtent | None:
+        where, args = "device_id = ? AND metric = ?", [device_id, metric]
+        if substation is not None:
+            where, args = where + " AND substation = ?", [*args, substation]
+        with self._lock:
+            row = self._db.execute(_SERIES_EXTENT.format(where=where), args * 3).fetchone()
+        return None if row is None else SeriesExtent(first=_utc(row[0]), last=_utc(row[1]), unit=row[2])
+
+    def latest_readings(self, substations: Sequence[str] | None = None) -> list[Reading]:
+        where, args = _series_where(substations, None, None)
+        with self._lock:
+            rows = self._db.execute(_LATEST_READINGS.format(where=where), args).fetchall()
+        return [Reading(ts=_utc(r[0]), substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5],
+                        quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9]) for r in rows]
+
+    def substation_summaries(self) -> list[SubstationSummary]:
+        with self._lock:
+            rows = self._db.execute(_SUBSTATION_SUMMARIES).fetchall()
+        return [SubstationSummary(substation=r[0], devices=r[1], points=r[2], readings=r[3], first_reading=_utc(r[4]),
+                                  last_reading=_utc(r[5])) for r in rows]
+
+    def open_incident_counts(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            rows = self._db.execute("SELECT substation, severity, count(*) FROM incidents WHERE status <> 'RESOLVED'"
+                                    " GROUP BY substation, severity").fetchall()
+        return {(sub, sev): n for sub, sev, n in rows}
+
     def add_dead_letters(self, items: Sequence[DeadLetter]) -> int:
         if not items:
             return 0
@@ -595,6 +626,13 @@ class SQLiteStorage:
             for r in rows
         ]
 
+    def latest_reading_times(self, start: datetime, end: datetime) -> list[tuple[str, str, datetime]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT substation, device_id, max(ts) FROM readings WHERE ts >= ? AND ts < ? AND (flags & 17) = 0"
+                " GROUP BY substation, device_id", (start.timestamp(), end.timestamp())).fetchall()
+        return [(r[0], r[1], _utc(r[2])) for r in rows]
+
     def query_readings(self, device_id: str, metric: str, start: datetime | None = None,
                        end: datetime | None = None, limit: int = 10_000) -> list[Reading]:
         lo = start.timestamp() if start else float("-inf")
@@ -635,17 +673,43 @@ _EXPORT_READINGS = (
     " ORDER BY ts, substation, device_id, metric, rowid LIMIT ?")
 _READINGS_KEYSET = " AND (ts, substation, device_id, metric, rowid) > (?, ?, ?, ?, ?)"
 # iter_buckets: k, the bucket's number from the window's first (whole microseconds, as PostgreSQL
-# counts them); last, the value of the newest reading, by ts then value
+# counts them); last, the value of the newest reading, by ts then value; avg, the sum taken in that
+# same order (newest first: so PostgreSQL adds the same floats in the same order and gets the same
+# avg, whatever its plan), over count, clamped into [min, max] (0.1 ten times sums to 0.9999999999999999)
 _EXPORT_BUCKETS = """
-SELECT k, substation, device_id, metric, min(value), max(value), avg(value),
+SELECT k, substation, device_id, metric, min(value), max(value),
+       max(min(max(CASE WHEN rn = 1 THEN total END) / count(*), max(value)), min(value)),
        max(CASE WHEN rn = 1 THEN value END), count(*)
 FROM (SELECT k, substation, device_id, metric, value,
-             row_number() OVER (PARTITION BY substation, device_id, metric, k ORDER BY ts DESC, value DESC) AS rn
+             row_number() OVER (PARTITION BY substation, device_id, metric, k ORDER BY ts DESC, value DESC) AS rn,
+             sum(value) OVER (PARTITION BY substation, device_id, metric, k ORDER BY ts DESC, value DESC
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
       FROM (SELECT (CAST(round(ts * 1000000) AS INTEGER) - ?) / ? AS k, ts, substation, device_id, metric, value
             FROM readings WHERE ts >= ? AND ts < ? AND value IS NOT NULL AND (flags & 1) = 0{where}))
 GROUP BY k, substation, device_id, metric{having}
 ORDER BY k, substation, device_id, metric LIMIT ?"""
 _BUCKETS_KEYSET = " HAVING (k, substation, device_id, metric) > (?, ?, ?, ?)"
+# series_extent: three probes of the (device_id, metric, ts) index, never a scan of the series
+_SERIES_EXTENT = """
+SELECT first.ts, last.ts, (SELECT min(unit) FROM readings WHERE {where} AND ts = last.ts)
+FROM (SELECT ts FROM readings WHERE {where} ORDER BY ts LIMIT 1) AS first,
+     (SELECT ts FROM readings WHERE {where} ORDER BY ts DESC LIMIT 1) AS last"""
+# latest_readings: each series' newest timestamp, then its readings there through the index, one
+# chosen of several (two edges sending the same point) as the docstring says
+_LATEST_READINGS = """
+SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type
+FROM (SELECT r.*, row_number() OVER (PARTITION BY r.substation, r.device_id, r.metric
+                                     ORDER BY r.value DESC NULLS LAST, r.quality DESC, r.flags, r.unit) AS rn
+      FROM (SELECT substation, device_id, metric, max(ts) AS ts FROM readings WHERE 1 = 1{where}
+            GROUP BY substation, device_id, metric) AS n
+      JOIN readings AS r ON r.device_id = n.device_id AND r.metric = n.metric AND r.ts = n.ts
+                         AND r.substation = n.substation) AS x
+WHERE rn = 1 ORDER BY substation, device_id, metric"""
+_SUBSTATION_SUMMARIES = """
+SELECT substation, count(DISTINCT device_id), count(*), sum(n), min(lo), max(hi)
+FROM (SELECT substation, device_id, metric, count(*) AS n, min(ts) AS lo, max(ts) AS hi FROM readings
+      GROUP BY substation, device_id, metric) AS series
+GROUP BY substation ORDER BY substation"""
 
 
 def _series_where(substations: Sequence[str] | None, devices: Sequence[str] | None,
