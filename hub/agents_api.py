@@ -8,7 +8,8 @@ maintenance predictions, grid status, and OT logs in.
 - ``GET /forecast/next-24h``: the latest demand forecast per feeder: the next 24 hours, peak,
   margin to capacity, risk of exceeding it.
 - ``GET /maintenance``: the latest maintenance prediction per transformer.
-- ``GET /grid-status``: OK / WARNING / CRITICAL per substation and device.
+- ``GET /grid-status``: OK / WARNING / CRITICAL per substation and device, UNKNOWN when the hub
+  does not hear from it (:mod:`hub.fleet.status`).
 - ``POST /ot-logs``: OT log entries (protocols/schemas/ot_log.schema.json: one, a list, or
   ``{"events": [...]}``); good entries are stored even when others are bad, and the answer names
   each bad one; 400 only when none is good.
@@ -32,6 +33,8 @@ from hub.auth import ADMIN, OPERATOR, VIEWER
 from hub.auth.audit import record
 from hub.auth.guards import allow, principal
 from hub.agent_inputs import RUNNERS
+from hub.fleet import SubstationStatus
+from hub.fleet import grid_status as fleet_grid_status
 from hub.openapi import error, query_time
 from hub.orchestrator import AgentStatus, Orchestrator
 from hub.storage.base import Incident, IncidentError, Storage
@@ -64,7 +67,7 @@ class MaintenanceList(msgspec.Struct, frozen=True):
 
 
 class GridStatus(msgspec.Struct, frozen=True):
-    substations: dict[str, dict[str, Any]]
+    substations: dict[str, SubstationStatus]
 
 
 class OtLogResult(msgspec.Struct, frozen=True):
@@ -153,7 +156,8 @@ def set_incident_status(incident_id: FromPath[str], data: JSONBody[StatusChangeR
     return after
 
 
-def _next_hours(body: dict[str, Any], hours: int, now: datetime) -> dict[str, Any]:
+def forecast_window(body: dict[str, Any], hours: int, now: datetime) -> dict[str, Any]:
+    """A stored forecast with its points from the past hour on, at most ``hours`` of them."""
     out = {k: v for k, v in body.items() if k != "points"}
     points = body.get("points") or []
     out["points"] = [p for p in points if datetime.fromisoformat(p[0]) >= now - timedelta(hours=1)][:hours] or points[:hours]
@@ -164,7 +168,7 @@ def _next_hours(body: dict[str, Any], hours: int, now: datetime) -> dict[str, An
 @get("/forecast/next-24h", guards=[allow(VIEWER)], sync_to_thread=True, summary="The latest demand forecast per feeder: next 24 h, peak, margin")
 def forecast_next_24h(state: State) -> ForecastList:
     now = datetime.now(UTC)
-    return ForecastList(forecasts=[_next_hours(d.body, 24, now) for d in _storage(state).latest_documents("forecast")])
+    return ForecastList(forecasts=[forecast_window(d.body, 24, now) for d in _storage(state).latest_documents("forecast")])
 
 
 @get("/maintenance", guards=[allow(VIEWER)], sync_to_thread=True, summary="The latest maintenance prediction per transformer")
@@ -172,10 +176,13 @@ def maintenance(state: State) -> MaintenanceList:
     return MaintenanceList(predictions=[d.body for d in _storage(state).latest_documents("maintenance")])
 
 
-@get("/grid-status", guards=[allow(VIEWER)], sync_to_thread=True, summary="OK / WARNING / CRITICAL per substation and device")
+@get("/grid-status", guards=[allow(VIEWER)], sync_to_thread=True,
+     summary="OK / WARNING / CRITICAL per substation and device; UNKNOWN when the hub does not hear from it")
 def grid_status(state: State) -> GridStatus:
-    return GridStatus(substations={d.key: {**d.body, "as_of": d.timestamp.isoformat()}
-                                   for d in _storage(state).latest_documents("grid_status")})
+    """The grid monitor's verdict while the hub hears from a substation; ``UNKNOWN`` (with
+    ``stale``, ``last_seen`` and a ``reason``) when its edges are offline, its telemetry is silent, or
+    it was never heard from or judged (hub.fleet.status)."""
+    return GridStatus(substations=fleet_grid_status(_storage(state), state.liveness))
 
 
 def _ot_log_body() -> RequestBody:

@@ -25,15 +25,20 @@ from hub.auth.store import check_bootstrap_key
 from hub.auth.audit import record
 from hub.auth.guards import FailureWindow, RateLimiter, allow, principal, require_policy
 from hub.auth.routes import ROUTES as AUTH_ROUTES
+from hub.dashboard import ROUTES as DASHBOARD_ROUTES
 from hub.exports import ROUTES as EXPORT_ROUTES
 from hub.limits import body_limits
 from hub.metrics import HubMetrics, prometheus_metrics
 from hub.models_api import get_model_file, latest_model, list_models, retrain_model
 from hub.openapi import ClosedStructSchemaPlugin, describe_refusals, error, openapi_config, strict_json_body
+from hub.readings import ROUTES as READING_ROUTES
+from hub.fleet import ROUTES as FLEET_ROUTES
 from hub.settings import Settings
 from hub.storage import EdgeState, Incident, NewIncident, Storage, open_storage
 from hub.storage.base import SequenceError
 from hub.telemetry import impossible_fields, incident_from_finding, sanitise_sync, store_telemetry
+from hub.stream import ROUTES as STREAM_ROUTES, live_services
+from hub.webhooks import ROUTES as WEBHOOK_ROUTES, WebhookDispatcher, WebhookStore
 from protocols.severity import Severity
 from protocols.telemetry import SensorBatch
 from protocols.wire import SYNC_PATH, Event, SyncAck, SyncBatch, SyncConflict
@@ -88,6 +93,9 @@ def _notify(state: State) -> None:
     orch = getattr(state, "orchestrator", None)
     if orch is not None:
         orch.loop.call_soon_threadsafe(orch.notify)
+    stream = getattr(state, "broadcaster", None)  # WS /ws/grid-status: new incidents, statuses (hub.stream)
+    if stream is not None:
+        stream.notify_threadsafe()
 
 
 class SequenceConflict(HTTPException):
@@ -219,6 +227,8 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
         app.state.storage = open_storage(settings.database_url) if own else storage
         try:
             app.state.auth = await asyncio.to_thread(_open_auth, app.state.storage, settings)
+            app.state.webhooks = await asyncio.to_thread(WebhookStore, app.state.storage,
+                                                         watch=settings.webhooks is not None)
         except BaseException:
             if own:
                 app.state.storage.close()
@@ -240,9 +250,18 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
             ingest = app.state.mqtt_ingest = MqttIngest(app.state.storage, settings.mqtt,
                                                         on_data=orch.notify if orch is not None else None)
             mqtt_task = asyncio.create_task(ingest.run(), name="hub.mqtt")
+        webhook_task = None
+        if settings.webhooks is not None:  # reads incidents on its own: ingest never waits on a receiver
+            dispatcher = WebhookDispatcher(app.state.storage, app.state.webhooks, settings.webhooks,
+                                           on_attempt=app.state.metrics.webhook_attempt)
+            webhook_task = asyncio.create_task(dispatcher.run(), name="hub.webhooks")
         try:
             yield
         finally:
+            if webhook_task is not None:
+                webhook_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await webhook_task
             if orch_task is not None:
                 orch_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -259,8 +278,10 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
     metrics = HubMetrics()  # Prometheus, this app's own registry (hub/metrics.py)
     app = Litestar(
         route_handlers=[edge_sync, sensors_process, list_incidents, stats, healthz, list_models, latest_model,
-                        get_model_file, retrain_model, prometheus_metrics, *AGENT_ROUTES, *AUTH_ROUTES, *EXPORT_ROUTES],
-        lifespan=[lifespan],
+                        get_model_file, retrain_model, prometheus_metrics, *AGENT_ROUTES, *AUTH_ROUTES, *EXPORT_ROUTES,
+                        *WEBHOOK_ROUTES, *READING_ROUTES, *FLEET_ROUTES, *STREAM_ROUTES,
+                        *DASHBOARD_ROUTES],
+        lifespan=[lifespan, live_services(settings)],  # liveness and the stream, once storage and auth are open
         guards=[require_policy],
         before_request=strict_json_body,  # bodies as typed as the document says
         middleware=[metrics.request_timer(),  # outermost: times the body limits' refusals too

@@ -31,9 +31,19 @@ Read at scrape time from what the hub keeps anyway (cheap queries, in the handle
 - ``sentinel_hub_storage_up``: 0 when those queries failed (the families drawn from the storage
   are then left out of that scrape, not reported as zeros).
 
-Plus the process's own (``process_*``, ``python_gc_*``, ``python_info``). The hub has no webhooks or
-WebSocket yet: their metrics come with them. ``docs/monitoring.md`` has the Prometheus scrape
-config (a viewer API key as bearer token) and the Grafana dashboard.
+- ``sentinel_hub_webhook_attempts_total{result}`` and ``sentinel_hub_webhook_deliveries_total{outcome}``:
+  each POST to a webhook (``ok``: a 2xx, ``http_error``: another status, ``error``: no answer), and
+  each delivery finished (``delivered``, or ``failed``: no attempt left) (the dispatcher's
+  ``on_attempt`` hook, :mod:`hub.webhooks.dispatcher`).
+
+- ``WS /ws/grid-status`` (:mod:`hub.stream`): ``sentinel_hub_ws_clients`` (connected now),
+  ``sentinel_hub_ws_connections_total{result}`` (``accepted``, ``refused``),
+  ``sentinel_hub_ws_messages_sent_total{type}`` (``snapshot``, ``update``, ``heartbeat``) and
+  ``sentinel_hub_ws_updates_coalesced_total``: updates a slow client never got, replaced in its
+  one-message slot by a newer state before it took them.
+
+Plus the process's own (``process_*``, ``python_gc_*``, ``python_info``). ``docs/monitoring.md``
+has the Prometheus scrape config (a viewer API key as bearer token) and the Grafana dashboard.
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ from litestar import MediaType, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, GCCollector, Histogram,
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, GCCollector, Histogram,
                                PlatformCollector, ProcessCollector, disable_created_metrics, generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -86,6 +96,28 @@ class HubMetrics:
         self.agent_duration = Histogram("sentinel_hub_agent_run_duration_seconds",
                                         "How long each agent run took (failed and timed-out runs too)", ["agent"],
                                         buckets=AGENT_BUCKETS, registry=self.registry)
+        self.webhook_attempts = Counter("sentinel_hub_webhook_attempts", "POSTs to webhooks by result (ok: a 2xx, "
+                                        "http_error: another status, error: no answer)", ["result"],
+                                        registry=self.registry)
+        self.webhook_deliveries = Counter("sentinel_hub_webhook_deliveries", "Webhook deliveries finished, by outcome "
+                                          "(delivered; failed: no attempt left)", ["outcome"], registry=self.registry)
+        for result in ("ok", "http_error", "error"):  # every series from the start, at 0
+            self.webhook_attempts.labels(result)
+        for outcome in ("delivered", "failed"):
+            self.webhook_deliveries.labels(outcome)
+        self.ws_clients = Gauge("sentinel_hub_ws_clients", "WebSocket clients connected to /ws/grid-status",
+                                registry=self.registry)
+        self.ws_connections = Counter("sentinel_hub_ws_connections", "WebSocket connections by result (accepted, "
+                                      "refused)", ["result"], registry=self.registry)
+        self.ws_messages = Counter("sentinel_hub_ws_messages_sent", "WebSocket messages sent by type (snapshot, "
+                                   "update, heartbeat)", ["type"], registry=self.registry)
+        self.ws_coalesced_updates = Counter("sentinel_hub_ws_updates_coalesced", "Updates a slow WebSocket client "
+                                            "never got: replaced by a newer state before it took them",
+                                            registry=self.registry)
+        for result in ("accepted", "refused"):
+            self.ws_connections.labels(result)
+        for kind in ("snapshot", "update", "heartbeat"):
+            self.ws_messages.labels(kind)
         self._ingested = dict.fromkeys(INGEST_SOURCES[:2], 0)  # mqtt: the MQTT ingest's own count
         self._lock = threading.Lock()
 
@@ -112,6 +144,26 @@ class HubMetrics:
         self.agent_runs.labels(agent, outcome).inc()
         if seconds is not None:
             self.agent_duration.labels(agent).observe(seconds)
+
+    def webhook_attempt(self, result: str, outcome: str | None) -> None:
+        """The webhook dispatcher's ``on_attempt`` hook: one POST's ``result``, and the delivery's
+        ``outcome`` when it is finished (None: it will be retried)."""
+        self.webhook_attempts.labels(result).inc()
+        if outcome is not None:
+            self.webhook_deliveries.labels(outcome).inc()
+
+    # the stream's hooks (hub.stream), on the event loop
+    def ws_connection(self, result: str) -> None:
+        self.ws_connections.labels(result).inc()
+
+    def ws_client(self, delta: int) -> None:
+        self.ws_clients.inc(delta)
+
+    def ws_sent(self, kind: str) -> None:
+        self.ws_messages.labels(kind).inc()
+
+    def ws_coalesced(self) -> None:
+        self.ws_coalesced_updates.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+from typing import Any
 
 import httpx
 import uvicorn
@@ -15,6 +17,41 @@ from hub.storage import Storage
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 5.0
+# Unsent bytes the kernel holds per connection before the hub's socket takes no more (Linux, macOS:
+# TCP_NOTSENT_LOWAT). Without it, for a client that stops reading (a dashboard in a background tab),
+# the kernel buffers up to tcp_wmem's 4 MiB of stale WebSocket messages; with it the hub feels the
+# back-pressure at once and hands that client only the latest state (hub.stream). The kernel still
+# sends as fast as the peer takes: a fast client's throughput is unaffected.
+NOTSENT_LOWAT = 128 * 1024
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The hub's listening socket, bound (accepted connections inherit its options). OSError if
+    the address cannot be had."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+MAX_REQUEST_HEAD_BYTES = 1 << 20
+"""A request line and headers up to 1 MiB are read and answered (a long repeatable query, say,
+gets the 400 naming what is wrong); h11's default of 16 KiB cut such a request off with a reset."""
+
+
+def uvicorn_config(app: Any, host: str, port: int, *, ssl_certfile: str | None = None,
+                   ssl_keyfile: str | None = None, **extra: Any) -> uvicorn.Config:
+    """How the hub is served, by ``sentinel hub serve`` and :class:`HubServer` alike. Logs go to
+    the process's handlers (``log_config=None``: uvicorn's dictConfig would replace them)."""
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", log_config=None,
+                          ssl_certfile=ssl_certfile or None, ssl_keyfile=ssl_keyfile or None,
+                          h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES, **extra)
 
 
 class HubServer:
@@ -32,15 +69,14 @@ class HubServer:
         self.url = f"{'https' if self.tls else 'http'}://{host}:{port}"
         app = create_app(settings or Settings(), storage=storage)
         # a client that keeps a request open gets STOP_GRACE_S to finish it when the hub stops
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
-                                                     timeout_graceful_shutdown=STOP_GRACE_S,
-                                                     ssl_certfile=ssl_certfile or None, ssl_keyfile=ssl_keyfile or None,
-                                                     log_config=None))  # logs go to the process's handlers
+        self._server = uvicorn.Server(uvicorn_config(app, host, port, ssl_certfile=ssl_certfile,
+                                                     ssl_keyfile=ssl_keyfile, timeout_graceful_shutdown=STOP_GRACE_S))
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, timeout_s: float = 10.0) -> None:
         """Start serving; returns once /healthz answers. Raises OSError if it cannot."""
-        self._task = asyncio.create_task(self._server.serve(), name=f"hub.{self.port}")
+        sock = listening_socket(self.host, self.port)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=f"hub.{self.port}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         # the readiness probe only asks our own server whether it is up, sending nothing: it need not

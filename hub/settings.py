@@ -6,9 +6,13 @@ import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from hub.fleet.liveness import LivenessSettings
+from hub.fleet.liveness import settings_from_env as liveness_settings_from_env
 from hub.mqtt_ingest import MqttIngestSettings, settings_from_env
 from hub.orchestrator import OrchestratorSettings
 from hub.site import load_site_config
+from hub.stream.broadcaster import StreamSettings, stream_settings_from_env
+from hub.webhooks.dispatcher import WebhookSettings, webhook_settings_from_env
 from hub.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
 from protocols.config import Limits
 from protocols.validation import DEFAULT_MAX_FUTURE_SKEW_S, DEFAULT_TIMESTAMP_FLOOR, parse_zoned_time
@@ -53,6 +57,14 @@ class Settings:
     # LLM narration of incidents (agents.narration.narrator_from_env: SENTINEL_LLM=openai|crewai);
     # None: template text only, no narrative stored.
     narrator: object | None = None
+    # Webhooks (hub.webhooks): how the dispatcher polls, times out and backs off (SENTINEL_WEBHOOK_TIMEOUT_S,
+    # _BACKOFF_S, _BACKOFF_CAP_S, _MAX_ATTEMPTS). None: no dispatcher runs (webhooks can still be managed).
+    webhooks: WebhookSettings | None = field(default_factory=WebhookSettings)
+    # Liveness (hub.fleet): when an edge is offline, a substation stale (SENTINEL_EDGE_SYNC_INTERVAL_S,
+    # SENTINEL_OFFLINE_MULTIPLE, SENTINEL_LIVENESS_CHECK_S, SENTINEL_TELEMETRY_STALE_S).
+    liveness: LivenessSettings = field(default_factory=LivenessSettings)
+    # WS /ws/grid-status (hub.stream): heartbeats (SENTINEL_WS_HEARTBEAT_S), reads, slow clients.
+    stream: StreamSettings = field(default_factory=StreamSettings)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -89,6 +101,9 @@ class Settings:
         if os.environ.get("SENTINEL_SITE_CONFIG", "").strip():  # raises ConfigError naming file and key
             agents = replace(agents, agents=replace(agents.agents, site=load_site_config()))
         env["agents"] = agents
+        env["webhooks"] = webhook_settings_from_env()  # raises naming the variable that is unusable
+        env["liveness"] = liveness_settings_from_env()  # so do these
+        env["stream"] = stream_settings_from_env()
         if os.environ.get("SENTINEL_LLM", "").strip().lower() not in ("", "none"):
             from agents.narration import narrator_from_env
 

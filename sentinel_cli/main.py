@@ -43,6 +43,7 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hub.app import create_app
+    from hub.server import listening_socket, uvicorn_config
     from hub.settings import Settings
     from hub.storage import parse_database_url
 
@@ -58,9 +59,18 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
     scheme = "https" if cert else "http"
     print(f"hub: serving on {scheme}://{args.host}:{args.port} (database {settings.database_url}); "
           f"API docs at /docs", flush=True)
-    # log_config=None: uvicorn's own dictConfig would replace the logging configured above
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", log_config=None,
-                ssl_certfile=cert, ssl_keyfile=key)
+    try:  # the hub's own socket: a WebSocket client that stops reading gets no backlog (hub/server.py)
+        sock = listening_socket(args.host, args.port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    server = uvicorn.Server(uvicorn_config(create_app(settings), args.host, args.port, ssl_certfile=cert,
+                                           ssl_keyfile=key))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C (uvicorn re-raises the signal once it has shut down), as uvicorn.run
+        pass
+    if not server.started:
+        return 3  # start-up failed (logged), as uvicorn.run exits
     return 0
 
 

@@ -76,7 +76,9 @@ def test_seed_voltage_sag_on_feeder_f12_with_its_deviation_and_the_phase_imbalan
     assert "Rebalance" in unbalance["recommendation"]
     full = client.get(f"/incidents/{sag['id']}").json()
     assert full["occurrences"] >= 2 and full["history"][0]["status"] == "OPEN"
-    assert client.get("/grid-status").json()["substations"]["NAIROBI-S1"]["status"] in ("WARNING", "CRITICAL")
+    nairobi = client.get("/grid-status").json()["substations"]["NAIROBI-S1"]
+    assert nairobi["last_status"] in ("WARNING", "CRITICAL")  # the grid monitor's verdict on that minute
+    assert (nairobi["status"], nairobi["stale"]) == ("UNKNOWN", True)  # of March: no current data (hub.fleet)
 
 
 def test_seed_transformer_oil_climbing_3_degc_a_day_gets_a_falling_health_and_a_window(client: TestClient) -> None:

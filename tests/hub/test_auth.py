@@ -13,7 +13,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from litestar.routes import HTTPRoute
+from litestar.exceptions import WebSocketDisconnect
+from litestar.routes import HTTPRoute, WebSocketRoute
 from litestar.testing import TestClient
 
 from agents.cyber_sentinel.evidence import GENESIS, chain
@@ -60,6 +61,8 @@ ROLE_OF = {"viewer": Role.VIEWER, "operator": Role.OPERATOR, "admin": Role.ADMIN
 def _routes(client: TestClient) -> list[tuple[str, str, object]]:
     out = []
     for route in client.app.routes:
+        if isinstance(route, WebSocketRoute):  # test_every_websocket_route_admits_as_its_policy_says
+            continue
         assert isinstance(route, HTTPRoute), f"{route.path}: a route kind the matrix does not know"
         for method, handler in route.route_handler_map.items():
             if method in ("HEAD", "OPTIONS"):
@@ -82,7 +85,8 @@ def test_every_route_declares_a_policy_and_the_matrix_holds(client: TestClient) 
     undeclared = [f"{m} {p}" for p, m, h in routes if policy_of(h) is None]
     assert not undeclared, f"routes without an access policy: {undeclared}"
     public = sorted(f"{m} {p}" for p, m, h in routes if policy_of(h).roles is None)
-    assert public == ["GET /healthz", "POST /auth/login"]  # nothing else without a credential
+    # nothing else without a credential: the login form and the two files it loads (hub/dashboard)
+    assert public == ["GET /healthz", "GET /login", "GET /login/assets/{name:str}", "POST /auth/login"]
     failures = []
     for path, method, handler in routes:
         policy = policy_of(handler)
@@ -96,6 +100,31 @@ def test_every_route_declares_a_policy_and_the_matrix_holds(client: TestClient) 
                 ok = r.status_code == (401 if caller == "anonymous" else 403)
             if not ok:
                 failures.append(f"{method} {path} as {caller}: {r.status_code} {r.text[:120]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_every_websocket_route_admits_as_its_policy_says(client: TestClient) -> None:
+    """A WebSocket refused before it is accepted: closed with 4000 + the HTTP status it would get
+    (a server that can answer the handshake with an HTTP status does: tests/hub/test_ws.py)."""
+    headers = {"anonymous": {}, "viewer": role_headers(client, "viewer"),
+               "operator": role_headers(client, "operator"), "admin": ADMIN,
+               "edge A": edge_headers(client, "EDGE-A"), "edge B": edge_headers(client, "EDGE-B")}
+    routes = [r for r in client.app.routes if isinstance(r, WebSocketRoute)]
+    assert [r.path for r in routes] == ["/ws/grid-status"]
+    failures = []
+    for route in routes:
+        policy = policy_of(route.route_handler)
+        assert policy is not None and policy.roles is not None, f"{route.path}: no access policy"
+        for caller in CALLERS:
+            allowed = caller != "anonymous" and policy.allows(ROLE_OF[caller])
+            try:
+                with client.websocket_connect(route.path, headers=headers[caller]) as ws:
+                    got = f"accepted, first message {ws.receive_json()['type']}"
+            except WebSocketDisconnect as exc:
+                got = f"closed {exc.code}"
+            want = "accepted, first message snapshot" if allowed else f"closed {4401 if caller == 'anonymous' else 4403}"
+            if got != want:
+                failures.append(f"WS {route.path} as {caller}: {got}, not {want}")
     assert not failures, "\n".join(failures)
 
 
