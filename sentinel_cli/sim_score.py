@@ -25,6 +25,7 @@ from hub.auth import AuthStore
 from hub.server import HubServer
 from hub.storage import open_storage
 from protocols.config import FirmwareConfig
+from sentinel_cli.progress import Progress
 from simulator.runner import Simulation
 from simulator.scenario import Anomaly, Scenario
 from simulator.scoring import Alarm, Scoreboard, TruthSpan, score_alarms
@@ -35,7 +36,8 @@ __all__ = ["accelerate", "anomaly_label", "run_scored"]
 # speed / 10 scenario seconds apart (the edge, the simulator and the hub share one process, and
 # a timeout of a few milliseconds would be a comm-lost alarm of the harness, not of the device).
 MIN_POLL_S = 0.1
-PROGRESS_EVERY_S = 10.0
+PROGRESS_EVERY_S = 10.0  # a plain progress line this often when stdout is no terminal
+BAR_EVERY_S = 1.0  # the bar's refresh on a terminal
 
 
 def accelerate(config: FirmwareConfig, speed: float) -> FirmwareConfig:
@@ -124,13 +126,17 @@ async def run_scored(
                     edges = [tg.create_task(d.run(), name=f"score.edge.{d.config.identity.edge_id}") for d in daemons]
                     try:
                         started = time.monotonic()
-                        while not sim_task.done():
-                            await asyncio.wait([sim_task], timeout=PROGRESS_EVERY_S)
-                            counts = await asyncio.to_thread(storage.reading_counts)
-                            incidents = sum((await asyncio.to_thread(storage.incident_counts)).values())
-                            out(f"score: t = {sim.now_s:,.0f} / {duration:,.0f} s "
-                                f"({time.monotonic() - started:.0f} s wall): {sum(counts.values()):,} readings, "
-                                f"{incidents} incidents at the hub")
+                        # a bar over scenario time on a terminal; a plain line every PROGRESS_EVERY_S otherwise
+                        with Progress("score: scenario", total=duration, unit="s", plain=out,
+                                      plain_every_s=PROGRESS_EVERY_S / 2) as progress:
+                            while not sim_task.done():
+                                await asyncio.wait([sim_task], timeout=BAR_EVERY_S if progress.drawing
+                                                   else PROGRESS_EVERY_S)
+                                counts = await asyncio.to_thread(storage.reading_counts)
+                                incidents = sum((await asyncio.to_thread(storage.incident_counts)).values())
+                                progress(min(sim.now_s, duration), detail=(
+                                    f"{sum(counts.values()):,} readings, {incidents} incidents at the hub "
+                                    f"({time.monotonic() - started:.0f} s wall)"))
                         for d in daemons:  # send what the edges still hold
                             d.sync.wake.set()
                         await asyncio.sleep(max(c.hub.sync_interval_s for c in edge_configs) + 1.0)

@@ -9,7 +9,7 @@ East Africa Time, as the live simulation does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -22,14 +22,18 @@ from simulator.plant import Plant
 __all__ = ["history_readings"]
 
 EAST_AFRICA = timedelta(hours=3)
+PROGRESS_STEPS = 50  # progress reported this many times over the physics, then once when done
 
 
 def history_readings(configs: Sequence[FirmwareConfig], *, days: float, end: datetime, step_s: float = 600.0,
-                     seed: int = 0) -> list[Reading]:
+                     seed: int = 0, progress: Callable[[int, int], object] | None = None) -> list[Reading]:
     """Readings of every configured point at ``end - days``, ``+ step_s``, ... up to (not including)
     ``end``; ``end`` must be timezone-aware. ``seed`` must be the live simulation's (0 by default):
     it fixes each device's own character (phase unbalance, power factor, load scale, the
-    substation's ambient), which a history of another seed would contradict."""
+    substation's ambient), which a history of another seed would contradict.
+
+    ``progress(done, total)``, if given, is called as the samples are computed (``total`` is the
+    number of time steps; ``done == total`` once, when the readings are made)."""
     if end.tzinfo is None:
         raise ValueError("end must be timezone-aware")
     if not days > 0 or not step_s > 0:
@@ -41,7 +45,14 @@ def history_readings(configs: Sequence[FirmwareConfig], *, days: float, end: dat
     start_hour = local.hour + local.minute / 60 + local.second / 3600
     physics = GridPhysics(plant, seed=seed, start_hour=start_hour, step_s=step_s)
     offsets = np.arange(n) * step_s
-    values = physics.series(offsets)  # (n, points)
+    # in chunks, in order (the physics carries state from one step to the next), to report progress
+    chunk = max(1, -(-n // PROGRESS_STEPS))
+    parts = []
+    for lo in range(0, n, chunk):
+        parts.append(physics.series(offsets[lo:lo + chunk]))
+        if progress is not None and lo + chunk < n:
+            progress(lo + chunk, n)
+    values = np.concatenate(parts) if parts else np.empty((0, len(plant.points)))  # (n, points)
     stamps = [start + timedelta(seconds=float(s)) for s in offsets]
     out: list[Reading] = []
     for p in plant.points:
@@ -51,6 +62,8 @@ def history_readings(configs: Sequence[FirmwareConfig], *, days: float, end: dat
         unit, sub, dev, metric = p.point.unit, p.device.substation, p.device.id, p.metric
         out.extend(Reading(ts=ts, substation=sub, device_id=dev, metric=metric, value=float(v), unit=unit)
                    for ts, v in zip(stamps, column, strict=True))
+    if progress is not None:
+        progress(n, n)
     return out
 
 
