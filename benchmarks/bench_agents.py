@@ -25,7 +25,7 @@ from _common import Figure, best_of, machine, print_json_lines, rate, use_repo_r
 
 use_repo_root()
 
-from hub.agent_inputs import RUNNERS, AgentSettings
+from hub.insights.agent_inputs import RUNNERS, AgentSettings
 from hub.storage.sqlite import SQLiteStorage
 from protocols.reading import Reading
 

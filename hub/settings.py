@@ -8,8 +8,8 @@ from datetime import datetime
 
 from hub.fleet.liveness import LivenessSettings
 from hub.fleet.liveness import settings_from_env as liveness_settings_from_env
-from hub.mqtt_ingest import MqttIngestSettings, settings_from_env
-from hub.orchestrator import OrchestratorSettings
+from hub.ingest.mqtt import MqttIngestSettings, settings_from_env
+from hub.insights.orchestrator import OrchestratorSettings
 from hub.site import load_site_config
 from hub.stream.broadcaster import StreamSettings, stream_settings_from_env
 from hub.webhooks.dispatcher import WebhookSettings, webhook_settings_from_env
@@ -71,7 +71,7 @@ class Settings:
         """``SENTINEL_DATABASE_URL``, ``SENTINEL_ADMIN_KEY``, ``SENTINEL_INGEST_RATE`` / ``_BURST``,
         ``SENTINEL_SESSION_TTL_S``,
         ``SENTINEL_DEFAULT_SUBSTATION``, ``SENTINEL_MODEL_REGISTRY``, ``SENTINEL_MQTT_URL`` / ``_TOPICS`` / ``_PASSWORD`` (see
-        :func:`hub.mqtt_ingest.settings_from_env`); keyword overrides win (e.g. from CLI flags)."""
+        :func:`hub.ingest.mqtt.settings_from_env`); keyword overrides win (e.g. from CLI flags)."""
         env: dict[str, object] = {}
         if url := os.environ.get("SENTINEL_DATABASE_URL"):
             env["database_url"] = url

@@ -255,7 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
 
-    s = sub.add_parser("demo", help="hub + two simulated substations + their edges, running a scenario")
+    s = sub.add_parser("demo", help="hub + two simulated substations + their edges, running a scenario",
+                       description="Prints the dashboard URL, a login (user admin, a password made for this "
+                                   "run) and an admin API key; at the end (--duration or Ctrl-C) a summary of "
+                                   "what happened: incidents by agent, forecasts, transformer health, grid "
+                                   "status. See docs/demo.md.")
     s.add_argument("--port", type=int, default=8000, help="hub port (default 8000)")
     s.add_argument("--duration", type=float, default=None, help="exit 0 after this many seconds (default: until Ctrl-C)")
     s.add_argument("--scenario", default=str(REPO / "scenarios" / "medium_risk_voltage_fluctuation.json"),

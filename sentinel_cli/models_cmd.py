@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sentinel_cli.progress import Progress
+
 __all__ = ["add_parser"]
 
 _KINDS = ("isolation_forest", "lof", "mahalanobis", "risk_classifier")
@@ -64,46 +66,13 @@ def _load_model(args: argparse.Namespace) -> Any:
     return load_model(verify_model(files, key, where=str(d)), files.onnx)
 
 
-class _Progress:
-    """A rich progress bar on stderr when it is a terminal and rich is installed; otherwise nothing."""
-
-    def __init__(self, label: str, enabled: bool) -> None:
-        self._bar = None
-        if not (enabled and sys.stderr.isatty()):
-            return
-        try:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-        except ImportError:
-            return
-        self._bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                             console=Console(stderr=True), transient=True)
-        self._task = None
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is None:
-            return
-        if self._task is None:
-            self._task = self._bar.add_task("rows", total=total)
-        self._bar.update(self._task, completed=done)
-
-
 def cmd_score(args: argparse.Namespace) -> int:
     from models.tabular import score_csv
 
     try:
         model = _load_model(args) if args.model else None
         columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
-        with _Progress("scoring", not args.no_progress) as progress:
+        with Progress("scoring", unit="rows", enabled=not args.no_progress) as progress:
             summary = score_csv(args.input, args.output, model=model, columns=columns, threshold=args.threshold,
                                 progress=progress)
     except _edge_errors() as exc:
@@ -140,13 +109,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         key = load_private_key(args.signing_key)
         if args.from_database is not None:
-            manifest = _train_from_database(args, key)
+            with Progress(f"training {args.name}", enabled=not args.no_progress) as progress:
+                progress(0, detail=f"reading {args.from_database} and fitting {args.kind}")
+                manifest = _train_from_database(args, key)
         else:
             columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
-            trained = train_from_csv(args.csv, kind=args.kind, name=args.name, columns=columns,
-                                     label_column=args.label_column, window=args.window, rows=_parse_rows(args.rows))
-            exported = export_model(trained)
-            manifest = Registry(args.registry).publish(exported, key)
+            # three steps of very different lengths: the bar says which one runs
+            with Progress(f"training {args.name}", total=3, unit="steps", enabled=not args.no_progress) as progress:
+                progress(0, detail=f"fitting {args.kind} on {Path(args.csv).name}")
+                trained = train_from_csv(args.csv, kind=args.kind, name=args.name, columns=columns,
+                                         label_column=args.label_column, window=args.window,
+                                         rows=_parse_rows(args.rows))
+                progress(1, detail="exporting to ONNX, checking parity")
+                exported = export_model(trained)
+                progress(2, detail=f"signing, publishing to {args.registry}")
+                manifest = Registry(args.registry).publish(exported, key)
+                progress(3)
     except _domain_errors() as exc:
         return _fail(str(exc))
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(manifest.metrics.items()))
@@ -157,11 +135,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_from_database(args: argparse.Namespace, key: Any) -> Any:
-    """Train from the hub's stored readings (``hub.training.train_from_database``)."""
+    """Train from the hub's stored readings (``hub.modelship.training.train_from_database``)."""
     from datetime import datetime
 
     from hub.storage import open_storage
-    from hub.training import train_from_database
+    from hub.modelship.training import train_from_database
     from models.registry import Registry
 
     def when(text: str | None) -> datetime | None:
@@ -268,9 +246,14 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
         if args.input_length < 2:
             raise ValueError(f"--input-length {args.input_length}: need at least 2 rows")
         borders = _parse_borders(args.borders)
-        results = [evaluate_long_horizon(args.csv, args.target, args.input_length, h, borders=borders,
-                                         calendar=args.calendar, decomposition=args.decomposition)
-                   for h in horizons]
+        results = []
+        with Progress("forecast-eval", total=len(horizons), unit="horizons",
+                      enabled=not args.no_progress) as progress:
+            for k, h in enumerate(horizons):
+                progress(k, detail=f"horizon {h}")
+                results.append(evaluate_long_horizon(args.csv, args.target, args.input_length, h, borders=borders,
+                                                     calendar=args.calendar, decomposition=args.decomposition))
+            progress(len(horizons))
     except _domain_errors() as exc:
         return _fail(str(exc))
     first = results[0]
@@ -337,6 +320,7 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--rows", default=None, help="train on rows START:STOP only, e.g. 0:8640")
     s.add_argument("--signing-key", default=None,
                    help="ed25519 private key (PEM) to sign with (default: the PEM text in $SENTINEL_MODEL_SIGNING_KEY)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
 
     s = models.add_parser("export", help="verify a model version and copy its files out (to ship to an edge)")
@@ -377,4 +361,5 @@ def add_parser(subparsers: Any) -> None:
                    help="add hour-of-day and day-of-week features of the first forecast step (default: off)")
     s.add_argument("--decomposition", type=int, default=0, metavar="KERNEL",
                    help="DLinear-style moving-average trend/remainder split with this odd kernel (default 0: none)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_forecast_eval)

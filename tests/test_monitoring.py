@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from edge.daemon import EdgeDaemon
-from hub.orchestrator import OrchestratorSettings
+from hub.insights.orchestrator import OrchestratorSettings
 from hub.server import HubServer
 from hub.settings import Settings
 from hub.storage import open_storage

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 AGENT = "liveness"  # the incidents' agent, and the actor of their automatic resolution
 EDGE_OFFLINE = "edge_offline"
-DEVICE_OFFLINE = "device_offline"  # raised by the edge's event (hub.telemetry), resolved here
+DEVICE_OFFLINE = "device_offline"  # raised by the edge's event (hub.ingest), resolved here
 ACTIVE_STATUSES = ("OPEN", "ACKNOWLEDGED", "IN_PROGRESS")  # not resolved yet
 LEARNT_SYNCS = 9  # gaps between syncs kept per edge; its interval is their median, once there are 3
 _ACTIVE_LISTED = 10_000

@@ -151,6 +151,95 @@ def incident_id(year: int, number: int) -> str:
     return f"INC-{year}-{number:06d}"
 
 
+# -- rows <-> our types, and the incident upsert: written once for both backends -------------------
+# Each backend stores time its own way (SQLite: seconds since the epoch as REAL; PostgreSQL:
+# timestamptz, which comes back as an aware datetime): a backend passes its converters, nothing else
+# differs.
+
+READING_COLUMNS = "ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
+"""The columns :func:`readings_from_rows` reads, in its order (a query may select more after them)."""
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def readings_from_rows(rows: Sequence[Sequence[Any]], ts: Callable[[Any], datetime] = _same) -> list[Reading]:
+    """Rows of :data:`READING_COLUMNS` as Readings; ``ts`` makes the stored time an aware datetime.
+    One str per name in the rows given, not one per row (a chunk of an export holds few names)."""
+    text: Callable[[str, str], str] = {}.setdefault
+    return [Reading(ts=ts(r[0]), substation=text(r[1], r[1]), device_id=text(r[2], r[2]), metric=text(r[3], r[3]),
+                    value=r[4], unit=text(r[5], r[5]), quality=r[6], flags=r[7], anomaly_score=r[8],
+                    anomaly_type=r[9]) for r in rows]
+
+
+def reading_rows(readings: Sequence[Reading], source: str, first_seq: int | None,
+                 ts: Callable[[datetime], Any] = _same) -> list[tuple]:
+    """Readings as rows of the readings table: :data:`READING_COLUMNS`' values in the table's order
+    (ts .. flags, source, seq, anomaly_score, anomaly_type); ``seq`` counts from ``first_seq`` (an
+    edge's batch) or is NULL; ``ts`` makes the datetime what the backend stores."""
+    return [(ts(r.ts), r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source,
+             None if first_seq is None else first_seq + i, r.anomaly_score, r.anomaly_type)
+            for i, r in enumerate(readings)]
+
+
+INCIDENT_COLUMNS = ("number, ts, type, device_id, severity, description, status, agent, substation, metric, value,"
+                    " condition_key, recommendation, confidence, occurrences, last_seen, updated_at, facts, narrative")
+"""The columns :func:`incident_from_row` reads, in its order (PostgreSQL selects ``facts::text``)."""
+
+
+def incident_from_row(r: Sequence[Any], ts: Callable[[Any], datetime] = _same) -> Incident:
+    """A row of :data:`INCIDENT_COLUMNS` as an Incident (first_seen = ts; last_seen defaults to ts)."""
+    at = ts(r[1])
+    return Incident(id=incident_id(at.year, r[0]), timestamp=at, type=r[2], device_id=r[3], severity=r[4],
+                    description=r[5], status=r[6], agent=r[7], substation=r[8], metric=r[9], value=r[10],
+                    condition_key=r[11], recommendation=r[12], confidence=r[13], occurrences=r[14], first_seen=at,
+                    last_seen=ts(r[15]) if r[15] is not None else at, updated_at=ts(r[16]),
+                    facts=msgspec.json.decode(r[17]) if r[17] else {}, narrative=r[18])
+
+
+class IncidentDialect(NamedTuple):
+    """What the incident upsert's SQL differs in between the backends."""
+
+    ts: Callable[[datetime], Any]  # a datetime as the backend stores it
+    greatest: str                  # the two-argument maximum: ``max`` (SQLite), ``greatest`` (PostgreSQL)
+    json: str                      # a JSON parameter's placeholder: ``?``, or ``?::json``
+
+
+def upsert_incidents(tx: SqlTx, incidents: Sequence[NewIncident], dialect: IncidentDialect) -> list[int]:
+    """One incident per ongoing condition: a finding whose condition has an incident that is not
+    RESOLVED updates it (newest description, value and facts; severity never lowered; one more
+    occurrence); otherwise it opens a new one, with its first history entry. Returns the incidents'
+    numbers, in order. Runs in the caller's transaction; both backends hold a unique index on the
+    open condition (``incidents_open_key``), so a second open incident for it cannot exist."""
+    now = dialect.ts(datetime.now(UTC))
+    update = (f"UPDATE incidents SET severity = ?, description = ?, value = ?, recommendation = ?, confidence = ?,"
+              f" facts = {dialect.json}, occurrences = occurrences + 1,"
+              f" last_seen = {dialect.greatest}(coalesce(last_seen, ts), ?), updated_at = ? WHERE number = ?")
+    insert = ("INSERT INTO incidents (ts, type, device_id, severity, description, status, agent, substation, metric,"
+              " value, created_at, updated_at, condition_key, recommendation, confidence, occurrences, last_seen,"
+              f" facts) VALUES (?,?,?,?,?,'OPEN',?,?,?,?,?,?,?,?,?,1,?,{dialect.json}) RETURNING number")
+    numbers = []
+    for inc in incidents:
+        key = inc.key()
+        ts = dialect.ts(inc.timestamp)
+        facts = msgspec.json.encode(inc.facts).decode()
+        row = tx.execute("SELECT number, severity FROM incidents WHERE condition_key = ? AND condition_key <> ''"
+                         " AND status <> 'RESOLVED' ORDER BY number DESC LIMIT 1", (key,)).fetchone()
+        if row is not None:
+            tx.execute(update, (merge_incident(row[1], inc), inc.description, inc.value, inc.recommendation,
+                                inc.confidence, facts, ts, now, row[0]))
+            numbers.append(row[0])
+            continue
+        (number,) = tx.execute(insert, (ts, inc.type, inc.device_id, inc.severity, inc.description, inc.agent,
+                                        inc.substation, inc.metric, inc.value, now, now, key, inc.recommendation,
+                                        inc.confidence, ts, facts)).fetchone()
+        tx.execute("INSERT INTO incident_history (number, ts, status, actor, note) VALUES (?,?,?,?,?)",
+                   (number, now, "OPEN", inc.agent, "raised"))
+        numbers.append(number)
+    return numbers
+
+
 class Storage(Protocol):
     backend: str  # "sqlite" | "postgresql" | "timescaledb"
 

@@ -45,6 +45,8 @@ from hub.storage.base import (
     EdgeState,
     HourlyMean,
     Incident,
+    INCIDENT_COLUMNS,
+    IncidentDialect,
     IncidentError,
     IncidentMaker,
     NewIncident,
@@ -59,10 +61,12 @@ from hub.storage.base import (
     epoch_us,
     first_of_each_key,
     from_epoch_us,
-    incident_id,
-    merge_incident,
+    incident_from_row,
     parse_incident_id,
     plan_sync,
+    reading_rows,
+    readings_from_rows,
+    upsert_incidents,
 )
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
@@ -230,19 +234,7 @@ ALTER TABLE edge_sync ADD COLUMN IF NOT EXISTS ot_logs_acked_through bigint NOT 
 ALTER TABLE edge_sync ADD COLUMN IF NOT EXISTS buffer_id text;  -- the edge's buffer the marks count in
 """
 
-_INCIDENT_COLS = ("number, ts, type, device_id, severity, description, status, agent, substation, metric, value,"
-                  " condition_key, recommendation, confidence, occurrences, last_seen, updated_at, facts::text,"
-                  " narrative")
-_INCIDENT_SQL = (
-    "INSERT INTO incidents (ts, type, device_id, severity, description, status, agent, substation, metric, value,"
-    " created_at, updated_at, condition_key, recommendation, confidence, occurrences, last_seen, facts)"
-    " VALUES (%s,%s,%s,%s,%s,'OPEN',%s,%s,%s,%s,%s,%s,%s,%s,%s,1,%s,%s::json) RETURNING number"
-)
-_INCIDENT_UPDATE_SQL = (
-    "UPDATE incidents SET severity = %s, description = %s, value = %s, recommendation = %s, confidence = %s,"
-    " facts = %s::json, occurrences = occurrences + 1, last_seen = greatest(coalesce(last_seen, ts), %s),"
-    " updated_at = %s WHERE number = %s"
-)
+_INCIDENT_COLS = INCIDENT_COLUMNS.replace(" facts,", " facts::text,")
 _HISTORY_SQL = "INSERT INTO incident_history (number, ts, status, actor, note) VALUES (%s,%s,%s,%s,%s)"
 _EVENT_COLS = "ts, substation, device_id, metric, type, state, severity, value, threshold, nominal, unit, description"
 _COPY_OT_LOGS = "COPY ot_logs (ts, substation, device_id, kind, source, body) FROM STDIN"
@@ -337,26 +329,16 @@ def _midnight(day: int) -> str:
     return datetime.combine(date.fromordinal(day), time(), UTC).isoformat()
 
 
-def _reading_rows(readings: Sequence[Reading], source: str, first_seq: int | None) -> list[tuple]:
-    if first_seq is None:
-        return [(r.ts, r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source, None,
-                 r.anomaly_score, r.anomaly_type) for r in readings]
-    return [(r.ts, r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source, first_seq + i,
-             r.anomaly_score, r.anomaly_type) for i, r in enumerate(readings)]
+_reading_rows = reading_rows  # timestamptz takes the datetime as it is (hub.storage.base)
+# the incident upsert (hub.storage.base.upsert_incidents) in PostgreSQL's words
+_INCIDENTS = IncidentDialect(ts=lambda t: t, greatest="greatest", json="?::json")
 
 
 def _json(value: object) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def _incident(r: tuple) -> Incident:
-    """A row of ``_INCIDENT_COLS`` as SQLite's ``_incident`` makes it (first_seen = ts; last_seen defaults to ts)."""
-    ts: datetime = r[1]
-    return Incident(id=incident_id(ts.year, r[0]), timestamp=ts, type=r[2], device_id=r[3], severity=r[4],
-                    description=r[5], status=r[6], agent=r[7], substation=r[8], metric=r[9], value=r[10],
-                    condition_key=r[11], recommendation=r[12], confidence=r[13], occurrences=r[14], first_seen=ts,
-                    last_seen=r[15] if r[15] is not None else ts, updated_at=r[16],
-                    facts=msgspec.json.decode(r[17]) if r[17] else {}, narrative=r[18])
+_incident = incident_from_row  # timestamptz comes back an aware datetime (the pool's sessions run in UTC)
 
 
 PARTITION_DAYS_BACK = 366 * 30  # history older than this (imports of old records) shares the default partition
@@ -586,33 +568,12 @@ class PostgresStorage:
         """
         if not incidents:
             return []
-        now = datetime.now(UTC)
         cur.execute(
             "SELECT pg_advisory_xact_lock(%s, h) FROM"
             " (SELECT DISTINCT hashtext(k) AS h FROM unnest(%s::text[]) AS k ORDER BY h) AS conditions",
             (_CONDITION_LOCK_CLASS, sorted({inc.key() for inc in incidents})),
         )
-        numbers = []
-        for inc in incidents:
-            key = inc.key()
-            row = cur.execute(
-                "SELECT number, severity FROM incidents WHERE condition_key = %s AND condition_key <> ''"
-                " AND status <> 'RESOLVED' ORDER BY number DESC LIMIT 1", (key,)).fetchone()
-            if row is not None:
-                cur.execute(_INCIDENT_UPDATE_SQL,
-                            (merge_incident(row[1], inc), inc.description, inc.value, inc.recommendation,
-                             inc.confidence, _json(inc.facts), inc.timestamp, now, row[0]))
-                numbers.append(row[0])
-                continue
-            (number,) = cur.execute(
-                _INCIDENT_SQL,
-                (inc.timestamp, inc.type, inc.device_id, inc.severity, inc.description, inc.agent, inc.substation,
-                 inc.metric, inc.value, now, now, key, inc.recommendation, inc.confidence, inc.timestamp,
-                 _json(inc.facts)),
-            ).fetchone()
-            cur.execute(_HISTORY_SQL, (number, now, "OPEN", inc.agent, "raised"))
-            numbers.append(number)
-        return numbers
+        return upsert_incidents(SqlTx(cur, "postgresql"), incidents, _INCIDENTS)
 
     def apply_sync(self, batch: SyncBatch, make_incidents: IncidentMaker) -> SyncAck:
         if batch.readings is not None and batch.readings.items:
@@ -793,11 +754,7 @@ class PostgresStorage:
         args.append(limit)
         with self._pool.connection() as conn:
             rows = conn.execute(query, args).fetchall()
-        return [
-            Reading(ts=r[0], substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5], quality=r[6],
-                    flags=r[7], anomaly_score=r[8], anomaly_type=r[9])
-            for r in rows
-        ]
+        return readings_from_rows(rows)
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with self._pool.connection() as conn:
@@ -862,11 +819,7 @@ class PostgresStorage:
             rows = conn.execute(
                 "SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
                 " FROM readings WHERE ts >= %s AND ts < %s ORDER BY ts LIMIT %s", (start, end, limit)).fetchall()
-        return [
-            Reading(ts=r[0], substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5], quality=r[6],
-                    flags=r[7], anomaly_score=r[8], anomaly_type=r[9])
-            for r in rows
-        ]
+        return readings_from_rows(rows)
 
     # -- the readings API (hub/readings) --------------------------------------------------------
 
@@ -882,8 +835,7 @@ class PostgresStorage:
         where, args = _series_where(substations, None, None)
         with self._pool.connection() as conn:
             rows = conn.execute(_LATEST_READINGS.format(where=where), args).fetchall()
-        return [Reading(ts=r[0], substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5], quality=r[6],
-                        flags=r[7], anomaly_score=r[8], anomaly_type=r[9]) for r in rows]
+        return readings_from_rows(rows)
 
     def substation_summaries(self) -> list[SubstationSummary]:
         with self._pool.connection() as conn:
@@ -914,10 +866,7 @@ class PostgresStorage:
         windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows)
 
         def chunk(rows: list[tuple]) -> list[Reading]:
-            text = {}.setdefault  # one str per name in a chunk, not one per row
-            return [Reading(ts=r[0], substation=text(r[1], r[1]), device_id=text(r[2], r[2]), metric=text(r[3], r[3]),
-                            value=r[4], unit=text(r[5], r[5]), quality=r[6], flags=r[7], anomaly_score=r[8],
-                            anomaly_type=r[9]) for r in rows]
+            return readings_from_rows(rows)  # one str per name in a chunk, not one per row
 
         return self._iter_windows(windows, query, lambda lo, hi: (from_epoch_us(lo), from_epoch_us(hi), *args),
                                   chunk, chunk_rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 import threading
@@ -17,6 +18,8 @@ from hub.storage.base import (
     EdgeState,
     HourlyMean,
     Incident,
+    INCIDENT_COLUMNS,
+    IncidentDialect,
     IncidentError,
     IncidentMaker,
     NewIncident,
@@ -31,15 +34,20 @@ from hub.storage.base import (
     epoch_us,
     first_of_each_key,
     from_epoch_us,
+    incident_from_row,
     incident_id,
-    merge_incident,
     parse_incident_id,
     plan_sync,
+    reading_rows,
+    readings_from_rows,
+    upsert_incidents,
 )
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
 from protocols.wire import Event, SyncAck, SyncBatch
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -144,11 +152,16 @@ _HELD_SQL = ("SELECT k.k FROM reading_keys AS k WHERE EXISTS (SELECT 1 FROM read
              " WHERE r.device_id = k.device_id AND r.metric = k.metric AND r.ts = k.ts"
              " AND r.substation = k.substation)")
 _EVENT_SQL = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-_INCIDENT_SQL = (
-    "INSERT INTO incidents (ts, type, device_id, severity, description, status, agent, substation, metric,"
-    " value, created_at, updated_at, condition_key, recommendation, confidence, occurrences, last_seen, facts)"
-    " VALUES (?,?,?,?,?,'OPEN',?,?,?,?,?,?,?,?,?,1,?,?)"
-)
+# one incident not RESOLVED per condition, as PostgreSQL's index ('' is what the column migration gives
+# incidents made before: never a finding's key)
+_OPEN_KEY_INDEX = ("CREATE UNIQUE INDEX IF NOT EXISTS incidents_open_key ON incidents (condition_key)"
+                   " WHERE status <> 'RESOLVED' AND condition_key <> ''")
+# open incidents that are not their condition's newest: (number, ts, condition_key, the newest's number and ts)
+_OPEN_DUPLICATES = """
+SELECT d.number, d.ts, d.condition_key, k.number, k.ts FROM (
+    SELECT number, ts, condition_key, max(number) OVER (PARTITION BY condition_key) AS kept FROM incidents
+    WHERE status <> 'RESOLVED' AND condition_key <> '') AS d JOIN incidents AS k ON k.number = d.kept
+WHERE d.number <> d.kept ORDER BY d.number"""
 # columns added after the first release: (name, type) to ALTER TABLE ... ADD COLUMN where missing
 _INCIDENT_COLUMNS = (("condition_key", "TEXT NOT NULL DEFAULT ''"), ("recommendation", "TEXT NOT NULL DEFAULT ''"),
                      ("confidence", "REAL"), ("occurrences", "INTEGER NOT NULL DEFAULT 1"), ("last_seen", "REAL"),
@@ -159,18 +172,16 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def reading_rows(readings: Sequence[Reading], source: str, first_seq: int | None) -> list[tuple]:
-    if first_seq is None:
-        return [
-            (r.ts.timestamp(), r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source, None,
-             r.anomaly_score, r.anomaly_type)
-            for r in readings
-        ]
-    return [
-        (r.ts.timestamp(), r.substation, r.device_id, r.metric, r.value, r.unit, r.quality, r.flags, source,
-         first_seq + i, r.anomaly_score, r.anomaly_type)
-        for i, r in enumerate(readings)
-    ]
+def _reading_rows(readings: Sequence[Reading], source: str, first_seq: int | None) -> list[tuple]:
+    return reading_rows(readings, source, first_seq, ts=datetime.timestamp)
+
+
+def _readings(rows: Sequence[tuple]) -> list[Reading]:
+    return readings_from_rows(rows, ts=_utc)
+
+
+# the incident upsert (hub.storage.base.upsert_incidents) in SQLite's words
+_INCIDENTS = IncidentDialect(ts=datetime.timestamp, greatest="max", json="?")
 
 
 class SQLiteStorage:
@@ -196,13 +207,42 @@ class SQLiteStorage:
         for name, kind in _INCIDENT_COLUMNS:  # databases made before incident correlation
             if name not in have:
                 self._db.execute(f"ALTER TABLE incidents ADD COLUMN {name} {kind}")
-        self._db.execute("CREATE INDEX IF NOT EXISTS incidents_open_key ON incidents (condition_key)"
-                         " WHERE status <> 'RESOLVED'")
+        self._one_open_incident_per_condition()
         have = {r[1] for r in self._db.execute("PRAGMA table_info(edge_sync)")}
         if "ot_logs_acked_through" not in have:  # databases made before edges forwarded OT logs
             self._db.execute("ALTER TABLE edge_sync ADD COLUMN ot_logs_acked_through INTEGER NOT NULL DEFAULT 0")
         if "buffer_id" not in have:  # databases made before edges named their buffers
             self._db.execute("ALTER TABLE edge_sync ADD COLUMN buffer_id TEXT")
+
+    def _one_open_incident_per_condition(self) -> None:
+        """PostgreSQL's unique ``incidents_open_key``: at most one incident not RESOLVED per condition.
+        Databases made before it had a plain index of that name, and may hold duplicates: the older
+        ones are resolved first (the newest is the one the upsert has been updating), each with a
+        history entry, and logged."""
+        index = self._db.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'incidents_open_key'"
+                                 ).fetchone()
+        if index is not None and index[0] is not None and " UNIQUE " in f" {index[0].upper()} ":
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            dupes = [(number, incident_id(_utc(ts).year, number), key, incident_id(_utc(kept_ts).year, kept))
+                     for number, ts, key, kept, kept_ts in self._db.execute(_OPEN_DUPLICATES).fetchall()]
+            if dupes:
+                now = datetime.now(UTC).timestamp()
+                self._db.executemany("UPDATE incidents SET status = 'RESOLVED', updated_at = ? WHERE number = ?",
+                                     [(now, number) for number, *_ in dupes])
+                self._db.executemany("INSERT INTO incident_history (number, ts, status, actor, note) VALUES (?,?,?,?,?)",
+                                     [(number, now, "RESOLVED", "hub", f"duplicate of {kept} (the same condition, "
+                                       f"{key!r}, open twice): resolved when the hub made it one open incident per "
+                                       "condition") for number, _, key, kept in dupes])
+                log.warning("%s: resolved %d duplicate open incidents, keeping the newest of each condition open: %s",
+                            self.path, len(dupes), ", ".join(f"{dup} (duplicate of {kept})" for _, dup, _, kept in dupes))
+            self._db.execute("DROP INDEX IF EXISTS incidents_open_key")
+            self._db.execute(_OPEN_KEY_INDEX)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -228,36 +268,8 @@ class SQLiteStorage:
     # -- writes -------------------------------------------------------------------------------
 
     def _insert_incidents(self, incidents: Sequence[NewIncident]) -> list[int]:
-        """One incident per ongoing condition: a finding whose condition has an incident that is not
-        RESOLVED updates it (newest description, value and facts; severity never lowered; one more
-        occurrence); otherwise it opens a new one. Returns the incidents' numbers, in order."""
-        now = datetime.now(UTC).timestamp()
-        numbers = []
-        for inc in incidents:
-            key = inc.key()
-            ts = inc.timestamp.timestamp()
-            row = self._db.execute(
-                "SELECT number, severity FROM incidents WHERE condition_key = ? AND status <> 'RESOLVED'"
-                " ORDER BY number DESC LIMIT 1", (key,)).fetchone()
-            if row is not None:
-                self._db.execute(
-                    "UPDATE incidents SET severity = ?, description = ?, value = ?, recommendation = ?,"
-                    " confidence = ?, facts = ?, occurrences = occurrences + 1, last_seen = max(coalesce(last_seen, ts), ?),"
-                    " updated_at = ? WHERE number = ?",
-                    (merge_incident(row[1], inc), inc.description, inc.value, inc.recommendation, inc.confidence,
-                     _json(inc.facts), ts, now, row[0]))
-                numbers.append(row[0])
-                continue
-            cur = self._db.execute(
-                _INCIDENT_SQL,
-                (ts, inc.type, inc.device_id, inc.severity, inc.description, inc.agent,
-                 inc.substation, inc.metric, inc.value, now, now, key, inc.recommendation, inc.confidence, ts,
-                 _json(inc.facts)),
-            )
-            self._db.execute("INSERT INTO incident_history VALUES (?,?,?,?,?)",
-                             (cur.lastrowid, now, "OPEN", inc.agent, "raised"))
-            numbers.append(cur.lastrowid)
-        return numbers
+        """:func:`hub.storage.base.upsert_incidents`, in the transaction the caller holds open."""
+        return upsert_incidents(SqlTx(self._db.cursor(), self.backend), incidents, _INCIDENTS)
 
     def apply_sync(self, batch: SyncBatch, make_incidents: IncidentMaker) -> SyncAck:
         with self._lock:
@@ -272,7 +284,7 @@ class SQLiteStorage:
                 r_hwm, e_hwm, gaps, o_hwm, buffer_id = row if row else (0, 0, 0, 0, None)
                 plan = plan_sync(batch, r_hwm, e_hwm, o_hwm, buffer_id)  # SequenceError: nothing stored
                 if plan.readings:
-                    db.executemany(_READING_SQL, reading_rows(plan.readings, batch.edge_id, plan.readings_first))
+                    db.executemany(_READING_SQL, _reading_rows(plan.readings, batch.edge_id, plan.readings_first))
                 if plan.events:
                     db.executemany(
                         _EVENT_SQL,
@@ -310,7 +322,7 @@ class SQLiteStorage:
         first = first_of_each_key(readings)
         if not first:
             return []
-        rows = reading_rows([readings[i] for i in first], source, None)
+        rows = _reading_rows([readings[i] for i in first], source, None)
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -451,11 +463,7 @@ class SQLiteStorage:
                 "SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
                 " FROM readings WHERE ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
                 (start.timestamp(), end.timestamp(), limit)).fetchall()
-        return [
-            Reading(ts=_utc(r[0]), substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5],
-                    quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9])
-            for r in rows
-        ]
+        return _readings(rows)
 
     # -- long ranges in chunks (exports, history) -----------------------------------------------
     # LIMIT-keyset queries over TimeWindows: each query is short and holds the lock only while it
@@ -486,10 +494,7 @@ class SQLiteStorage:
                 if n == chunk_rows:
                     last = rows[-1]
                     after = (last[0], last[1], last[2], last[3], last[10])
-                text = {}.setdefault  # one str per name in a chunk, not one per row
-                chunk = [Reading(ts=_utc(r[0]), substation=text(r[1], r[1]), device_id=text(r[2], r[2]),
-                                 metric=text(r[3], r[3]), value=r[4], unit=text(r[5], r[5]), quality=r[6], flags=r[7],
-                                 anomaly_score=r[8], anomaly_type=r[9]) for r in rows]
+                chunk = _readings(rows)  # one str per name in a chunk, not one per row
                 del rows  # before the caller works on the chunk, and before the next query
                 if chunk:
                     yield chunk
@@ -556,8 +561,7 @@ class SQLiteStorage:
         where, args = _series_where(substations, None, None)
         with self._lock:
             rows = self._db.execute(_LATEST_READINGS.format(where=where), args).fetchall()
-        return [Reading(ts=_utc(r[0]), substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5],
-                        quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9]) for r in rows]
+        return _readings(rows)
 
     def substation_summaries(self) -> list[SubstationSummary]:
         with self._lock:
@@ -643,11 +647,7 @@ class SQLiteStorage:
                 " FROM readings WHERE device_id = ? AND metric = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
                 (device_id, metric, lo, hi, limit),
             ).fetchall()
-        return [
-            Reading(ts=_utc(r[0]), substation=r[1], device_id=r[2], metric=r[3], value=r[4], unit=r[5],
-                    quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9])
-            for r in rows
-        ]
+        return _readings(rows)
 
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
@@ -662,8 +662,7 @@ class SQLiteStorage:
             return self._db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
 
 
-_INCIDENT_COLS = ("number, ts, type, device_id, severity, description, status, agent, substation, metric, value,"
-                  " condition_key, recommendation, confidence, occurrences, last_seen, updated_at, facts, narrative")
+_INCIDENT_COLS = INCIDENT_COLUMNS
 _OT_DECODER = msgspec.json.Decoder(OtLogEvent)
 
 # iter_readings: one chunk of a window, from a keyset on
@@ -734,9 +733,4 @@ def _json(value: object) -> str:
 
 
 def _incident(r: tuple) -> Incident:
-    ts = _utc(r[1])
-    return Incident(id=incident_id(ts.year, r[0]), timestamp=ts, type=r[2], device_id=r[3], severity=r[4],
-                    description=r[5], status=r[6], agent=r[7], substation=r[8], metric=r[9], value=r[10],
-                    condition_key=r[11], recommendation=r[12], confidence=r[13], occurrences=r[14], first_seen=ts,
-                    last_seen=_utc(r[15]) if r[15] is not None else ts, updated_at=_utc(r[16]),
-                    facts=msgspec.json.decode(r[17]) if r[17] else {}, narrative=r[18])
+    return incident_from_row(r, ts=_utc)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from hub.agents_api import forecast_window
+from hub.insights.products import forecast_window
 from hub.fleet import Liveness, SubstationStatus, active_incidents, grid_status
 from hub.storage.base import Incident, Storage
 

@@ -21,7 +21,7 @@ from agents.cyber_sentinel import evidence as agent_evidence
 from export.report import check_evidence, evidence_chain, flatten_facts, incident_report, render_html, render_pdf
 from hub.app import create_app
 from hub.auth import AuthStore
-from hub.orchestrator import OrchestratorSettings
+from hub.insights.orchestrator import OrchestratorSettings
 from hub.settings import Settings
 from hub.storage import open_storage
 from tests.support.hub_auth import ADMIN, ADMIN_KEY, as_admin, role_headers

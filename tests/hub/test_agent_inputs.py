@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from hub.agent_inputs import substation_load_forecasts
+from hub.insights.agent_inputs import substation_load_forecasts
 from hub.storage.base import Document
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from litestar.testing import TestClient
 
-from hub.agent_inputs import RUNNERS, AgentOutput
+from hub.insights.agent_inputs import RUNNERS, AgentOutput
 from hub.app import create_app
-from hub.orchestrator import Orchestrator, OrchestratorSettings
+from hub.insights.orchestrator import Orchestrator, OrchestratorSettings
 from hub.settings import Settings
 from tests.support.hub_auth import ADMIN_KEY, as_admin, role_headers
 from hub.storage import open_storage

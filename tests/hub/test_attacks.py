@@ -17,7 +17,7 @@ import pytest
 from litestar.testing import TestClient
 
 from hub.app import create_app
-from hub.orchestrator import OrchestratorSettings
+from hub.insights.orchestrator import OrchestratorSettings
 from hub.settings import Settings
 from protocols.reading import Reading
 from protocols.wire import Event, EventRun, ReadingRun, SyncBatch, encode

@@ -22,7 +22,7 @@ from hub.app import create_app
 from hub.auth.guards import policy_of
 from hub.auth.model import Role
 from hub.auth.store import AuthError, AuthStore, _link
-from hub.orchestrator import OrchestratorSettings
+from hub.insights.orchestrator import OrchestratorSettings
 from hub.settings import Settings
 from hub.storage import open_storage
 from protocols.reading import Reading

@@ -31,7 +31,7 @@ from schemathesis.engine import Status, events, from_schema
 
 from hub.app import create_app
 from hub.auth import AuthStore
-from hub.orchestrator import OrchestratorSettings
+from hub.insights.orchestrator import OrchestratorSettings
 from hub.settings import Settings
 from hub.storage import Storage, open_storage
 from models.signing import PRIVATE_KEY_ENV, generate_keypair

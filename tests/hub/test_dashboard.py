@@ -40,7 +40,7 @@ from hub.app import create_app
 from hub.dashboard import DASHBOARD_DIR, UPLOT_DIR, UPLOT_VERSION
 from hub.dashboard.routes import content_security_policy
 from hub.fleet import LivenessSettings
-from hub.orchestrator import OrchestratorSettings
+from hub.insights.orchestrator import OrchestratorSettings
 from hub.settings import Settings
 from hub.storage import open_storage
 from protocols.config import FirmwareConfig, load_config

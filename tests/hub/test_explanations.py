@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agents.findings import Finding
-from hub.explanations import explain_findings
+from hub.insights.explanations import explain_findings
 from hub.storage.sqlite import SQLiteStorage
 from models.features import CrossFeature, FeatureSpec, compute_features
 from models.registry import Registry

@@ -21,9 +21,9 @@ import msgspec
 import pytest
 from litestar.testing import TestClient
 
-from hub.agent_inputs import AgentSettings, run_anomaly_detector, run_grid_monitor
+from hub.insights.agent_inputs import AgentSettings, run_anomaly_detector, run_grid_monitor
 from hub.app import create_app
-from hub.mqtt_ingest import MqttIngest, parse_mqtt_url
+from hub.ingest.mqtt import MqttIngest, parse_mqtt_url
 from hub.settings import Settings
 from hub.storage.base import Storage
 from protocols.reading import QualityFlag, Reading
@@ -176,7 +176,7 @@ def test_an_edge_syncing_impossible_readings_has_them_stored_flagged_invalid_and
                 _reading("FEEDER-F12", 11.0, datetime(1970, 1, 1, tzinfo=UTC))]
     events = [_event(-5.0, t), _event(-1e308, t), _event(9.0, datetime(9999, 12, 31, tzinfo=UTC)),
               _event(9.0, datetime(1970, 1, 1, tzinfo=UTC))]
-    with caplog.at_level(logging.WARNING, logger="hub.telemetry"):
+    with caplog.at_level(logging.WARNING, logger="hub.ingest.telemetry"):
         r = client.post("/edge/sync", content=_sync_batch(readings, events), headers=edge_headers(client, "edge-1"))
     assert r.status_code == 200, r.text  # refused, the edge would resend it for ever
     assert (r.json()["readings_stored"], r.json()["events_stored"]) == (5, 4)

@@ -21,7 +21,7 @@ import pytest
 
 from edge.limits import LimitMonitor
 from hub.fleet import LivenessSettings, settings_from_env
-from hub.orchestrator import OrchestratorSettings
+from hub.insights.orchestrator import OrchestratorSettings
 from hub.settings import Settings
 from hub.storage.base import Storage
 from protocols.config import Limits

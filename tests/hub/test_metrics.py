@@ -18,10 +18,10 @@ import pytest
 from litestar.datastructures import State
 from litestar.testing import TestClient
 
-from hub.agent_inputs import AgentOutput
+from hub.insights.agent_inputs import AgentOutput
 from hub.app import create_app
 from hub.metrics import HubMetrics
-from hub.orchestrator import Orchestrator, OrchestratorSettings
+from hub.insights.orchestrator import Orchestrator, OrchestratorSettings
 from hub.settings import Settings
 from hub.storage import open_storage
 from hub.storage.base import Storage

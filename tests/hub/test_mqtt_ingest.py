@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from hub.mqtt_ingest import MqttIngest, MqttIngestSettings, parse_mqtt_url, settings_from_env
+from hub.ingest.mqtt import MqttIngest, MqttIngestSettings, parse_mqtt_url, settings_from_env
 from hub.storage.base import Storage
 from hub.storage.sqlite import SQLiteStorage
 from protocols.mqtt.config import MqttDevice, MqttPoint, MqttTls

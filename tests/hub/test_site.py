@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.agent_inputs import AgentSettings, run_cyber_sentinel, run_grid_monitor
+from hub.insights.agent_inputs import AgentSettings, run_cyber_sentinel, run_grid_monitor
 from hub.site import SiteConfig, load_site_config
 from hub.storage.sqlite import SQLiteStorage
 from protocols.config import ConfigError

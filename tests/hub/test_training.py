@@ -144,7 +144,7 @@ def test_retrain_names_the_bad_field(client: TestClient, body: dict, field: str)
 
 @pytest.mark.postgres
 def test_train_from_database_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
-    from hub.training import train_from_database
+    from hub.modelship.training import train_from_database
 
     storage = open_storage(postgres_url)
     try:

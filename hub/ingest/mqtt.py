@@ -33,7 +33,7 @@ from typing import Literal, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from hub.storage import Storage
-from hub.telemetry import incident_from_finding, store_telemetry  # noqa: F401 - re-exported
+from hub.ingest.telemetry import incident_from_finding, store_telemetry  # noqa: F401 - re-exported
 from protocols.config import Limits
 from paho.mqtt.client import topic_matches_sub
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from agents import anomaly_detector, cyber_sentinel, demand_forecaster, grid_monitor, maintenance_predictor
 from agents.findings import Finding
-from hub.explanations import explain_findings
+from hub.insights.explanations import explain_findings
 from hub.site import SiteConfig
 from hub.storage.base import Document, HourlyMean, Storage
 from protocols import gridcode
@@ -49,7 +49,7 @@ class AgentSettings:
     # feeder ratings and adjacency, capacities and holidays, the cyber policy (hub/site.py); a
     # feeder or substation without a capacity gets 1.25 x its highest hourly load, and says so
     site: SiteConfig = field(default_factory=SiteConfig)
-    # the model registry whose IsolationForests explain multivariate anomalies (hub.explanations)
+    # the model registry whose IsolationForests explain multivariate anomalies (hub.insights.explanations)
     model_registry: str | None = None
 
 

@@ -1,6 +1,6 @@
 """The orchestrator: runs the five agents concurrently, on new data and on a schedule.
 
-Each agent (:data:`hub.agent_inputs.RUNNERS`) runs in a worker thread with a time budget. One agent
+Each agent (:data:`hub.insights.agent_inputs.RUNNERS`) runs in a worker thread with a time budget. One agent
 failing, or running past its budget, never holds up the others: it is reported (``status()``,
 ``GET /agents``, one ERROR log line when it starts failing and one INFO when it recovers) and
 retried on the next cycle, which comes sooner after a failure (capped, doubling backoff). An agent
@@ -27,9 +27,9 @@ from typing import Any
 import msgspec
 
 from agents.findings import Finding
-from hub.agent_inputs import RUNNERS, AgentOutput, AgentSettings
+from hub.incidents.service import incident_from_finding
+from hub.insights.agent_inputs import RUNNERS, AgentOutput, AgentSettings
 from hub.storage.base import Incident, Storage
-from hub.telemetry import incident_from_finding
 
 __all__ = ["AgentStatus", "Orchestrator", "OrchestratorSettings"]
 

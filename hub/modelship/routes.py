@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
@@ -23,28 +22,14 @@ from hub.auth import ADMIN, MODEL_READ
 from hub.auth.audit import record
 from hub.auth.guards import allow
 from hub.openapi import error
-from hub.training import RetrainError, RetrainRequest, RetrainResult, retrain
+from hub.modelship.schemas import ModelInfo, ModelList, ModelVersion, RetrainRequest, RetrainResult
+from hub.modelship.training import RetrainError, retrain
 from models.registry import Registry, RegistryError
 from models.signing import ModelVerificationError, load_private_key
 
-__all__ = ["ModelInfo", "ModelList", "ModelVersion", "get_model_file", "latest_model", "list_models", "registry", "retrain_model"]
+__all__ = ["ROUTES", "get_model_file", "latest_model", "list_models", "registry", "retrain_model"]
 
 FileKind = Literal["onnx", "manifest", "signature"]
-
-
-class ModelInfo(msgspec.Struct, frozen=True):
-    name: str
-    versions: list[int]
-    latest: int | None
-
-
-class ModelList(msgspec.Struct, frozen=True):
-    models: list[ModelInfo]
-
-
-class ModelVersion(msgspec.Struct, frozen=True):
-    name: str
-    version: int
 
 
 def registry(state: State) -> Registry:
@@ -121,3 +106,6 @@ def retrain_model(data: JSONBody[RetrainRequest], request: Request, state: State
             {"key": exc.field, "source": "body", "message": str(exc).removeprefix(f"{exc.field}: ")}]) from exc
     record(request, "model.publish", result.model, method=data.method, version=result.model_version)
     return result
+
+
+ROUTES = [list_models, latest_model, get_model_file, retrain_model]

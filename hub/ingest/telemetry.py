@@ -3,7 +3,7 @@ and what each ingest boundary does with readings no instrument can give (:mod:`p
 
 - ``POST /sensors/process`` refuses the request (400 naming ``sensor_readings[3].value``):
   :func:`impossible_fields`;
-- MQTT ingest turns such a reading into a dead letter (:mod:`hub.mqtt_ingest`);
+- MQTT ingest turns such a reading into a dead letter (:mod:`hub.ingest.mqtt`);
 - edge sync stores it, marked invalid (:func:`sanitise_sync`): the edge would resend a refused batch
   for ever. The edge's events with an impossible value or timestamp are stored and raise no incident.
 
@@ -21,8 +21,8 @@ from datetime import datetime
 import msgspec
 
 from agents import grid_monitor
-from agents.findings import Finding
-from hub.storage import Incident, NewIncident, Storage
+from hub.incidents.service import incident_from_finding
+from hub.storage import Incident, Storage
 from protocols.config import Limits
 from protocols.reading import Reading
 from protocols.validation import impossible_readings, sanitise_readings
@@ -33,14 +33,6 @@ __all__ = ["MAX_ERRORS_LISTED", "impossible_fields", "incident_from_finding", "s
 log = logging.getLogger(__name__)
 
 MAX_ERRORS_LISTED = 100  # impossible readings named in one answer (the count says how many in all)
-
-
-def incident_from_finding(f: Finding) -> NewIncident:
-    """A finding of any agent as an incident to record (one per ongoing condition: its key)."""
-    return NewIncident(timestamp=f.timestamp, type=f.type, device_id=f.device_id, severity=f.severity,
-                       description=f.description, agent=f.agent, substation=f.substation, metric=f.metric,
-                       value=f.value, condition_key=f.condition_key(), recommendation=f.recommendation,
-                       confidence=f.confidence, facts=f.facts)
 
 
 def store_telemetry(storage: Storage, readings: Sequence[Reading], nominals: Sequence[float | None],

@@ -17,17 +17,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING
 
-import msgspec
 import numpy as np
 
+from hub.modelship.schemas import RetrainIncident, RetrainRequest, RetrainResult
 from hub.storage import Storage
 from models.manifest import Manifest
 from models.registry import Registry, RegistryError
 from models.runtime import Model, load_model
-from protocols.reading import QualityFlag, Reading, UtcTime
-from protocols.validation import NAME_PATTERN, check_name
+from protocols.reading import QualityFlag, Reading
+from protocols.validation import check_name
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -43,9 +43,6 @@ INCIDENT_MARGIN_S = 120.0  # an incident named by id labels its device from this
 HOLDOUT = 0.25
 DEFAULT_MODELS = {"feedback": "grid-risk", "from_database": "grid-anomaly"}
 
-ModelName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, max_length=64)]  # it becomes a directory
-Text = Annotated[str, msgspec.Meta(max_length=128)]
-
 
 class RetrainError(ValueError):
     """Bad retraining input; ``field`` names where (``incidents[2].incident_id``)."""
@@ -53,42 +50,6 @@ class RetrainError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"{field}: {message}")
-
-
-class RetrainIncident(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """An expert's verdict: on a stored incident (``incident_id``), or on an interval of a device."""
-
-    label: Text  # "normal" (a false alarm) or the anomaly's type: step, drift, spike, ...
-    incident_id: Text | None = None
-    device_id: Text | None = None
-    metric: Text | None = None
-    start: UtcTime | None = None
-    end: UtcTime | None = None
-
-
-class RetrainRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    method: Literal["feedback", "from_database"]
-    incidents: Annotated[list[RetrainIncident], msgspec.Meta(max_length=10_000)] = []
-    # default: grid-risk (feedback), grid-anomaly (from_database); protocols.validation.NAME_PATTERN
-    model: ModelName | None = None
-    # the model's inputs; default: the previous version's, or the incidents'
-    metrics: Annotated[list[Text], msgspec.Meta(max_length=64)] | None = None
-    window: Annotated[int, msgspec.Meta(ge=4, le=4096)] = 32  # what models.features.FeatureSpec allows
-    sample_period_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 1.0
-
-
-class RetrainResult(msgspec.Struct, frozen=True, kw_only=True):
-    """The seed's answer to ``POST /retrain``, plus what was trained."""
-
-    success: bool
-    model_version: int
-    accuracy_improvement: float | None  # held-out accuracy, new minus previous version; None: no previous
-    retraining_time_ms: float
-    model: str
-    kind: str
-    accuracy: float
-    previous_accuracy: float | None
-    holdout_windows: int
 
 
 @dataclass(frozen=True)
