@@ -65,6 +65,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Proc:
     """One of the rig's processes (``python -m sentinel_cli.main ...``), its output appended to a log
     file across restarts. An exit the rig did not cause is recorded as a crash."""
@@ -80,9 +84,12 @@ class Proc:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             log.write(f"\n=== {datetime.now(UTC).isoformat()} start {self.name}\n".encode())
+            # SIGINT back to its default in the child: a rig started in the background (nohup, `&`)
+            # inherits SIGINT ignored, and Python then never turns Ctrl-C into a clean stop
             self.popen = subprocess.Popen([sys.executable, "-m", "sentinel_cli.main", *self.argv], cwd=REPO,
                                           env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+                                          stdin=subprocess.DEVNULL, start_new_session=True,
+                                          preexec_fn=_default_sigint)
         self.starts += 1
 
     @property
