@@ -401,7 +401,7 @@ class Liveness:
                 timestamp=now, type=EDGE_OFFLINE, device_id=e.edge_id, severity=severity, agent=AGENT,
                 substation=e.substation, condition_key=key, value=round(silent, 1),
                 description=f"Edge {e.edge_id} ({e.substation}) has not synced for {silent:.0f} s (offline after "
-                            f"{e.offline_after_s:g} s): the hub hears nothing from {e.substation}",
+                            f"{_secs(e.offline_after_s)}): the hub hears nothing from {e.substation}",
                 recommendation="Check the edge box's power and network link to the hub, and run `sentinel edge "
                                "status` on it. Its buffer keeps the readings it takes meanwhile and sends them "
                                "when it reaches the hub again.",
@@ -445,4 +445,11 @@ class Liveness:
 def _silence(e: EdgeLiveness) -> str:
     if e.last_sync is None:
         return f"edge {e.edge_id} has never synced"
-    return f"edge {e.edge_id} silent for {e.silent_s:.0f} s (offline after {e.offline_after_s:g} s)"
+    return f"edge {e.edge_id} silent for {e.silent_s:.0f} s (offline after {_secs(e.offline_after_s)})"
+
+
+def _secs(seconds: float) -> str:
+    """A duration as an operator reads it: ``4.1 s``, ``90 s``, ``15 min``."""
+    if seconds >= 600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
