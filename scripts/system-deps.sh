@@ -23,19 +23,24 @@ if command -v npm >/dev/null 2>&1 && [ ! -d "$NODE_OPCUA_DIR/node_modules/node-o
         || echo "system-deps: node-opcua-server could not be installed; the OPC-UA interop tests will say so" >&2
 fi
 
-if [ ${#missing[@]} -eq 0 ]; then
-    exit 0
+install_missing() {
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "system-deps: installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # Debian starts the packaged services; the tests start their own, so stop these.
+        for svc in postgresql mosquitto; do
+            if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+        done
+    else
+        echo "system-deps: missing ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
+        echo "system-deps: tests that need them will be skipped outside CI" >&2
+    fi
+}
+if [ ${#missing[@]} -gt 0 ]; then
+    install_missing
 fi
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "system-deps: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # Debian starts the packaged services; the tests start their own, so stop these.
-    for svc in postgresql mosquitto; do
-        if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
-    done
-else
-    echo "system-deps: missing ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
-    echo "system-deps: tests that need them will be skipped outside CI" >&2
-fi
+
+# TimescaleDB, built from its source release in ../shared/timescaledb/ (not in Debian's lists)
+bash "$(dirname "$0")/timescaledb.sh"

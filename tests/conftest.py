@@ -37,3 +37,29 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["objec
 def postgres_url(postgres_server) -> str:
     """A fresh, empty database on the session's server; its URL."""
     return postgres_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def timescale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
+    """A throwaway PostgreSQL server with TimescaleDB preloaded (the hub then uses its hypertable
+    layout). Skipped, saying why, where the extension is not installed: ``make test`` builds it
+    from ../shared/timescaledb/ when that is there (scripts/timescaledb.sh)."""
+    from sentinel_cli.pgserver import PostgresServer, PostgresNotFound, find_bindir
+
+    try:
+        libdir = find_bindir().parent / "lib"
+    except PostgresNotFound as exc:
+        pytest.skip(f"PostgreSQL not installed: {exc}")
+    if not any(libdir.glob("timescaledb*.so")):
+        pytest.skip(f"TimescaleDB is not installed in {libdir} (scripts/timescaledb.sh builds it from "
+                    "../shared/timescaledb/): the TimescaleDB layout is not tested")
+    settings = {"shared_preload_libraries": "'timescaledb'", "timescaledb.telemetry_level": "off",
+                "max_worker_processes": "16", "timescaledb.max_background_workers": "4"}
+    with PostgresServer(tmp_path_factory.mktemp("tsdb"), settings=settings) as server:
+        yield server
+
+
+@pytest.fixture
+def timescale_url(timescale_server) -> str:
+    """A fresh, empty database on the TimescaleDB server; its URL."""
+    return timescale_server.create_database()

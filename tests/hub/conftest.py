@@ -12,21 +12,32 @@ from hub.storage.base import Storage
 from hub.storage.sqlite import SQLiteStorage
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+# Every storage test runs on SQLite and on PostgreSQL in both of the hub's layouts: plain (native
+# partitions, BRIN) and TimescaleDB (hypertable, compression), the latter skipped, saying why,
+# where the extension is not installed.
+BACKENDS = ["sqlite", pytest.param("postgres-plain", marks=pytest.mark.postgres),
+            pytest.param("postgres-timescaledb", marks=pytest.mark.postgres)]
+_URL_FIXTURE = {"postgres-plain": "postgres_url", "postgres-timescaledb": "timescale_url"}
+
+
+@pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A hub database URL: SQLite in a temp dir, or a fresh database on the session's PostgreSQL."""
+    """A hub database URL: SQLite in a temp dir, or a fresh database on a session's PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("postgres_url")
+    return request.getfixturevalue(_URL_FIXTURE[request.param])
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    """An empty hub storage: SQLite in a temp dir, or a fresh database on the session's PostgreSQL."""
+    """An empty hub storage: SQLite in a temp dir, or a fresh database on a session's PostgreSQL."""
     if request.param == "sqlite":
         store: Storage = SQLiteStorage(tmp_path / "hub.db")
     else:
-        store = open_storage(request.getfixturevalue("postgres_url"))
+        store = open_storage(request.getfixturevalue(_URL_FIXTURE[request.param]))
+        if request.param == "postgres-timescaledb" and store.backend != "timescaledb":  # not plain in disguise
+            store.close()
+            pytest.fail(f"the TimescaleDB server gave the {store.backend!r} layout")
     try:
         yield store
     finally:

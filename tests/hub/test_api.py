@@ -173,7 +173,8 @@ def test_incident_filters_are_validated(client: TestClient) -> None:
     assert r.status_code == 400 and "status" in r.json()["detail"]
 
 
-def test_health_and_openapi(client: TestClient, database_url: str) -> None:
-    assert client.get("/healthz").json()["database"] == ("sqlite" if database_url.startswith("sqlite") else "postgresql")
+def test_health_and_openapi(client: TestClient, request: pytest.FixtureRequest) -> None:
+    layout = {"sqlite": "sqlite", "postgres-plain": "postgresql", "postgres-timescaledb": "timescaledb"}
+    assert client.get("/healthz").json()["database"] == layout[request.node.callspec.params["database_url"]]
     spec = client.get("/docs/openapi.json").json()
     assert {"/edge/sync", "/sensors/process", "/incidents", "/healthz"} <= set(spec["paths"])

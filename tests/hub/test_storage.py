@@ -760,3 +760,35 @@ def test_concurrent_resends_store_each_reading_once(storage: Storage) -> None:
     assert not errors
     assert sorted(stored) == [0, 0, 0, 0, 0, 600]
     assert storage.reading_counts() == {SUB: 600}
+
+
+@pytest.mark.postgres
+def test_timescaledb_layout_compresses_and_still_answers_and_deduplicates(timescale_url: str) -> None:
+    """The TimescaleDB layout: readings a hypertable of one-day chunks with a compression policy
+    (segmented by device and metric) and, when asked, a retention policy. Compressed chunks still
+    answer queries exactly, and a batch sent again after compression stores nothing twice."""
+    import psycopg
+
+    from hub.storage.postgres import PostgresStorage
+
+    first = readings(180)  # 23:00 on 1 March to 01:59 on 2 March, UTC: two chunks
+    with PostgresStorage(timescale_url, retain_for=timedelta(days=400)) as store:
+        assert store.backend == "timescaledb"
+        store.apply_sync(batch(1, first), Incidents())
+        before = [r for chunk in store.iter_readings(T0 - timedelta(days=1), T0 + timedelta(days=2)) for r in chunk]
+        with psycopg.connect(timescale_url, autocommit=True) as conn:
+            compressed = conn.execute("SELECT count(compress_chunk(c)) FROM show_chunks('readings') c").fetchone()[0]
+            jobs = {name for (name,) in conn.execute("SELECT proc_name FROM timescaledb_information.jobs"
+                                                     " WHERE hypertable_name = 'readings'")}
+            (segmentby,) = conn.execute(
+                "SELECT string_agg(attname, ',' ORDER BY segmentby_column_index) FROM"
+                " timescaledb_information.compression_settings WHERE hypertable_name = 'readings'"
+                " AND segmentby_column_index IS NOT NULL").fetchone()
+        assert compressed == 2
+        assert {"policy_compression", "policy_retention"} <= jobs
+        assert segmentby == "device_id,metric"
+        after = [r for chunk in store.iter_readings(T0 - timedelta(days=1), T0 + timedelta(days=2)) for r in chunk]
+        assert after == before and len(after) == 180
+        assert store.insert_readings(first[:50], "http") == 0  # held already, compressed or not
+        assert store.insert_readings(readings(10, start=180), "http") == 10  # new ones into a compressed chunk
+        assert store.reading_counts() == {first[0].substation: 190}
