@@ -43,4 +43,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # TimescaleDB, built from its source release in ../shared/timescaledb/ (not in Debian's lists)
-bash "$(dirname "$0")/timescaledb.sh"
+# (a failed build is reported, not fatal: the TimescaleDB cases then skip, saying why)
+bash "$(dirname "$0")/timescaledb.sh" || echo "system-deps: TimescaleDB could not be built; its tests will be skipped" >&2
