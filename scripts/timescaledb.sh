@@ -57,5 +57,9 @@ if [ ! -f "$build/build/src/timescaledb.so" ]; then
         exit 1
     fi
 fi
-make -C "$build/build" install >/dev/null
+if ! make -C "$build/build" install >"$build.install.log" 2>&1; then
+    tail -n 40 "$build.install.log" >&2
+    echo "timescaledb: the install failed (log: $build.install.log)" >&2
+    exit 1
+fi
 echo "timescaledb: installed into $libdir"
