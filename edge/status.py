@@ -11,7 +11,12 @@ from edge.buffer import Buffer
 from protocols.config import FirmwareConfig
 
 
-def read_status(config: FirmwareConfig, buffer_path: str | Path | None = None) -> dict:
+PAYLOAD_SHOWN = 160  # characters of a dead letter's payload in the text listing (JSON has it whole)
+
+
+def read_status(config: FirmwareConfig, buffer_path: str | Path | None = None, dead_letters: int = 0) -> dict:
+    """The buffer's depth and counters and the daemon's last snapshot; with ``dead_letters``, the
+    newest that many rejected messages with their reasons (``dead_letter_list``)."""
     path = Path(buffer_path or config.buffer_path())
     if not path.exists():
         raise FileNotFoundError(f"no buffer at {path}: has `sentinel edge run --config ...` run here?")
@@ -19,6 +24,7 @@ def read_status(config: FirmwareConfig, buffer_path: str | Path | None = None) -
     try:
         stats = buf.stats()
         raw = buf.status()
+        letters = buf.dead_letters(dead_letters) if dead_letters > 0 else []
     finally:
         buf.close()
     snap = json.loads(raw) if raw else {}
@@ -44,6 +50,9 @@ def read_status(config: FirmwareConfig, buffer_path: str | Path | None = None) -
         "ot_logs_dropped": stats.ot_logs_dropped,
         "ot_logs": snap.get("ot_logs"),
         "ot_logs_configured": config.ot_logs is not None,
+        **({"dead_letter_list": [{"received": datetime.fromtimestamp(ts, UTC).isoformat(), "source": source,
+                                  "topic": topic, "reason": reason, "payload": payload}
+                                 for ts, source, topic, payload, reason in letters]} if dead_letters > 0 else {}),
     }
 
 
@@ -77,7 +86,24 @@ def format_status(st: dict) -> str:
         for d in st["devices"]:
             state = {True: "up", False: "DOWN", None: "-"}[d["online"]]
             lines.append(f"{d['device_id']:<17} {state:<8} {d['polls']:>5}  {d['failures']:>8}  {d['last_error']}")
+    if "dead_letter_list" in st:
+        lines.extend(dead_letter_lines(st["dead_letter_list"], st["dead_letters"]))
     return "\n".join(lines)
+
+
+def dead_letter_lines(letters: list[dict], total: int) -> list[str]:
+    """The newest rejected messages, each with when, from where, why, and the start of its payload."""
+    if not letters:
+        return ["dead letters: none kept"]
+    lines = [f"dead letters: the newest {len(letters):,} of {total:,} received (newest first)"]
+    for d in letters:
+        payload = d["payload"].replace("\n", " ")
+        if len(payload) > PAYLOAD_SHOWN:
+            payload = payload[:PAYLOAD_SHOWN] + f"... ({len(d['payload']):,} characters)"
+        lines += [f"  {d['received']}  {d['source']}  topic {d['topic']}",
+                  f"    why: {d['reason']}",
+                  f"    payload: {payload}"]
+    return lines
 
 
 def scoring_line(scoring: dict) -> str:

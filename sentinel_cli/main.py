@@ -115,7 +115,9 @@ def cmd_edge_status(args: argparse.Namespace) -> int:
     from edge.status import format_status, read_status
     from protocols.config import load_config
 
-    status = read_status(load_config(args.config), args.buffer)
+    if args.dead_letters < 0:
+        raise CliError(f"--dead-letters: a number of messages, not {args.dead_letters}")
+    status = read_status(load_config(args.config), args.buffer, dead_letters=args.dead_letters)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 
@@ -225,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True, help="firmware config (TOML)")
     s.add_argument("--buffer", default=None, help="override the config's buffer path")
     s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument("--dead-letters", type=int, nargs="?", const=20, default=0, metavar="N",
+                   help="also list the newest N messages the edge rejected, with why (default N: 20)")
     s.set_defaults(func=cmd_edge_status)
 
     sim = sub.add_parser("sim", help="simulated substations").add_subparsers(dest="sim_command", required=True, metavar="ACTION")

@@ -89,3 +89,38 @@ def test_status_shows_health_depth_and_last_sync(tmp_path: Path) -> None:
     assert "hub http://127.0.0.1:" in text and "UNREACHABLE" in text and "last sync: never" in text
     assert st["scoring"]["model"] is None and st["scoring"]["readings_scored"] == st["readings_pending"]
     assert "model: none (detectors only)" in text
+
+
+def test_status_lists_the_dead_letters_with_their_reasons_newest_first(tmp_path: Path) -> None:
+    from edge.buffer import Buffer
+    from protocols.config import load_config
+    from protocols.mqtt.codec import DeadLetter
+
+    cfg_path = _config(tmp_path, free_port())
+    buffer = tmp_path / "edge.db"
+    buf = Buffer(buffer, load_config(cfg_path).identity.substation)
+    buf.add_dead_letters([
+        DeadLetter.make("MET-7@broker", "site/met7", b'{"value": "hot"}', "value: Expected `float`, got `str`",
+                        ts=1_790_000_000.0),
+        DeadLetter.make("MET-7@broker", "site/met7", b"x" * 500, "not JSON: Expecting value at byte 0",
+                        ts=1_790_000_060.0),
+    ])
+    buf.close()
+
+    text = _sentinel("edge", "status", "--config", str(cfg_path), "--buffer", str(buffer), "--dead-letters",
+                     cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    listing = text.stdout[text.stdout.index("dead letters: the newest 2 of 2"):]
+    assert listing.index("not JSON") < listing.index("Expected `float`")  # newest first
+    assert "topic site/met7" in listing and "MET-7@broker" in listing
+    assert "x" * 160 + "... (500 characters)" in listing and "x" * 161 not in listing
+    one = _sentinel("edge", "status", "--config", str(cfg_path), "--buffer", str(buffer), "--dead-letters", "1",
+                    "--json", cwd=tmp_path)
+    letters = json.loads(one.stdout)["dead_letter_list"]
+    assert [d["reason"] for d in letters] == ["not JSON: Expecting value at byte 0"]
+    assert letters[0]["payload"] == "x" * 500 and letters[0]["received"].startswith("2026-09-21T")
+    plain = _sentinel("edge", "status", "--config", str(cfg_path), "--buffer", str(buffer), cwd=tmp_path).stdout
+    assert "dead letters:" not in plain and "malformed messages 2" in plain
+    bad = _sentinel("edge", "status", "--config", str(cfg_path), "--buffer", str(buffer), "--dead-letters", "-3",
+                    cwd=tmp_path)
+    assert bad.returncode == 2 and "--dead-letters" in bad.stderr
