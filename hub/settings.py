@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from hub.envvars import env_number
 from hub.fleet.liveness import LivenessSettings
 from hub.fleet.liveness import settings_from_env as liveness_settings_from_env
 from hub.ingest.mqtt import MqttIngestSettings, settings_from_env
@@ -80,24 +81,20 @@ class Settings:
                              "Register edges with `sentinel hub edges add EDGE_ID` and unset the variable")
         if key := os.environ.get("SENTINEL_ADMIN_KEY", "").strip():
             env["admin_key"] = key
-        for var, name in (("SENTINEL_INGEST_RATE", "ingest_rate_per_s"), ("SENTINEL_INGEST_BURST", "ingest_burst"),
-                          ("SENTINEL_SESSION_TTL_S", "session_ttl_s")):
-            if value := os.environ.get(var, "").strip():
-                try:
-                    env[name] = float(value)
-                except ValueError:
-                    raise ValueError(f"{var}: not a number: {value!r}") from None
+        # a rate of 0 turns the ingest limit off; a session must live for some time
+        for var, name, bound in (("SENTINEL_INGEST_RATE", "ingest_rate_per_s", {"at_least": 0}),
+                                 ("SENTINEL_INGEST_BURST", "ingest_burst", {"at_least": 0}),
+                                 ("SENTINEL_SESSION_TTL_S", "session_ttl_s", {"above": 0})):
+            if (number := env_number(var, **bound)) is not None:
+                env[name] = number
         env.update(_input_limits_from_env())
         if sub := os.environ.get("SENTINEL_DEFAULT_SUBSTATION"):
             env["default_substation"] = sub
         if registry := os.environ.get("SENTINEL_MODEL_REGISTRY"):
             env["model_registry"] = registry
         agents = OrchestratorSettings()
-        if interval := os.environ.get("SENTINEL_AGENT_INTERVAL_S"):
-            try:
-                agents = replace(agents, interval_s=float(interval))
-            except ValueError:
-                raise ValueError(f"SENTINEL_AGENT_INTERVAL_S: not a number of seconds: {interval!r}") from None
+        if (interval := env_number("SENTINEL_AGENT_INTERVAL_S", above=0)) is not None:
+            agents = replace(agents, interval_s=interval)
         if os.environ.get("SENTINEL_SITE_CONFIG", "").strip():  # raises ConfigError naming file and key
             agents = replace(agents, agents=replace(agents.agents, site=load_site_config()))
         env["agents"] = agents
@@ -121,19 +118,12 @@ def _input_limits_from_env() -> dict[str, object]:
     """``SENTINEL_MAX_FUTURE_SKEW_S``, ``SENTINEL_TIMESTAMP_FLOOR``, ``SENTINEL_MAX_BODY_BYTES``,
     ``SENTINEL_MAX_JSON_DEPTH``; ValueError naming the variable when one is unusable."""
     out: dict[str, object] = {}
-    if value := os.environ.get("SENTINEL_MAX_FUTURE_SKEW_S", "").strip():
-        try:
-            out["max_future_skew_s"] = float(value)
-        except ValueError:
-            raise ValueError(f"SENTINEL_MAX_FUTURE_SKEW_S: not a number of seconds: {value!r}") from None
-        if not out["max_future_skew_s"] >= 0:  # type: ignore[operator]
-            raise ValueError(f"SENTINEL_MAX_FUTURE_SKEW_S: must be >= 0, not {value}")
+    if (skew := env_number("SENTINEL_MAX_FUTURE_SKEW_S", at_least=0)) is not None:
+        out["max_future_skew_s"] = skew
     if value := os.environ.get("SENTINEL_TIMESTAMP_FLOOR", "").strip():
         out["timestamp_floor"] = parse_zoned_time(value, "SENTINEL_TIMESTAMP_FLOOR")
     for var, name in (("SENTINEL_MAX_BODY_BYTES", "max_body_bytes"), ("SENTINEL_MAX_JSON_DEPTH", "max_json_depth")):
-        if value := os.environ.get(var, "").strip():
-            if not value.isdigit() or int(value) < 1:
-                raise ValueError(f"{var}: not a whole number >= 1: {value!r}")
-            out[name] = int(value)
+        if (count := env_number(var, whole=True, at_least=1)) is not None:
+            out[name] = count
     return out
 

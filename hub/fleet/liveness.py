@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import statistics
 import threading
 import time
@@ -41,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from hub.envvars import env_number
 from hub.storage.base import SEVERITY_ORDER, EdgeState, Incident, IncidentError, NewIncident, Storage, parse_incident_id
 from protocols.validation import DEFAULT_MAX_FUTURE_SKEW_S
 
@@ -112,16 +112,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> LivenessSetti
     """:class:`LivenessSettings` from ``SENTINEL_EDGE_SYNC_INTERVAL_S``, ``SENTINEL_OFFLINE_MULTIPLE``,
     ``SENTINEL_LIVENESS_CHECK_S``, ``SENTINEL_TELEMETRY_STALE_S``; a ValueError naming the variable
     that is unusable."""
-    env = os.environ if environ is None else environ
     values: dict[str, float] = {}
     for var, name in ENV.items():
-        if text := env.get(var, "").strip():
-            try:
-                value = float(text)
-            except ValueError:
-                raise ValueError(f"{var}: not a number: {text!r}") from None
-            if not 0 < value < float("inf"):
-                raise ValueError(f"{var}: must be a number > 0, not {text}")
+        if (value := env_number(var, environ, above=0)) is not None:
             values[name] = value
     return LivenessSettings(**values)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from hub.envvars import env_number
 from hub.insights.products import forecast_window
 from hub.fleet import Liveness, SubstationStatus, active_incidents, grid_status
 from hub.storage.base import Incident, Storage
@@ -59,16 +59,9 @@ class StreamSettings:
 
 def stream_settings_from_env(environ: Mapping[str, str] | None = None) -> StreamSettings:
     """``SENTINEL_WS_HEARTBEAT_S``; a ValueError naming it when unusable."""
-    env = os.environ if environ is None else environ
-    text = env.get("SENTINEL_WS_HEARTBEAT_S", "").strip()
-    if not text:
+    value = env_number("SENTINEL_WS_HEARTBEAT_S", environ, above=0)
+    if value is None:
         return StreamSettings()
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"SENTINEL_WS_HEARTBEAT_S: not a number of seconds: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise ValueError(f"SENTINEL_WS_HEARTBEAT_S: must be a number of seconds > 0, not {text}")
     return StreamSettings(heartbeat_s=value)
 
 

@@ -30,13 +30,13 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
+from hub.envvars import env_number
 from hub.storage.base import IncidentError, Storage
 from hub.webhooks.store import Claimed, WebhookStore
 
@@ -90,11 +90,8 @@ def webhook_settings_from_env() -> WebhookSettings:
                             ("SENTINEL_WEBHOOK_BACKOFF_S", "backoff_s", float),
                             ("SENTINEL_WEBHOOK_BACKOFF_CAP_S", "backoff_cap_s", float),
                             ("SENTINEL_WEBHOOK_MAX_ATTEMPTS", "max_attempts", int)):
-        if raw := os.environ.get(var, "").strip():
-            try:
-                values[name] = kind(raw)
-            except ValueError:
-                raise ValueError(f"{var}: not a {'whole ' if kind is int else ''}number: {raw!r}") from None
+        if (value := env_number(var, whole=kind is int)) is not None:
+            values[name] = value
     try:
         return WebhookSettings(**values)  # type: ignore[arg-type]
     except ValueError as exc:

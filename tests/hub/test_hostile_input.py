@@ -393,11 +393,11 @@ def test_the_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert (s.max_body_bytes, s.max_json_depth) == (1048576, 16)
     assert s.mqtt is not None and (s.mqtt.max_future_skew_s, s.mqtt.timestamp_floor) == (60.0, s.timestamp_floor)
     for var, value, says in (("SENTINEL_MAX_FUTURE_SKEW_S", "soon", "not a number"),
-                             ("SENTINEL_MAX_FUTURE_SKEW_S", "-1", "must be >= 0"),
+                             ("SENTINEL_MAX_FUTURE_SKEW_S", "-1", "must be a number >= 0, not -1"),
                              ("SENTINEL_TIMESTAMP_FLOOR", "2020-01-01T00:00:00", "has no time zone"),
                              ("SENTINEL_TIMESTAMP_FLOOR", "yesterday", "not an ISO 8601 time"),
-                             ("SENTINEL_MAX_JSON_DEPTH", "0", "not a whole number >= 1"),
-                             ("SENTINEL_MAX_BODY_BYTES", "10MB", "not a whole number >= 1")):
+                             ("SENTINEL_MAX_JSON_DEPTH", "0", "must be a whole number >= 1, not 0"),
+                             ("SENTINEL_MAX_BODY_BYTES", "10MB", "not a whole number: '10MB'")):
         with monkeypatch.context() as m:
             m.setenv(var, value)
             with pytest.raises(ValueError, match=f"{var}: .*{says}"):
