@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from export.readings import BUCKETS, FORMATS, file_name, writer
 from protocols.validation import parse_zoned_time
+from sentinel_cli.progress import Progress
 
 __all__ = ["add_parser"]
 
@@ -63,7 +64,7 @@ def cmd_export_readings(args: argparse.Namespace) -> int:
         if end <= start:
             raise ExportError(f"--end {args.end} is not after --start {args.start}")
         target = args.output or file_name(start, end, args.bucket, args.fmt)
-        progress = _Progress(start, end, enabled=not args.no_progress and sys.stderr.isatty())
+        progress = _Progress(start, end, enabled=not args.no_progress)
         with _Output(target) as out, progress:
             if args.hub_url:
                 _from_hub(args, start, end, out, progress)
@@ -207,25 +208,27 @@ class _Output:
 
 
 class _Progress:
-    """Rows (or bytes), how far through the range, and time, on one line of stderr redrawn twice a
-    second, when it is a terminal; counts in any case."""
+    """Counts rows (or bytes) and the time reached, and shows them with the shared progress bar
+    (:class:`sentinel_cli.progress.Progress`: drawn on a terminal, nothing otherwise) as how far
+    through the requested range the export is."""
 
     def __init__(self, start: datetime, end: datetime, enabled: bool) -> None:
         self.start, self.span = start, (end - start).total_seconds()
-        self.enabled = enabled
         self.rows: int | None = None  # counted when they pass through here (database, CSV from a hub)
         self.bytes = 0
         self.at: datetime | None = None
         self.began = time.monotonic()
-        self._shown = 0.0
         self._newlines = 0
+        # the range read so far, in days (hours for a range under three days)
+        self._per, unit = (86400.0, "days") if self.span >= 3 * 86400 else (3600.0, "hours")
+        self._bar = Progress("exporting", total=max(self.span, 0.0) / self._per, unit=unit, enabled=enabled)
 
     def __enter__(self) -> _Progress:
+        self._bar.__enter__()
         return self
 
-    def __exit__(self, *_: object) -> None:
-        if self.enabled and self._shown:
-            print("\r\033[K", end="", file=sys.stderr, flush=True)
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(*exc)
 
     def counted(self, chunks: Iterator[list[Any]]) -> Iterator[list[Any]]:
         """Pass the chunks on, counting rows and noting the time reached."""
@@ -253,13 +256,11 @@ class _Progress:
         self._show()
 
     def _show(self) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._shown < 0.5:
+        if not self._bar.drawing:
             return
-        self._shown = now
-        parts = [f"{self.rows:,} rows" if self.rows is not None else None, f"{self.bytes / 1e6:,.1f} MB"]
+        done = 0.0
         if self.at is not None and self.span > 0:
-            done = min(1.0, max(0.0, (self.at - self.start).total_seconds() / self.span))
-            parts.append(f"{self.at:%Y-%m-%d %H:%M} ({done:.0%})")
-        parts.append(f"{now - self.began:,.0f} s")
-        print("\rexporting: " + ", ".join(p for p in parts if p) + "\033[K", end="", file=sys.stderr, flush=True)
+            done = min(self.span, max(0.0, (self.at - self.start).total_seconds())) / self._per
+        parts = [f"{self.rows:,} rows" if self.rows is not None else "", f"{self.bytes / 1e6:,.1f} MB",
+                 f"at {self.at:%Y-%m-%d %H:%M}" if self.at is not None else ""]
+        self._bar(done, detail=", ".join(p for p in parts if p))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import pty
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -221,3 +222,39 @@ def test_the_command_says_what_went_wrong_in_one_line(live: tuple[LiveHub, str, 
         assert expected in lines[0], lines[0]
     assert "401" in cases["the hub at"].stderr and "at most 366 days" in cases["answered 400"].stderr
     assert not list(tmp_path.glob("x.csv*")) and not (tmp_path / "missing.db").exists()
+
+
+def test_on_a_terminal_the_command_draws_the_shared_progress_bar_and_clears_it(live: tuple[LiveHub, str, str],
+                                                                               tmp_path: Path) -> None:
+    """stderr a terminal: the bar (sentinel_cli.progress, as every command draws it) shows the range
+    read in days, then is gone; the summary line stays; the file is the same as without a bar."""
+    _, database, _ = live
+    main, sub = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "sentinel_cli.main", "export", "readings", *RANGE, "--database",
+                               database, "-o", "bar.csv"], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=sub, timeout=120,
+                              env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+        os.close(sub)
+        sub = -1
+        screen = b""
+        while True:
+            try:
+                piece = os.read(main, 65536)
+            except OSError:  # EIO: the child's end is closed and everything is read
+                break
+            if not piece:
+                break
+            screen += piece
+    finally:
+        if sub != -1:
+            os.close(sub)
+        os.close(main)
+    text = screen.decode(errors="replace")
+    assert done.returncode == 0, text
+    assert "exporting" in text and "days" in text, text
+    assert "\x1b[" in text  # drawn and cleared with control sequences
+    assert "sentinel: wrote" in text.rsplit("exporting", 1)[1]  # the summary comes after the last frame
+    plain = sentinel(*RANGE, "--database", database, "-o", "plain.csv", cwd=tmp_path)
+    assert plain.returncode == 0 and "\x1b[" not in plain.stderr and "exporting" not in plain.stderr
+    assert (tmp_path / "bar.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
