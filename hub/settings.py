@@ -25,6 +25,9 @@ DEFAULT_MODEL_REGISTRY = "var/models"
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
+    # Apply the database's pending schema migrations at start (hub.storage.migrations). Off
+    # (SENTINEL_AUTO_MIGRATE=0): refuse to start until `sentinel hub migrate` has applied them.
+    auto_migrate: bool = True
     # An admin API key made from the environment (SENTINEL_ADMIN_KEY), stored hashed like any other:
     # how the first admin gets in. None: only keys and users already in the database.
     admin_key: str | None = field(default=None, repr=False)
@@ -76,6 +79,10 @@ class Settings:
         env: dict[str, object] = {}
         if url := os.environ.get("SENTINEL_DATABASE_URL"):
             env["database_url"] = url
+        if (auto := os.environ.get("SENTINEL_AUTO_MIGRATE", "").strip().lower()):
+            if auto not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(f"SENTINEL_AUTO_MIGRATE: not 1 or 0: {auto!r}")
+            env["auto_migrate"] = auto in ("1", "true", "yes", "on")
         if os.environ.get("SENTINEL_EDGE_TOKENS"):
             raise ValueError("SENTINEL_EDGE_TOKENS is no longer read: each edge has its own credential now. "
                              "Register edges with `sentinel hub edges add EDGE_ID` and unset the variable")

@@ -49,6 +49,14 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(database_url=args.database)
     parse_database_url(settings.database_url)  # a bad URL fails here, before the server starts
+    if not settings.auto_migrate:  # a schema that needs migrating fails here too, naming the command
+        from hub.storage import open_storage
+        from hub.storage.migrations import MigrationError
+
+        try:
+            open_storage(settings.database_url, migrate=False).close()
+        except MigrationError as exc:
+            raise CliError(str(exc)) from None
     cert = args.tls_cert or os.environ.get("SENTINEL_TLS_CERT") or None
     key = args.tls_key or os.environ.get("SENTINEL_TLS_KEY") or None
     if bool(cert) != bool(key):
@@ -212,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sentinel_cli.hub_admin import add_parsers as add_hub_admin_parsers
 
     add_hub_admin_parsers(hub)
+    from sentinel_cli.hub_migrate import add_parser as add_hub_migrate_parser
+
+    add_hub_migrate_parser(hub)
 
     edge = sub.add_parser("edge", help="the substation edge daemon").add_subparsers(dest="edge_command", required=True, metavar="ACTION")
     s = edge.add_parser("run", help="poll devices, check limits, buffer and sync to the hub")

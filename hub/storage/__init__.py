@@ -24,12 +24,14 @@ def parse_database_url(url: str) -> tuple[str, str]:
     )
 
 
-def open_storage(url: str) -> Storage:
+def open_storage(url: str, *, migrate: bool = True) -> Storage:
+    """The storage at ``url``, its schema brought up to date (``hub.storage.migrations``); with
+    ``migrate`` off, MigrationsPending when the database needs migrations first."""
     kind, target = parse_database_url(url)
     if kind == "sqlite":
         from hub.storage.sqlite import SQLiteStorage
 
-        return SQLiteStorage(target)
+        return SQLiteStorage(target, migrate=migrate)
     from hub.storage.postgres import PostgresStorage
 
-    return PostgresStorage(target)
+    return PostgresStorage(target, migrate=migrate)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
+from hub.storage.migrations import MigrationStatus
 from protocols.incident import Incident, StatusChange
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
@@ -244,6 +245,14 @@ class Storage(Protocol):
     backend: str  # "sqlite" | "postgresql" | "timescaledb"
 
     def close(self) -> None: ...
+
+    def schema_version(self) -> int | None:
+        """The highest schema migration applied (``hub.storage.migrations``)."""
+        ...
+
+    def migration_status(self) -> MigrationStatus:
+        """The schema's version, the migrations applied (when) and pending."""
+        ...
 
     def apply_sync(self, batch: SyncBatch, make_incidents: IncidentMaker) -> SyncAck:
         """Store what is new in ``batch`` and its incidents, atomically; answer with the ack. Raises

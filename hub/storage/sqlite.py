@@ -42,6 +42,8 @@ from hub.storage.base import (
     readings_from_rows,
     upsert_incidents,
 )
+from hub.storage.migrations import (SCHEMA_TABLE_SQLITE, Migration, MigrationStatus,
+                                    pending_after)
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
@@ -187,7 +189,7 @@ _INCIDENTS = IncidentDialect(ts=datetime.timestamp, greatest="max", json="?")
 class SQLiteStorage:
     backend = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, migrate: bool = True) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +200,44 @@ class SQLiteStorage:
         # the data) survives a power cut too; NORMAL would survive only a crash of this process
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate(migrate)
+
+    def schema_version(self) -> int | None:
+        """The applied migrations' highest version; 0: made before versioning; None: no hub schema."""
+        have = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                               " AND name IN ('schema_migrations', 'readings')")}
+        if "schema_migrations" in have:
+            return self._db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+        return 0 if "readings" in have else None
+
+    def migration_status(self) -> MigrationStatus:
+        version = self.schema_version()
+        applied = [] if version is None or version == 0 else [
+            (v, name, _utc(at).isoformat()) for v, name, at in
+            self._db.execute("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")]
+        return MigrationStatus(version, applied, pending_after(version, self.path))
+
+    def _migrate(self, migrate: bool) -> list[Migration]:
+        """The base schema, then the pending migrations, each committed with its record
+        (:mod:`hub.storage.migrations`); the ones applied."""
+        todo = pending_after(self.schema_version(), self.path, migrate=migrate)
         self._db.executescript(SCHEMA)
+        self._db.execute(SCHEMA_TABLE_SQLITE)
+        for m in todo:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                MIGRATION_STEPS[m.version](self)
+                self._db.execute("INSERT OR REPLACE INTO schema_migrations VALUES (?, ?, ?)",
+                                 (m.version, m.name, datetime.now(UTC).timestamp()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            log.info("%s: applied schema migration %d (%s)", self.path, m.version, m.name)
+        return todo
+
+    def _legacy_upgrades(self) -> None:
+        """Migration 1: what hub 0.1.0 and earlier applied in place at start (each a no-op where done)."""
         have = {r[1] for r in self._db.execute("PRAGMA table_info(readings)")}
         for name, kind in _SCORE_COLUMNS:  # databases made before edge scoring
             if name not in have:
@@ -223,26 +262,21 @@ class SQLiteStorage:
                                  ).fetchone()
         if index is not None and index[0] is not None and " UNIQUE " in f" {index[0].upper()} ":
             return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            dupes = [(number, incident_id(_utc(ts).year, number), key, incident_id(_utc(kept_ts).year, kept))
-                     for number, ts, key, kept, kept_ts in self._db.execute(_OPEN_DUPLICATES).fetchall()]
-            if dupes:
-                now = datetime.now(UTC).timestamp()
-                self._db.executemany("UPDATE incidents SET status = 'RESOLVED', updated_at = ? WHERE number = ?",
-                                     [(now, number) for number, *_ in dupes])
-                self._db.executemany("INSERT INTO incident_history (number, ts, status, actor, note) VALUES (?,?,?,?,?)",
-                                     [(number, now, "RESOLVED", "hub", f"duplicate of {kept} (the same condition, "
-                                       f"{key!r}, open twice): resolved when the hub made it one open incident per "
-                                       "condition") for number, _, key, kept in dupes])
-                log.warning("%s: resolved %d duplicate open incidents, keeping the newest of each condition open: %s",
-                            self.path, len(dupes), ", ".join(f"{dup} (duplicate of {kept})" for _, dup, _, kept in dupes))
-            self._db.execute("DROP INDEX IF EXISTS incidents_open_key")
-            self._db.execute(_OPEN_KEY_INDEX)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        # within the migration's transaction
+        dupes = [(number, incident_id(_utc(ts).year, number), key, incident_id(_utc(kept_ts).year, kept))
+                 for number, ts, key, kept, kept_ts in self._db.execute(_OPEN_DUPLICATES).fetchall()]
+        if dupes:
+            now = datetime.now(UTC).timestamp()
+            self._db.executemany("UPDATE incidents SET status = 'RESOLVED', updated_at = ? WHERE number = ?",
+                                 [(now, number) for number, *_ in dupes])
+            self._db.executemany("INSERT INTO incident_history (number, ts, status, actor, note) VALUES (?,?,?,?,?)",
+                                 [(number, now, "RESOLVED", "hub", f"duplicate of {kept} (the same condition, "
+                                   f"{key!r}, open twice): resolved when the hub made it one open incident per "
+                                   "condition") for number, _, key, kept in dupes])
+            log.warning("%s: resolved %d duplicate open incidents, keeping the newest of each condition open: %s",
+                        self.path, len(dupes), ", ".join(f"{dup} (duplicate of {kept})" for _, dup, _, kept in dupes))
+        self._db.execute("DROP INDEX IF EXISTS incidents_open_key")
+        self._db.execute(_OPEN_KEY_INDEX)
 
     def close(self) -> None:
         with self._lock:
@@ -734,3 +768,7 @@ def _json(value: object) -> str:
 
 def _incident(r: tuple) -> Incident:
     return incident_from_row(r, ts=_utc)
+
+
+# each migration's step on SQLite, by version (hub.storage.migrations.MIGRATIONS)
+MIGRATION_STEPS = {1: SQLiteStorage._legacy_upgrades}

@@ -65,6 +65,7 @@ def _old_sqlite_database(path: Path) -> None:
     of one condition (plus one of another, and a resolved one of the first)."""
     SQLiteStorage(path).close()
     db = sqlite3.connect(path)
+    db.execute("DROP TABLE schema_migrations")  # made before migrations were versioned
     db.execute("DROP INDEX incidents_open_key")
     db.execute("CREATE INDEX incidents_open_key ON incidents (condition_key) WHERE status <> 'RESOLVED'")
     row = ("voltage_sag", "tx-1", "WARNING", "d", "grid_monitor", "NAIROBI-S1", "voltage_l1", 200.0)
