@@ -58,6 +58,9 @@ CREATE TABLE IF NOT EXISTS ot_logs (  -- OT log entries for the hub's cyber sent
     body BLOB NOT NULL            -- the OtLogEvent, msgpack-encoded
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);  -- readings near an event are kept longest
+-- readings near an anomalous one are kept longest (keep_score >= 0.5: this index serves the check)
+CREATE INDEX IF NOT EXISTS readings_anomalous ON readings (device_id, ts) WHERE anomaly_score >= 0.5;
 CREATE TABLE IF NOT EXISTS dead_letters (  -- messages a pushed source could not use, and why
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -69,6 +72,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (  -- messages a pushed source could not
 """
 
 DEAD_LETTERS_KEPT = 10_000
+
+# meta counters of readings dropped by the limits, by reason (``dropped`` is their total)
+DROPPED_BY = {"rows": "dropped_rows", "bytes": "dropped_bytes", "age": "dropped_age", "new": "dropped_new"}
+DROPPED_KEPT = "dropped_kept"  # of those, readings around anomalies (dropped last, when nothing else was left)
+POLICIES = ("drop_oldest", "drop_newest")
+DROP_LOG_EVERY_S = 600.0
 
 DROPPED_UNWRITABLE = "dropped_unwritable"  # meta counters: readings and events dropped because the buffer
 EVENTS_DROPPED_UNWRITABLE = "events_dropped_unwritable"  # could not be written for too long (disk full)
@@ -86,6 +95,17 @@ _event_dec = msgspec.msgpack.Decoder(Event)
 _ot_log_dec = msgspec.msgpack.Decoder(OtLogEvent)
 
 _STREAMS = ("readings", "events", "ot_logs")
+_LIMIT_WORDS = {"rows": "row limit", "bytes": "size limit", "age": "age limit", "new": "limit"}
+# the oldest n readings that are not around an anomaly: not themselves scoring :score or more, and
+# no event, nor reading of the same device scoring that much, within :w seconds of them
+_DROP_UNKEPT = """
+DELETE FROM readings WHERE seq IN (
+    SELECT r.seq FROM readings AS r
+    WHERE coalesce(r.anomaly_score, 0) < :score
+      AND NOT EXISTS (SELECT 1 FROM events AS e WHERE e.ts BETWEEN r.ts - :w AND r.ts + :w)
+      AND NOT EXISTS (SELECT 1 FROM readings AS a WHERE a.device_id = r.device_id AND a.anomaly_score >= 0.5
+                      AND a.anomaly_score >= :score AND a.ts BETWEEN r.ts - :w AND r.ts + :w)
+    ORDER BY r.seq LIMIT :n)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +123,9 @@ class BufferStats:
     ot_logs_dropped: int = 0
     dropped_unwritable: int = 0  # readings never stored: held in memory while the file could not be written, past
     events_dropped_unwritable: int = 0  # [buffer] hold_rows (disk full, I/O error)
+    dropped_by: dict[str, int] | None = None  # readings dropped by the limits, by reason (rows, bytes, age, new)
+    dropped_kept: int = 0  # of those, readings around anomalies
+    used_bytes: int = 0  # the buffer file's pages in use
 
 
 def _rollback(db: sqlite3.Connection) -> None:
@@ -127,28 +150,49 @@ def _contiguous(seqs: list[int]) -> int:
 
 
 class Buffer:
-    def __init__(self, path: str | Path, substation: str, max_rows: int = 10_000_000) -> None:
+    """The buffer at ``path``. Limits (``docs/buffer.md``): at most ``max_rows`` unsent readings,
+    ``max_bytes`` of used file pages (0: none), readings no older than ``max_age_s`` (0: none);
+    past one, ``policy`` ``drop_oldest`` drops the oldest readings (those within ``keep_window_s``
+    of an event or of a reading scoring ``keep_score`` or more last), ``drop_newest`` stores no
+    new readings until there is room. Events are never dropped by a limit."""
+
+    def __init__(self, path: str | Path, substation: str, max_rows: int = 10_000_000, *, max_bytes: int = 0,
+                 max_age_s: float = 0.0, policy: str = "drop_oldest", keep_window_s: float = 300.0,
+                 keep_score: float = 0.8) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"buffer policy {policy!r}: not one of {', '.join(POLICIES)}")
+        if keep_score < 0.5:
+            raise ValueError(f"buffer keep_score {keep_score}: must be at least 0.5")
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.substation = substation
         self.max_rows = max_rows
+        self.max_bytes, self.max_age_s, self.policy = max_bytes, max_age_s, policy
+        self.keep_window_s, self.keep_score = keep_window_s, keep_score
+        self.full = False  # drop_newest: at a limit, new readings are not stored
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash; WAL fsyncs at checkpoints
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
         self._migrate()
+        self._db.executescript(SCHEMA)
         # made once per buffer file; INSERT OR IGNORE: another process opening the file meanwhile
         # (`sentinel edge status`) makes the same choice, whichever comes first
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('buffer_id', ?)", (secrets.token_hex(16),))
         self.buffer_id: str = self._db.execute("SELECT value FROM meta WHERE key = 'buffer_id'").fetchone()[0]
-        self._inserted_since_check = 0
+        self._inserted_since_check = self._refused_since_check = 0
+        self._check_every = max(100, min(10_000, max_rows // 10))  # readings between checks of the limits
+        self._said_full = False
+        self._unlogged: dict[str, int] = {}  # dropped since the last log line, by reason
+        self._last_drop_log = 0.0
 
     def _migrate(self) -> None:
         """Buffers made before edge scoring lack the score columns: add them (NULL for old rows)."""
         have = {r[1] for r in self._db.execute("PRAGMA table_info(readings)")}
+        if not have:
+            return  # a new file: the schema makes them
         for name, kind in _SCORE_COLUMNS:
             if name not in have:
                 self._db.execute(f"ALTER TABLE readings ADD COLUMN {name} {kind}")
@@ -176,6 +220,12 @@ class Buffer:
             return
         with self._lock:
             db = self._db
+            refused = len(readings) if self.full and readings else 0
+            if refused:  # drop_newest at a limit: the backlog stays whole, new readings are counted, not stored
+                readings, scores = (), None
+                counters = {**counters, "dropped": counters.get("dropped", 0) + refused,
+                            DROPPED_BY["new"]: counters.get(DROPPED_BY["new"], 0) + refused}
+                self._refused_since_check += refused
             db.execute("BEGIN")
             try:
                 if readings and scores is not None:
@@ -202,18 +252,86 @@ class Buffer:
                 _rollback(db)
                 raise
             self._inserted_since_check += len(readings)
-            if self._inserted_since_check >= 10_000:
-                self._inserted_since_check = 0
-                self._enforce_cap()
+            if (self._inserted_since_check >= self._check_every or self._refused_since_check >= self._check_every
+                    or (self.max_bytes and readings and self._used_bytes() > self.max_bytes)):  # 3 cheap pragmas
+                self._enforce_limits()
 
-    def _enforce_cap(self) -> None:
-        lo, hi = self._db.execute("SELECT (SELECT min(seq) FROM readings), (SELECT max(seq) FROM readings)").fetchone()
-        if lo is None or hi - lo + 1 <= self.max_rows:
-            return
-        cut = hi - self.max_rows
-        n = self._db.execute("DELETE FROM readings WHERE seq <= ?", (cut,)).rowcount
-        self._set_meta("dropped", self._meta("dropped") + n)
-        log.error("buffer full (%d rows): dropped the %d oldest unsent readings", self.max_rows, n)
+    # -- limits -------------------------------------------------------------------------------
+
+    def _used_bytes(self) -> int:
+        pages, free, size = (self._db.execute(f"PRAGMA {name}").fetchone()[0]
+                             for name in ("page_count", "freelist_count", "page_size"))
+        return (pages - free) * size
+
+    def _enforce_limits(self, now: float | None = None) -> None:
+        """Holding the lock, outside a transaction: apply the age, row and byte limits and the
+        policy (class docstring); count what goes, by reason, in the same transaction."""
+        self._inserted_since_check = self._refused_since_check = 0
+        db = self._db
+        now = time.time() if now is None else now
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            dropped: dict[str, int] = {}
+            kept_dropped = 0
+            if self.max_age_s > 0:  # bounded work: the oldest 100,000 by sequence at most, each time
+                cutoff = now - self.max_age_s
+                oldest = db.execute("SELECT ts FROM readings ORDER BY seq LIMIT 1").fetchone()
+                if oldest is not None and oldest[0] < cutoff:
+                    dropped["age"] = db.execute(
+                        "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings ORDER BY seq LIMIT 100000)"
+                        " AND ts < ?", (cutoff,)).rowcount
+            lo, hi = db.execute("SELECT (SELECT min(seq) FROM readings), (SELECT max(seq) FROM readings)").fetchone()
+            rows = 0 if lo is None else hi - lo + 1  # an upper bound; counted when it matters
+            if rows > self.max_rows:
+                rows = db.execute("SELECT count(*) FROM readings").fetchone()[0]
+            over_rows = max(0, rows - self.max_rows)
+            over_bytes = 0
+            if self.max_bytes and rows and (used := self._used_bytes()) > self.max_bytes:
+                over_bytes = min(rows, -(-rows * (used - 0.9 * self.max_bytes) // used))  # down to 90 % of it
+            n = int(max(over_rows, over_bytes))
+            reason = "bytes" if over_bytes > over_rows else "rows"
+            self.full = self.policy == "drop_newest" and n > 0
+            if n and self.policy == "drop_oldest":
+                got = db.execute(_DROP_UNKEPT, {"n": n, "score": self.keep_score, "w": self.keep_window_s}).rowcount
+                if got < n:  # only readings around anomalies left: the oldest of them go too
+                    kept_dropped = db.execute("DELETE FROM readings WHERE seq IN (SELECT seq FROM readings"
+                                              " ORDER BY seq LIMIT ?)", (n - got,)).rowcount
+                dropped[reason] = got + kept_dropped
+            total = sum(dropped.values())
+            if total:
+                self._set_meta("dropped", self._meta("dropped") + total)
+                for why, k in dropped.items():
+                    self._set_meta(DROPPED_BY[why], self._meta(DROPPED_BY[why]) + k)
+                if kept_dropped:
+                    self._set_meta(DROPPED_KEPT, self._meta(DROPPED_KEPT) + kept_dropped)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        for why, k in dropped.items():
+            self._unlogged[why] = self._unlogged.get(why, 0) + k
+        self._unlogged["kept"] = self._unlogged.get("kept", 0) + kept_dropped
+        # one line when dropping starts, then a summary at most every DROP_LOG_EVERY_S (a long outage
+        # drops at every check; the counters have the exact figures)
+        if any(self._unlogged.get(why) for why in DROPPED_BY) and \
+                time.monotonic() - self._last_drop_log >= (DROP_LOG_EVERY_S if self._last_drop_log else 0):
+            self._last_drop_log = time.monotonic()
+            parts = [f"{n:,} by the {_LIMIT_WORDS[why]}" for why, n in self._unlogged.items()
+                     if n and why in DROPPED_BY]
+            kept = self._unlogged.get("kept", 0)
+            log.error("buffer full: dropped the oldest unsent readings: %s%s (policy %s; `sentinel edge status` "
+                      "has the totals)", ", ".join(parts), f", {kept:,} of them around anomalies" if kept else "",
+                      self.policy)
+            self._unlogged = {}
+        if self.full and not self._said_full:
+            log.error("buffer at its %s limit: new readings are not stored until the hub takes some (policy "
+                      "drop_newest)", _LIMIT_WORDS[reason])
+        self._said_full = self.full
+
+    def enforce_limits(self, now: float | None = None) -> None:
+        """Apply the limits now (they are applied as rows arrive and after each ack)."""
+        with self._lock:
+            self._enforce_limits(now)
 
     def ack(self, readings_through: int | None, events_through: int | None,
             ot_logs_through: int | None = None) -> None:
@@ -241,6 +359,8 @@ class Buffer:
             except BaseException:
                 _rollback(db)
                 raise
+            if self.full:  # drop_newest: the hub took some; room again?
+                self._enforce_limits()
 
     def _made(self, table: str) -> int:
         """The highest sequence number ``table`` ever gave (0: none yet)."""
@@ -393,4 +513,7 @@ class Buffer:
                 ot_logs_dropped=int(self._meta("ot_logs_dropped")),
                 dropped_unwritable=int(self._meta(DROPPED_UNWRITABLE)),
                 events_dropped_unwritable=int(self._meta(EVENTS_DROPPED_UNWRITABLE)),
+                dropped_by={why: int(self._meta(key)) for why, key in DROPPED_BY.items()},
+                dropped_kept=int(self._meta(DROPPED_KEPT)),
+                used_bytes=self._used_bytes(),
             )

@@ -99,7 +99,10 @@ class EdgeDaemon:
         names (the demo and tests run several edges in one process)."""
         self.config = config
         ident = config.identity
-        self.buffer = Buffer(buffer_path or config.buffer_path(), ident.substation, config.buffer.max_rows)
+        b = config.buffer
+        self.buffer = Buffer(buffer_path or config.buffer_path(), ident.substation, b.max_rows, max_bytes=b.max_bytes,
+                             max_age_s=b.max_age_s, policy=b.policy, keep_window_s=b.keep_window_s,
+                             keep_score=b.keep_score)
         self.sync = SyncLoop(config, self.buffer, token=token)
         self.stats = EdgeStats()
         self.scoring = EdgeScoring(ident.substation, config.scoring)

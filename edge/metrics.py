@@ -23,8 +23,11 @@ path); only the scoring time is observed as it happens, once per buffered batch:
   the hub; ``sentinel_edge_hub_up`` (absent before the first attempt).
 - ``sentinel_edge_scoring_duration_seconds``: one scorer call per buffered batch;
   ``sentinel_edge_readings_scored_total``.
+- ``sentinel_edge_buffer_used_bytes`` and ``sentinel_edge_buffer_limit_bytes`` (``[buffer] max_bytes``).
 - ``sentinel_edge_dropped_total{stream,reason}``: ``readings`` / ``ot_logs`` with ``buffer_full`` (the
-  oldest unsent rows, dropped past ``[buffer] max_rows``) or ``buffer_unwritable`` (readings and
+  oldest unsent rows, dropped past ``[buffer] max_rows``), readings with ``buffer_bytes`` (past
+  ``max_bytes``), ``buffer_age`` (older than ``max_age_s``), ``buffer_full_new`` (not stored: policy
+  ``drop_newest`` at a limit), or ``buffer_unwritable`` (readings and
   ``events`` held in memory while the buffer could not be written, dropped past ``[buffer]
   hold_rows``), ``messages`` with ``dead_letter`` (pushed
   messages and OT log entries that could not be used, kept in the dead-letter table). The buffer
@@ -174,7 +177,13 @@ class _DaemonCollector(Collector):
             oldest.add_metric([stream], max(0.0, now - at.timestamp()) if at is not None else 0.0)
         dropped = CounterMetricFamily("sentinel_edge_dropped", "Items dropped, by what and why",
                                       labels=["stream", "reason"])
-        dropped.add_metric(["readings", "buffer_full"], st.dropped)
+        by = st.dropped_by or {}
+        dropped.add_metric(["readings", "buffer_full"], by.get("rows", 0))
+        dropped.add_metric(["readings", "buffer_bytes"], by.get("bytes", 0))
+        dropped.add_metric(["readings", "buffer_age"], by.get("age", 0))
+        dropped.add_metric(["readings", "buffer_full_new"], by.get("new", 0))
+        # readings dropped before the counts by reason were kept (older buffer files)
+        dropped.add_metric(["readings", "buffer_limit"], max(0, st.dropped - sum(by.values())))
         dropped.add_metric(["ot_logs", "buffer_full"], st.ot_logs_dropped)
         dropped.add_metric(["readings", "buffer_unwritable"], st.dropped_unwritable + self._unpersisted("readings"))
         dropped.add_metric(["events", "buffer_unwritable"], st.events_dropped_unwritable + self._unpersisted("events"))
@@ -182,7 +191,11 @@ class _DaemonCollector(Collector):
         capacity = GaugeMetricFamily("sentinel_edge_buffer_capacity_rows",
                                      "Unsent readings (and OT log entries) kept before the oldest are dropped",
                                      value=d.config.buffer.max_rows)
-        return iter([pending, oldest, dropped, capacity])
+        used = GaugeMetricFamily("sentinel_edge_buffer_used_bytes", "The buffer file's pages in use",
+                                 value=st.used_bytes)
+        limit = GaugeMetricFamily("sentinel_edge_buffer_limit_bytes", "[buffer] max_bytes (0: no limit)",
+                                  value=d.config.buffer.max_bytes)
+        return iter([pending, oldest, dropped, capacity, used, limit])
 
     def _sync(self) -> Iterator[Metric]:
         s = self.daemon.sync.stats

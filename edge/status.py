@@ -37,6 +37,11 @@ def read_status(config: FirmwareConfig, buffer_path: str | Path | None = None, d
         "oldest_pending_age_s": (now - stats.oldest_pending).total_seconds() if stats.oldest_pending else None,
         "last_sync": stats.last_sync.isoformat() if stats.last_sync else None,
         "dropped": stats.dropped,
+        "dropped_by": stats.dropped_by or {},
+        "dropped_kept": stats.dropped_kept,
+        "buffer_used_bytes": stats.used_bytes,
+        "buffer_limits": {"max_rows": config.buffer.max_rows, "max_bytes": config.buffer.max_bytes,
+                          "max_age_s": config.buffer.max_age_s, "policy": config.buffer.policy},
         "dropped_unwritable": stats.dropped_unwritable,
         "buffer_error": (snap.get("buffer") or {}).get("error", "") if snap else "",
         "dead_letters": stats.dead_letters,
@@ -70,6 +75,7 @@ def format_status(st: dict) -> str:
         *([f"buffer NOT WRITABLE: {st['buffer_error']} (readings held in memory)"] if st.get("buffer_error") else []),
         *([f"dropped while the buffer was unwritable: {st['dropped_unwritable']:,} readings"]
           if st.get("dropped_unwritable") else []),
+        *([_limits_line(st)] if st.get("buffer_limits") else []),
         f"last sync: {st['last_sync'] or 'never'}",
     ]
     hub = st.get("hub")
@@ -139,3 +145,20 @@ def ot_log_lines(st: dict) -> list[str]:
             line += f"; last problem: {src['last_error']}"
         lines.append(line)
     return lines
+
+
+def _limits_line(st: dict) -> str:
+    """``limits: 2.0 GB (12 % used), 10,000,000 rows, 30 days; policy drop_oldest; dropped: 1,200 by
+    size (40 around anomalies)``."""
+    lim = st["buffer_limits"]
+    size = "no size limit" if not lim["max_bytes"] else \
+        f"{lim['max_bytes'] / 1e9:.1f} GB ({100 * st.get('buffer_used_bytes', 0) / lim['max_bytes']:.0f} % used)"
+    age = "no age limit" if not lim["max_age_s"] else f"{lim['max_age_s'] / 86400:g} days"
+    words = {"rows": "by rows", "bytes": "by size", "age": "by age", "new": "new, not stored"}
+    by = [f"{n:,} {words[why]}" for why, n in (st.get("dropped_by") or {}).items() if n]
+    line = f"limits: {size}, {lim['max_rows']:,} rows, {age}; policy {lim['policy']}"
+    if by:
+        line += "; dropped " + ", ".join(by)
+        if st.get("dropped_kept"):
+            line += f" ({st['dropped_kept']:,} of them around anomalies)"
+    return line

@@ -112,8 +112,26 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 class BufferSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The store-and-forward buffer and its limits (``docs/buffer.md``). Past a limit, ``policy``
+    says what goes: ``drop_oldest`` drops the oldest unsent readings, keeping while it can those
+    around anomalies (an edge event, or a reading scoring ``keep_score`` or more, within
+    ``keep_window_s`` of it); ``drop_newest`` keeps the backlog whole and stops storing new
+    readings until the hub has taken some (limits are still checked and events still stored).
+    Events are never dropped by a limit. Everything dropped is counted by reason."""
+
     path: str = ""  # empty: var/<edge_id>.db under the working directory
-    max_rows: Annotated[int, msgspec.Meta(ge=1_000)] = 10_000_000  # oldest unsent rows dropped past this
+    max_rows: Annotated[int, msgspec.Meta(ge=1_000)] = 10_000_000  # unsent readings kept at most
+    # the buffer file's used pages at most (0: no limit); past it, rows go until 90 % of it is used
+    max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 2_000_000_000
+    # unsent readings older than this are dropped whatever the policy (0: kept however old)
+    max_age_s: Annotated[float, msgspec.Meta(ge=0)] = 30 * 86400.0
+    policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    keep_window_s: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 300.0
+    keep_score: Annotated[float, msgspec.Meta(ge=0.5, le=1)] = 0.8
+
+    def __post_init__(self) -> None:
+        if 0 < self.max_bytes < 1_000_000:
+            raise ValueError(f"max_bytes {self.max_bytes} is less than 1 MB: 0 for no limit, or at least 1000000")
     # Readings held in memory while the buffer cannot be written (disk full, I/O error), written
     # as soon as it can be; past this many, the oldest held are dropped and counted
     # (reason ``buffer_unwritable``). They are not durable: a kill meanwhile loses them.
