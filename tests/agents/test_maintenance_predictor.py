@@ -113,35 +113,99 @@ def test_step_response_converges_to_the_exponential_solution(mode: str) -> None:
         assert r.hot_spot_c[0, int(60 / 0.01)] > hot[int(60 / 0.01)] - 0.02
 
 
-def test_annex_example_onaf_step_loads() -> None:
-    """The standard's worked example of the difference-equation solution: ONAF, d_theta_or 38.3 K,
-    H g_r = 1.4 x 14.5 K, R 1000, ambient 25.6 degC, starting at 38.3 degC, loads 1.0 / 0.6 / 1.5 /
-    0.3 / 2.1 / 0 at 0-190-365-500-705-730 min. The printed top-oil / hot-spot results at the end of
-    each step are reproduced within 0.7 K / 1.1 K (Dt = 0.5 min)."""
+def _annex_example(dt: float):
+    """IEC 60076-7:2018's worked example of the dynamic (difference-equation) solution, in its annexes
+    (the one alliander-opensource/transformer-thermal-model issue #32 compares with as "annex H"): ONAF,
+    x 0.8, y 1.3, k11 0.5, k21 2, k22 2, tau_o 150 min, tau_w 7 min (Table 4), d_theta_or 38.3 K,
+    H 1.4, g_r 14.5 K, R 1000, ambient 25.6 degC, initial top oil 38.3 degC with no hot-spot
+    gradient, load factor 1.0 / 0.6 / 1.5 / 0.3 / 2.1 / 0 over 0-190-365-500-705-730-745 min."""
     p = th.parameters_for("ONAF", R=1000, H=1.4, g_r_k=14.5, delta_theta_or_k=38.3)
-    dt = 0.5
     t = np.arange(0.0, 745.0 + dt / 2, dt)
     k = np.select([t <= 190, t <= 365, t <= 500, t <= 705, t <= 730], [1.0, 0.6, 1.5, 0.3, 2.1], 0.0)
-    r = th.simulate(t, k, 25.6, p, th.ThermalState(top_oil_c=38.3), max_step_min=dt)
-    printed = {190: (61.9, 83.8), 365: (44.4, 54.0), 500: (89.2, 127.0), 705: (35.0, 37.5),
-               730: (67.9, 138.6), 745: (60.3, 75.3)}
-    for minute, (top, hot) in printed.items():
+    return p, t, k
+
+
+# The example's tabulated (top-oil, hot-spot) temperatures at the end of each load step, degC, as
+# reproduced in Alliander's open-source transformer-thermal-model (tests/model/test_model.py,
+# test_if_rise_matches_iec, "expected_results"; its tests/conftest.py iec_load_profile gives the load
+# steps; added by its PR #39 to hold its model to the standard), which checks them within 1.1 K.
+_ANNEX_TABLE = {190: (61.9, 83.8), 365: (44.4, 54.0), 500: (89.2, 127.0), 705: (35.0, 37.5),
+                730: (67.9, 138.6), 745: (60.3, 75.3)}
+
+
+@pytest.mark.parametrize("dt", [0.5, 1.0, 5.0, 5.0 / 3.0])
+def test_annex_example_onaf_step_loads_within_1_K(dt: float) -> None:
+    """The exact per-interval update reproduces the standard's dynamic example at every tabulated time,
+    whatever the sampling interval that lands on the step times (0.5, 1, 5 min, 100 s).
+
+    Top oil is within 1 K everywhere (0.65 K at 500 min, <= 0.1 K elsewhere); the hot spot is within
+    0.1 K at five of the six times. At 500 min (end of 135 min at 1.5 pu) the exact solution of the
+    standard's own equations is 128.05 degC against the printed 127.0: the difference equations at
+    Dt = 0.5 min give the same 128.06, so the 1.05 K there is the printed figure, not the integration;
+    that one point is held to 1.1 K (the tolerance the open implementation above uses throughout)."""
+    p, t, k = _annex_example(dt)
+    r = th.simulate(t, k, 25.6, p, th.ThermalState(top_oil_c=38.3))
+    for minute, (top, hot) in _ANNEX_TABLE.items():
         i = int(round(minute / dt))
-        assert r.top_oil_c[0, i] == pytest.approx(top, abs=0.7), minute
-        assert r.hot_spot_c[0, i] == pytest.approx(hot, abs=1.1), minute
+        assert t[i] == pytest.approx(minute)
+        assert r.top_oil_c[0, i] == pytest.approx(top, abs=1.0), minute
+        assert r.hot_spot_c[0, i] == pytest.approx(hot, abs=1.1 if minute == 500 else 1.0), minute
+    at = {m: int(round(m / dt)) for m in _ANNEX_TABLE}
+    assert max(abs(r.top_oil_c[0, at[m]] - top) for m, (top, _) in _ANNEX_TABLE.items() if m != 500) < 0.15
+    assert max(abs(r.hot_spot_c[0, at[m]] - hot) for m, (_, hot) in _ANNEX_TABLE.items() if m != 500) < 0.15
 
 
-def test_hourly_samples_are_stepped_within_the_standards_limit() -> None:
-    """Hourly data (far above tau_w) does not blow up: each interval is cut into steps of at most half
-    the smallest time constant, and the result stays close to the exponential solution."""
+def test_annex_example_exact_update_matches_fine_difference_equations() -> None:
+    """The standard's difference equations at a tiny Dt converge on the exact update (and the exact
+    update on a 5-min grid equals the one on a 0.5-min grid at the shared times)."""
+    p, t, k = _annex_example(0.5)
+    fine = th.simulate(t, k, 25.6, p, th.ThermalState(top_oil_c=38.3), max_step_min=0.01)
+    exact = th.simulate(t, k, 25.6, p, th.ThermalState(top_oil_c=38.3))
+    assert np.max(np.abs(fine.hot_spot_c - exact.hot_spot_c)) < 0.05
+    assert np.max(np.abs(fine.top_oil_c - exact.top_oil_c)) < 0.02
+    p5, t5, k5 = _annex_example(5.0)
+    coarse = th.simulate(t5, k5, 25.6, p5, th.ThermalState(top_oil_c=38.3))
+    assert np.allclose(coarse.hot_spot_c[0], exact.hot_spot_c[0, ::10], atol=1e-9)
+
+
+def _hourly_step(mode: str, k_base: float):
+    t_h = np.arange(0.0, 48 * 60 + 1, 60.0)
+    t_f = np.arange(0.0, 48 * 60 + 1, 1.0)
+    step = lambda t: np.select([t <= 12 * 60, t <= 20 * 60], [k_base, 2.1], k_base)  # noqa: E731
+    return th.parameters_for(mode), t_h, step(t_h), t_f, step(t_f)
+
+
+@pytest.mark.parametrize("mode", ["ONAF", "ONAN", "OF", "OD", "ONAN-distribution"])
+@pytest.mark.parametrize("k_base", [0.0, 0.5, 1.0])
+def test_hourly_fed_step_to_2_1_pu_tracks_a_fine_step_reference(mode: str, k_base: float) -> None:
+    """Fed hourly, as the maintenance predictor feeds it: a step to 2.1 pu for 8 h and back. At every
+    hourly sample the hot spot and top oil stay within 0.05 K of a reference stepping the difference
+    equations at 0.005 min on a 1-min grid: no overshoot after the step up, no undershoot after the
+    step down. Stepping hourly data at the standard's limit (half the smallest time constant) misses
+    the reference by 0.4-5.9 K on the same profiles; this test shows that too, so it can tell them apart."""
+    p, t_h, k_h, t_f, k_f = _hourly_step(mode, k_base)
+    ref = th.simulate(t_f, k_f, 20.0, p, max_step_min=0.005)
+    at = t_h.astype(int)
+    hourly = th.simulate(t_h, k_h, 20.0, p)
+    err = hourly.hot_spot_c[0] - ref.hot_spot_c[0, at]
+    assert err.max() < 0.05 and err.min() > -0.05
+    assert np.max(np.abs(hourly.top_oil_c[0] - ref.top_oil_c[0, at])) < 0.05
+    assert hourly.hot_spot_c[0].max() <= ref.hot_spot_c[0].max() + 0.05  # never above the true peak
+    euler = th.simulate(t_h, k_h, 20.0, p, max_step_min=p.max_step_min())
+    assert np.max(np.abs(euler.hot_spot_c[0] - ref.hot_spot_c[0, at])) > 0.3
+
+
+def test_hourly_samples_converge_to_the_ultimate_value() -> None:
     p = th.parameters_for("ONAF")
     t = np.arange(0.0, 24 * 60 + 1, 60.0)
     k = np.where(t > 0, 1.3, 0.5)
     r = th.simulate(t, k, 20.0, p)
     top, hot = _exponential_step(p, 0.5, 1.3, 20.0, t)
-    assert np.max(np.abs(r.top_oil_c[0] - top)) < 1.0
-    assert np.max(np.abs(r.hot_spot_c[0] - hot)) < 1.5
+    assert np.max(np.abs(r.top_oil_c[0] - top)) < 1e-9  # clause 8.2.2's exponential solution, exactly
+    assert np.max(np.abs(r.hot_spot_c[0] - hot)) < 1e-9
     assert r.hot_spot_c[0, -1] == pytest.approx(th.steady_hot_spot_c(1.3, 20.0, p), abs=0.05)
+    with pytest.raises(ValueError, match="max_step_min"):
+        th.simulate(t, k, 20.0, p, max_step_min=0.0)
 
 
 def test_simulation_is_vectorised_across_transformers() -> None:
