@@ -39,7 +39,7 @@ import msgspec
 
 from protocols.incident import Incident
 
-__all__ = ["GENESIS", "ChainLink", "EvidenceCheck", "IncidentReport", "Series",
+__all__ = ["GENESIS", "ChainLink", "ComplianceRow", "EvidenceCheck", "IncidentReport", "Series",
            "check_evidence", "evidence_chain", "flatten_facts", "incident_report", "render_html", "render_pdf"]
 
 GENESIS = "0" * 64
@@ -65,20 +65,36 @@ class Series(msgspec.Struct, frozen=True, kw_only=True):
     points: list[tuple[datetime, float]] = msgspec.field(default_factory=list)
 
 
+class ComplianceRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One EN 50160 period (a week; a year for frequency) of one quantity of the incident's device, as
+    ``GET /compliance/en50160`` gives it (docs/en50160.md)."""
+
+    quantity: str  # "voltage_l1 (Un 11 kV)"
+    start: datetime
+    end: datetime
+    coverage: float  # share of the period's intervals measured
+    fraction_within: float | None  # of the measured intervals, in the band
+    required_fraction: float
+    outside_limits: int
+    verdict: str  # compliant, non_compliant, insufficient_data
+
+
 class IncidentReport(msgspec.Struct, frozen=True, kw_only=True):
     """What a report shows. ``window_start``/``window_end``: the span the readings were asked for
-    (the charts' time axis); ``generated_at``: when the report was made (UTC)."""
+    (the charts' time axis); ``generated_at``: when the report was made (UTC); ``compliance``: the
+    device's EN 50160 statistics over the incident's week (voltage and frequency incidents)."""
 
     incident: Incident
     series: list[Series] = msgspec.field(default_factory=list)
     window_start: datetime | None = None
     window_end: datetime | None = None
     generated_at: datetime
+    compliance: list[ComplianceRow] = msgspec.field(default_factory=list)
 
 
 def incident_report(incident: Mapping[str, Any] | msgspec.Struct, series: Iterable[Series] = (), *,
                     window: tuple[datetime, datetime] | None = None,
-                    generated_at: datetime | None = None) -> IncidentReport:
+                    generated_at: datetime | None = None, compliance: Iterable[ComplianceRow] = ()) -> IncidentReport:
     """A report from an incident as the API serves it (its JSON as a dict, or the hub's Struct) and
     the series to chart. A malformed incident is a ``ValueError`` naming the field."""
     data = msgspec.to_builtins(incident) if isinstance(incident, msgspec.Struct) else incident
@@ -88,7 +104,7 @@ def incident_report(incident: Mapping[str, Any] | msgspec.Struct, series: Iterab
         raise ValueError(f"incident: {exc}") from None
     start, end = window if window else (None, None)
     return IncidentReport(incident=inc, series=list(series), window_start=start, window_end=end,
-                          generated_at=generated_at or datetime.now(UTC))
+                          generated_at=generated_at or datetime.now(UTC), compliance=list(compliance))
 
 
 # -- the chain of evidence ------------------------------------------------------------------------
@@ -529,6 +545,18 @@ def _svg_chart(chart: _Chart) -> str:
     return "".join(parts)
 
 
+COMPLIANCE_HEADER = ("Quantity", "Period", "Coverage", "Within band", "Outside limits", "Verdict")
+COMPLIANCE_NOTE = ("EN 50160: 95 % of each week's 10-min mean voltages within Un +-10 % and all within +10/-15 %; "
+                   "frequency within +-1 % for 99.5 % of a year and +4/-6 % always. A period needs 90 % of its "
+                   "intervals measured for a compliant verdict (a week cannot show a year's frequency compliance).")
+
+
+def _compliance_cells(report: IncidentReport) -> list[tuple[str, ...]]:
+    return [(c.quantity, f"{_when(c.start)} to {_when(c.end)}", f"{c.coverage:.1%}",
+             "-" if c.fraction_within is None else f"{c.fraction_within:.2%} (needs {c.required_fraction:.1%})",
+             str(c.outside_limits), c.verdict.replace("_", " ")) for c in report.compliance]
+
+
 def _rows(cells: Iterable[Sequence[str]], header: Sequence[str] | None = None, cls: str = "") -> str:
     head = ("<tr>" + "".join(f"<th>{_E(c)}</th>" for c in header) + "</tr>") if header else ""
     body = "".join("<tr>" + "".join(f"<td>{_E(c)}</td>" for c in row) + "</tr>" for row in cells)
@@ -568,6 +596,9 @@ def render_html(report: IncidentReport) -> str:
     if charts:
         out.append('<p class="sub">Shaded: the condition from first to last seen; dashed red line: the incident\'s '
                    "time (its latest evidence).</p>")
+    if report.compliance:
+        out.append("<h2>EN 50160</h2>" + _rows(_compliance_cells(report), COMPLIANCE_HEADER)
+                   + f'<p class="sub">{_E(COMPLIANCE_NOTE)}</p>')
     check = check_evidence(inc.facts)
     facts = flatten_facts(inc.facts, skip=EVIDENCE_KEYS + (("evidence_sha256",) if check else ()))
     out.append("<h2>Facts</h2>")
@@ -717,6 +748,13 @@ def render_pdf(report: IncidentReport, *, font_dir: Path = FONT_DIR) -> bytes:
     if charts:
         story.append(p("Shaded: the condition from first to last seen; dashed red line: the incident's time "
                        "(its latest evidence).", muted))
+    if report.compliance:
+        en = Table([[p(h, bold_small) for h in COMPLIANCE_HEADER]]
+                   + [[p(c, small) for c in row] for row in _compliance_cells(report)],
+                   colWidths=[w * width for w in (0.19, 0.25, 0.12, 0.2, 0.11, 0.13)], repeatRows=1)
+        en.setStyle(grid)
+        en.setStyle(header_row)
+        story += [p("EN 50160", h2), en, p(COMPLIANCE_NOTE, muted)]
 
     check = check_evidence(inc.facts)
     facts = flatten_facts(inc.facts, skip=EVIDENCE_KEYS + (("evidence_sha256",) if check else ()))

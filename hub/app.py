@@ -1,5 +1,5 @@
 """The hub's Litestar application, built by ``create_app(settings)``: the routes of every domain
-package (``ingest``, ``incidents``, ``insights``, ``readings``, ``modelship``, ``fleet``, ``auth``,
+package (``ingest``, ``incidents``, ``insights``, ``readings``, ``compliance``, ``modelship``, ``fleet``, ``auth``,
 ``webhooks``, ``exports``, ``stream``, ``dashboard``, ``system``), the lifespan that opens storage and
 starts the services (orchestrator, MQTT ingest, webhooks, liveness and the stream), and the one
 place errors become HTTP answers (:func:`_http_error`)."""
@@ -22,6 +22,7 @@ from hub.auth import AuthStore
 from hub.auth.store import check_bootstrap_key
 from hub.auth.guards import FailureWindow, RateLimiter, require_policy
 from hub.auth.routes import ROUTES as AUTH_ROUTES
+from hub.compliance import ROUTES as COMPLIANCE_ROUTES
 from hub.dashboard import ROUTES as DASHBOARD_ROUTES
 from hub.exports import ROUTES as EXPORT_ROUTES
 from hub.fleet import ROUTES as FLEET_ROUTES
@@ -119,7 +120,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[*INGEST_ROUTES, *INCIDENT_ROUTES, *SYSTEM_ROUTES, *MODEL_ROUTES, prometheus_metrics,
                         *INSIGHT_ROUTES, *AUTH_ROUTES, *EXPORT_ROUTES, *WEBHOOK_ROUTES, *READING_ROUTES, *FLEET_ROUTES,
-                        *STREAM_ROUTES, *DASHBOARD_ROUTES],
+                        *STREAM_ROUTES, *DASHBOARD_ROUTES, *COMPLIANCE_ROUTES],
         lifespan=[lifespan, live_services(settings)],  # liveness and the stream, once storage and auth are open
         guards=[require_policy],
         before_request=strict_json_body,  # bodies as typed as the document says

@@ -9,12 +9,15 @@ Pure computation (numpy over whole series; no storage, no HTTP, no asyncio). Two
   substation and device (:mod:`.status`), load-transfer recommendations (:mod:`.recommend`).
 - :func:`check_readings` / :func:`findings_from_events`: the hub's per-request grid-code check of
   single readings and the edge's events (:mod:`.readings`).
+- :func:`voltage_weeks` / :func:`frequency_years` / :func:`unbalance_weeks`: EN 50160 statistics of
+  stored readings per week or year, with coverage and a verdict (:mod:`.en50160`).
 """
 
 from __future__ import annotations
 
 from agents.findings import Finding
 from agents.grid_monitor.analyse import analyse
+from agents.grid_monitor.en50160 import PeriodStatistics, frequency_years, unbalance_weeks, voltage_weeks
 from agents.grid_monitor.ieee1159 import VoltageEvent, classify_voltage_events, duration_category
 from agents.grid_monitor.readings import ANOMALY_AGENT, check_readings, condition_key, findings_from_events
 from agents.grid_monitor.recommend import Headroom, best_transfer, headrooms, neighbours, recommendation
@@ -41,6 +44,7 @@ __all__ = [
     "GridReport",
     "GridSnapshot",
     "Headroom",
+    "PeriodStatistics",
     "Series",
     "VoltageEvent",
     "analyse",
@@ -49,6 +53,7 @@ __all__ = [
     "classify_voltage_events",
     "duration_category",
     "findings_from_events",
+    "frequency_years",
     "headrooms",
     "nema_unbalance_pct",
     "negative_sequence_unbalance_pct",
@@ -56,4 +61,6 @@ __all__ = [
     "recommendation",
     "rollup",
     "status_of",
+    "unbalance_weeks",
+    "voltage_weeks",
 ]

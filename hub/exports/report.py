@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from litestar import Response, get
@@ -28,11 +28,14 @@ from litestar.exceptions import NotFoundException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import FromPath, QueryParameter
 
-from export.report import IncidentReport, Series, incident_report, render_html, render_pdf
+from export.report import ComplianceRow, IncidentReport, Series, incident_report, render_html, render_pdf
 from hub.auth import VIEWER
 from hub.auth.guards import allow
+from hub.compliance.service import en50160_report
 from hub.openapi import error
+from hub.readings.service import QueryError, UnknownPoint
 from hub.storage.base import Incident, IncidentError, Storage
+from protocols.reading import sensor_type
 
 __all__ = ["MAX_MARGIN_S", "MAX_READINGS", "MAX_RELATED_DEVICES", "MAX_SERIES", "ROUTES", "load_report",
            "render", "report_file_name"]
@@ -105,7 +108,31 @@ def load_report(storage: Storage, incident_id: str, margin_s: float = 1800) -> I
             unit = next((r.unit for r in readings if r.unit), "")
             series.append(Series(device_id=device, metric=metric, unit=unit, substation=incident.substation,
                                  points=points))
-    return incident_report(incident, series, window=(start, end))
+    return incident_report(incident, series, window=(start, end), compliance=_en50160(storage, incident))
+
+
+def _en50160(storage: Storage, incident: Incident) -> list[ComplianceRow]:
+    """A voltage or frequency incident's device, held to EN 50160 over the week (Monday 00:00 UTC)
+    holding the incident (:mod:`hub.compliance`), against the nominal its facts give (else inferred);
+    none when it has no such readings."""
+    if sensor_type(incident.metric) not in ("voltage", "frequency"):
+        return []
+    at = incident.timestamp.astimezone(UTC)
+    monday = datetime.combine((at - timedelta(days=at.weekday())).date(), datetime.min.time(), UTC)
+    nominal = incident.facts.get("nominal") if sensor_type(incident.metric) == "voltage" else None
+    try:
+        answer = en50160_report(storage, device_id=incident.device_id, substation=incident.substation or None,
+                                start=monday, end=monday + timedelta(days=7),
+                                nominal=float(nominal) if isinstance(nominal, int | float) and nominal > 0 else None,
+                                nominal_frequency_hz=50.0, min_coverage=0.9)
+    except (QueryError, UnknownPoint):
+        return []
+    quantities = [(f"{v.metric} (Un {v.nominal:g} {v.unit})", v.weeks) for v in answer.voltage]
+    if answer.frequency is not None:
+        quantities.append((f"frequency ({answer.frequency.resolution_s}-s means)", answer.frequency.years))
+    return [ComplianceRow(quantity=q, start=w.start, end=w.end, coverage=w.coverage, fraction_within=w.fraction_within,
+                          required_fraction=w.required_fraction, outside_limits=w.outside_limits, verdict=w.verdict)
+            for q, periods in quantities for w in periods]
 
 
 def report_file_name(incident_id: str, fmt: str) -> str:

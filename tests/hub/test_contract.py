@@ -61,6 +61,8 @@ REFUSED_ON_MEANING = {
                  "at most 7 days, a named bucket at most 10000 points; a point held by several substations in the "
                  "range needs `substation`",
     "/export/comtrade": "an incident sets the window: no `start` or `end` with it",
+    "/compliance/en50160": "`end` is after `start`, at most 366 days on; a voltage far from every standard "
+                           "system voltage needs `nominal`; a device held by several substations needs `substation`",
     "/webhooks": "the url names a host (and a port from 1 to 65535), and no user name or password",
 }
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis's own list
