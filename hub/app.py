@@ -35,6 +35,7 @@ from hub.metrics import HubMetrics, prometheus_metrics
 from hub.modelship import ROUTES as MODEL_ROUTES
 from hub.openapi import ClosedStructSchemaPlugin, describe_refusals, openapi_config, strict_json_body
 from hub.readings import ROUTES as READING_ROUTES
+from hub.readings.rollups import refresh_rollups_forever
 from hub.settings import Settings
 from hub.storage import Storage, open_storage
 from hub.stream import ROUTES as STREAM_ROUTES, live_services
@@ -74,6 +75,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
             if own:
                 app.state.storage.close()
             raise
+        rollup_task = asyncio.create_task(refresh_rollups_forever(app.state.storage), name="hub.rollups")
         orch_task = None
         if settings.agents is not None:
             from hub.insights.orchestrator import Orchestrator
@@ -99,6 +101,9 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
         try:
             yield
         finally:
+            rollup_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rollup_task
             if webhook_task is not None:
                 webhook_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

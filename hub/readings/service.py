@@ -131,7 +131,8 @@ def history(storage: Storage, *, device_id: str, metric: str, substation: str | 
         points = [Point(ts=r.ts, value=r.value, quality=r.quality, flags=names[r.flags]) for r in page]
         return History(query=query, substation=found, unit=extent.unit, bucket=used, bucket_seconds=None,
                        points=points, truncated=next_start is not None, next_start=next_start)
-    buckets = [b for chunk in storage.iter_buckets(lo, hi, bucket_s, **filters, chunk_rows=CHUNK_ROWS) for b in chunk]
+    # whole 1-minute, 1-hour and 1-day buckets from the rollups, ragged ends and other widths from the readings
+    buckets = storage.series_buckets(lo, hi, bucket_s, device_id, metric, substation)
     found = _one_substation({b.substation for b in buckets}, device_id, metric, substation)
     points = [Point(ts=b.bucket_start, min=b.min, max=b.max, avg=b.avg, last=b.last, count=b.count) for b in buckets]
     return History(query=query, substation=found, unit=extent.unit, bucket=used, bucket_seconds=bucket_s,

@@ -358,6 +358,19 @@ class Storage(Protocol):
         substation, device_id and metric. A bucket with no such reading is absent."""
         ...
 
+    def refresh_rollups(self, *, device_id: str | None = None, metric: str | None = None,
+                        substation: str | None = None, start: datetime | None = None, end: datetime | None = None,
+                        limit: int | None = None) -> int:
+        """Fold the hours ingest marked (those of this series and range; at most ``limit``) into the
+        rollups, recomputed from their readings; how many (series, hour) marks were folded."""
+        ...
+
+    def series_buckets(self, start: datetime, end: datetime, bucket_s: int, device_id: str, metric: str,
+                       substation: str | None = None) -> list[ReadingBucket]:
+        """One point's buckets, as :meth:`iter_buckets` gives them (ordered by bucket, then substation),
+        from the rollups where the range holds whole buckets of a rolled-up width (1 min, 1 h, 1 d)."""
+        ...
+
     def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime) -> list[HourlyMean]:
         """Mean value per (substation, device, metric) and UTC hour, for the given metrics, over
         start <= ts < end; readings without a value, or flagged INVALID, are left out. Ordered by series, then hour."""
@@ -528,6 +541,26 @@ def epoch_us(t: datetime) -> int:
 
 def from_epoch_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
+
+
+# -- rollups -------------------------------------------------------------------------------------
+# The hub keeps min/max/sum/count/last of valid readings (a value, not flagged INVALID) per series and
+# 1-minute, 1-hour and 1-day bucket (aligned on the epoch: UTC), in table ``rollups`` (schema
+# migration 2). Ingest only marks the (series, hour) pairs it touched (``rollup_dirty``, in the same
+# transaction); ``refresh_rollups`` recomputes the marked hours from their readings, and their days
+# from the hours: the hub's refresher in the background, and every bucketed question for its own
+# range first, so answers are exact. Questions of those widths read the rollups over the whole
+# buckets of their range and the raw readings only at its two ragged ends (docs/rollups.md).
+
+ROLLUP_WIDTHS = (60, 3_600, 86_400)
+
+
+def rollup_span(start: datetime, end: datetime, width: int) -> tuple[datetime, datetime] | None:
+    """The part of [start, end) made of whole ``width``-second buckets aligned on the epoch (None: no
+    whole bucket fits)."""
+    w = width * 10**6
+    lo, hi = -(-epoch_us(start) // w) * w, epoch_us(end) // w * w
+    return (from_epoch_us(lo), from_epoch_us(hi)) if lo < hi else None
 
 
 def check_chunking(chunk_rows: int, bucket_s: int | None = None) -> None:

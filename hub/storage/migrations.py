@@ -38,6 +38,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "in-place upgrades of hub 0.1.0 and earlier: anomaly score columns on readings, arrival "
                  "numbers on events, incident correlation columns and one open incident per condition, OT-log "
                  "and buffer marks on edge_sync"),
+    Migration(2, "rollups: min, max, sum, count and last of valid readings per series and 1-minute, 1-hour and "
+                 "1-day bucket, kept with every insert; filled from the readings held"),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -50,6 +50,7 @@ from hub.storage.base import (
     IncidentError,
     IncidentMaker,
     NewIncident,
+    ROLLUP_WIDTHS,
     ReadingBucket,
     SeriesExtent,
     SqlTx,
@@ -66,6 +67,7 @@ from hub.storage.base import (
     plan_sync,
     reading_rows,
     readings_from_rows,
+    rollup_span,
     upsert_incidents,
 )
 from hub.storage.migrations import SCHEMA_TABLE_POSTGRES, MigrationStatus, pending_after
@@ -94,6 +96,82 @@ _COPY_READINGS = f"COPY readings ({_READING_COLUMNS}) FROM STDIN (FORMAT BINARY)
 _COPY_STAGED = f"COPY readings_staged (k, {_READING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 # insert_new_readings: the batch staged (k: its index), then only what readings does not hold yet, within
 # the batch's time range (partition pruning; the (device_id, metric, ts) index does the rest)
+_ROLLUPS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rollups (
+    width integer NOT NULL,           -- seconds: 60, 3600, 86400
+    bucket timestamptz NOT NULL,      -- its start (aligned on the epoch: UTC)
+    substation text NOT NULL,
+    device_id text NOT NULL,
+    metric text NOT NULL,
+    vmin double precision NOT NULL,
+    vmax double precision NOT NULL,
+    vsum double precision NOT NULL,
+    n bigint NOT NULL,
+    last_ts timestamptz NOT NULL,     -- the newest reading's time and value (of a tie, the largest value)
+    last_value double precision NOT NULL,
+    PRIMARY KEY (width, device_id, metric, substation, bucket)
+);
+CREATE TABLE IF NOT EXISTS rollup_dirty (  -- hours with readings the rollups do not count yet
+    device_id text NOT NULL,
+    metric text NOT NULL,
+    substation text NOT NULL,
+    hour timestamptz NOT NULL,
+    marks bigint NOT NULL DEFAULT 1,
+    PRIMARY KEY (device_id, metric, substation, hour)
+)"""
+_HOUR = "date_bin('1 hour', {ts}, timestamptz '1970-01-01 00:00:00+00')"
+# the hours of {source} (as s) marked; DO UPDATE, not DO NOTHING: it locks the mark, so a refresh that
+# takes it either waits for this transaction's readings or leaves the mark for the next refresh
+_MARK_DIRTY = """
+INSERT INTO rollup_dirty AS t (device_id, metric, substation, hour)
+SELECT DISTINCT s.device_id, s.metric, s.substation, """ + _HOUR.format(ts="s.ts") + """ FROM {source}
+ORDER BY 1, 2, 3, 4
+ON CONFLICT (device_id, metric, substation, hour) DO UPDATE SET marks = t.marks + 1"""
+_MARK_DIRTY_ARRAYS = _MARK_DIRTY.format(
+    source="unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[]) AS s (device_id, metric, substation, ts)")
+_TODO_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS rollup_todo (device_id text, metric text, substation text,"
+               " hour timestamptz, PRIMARY KEY (device_id, metric, substation, hour)) ON COMMIT DELETE ROWS")
+_REPLACE = """
+ON CONFLICT (width, device_id, metric, substation, bucket) DO UPDATE SET vmin = excluded.vmin, vmax = excluded.vmax,
+    vsum = excluded.vsum, n = excluded.n, last_ts = excluded.last_ts, last_value = excluded.last_value"""
+_BIN = "date_bin(make_interval(secs => w.width), r.ts, timestamptz '1970-01-01 00:00:00+00')"
+# the 1-minute and 1-hour rollups of the hours to do, from the readings; sums in a fixed order (as
+# SQLite adds them: the same bits on both); rows written in key order (no deadlock between refreshes)
+_RECOMPUTE_HOURS = f"""
+INSERT INTO rollups (width, bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_ts, last_value)
+SELECT width, b, substation, device_id, metric, min(value), max(value), max(CASE WHEN rn = 1 THEN total END),
+       count(*), max(ts), max(CASE WHEN rn = 1 THEN value END)
+FROM (SELECT w.width, {_BIN} AS b, r.substation, r.device_id, r.metric, r.value, r.ts, row_number() OVER p AS rn,
+             sum(r.value) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
+      FROM rollup_todo AS d
+      JOIN readings AS r ON r.device_id = d.device_id AND r.metric = d.metric AND r.ts >= d.hour
+           AND r.ts < d.hour + interval '1 hour' AND r.substation = d.substation
+      CROSS JOIN (VALUES (60), (3600)) AS w (width)
+      WHERE r.value IS NOT NULL AND r.value <> 'NaN'::float8 AND (r.flags & 1) = 0
+      WINDOW p AS (PARTITION BY w.width, r.device_id, r.metric, r.substation, {_BIN}
+                   ORDER BY r.ts DESC, r.value DESC)) AS x
+GROUP BY width, b, substation, device_id, metric
+ORDER BY width, device_id, metric, substation, b""" + _REPLACE
+# the 1-day rollups of their days, from the hours
+_DAY = "date_bin('1 day', {ts}, timestamptz '1970-01-01 00:00:00+00')"
+_RECOMPUTE_DAYS = f"""
+INSERT INTO rollups (width, bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_ts, last_value)
+SELECT 86400, day, substation, device_id, metric, min(vmin), max(vmax), max(CASE WHEN rn = 1 THEN total END), sum(n),
+       max(last_ts), max(CASE WHEN rn = 1 THEN last_value END)
+FROM (SELECT {_DAY.format(ts="h.bucket")} AS day, h.substation, h.device_id, h.metric, h.vmin, h.vmax, h.n,
+             h.last_ts, h.last_value, row_number() OVER p AS rn,
+             sum(h.vsum) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
+      FROM (SELECT DISTINCT device_id, metric, substation, {_DAY.format(ts="hour")} AS day FROM rollup_todo) AS d
+      JOIN rollups AS h ON h.width = 3600 AND h.device_id = d.device_id AND h.metric = d.metric
+           AND h.substation = d.substation AND h.bucket >= d.day AND h.bucket < d.day + interval '1 day'
+      WINDOW p AS (PARTITION BY h.device_id, h.metric, h.substation, {_DAY.format(ts="h.bucket")}
+                   ORDER BY h.last_ts DESC, h.last_value DESC, h.bucket DESC)) AS x
+GROUP BY day, substation, device_id, metric
+ORDER BY device_id, metric, substation, day""" + _REPLACE
+_ROLLUP_ROWS = """
+SELECT bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_value FROM rollups
+WHERE width = %s AND device_id = %s AND metric = %s{where} AND bucket >= %s AND bucket < %s
+ORDER BY bucket, substation"""
 _INSERT_STAGED = f"""
 WITH new AS MATERIALIZED (
     SELECT s.* FROM readings_staged AS s WHERE NOT EXISTS (
@@ -102,6 +180,7 @@ WITH new AS MATERIALIZED (
         AND r.ts >= (SELECT min(ts) FROM readings_staged) AND r.ts <= (SELECT max(ts) FROM readings_staged))
 ), stored AS (
     INSERT INTO readings ({_READING_COLUMNS}) SELECT {_READING_COLUMNS} FROM new
+), marked AS ({_MARK_DIRTY.format(source="new AS s")}
 )
 SELECT k FROM new ORDER BY k"""
 
@@ -578,6 +657,44 @@ class PostgresStorage:
                 write(row)
 
     @staticmethod
+    def _mark_dirty(cur: psycopg.Cursor, rows: list[tuple]) -> None:
+        """In the caller's transaction: the hours of stored reading rows (``_READING_COLUMNS`` order)
+        marked for the rollups, as column arrays in one statement."""
+        hours = {(r[2], r[3], r[1], r[0].timestamp() // 3600) for r in rows}  # a batch holds few of them
+        device_id, metric, substation, hour = zip(*hours, strict=True)
+        cur.execute(_MARK_DIRTY_ARRAYS, (list(device_id), list(metric), list(substation),
+                                         [datetime.fromtimestamp(h * 3600, UTC) for h in hour]))
+
+    def refresh_rollups(self, *, device_id: str | None = None, metric: str | None = None,
+                        substation: str | None = None, start: datetime | None = None, end: datetime | None = None,
+                        limit: int | None = None) -> int:
+        where, args = "true", []
+        for column, value in (("device_id", device_id), ("metric", metric), ("substation", substation)):
+            if value is not None:
+                where, args = where + f" AND {column} = %s", [*args, value]
+        if start is not None:  # the hours that overlap [start, end)
+            where, args = where + " AND hour > %s", [*args, start - timedelta(hours=1)]
+        if end is not None:
+            where, args = where + " AND hour < %s", [*args, end]
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            if cur.execute(f"SELECT 1 FROM rollup_dirty WHERE {where} LIMIT 1", args).fetchone() is None:
+                return 0  # the usual case when asked: nothing to do
+            cur.execute(_TODO_TABLE)
+            # take the marks (a concurrent ingest's mark waits for this, or stays for the next refresh).
+            # In batches (the background refresher): skip marks another refresh holds. Otherwise (a
+            # question about to read the rollups) wait for it: its hours are folded when it commits.
+            lock = " LIMIT %s FOR UPDATE SKIP LOCKED" if limit else " FOR UPDATE"
+            taken = cur.execute(
+                "WITH taken AS (DELETE FROM rollup_dirty WHERE (device_id, metric, substation, hour) IN"
+                f" (SELECT device_id, metric, substation, hour FROM rollup_dirty WHERE {where}"
+                " ORDER BY device_id, metric, substation, hour" + lock + ")"
+                " RETURNING device_id, metric, substation, hour)"
+                " INSERT INTO rollup_todo SELECT * FROM taken", [*args, limit] if limit else args).rowcount
+            cur.execute(_RECOMPUTE_HOURS)
+            cur.execute(_RECOMPUTE_DAYS)
+        return taken
+
+    @staticmethod
     def _insert_incidents(cur: psycopg.Cursor, incidents: Sequence[NewIncident]) -> list[int]:
         """One incident per ongoing condition: a finding whose condition has an incident that is not
         RESOLVED updates it (newest description, value and facts; severity never lowered; one more
@@ -609,7 +726,9 @@ class PostgresStorage:
             r_hwm, e_hwm, gaps, o_hwm, buffer_id = cur.fetchone()
             plan = plan_sync(batch, r_hwm, e_hwm, o_hwm, buffer_id)  # SequenceError: rolled back, nothing stored
             if plan.readings:
-                self._copy_readings(cur, _reading_rows(plan.readings, batch.edge_id, plan.readings_first))
+                rows = _reading_rows(plan.readings, batch.edge_id, plan.readings_first)
+                self._copy_readings(cur, rows)
+                self._mark_dirty(cur, rows)
             if plan.events:
                 cur.executemany(_EVENT_SQL, [
                     (e.ts, e.substation, e.device_id, e.metric, e.type, e.state, e.severity, e.value, e.threshold,
@@ -822,18 +941,50 @@ class PostgresStorage:
                       value=r[7], threshold=r[8], nominal=r[9], unit=r[10], description=r[11])
                 for r in rows]
 
+    def series_buckets(self, start: datetime, end: datetime, bucket_s: int, device_id: str, metric: str,
+                       substation: str | None = None) -> list[ReadingBucket]:
+        raw = {"substations": [substation] if substation is not None else None, "devices": [device_id],
+               "metrics": [metric]}
+        span = rollup_span(start, end, bucket_s) if bucket_s in ROLLUP_WIDTHS else None
+        if span is None:
+            return [b for chunk in self.iter_buckets(start, end, bucket_s, **raw) for b in chunk]
+        a, b = span
+        self.refresh_rollups(device_id=device_id, metric=metric, substation=substation, start=a, end=b)
+        where, args = (" AND substation = %s", [substation]) if substation is not None else ("", [])
+        with self._pool.connection() as conn:
+            rows = conn.execute(_ROLLUP_ROWS.format(where=where), (bucket_s, device_id, metric, *args, a, b)).fetchall()
+        # (bucket, substation) order: the ragged start's bucket, the whole ones, the ragged end's
+        head, tail = ([x for chunk in self.iter_buckets(lo, hi, bucket_s, **raw) for x in chunk] if lo < hi else []
+                      for lo, hi in ((start, a), (b, end)))
+        return [*head, *(ReadingBucket(r[0], r[1], r[2], r[3], r[4], r[5], min(max(r[6] / r[7], r[4]), r[5]),
+                                       r[8], r[7]) for r in rows), *tail]
+
     def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime) -> list[HourlyMean]:
         if not metrics:
             return []
+        span = rollup_span(start, end, 3600)
+        pieces = [(start, end)] if span is None else [(start, span[0]), (span[1], end)]
+        if span is not None:
+            for m in dict.fromkeys(metrics):
+                self.refresh_rollups(metric=m, start=span[0], end=span[1])
+        out: list[HourlyMean] = []
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT substation, device_id, metric, date_trunc('hour', ts AT TIME ZONE 'UTC') AS hour,"
-                " avg(value), count(value) FROM readings"
-                " WHERE metric = ANY(%s) AND ts >= %s AND ts < %s AND value IS NOT NULL"
-                " AND (flags & 1) = 0"  # not QualityFlag.INVALID
-                " GROUP BY substation, device_id, metric, hour ORDER BY substation, device_id, metric, hour",
-                (list(metrics), start, end)).fetchall()
-        return [HourlyMean(r[0], r[1], r[2], r[3].replace(tzinfo=UTC), float(r[4]), int(r[5])) for r in rows]
+            for lo, hi in pieces:  # the ragged ends (or all of it) from the readings
+                if lo < hi:
+                    out += [HourlyMean(r[0], r[1], r[2], r[3].replace(tzinfo=UTC), float(r[4]), int(r[5]))
+                            for r in conn.execute(
+                                "SELECT substation, device_id, metric, date_trunc('hour', ts AT TIME ZONE 'UTC') AS hour,"
+                                " avg(value), count(value) FROM readings"
+                                " WHERE metric = ANY(%s) AND ts >= %s AND ts < %s AND value IS NOT NULL"
+                                " AND (flags & 1) = 0"  # not QualityFlag.INVALID
+                                " GROUP BY substation, device_id, metric, hour", (list(metrics), lo, hi))]
+            if span is not None:  # whole hours from the rollups
+                out += [HourlyMean(r[0], r[1], r[2], r[3].astimezone(UTC), min(max(r[4] / r[5], r[6]), r[7]), int(r[5]))
+                        for r in conn.execute(
+                            "SELECT substation, device_id, metric, bucket, vsum, n, vmin, vmax FROM rollups"
+                            " WHERE width = 3600 AND metric = ANY(%s) AND bucket >= %s AND bucket < %s",
+                            (list(metrics), span[0], span[1]))]
+        return sorted(out, key=lambda h: (h.substation, h.device_id, h.metric, h.hour))
 
     def readings_between(self, start: datetime, end: datetime, limit: int = 2_000_000) -> list[Reading]:
         with self._pool.connection() as conn:
@@ -947,5 +1098,12 @@ def _legacy_upgrades(conn: psycopg.Connection) -> None:
     conn.execute(_INCIDENT_MIGRATION)
 
 
+def _rollups(conn: psycopg.Connection) -> None:
+    """Migration 2: the rollups and their dirty hours; every hour held is marked (the first question,
+    or the hub's refresher, fills it)."""
+    conn.execute(_ROLLUPS_SCHEMA)
+    conn.execute(_MARK_DIRTY.format(source="readings AS s"))
+
+
 # each migration's step on PostgreSQL, by version (hub.storage.migrations.MIGRATIONS)
-MIGRATION_STEPS = {1: _legacy_upgrades}
+MIGRATION_STEPS = {1: _legacy_upgrades, 2: _rollups}

@@ -8,12 +8,13 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
 
 from hub.storage.base import (
+    EPOCH,
     Document,
     EdgeState,
     HourlyMean,
@@ -23,6 +24,7 @@ from hub.storage.base import (
     IncidentError,
     IncidentMaker,
     NewIncident,
+    ROLLUP_WIDTHS,
     ReadingBucket,
     SeriesExtent,
     SqlTx,
@@ -40,6 +42,7 @@ from hub.storage.base import (
     plan_sync,
     reading_rows,
     readings_from_rows,
+    rollup_span,
     upsert_incidents,
 )
 from hub.storage.migrations import (SCHEMA_TABLE_SQLITE, Migration, MigrationStatus,
@@ -170,6 +173,80 @@ _INCIDENT_COLUMNS = (("condition_key", "TEXT NOT NULL DEFAULT ''"), ("recommenda
                      ("facts", "TEXT NOT NULL DEFAULT '{}'"), ("narrative", "TEXT NOT NULL DEFAULT ''"))
 
 
+_ROLLUPS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rollups (
+    width INTEGER NOT NULL,       -- seconds: 60, 3600, 86400
+    bucket INTEGER NOT NULL,      -- its start, epoch seconds (aligned on the epoch: UTC)
+    substation TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    vmin REAL NOT NULL,
+    vmax REAL NOT NULL,
+    vsum REAL NOT NULL,
+    n INTEGER NOT NULL,
+    last_ts REAL NOT NULL,        -- the newest reading's time and value (of a tie, the largest value)
+    last_value REAL NOT NULL,
+    PRIMARY KEY (width, device_id, metric, substation, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_dirty (  -- hours with readings the rollups do not count yet
+    device_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    substation TEXT NOT NULL,
+    hour INTEGER NOT NULL,        -- its start, epoch seconds
+    marks INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (device_id, metric, substation, hour)
+) WITHOUT ROWID"""
+# the hours of the readings matching {where}, marked (k: whole microseconds, as every bucket here counts)
+_MARK_DIRTY = """
+INSERT INTO rollup_dirty (device_id, metric, substation, hour)
+SELECT DISTINCT device_id, metric, substation, (CAST(round(ts * 1000000) AS INTEGER) / 3600000000) * 3600
+FROM readings WHERE {where}
+ON CONFLICT (device_id, metric, substation, hour) DO UPDATE SET marks = marks + 1"""
+_TODO_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS rollup_todo (device_id TEXT, metric TEXT, substation TEXT,"
+               " hour INTEGER, PRIMARY KEY (device_id, metric, substation, hour)) WITHOUT ROWID")
+_REPLACE = """
+ON CONFLICT (width, device_id, metric, substation, bucket) DO UPDATE SET vmin = excluded.vmin, vmax = excluded.vmax,
+    vsum = excluded.vsum, n = excluded.n, last_ts = excluded.last_ts, last_value = excluded.last_value"""
+# the 1-minute and 1-hour rollups of the hours to do, from the readings; sums in a fixed order (as
+# PostgreSQL adds them: the same bits on both)
+_RECOMPUTE_HOURS = """
+INSERT INTO rollups (width, bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_ts, last_value)
+SELECT width, k * width, substation, device_id, metric, min(value), max(value), max(CASE WHEN rn = 1 THEN total END),
+       count(*), max(ts), max(CASE WHEN rn = 1 THEN value END)
+FROM (SELECT w.width, CAST(round(r.ts * 1000000) AS INTEGER) / (w.width * 1000000) AS k, r.substation, r.device_id,
+             r.metric, r.value, r.ts, row_number() OVER p AS rn,
+             sum(r.value) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
+      FROM rollup_todo AS d
+      JOIN readings AS r ON r.device_id = d.device_id AND r.metric = d.metric AND r.ts >= d.hour - 1
+           AND r.ts < d.hour + 3601 AND r.substation = d.substation
+           AND CAST(round(r.ts * 1000000) AS INTEGER) / 3600000000 = d.hour / 3600
+      CROSS JOIN (SELECT 60 AS width UNION ALL SELECT 3600) AS w
+      WHERE r.value IS NOT NULL AND (r.flags & 1) = 0
+      WINDOW p AS (PARTITION BY w.width, r.device_id, r.metric, r.substation,
+                   CAST(round(r.ts * 1000000) AS INTEGER) / (w.width * 1000000) ORDER BY r.ts DESC, r.value DESC))
+WHERE true
+GROUP BY width, k, substation, device_id, metric""" + _REPLACE
+# the 1-day rollups of their days, from the hours
+_RECOMPUTE_DAYS = """
+INSERT INTO rollups (width, bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_ts, last_value)
+SELECT 86400, day, substation, device_id, metric, min(vmin), max(vmax), max(CASE WHEN rn = 1 THEN total END), sum(n),
+       max(last_ts), max(CASE WHEN rn = 1 THEN last_value END)
+FROM (SELECT h.bucket / 86400 * 86400 AS day, h.substation, h.device_id, h.metric, h.vmin, h.vmax, h.n, h.last_ts,
+             h.last_value, row_number() OVER p AS rn,
+             sum(h.vsum) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
+      FROM (SELECT DISTINCT device_id, metric, substation, hour / 86400 * 86400 AS day FROM rollup_todo) AS d
+      JOIN rollups AS h ON h.width = 3600 AND h.device_id = d.device_id AND h.metric = d.metric
+           AND h.substation = d.substation AND h.bucket >= d.day AND h.bucket < d.day + 86400
+      WINDOW p AS (PARTITION BY h.device_id, h.metric, h.substation, h.bucket / 86400
+                   ORDER BY h.last_ts DESC, h.last_value DESC, h.bucket DESC))
+WHERE true
+GROUP BY day, substation, device_id, metric""" + _REPLACE
+_ROLLUP_ROWS = """
+SELECT bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_value FROM rollups
+WHERE width = ? AND device_id = ? AND metric = ?{where} AND bucket >= ? AND bucket < ?
+ORDER BY bucket, substation"""
+
+
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
@@ -253,6 +330,53 @@ class SQLiteStorage:
         if "buffer_id" not in have:  # databases made before edges named their buffers
             self._db.execute("ALTER TABLE edge_sync ADD COLUMN buffer_id TEXT")
 
+    def _rollups(self) -> None:
+        """Migration 2: the rollups and their dirty hours; every hour held is marked (the first
+        question, or the hub's refresher, fills it)."""
+        for statement in _ROLLUPS_SCHEMA.split(";"):  # not executescript: that would commit the migration's transaction
+            self._db.execute(statement)
+        self._db.execute(_MARK_DIRTY.format(where="1 = 1"))
+
+    def _mark_dirty(self, after_rowid: int | None) -> None:
+        """In the caller's transaction: the hours of the readings inserted after ``after_rowid``."""
+        self._db.execute(_MARK_DIRTY.format(where="rowid > ?"), (after_rowid or 0,))
+
+    def _last_rowid(self) -> int | None:
+        return self._db.execute("SELECT max(rowid) FROM readings").fetchone()[0]
+
+    def refresh_rollups(self, *, device_id: str | None = None, metric: str | None = None,
+                        substation: str | None = None, start: datetime | None = None, end: datetime | None = None,
+                        limit: int | None = None) -> int:
+        where, args = "1 = 1", []
+        for column, value in (("device_id", device_id), ("metric", metric), ("substation", substation)):
+            if value is not None:
+                where, args = where + f" AND {column} = ?", [*args, value]
+        if start is not None:  # the hours that overlap [start, end)
+            where, args = where + " AND hour > ?", [*args, epoch_us(start) // 10**6 - 3600]
+        if end is not None:
+            where, args = where + " AND hour < ?", [*args, -(-epoch_us(end) // 10**6)]
+        with self._lock:
+            db = self._db
+            if db.execute(f"SELECT 1 FROM rollup_dirty WHERE {where} LIMIT 1", args).fetchone() is None:
+                return 0  # the usual case when asked: nothing to do, and no write lock taken
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(_TODO_TABLE)
+                db.execute("DELETE FROM rollup_todo")
+                db.execute(f"INSERT INTO rollup_todo SELECT device_id, metric, substation, hour FROM rollup_dirty"
+                           f" WHERE {where} ORDER BY hour" + (" LIMIT ?" if limit else ""),
+                           [*args, limit] if limit else args)
+                n = db.execute("DELETE FROM rollup_dirty WHERE (device_id, metric, substation, hour) IN"
+                               " (SELECT device_id, metric, substation, hour FROM rollup_todo)").rowcount
+                db.execute(_RECOMPUTE_HOURS)
+                db.execute(_RECOMPUTE_DAYS)
+                db.execute("DELETE FROM rollup_todo")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return n
+
     def _one_open_incident_per_condition(self) -> None:
         """PostgreSQL's unique ``incidents_open_key``: at most one incident not RESOLVED per condition.
         Databases made before it had a plain index of that name, and may hold duplicates: the older
@@ -318,7 +442,9 @@ class SQLiteStorage:
                 r_hwm, e_hwm, gaps, o_hwm, buffer_id = row if row else (0, 0, 0, 0, None)
                 plan = plan_sync(batch, r_hwm, e_hwm, o_hwm, buffer_id)  # SequenceError: nothing stored
                 if plan.readings:
+                    before = self._last_rowid()
                     db.executemany(_READING_SQL, _reading_rows(plan.readings, batch.edge_id, plan.readings_first))
+                    self._mark_dirty(before)
                 if plan.events:
                     db.executemany(
                         _EVENT_SQL,
@@ -367,7 +493,9 @@ class SQLiteStorage:
                                [(k, row[1], row[2], row[3], row[0]) for k, row in enumerate(rows)])
                 held = {k for (k,) in db.execute(_HELD_SQL)}
                 new = [k for k in range(len(rows)) if k not in held] if held else range(len(rows))
+                before = self._last_rowid()
                 db.executemany(_READING_SQL, [rows[k] for k in new] if held else rows)
+                self._mark_dirty(before)
                 db.execute("DELETE FROM reading_keys")
                 db.execute("COMMIT")
             except BaseException:
@@ -428,18 +556,51 @@ class SQLiteStorage:
             self._db.execute("UPDATE incidents SET narrative = ? WHERE number = ?",
                              (narrative, parse_incident_id(incident_id)))
 
+    def series_buckets(self, start: datetime, end: datetime, bucket_s: int, device_id: str, metric: str,
+                       substation: str | None = None) -> list[ReadingBucket]:
+        raw = {"substations": [substation] if substation is not None else None, "devices": [device_id],
+               "metrics": [metric]}
+        span = rollup_span(start, end, bucket_s) if bucket_s in ROLLUP_WIDTHS else None
+        if span is None:
+            return [b for chunk in self.iter_buckets(start, end, bucket_s, **raw) for b in chunk]
+        a, b = span
+        self.refresh_rollups(device_id=device_id, metric=metric, substation=substation, start=a, end=b)
+        where, args = (" AND substation = ?", [substation]) if substation is not None else ("", [])
+        with self._lock:
+            rows = self._db.execute(_ROLLUP_ROWS.format(where=where),
+                                    (bucket_s, device_id, metric, *args, epoch_us(a) // 10**6,
+                                     epoch_us(b) // 10**6)).fetchall()
+        # (bucket, substation) order: the ragged start's bucket, the whole ones, the ragged end's
+        head, tail = ([x for chunk in self.iter_buckets(lo, hi, bucket_s, **raw) for x in chunk] if lo < hi else []
+                      for lo, hi in ((start, a), (b, end)))
+        return [*head, *(ReadingBucket(EPOCH + timedelta(seconds=r[0]), r[1], r[2], r[3], r[4], r[5],
+                                       min(max(r[6] / r[7], r[4]), r[5]), r[8], r[7]) for r in rows), *tail]
+
     def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime) -> list[HourlyMean]:
         if not metrics:
             return []
         marks = ",".join("?" * len(metrics))
+        span = rollup_span(start, end, 3600)
+        pieces = [(start, end)] if span is None else [(start, span[0]), (span[1], end)]
+        if span is not None:
+            for m in dict.fromkeys(metrics):
+                self.refresh_rollups(metric=m, start=span[0], end=span[1])
+        out: list[HourlyMean] = []
         with self._lock:
-            rows = self._db.execute(
-                "SELECT substation, device_id, metric, CAST(ts / 3600 AS INTEGER) AS hour, avg(value), count(value)"
-                f" FROM readings WHERE metric IN ({marks}) AND ts >= ? AND ts < ? AND value IS NOT NULL"
-                " AND (flags & 1) = 0"  # not QualityFlag.INVALID
-                " GROUP BY substation, device_id, metric, hour ORDER BY substation, device_id, metric, hour",
-                (*metrics, start.timestamp(), end.timestamp())).fetchall()
-        return [HourlyMean(r[0], r[1], r[2], _utc(r[3] * 3600.0), r[4], r[5]) for r in rows]
+            for lo, hi in pieces:  # the ragged ends (or all of it) from the readings
+                if lo < hi:
+                    out += [HourlyMean(r[0], r[1], r[2], _utc(r[3] * 3600.0), r[4], r[5]) for r in self._db.execute(
+                        "SELECT substation, device_id, metric, CAST(ts / 3600 AS INTEGER) AS hour, avg(value),"
+                        f" count(value) FROM readings WHERE metric IN ({marks}) AND ts >= ? AND ts < ?"
+                        " AND value IS NOT NULL AND (flags & 1) = 0"  # not QualityFlag.INVALID
+                        " GROUP BY substation, device_id, metric, hour", (*metrics, lo.timestamp(), hi.timestamp()))]
+            if span is not None:  # whole hours from the rollups
+                out += [HourlyMean(r[0], r[1], r[2], _utc(float(r[3])), min(max(r[4] / r[5], r[6]), r[7]), r[5])
+                        for r in self._db.execute(
+                            "SELECT substation, device_id, metric, bucket, vsum, n, vmin, vmax FROM rollups"
+                            f" WHERE width = 3600 AND metric IN ({marks}) AND bucket >= ? AND bucket < ?",
+                            (*metrics, epoch_us(span[0]) // 10**6, epoch_us(span[1]) // 10**6))]
+        return sorted(out, key=lambda h: (h.substation, h.device_id, h.metric, h.hour))
 
     def put_documents(self, docs: Sequence[Document]) -> None:
         rows = [(d.kind, d.key, d.timestamp.timestamp(), _json(d.body)) for d in docs]
@@ -771,4 +932,4 @@ def _incident(r: tuple) -> Incident:
 
 
 # each migration's step on SQLite, by version (hub.storage.migrations.MIGRATIONS)
-MIGRATION_STEPS = {1: SQLiteStorage._legacy_upgrades}
+MIGRATION_STEPS = {1: SQLiteStorage._legacy_upgrades, 2: SQLiteStorage._rollups}

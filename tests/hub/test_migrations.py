@@ -101,7 +101,14 @@ def test_a_database_of_the_earlier_release_is_upgraded_with_its_data_and_then_wo
         (first,) = storage.add_incidents([finding])
         (again,) = storage.add_incidents([finding])
         assert first.id == again.id == "INC-2026-000003" and again.occurrences == 2
-        assert {"ot_logs", "documents", "incident_history", "schema_migrations"} <= _tables(legacy_url)
+        assert {"ot_logs", "documents", "incident_history", "schema_migrations", "rollups"} <= _tables(legacy_url)
+        # the rollups were filled from the readings the earlier release held (and the one added since)
+        day = (T0.replace(hour=0), T0.replace(hour=0) + timedelta(days=1))
+        for width in (60, 3600, 86_400):
+            rolled = storage.series_buckets(*day, width, "TX-1", "oil_temperature")
+            raw = [b for chunk in storage.iter_buckets(*day, width, devices=["TX-1"], metrics=["oil_temperature"])
+                   for b in chunk]
+            assert rolled == raw and sum(b.count for b in rolled) == 7
     finally:
         storage.close()
     reopened = open_storage(legacy_url)  # nothing left to apply, nothing applied twice

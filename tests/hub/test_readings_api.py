@@ -418,4 +418,8 @@ def test_sqlite_and_postgresql_give_the_same_answers(tmp_path: Path, postgres_ur
     buckets = sum(len(a["points"]) for a in sqlite[:len(QUESTIONS)])
     assert buckets > 20_000
     for i, (a, b) in enumerate(zip(sqlite, postgresql, strict=True)):
+        if a != b and isinstance(a, dict) and "points" in a:  # the first point that differs, to the bit
+            diff = next((x, y) for x, y in zip(a["points"], b["points"], strict=False) if x != y) \
+                if len(a["points"]) == len(b["points"]) else (len(a["points"]), len(b["points"]))
+            assert a == b, f"answer {i} differs first at {diff}"
         assert a == b, f"answer {i} differs: {QUESTIONS[i] if i < len(QUESTIONS) else 'raw/latest/substations/export'}"
