@@ -9,11 +9,14 @@ failure probability crosses a threshold. The parts:
 - :mod:`.trend`: Theil-Sen trends with confidence intervals (oil temperature, vibration);
 - :mod:`.dga`: IEC 60599:2022 gas ratios and Duval triangle 1;
 - :mod:`.health`: the health score, its additive decomposition, the hazard model, the action bands;
-- :mod:`.window`: the lowest-load maintenance window of a load forecast.
+- :mod:`.window`: the lowest-load maintenance window of a load forecast;
+- :mod:`.precursor`: precursors of slowly developing faults (a residual against load and ambient
+  rising toward a limit) with an estimated time to the limit, raised as an early WARNING.
 """
 
 from agents.maintenance_predictor.config import FACTORS, MaintenanceConfig
 from agents.maintenance_predictor.dga import GASES
+from agents.maintenance_predictor.precursor import Precursor, PrecursorConfig, assess_precursor
 from agents.maintenance_predictor.predictor import AGENT, AssetData, DgaSeries, MaintenancePrediction, Series, assess
 from agents.maintenance_predictor.window import MaintenanceWindow, best_window
 
@@ -26,7 +29,10 @@ __all__ = [
     "MaintenanceConfig",
     "MaintenancePrediction",
     "MaintenanceWindow",
+    "Precursor",
+    "PrecursorConfig",
     "Series",
     "assess",
+    "assess_precursor",
     "best_window",
 ]

@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 
 from agents.maintenance_predictor.dga import TYPICAL_PPM
+from agents.maintenance_predictor.precursor import PrecursorConfig
 
 __all__ = ["FACTORS", "MaintenanceConfig"]
 
@@ -58,6 +59,13 @@ class MaintenanceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     emergency_within_hours: float = 12.0
     schedule_within_hours: float = 168.0
     maintenance_duration_hours: float = 8.0
+    # precursors of slowly developing faults (see agents/maintenance_predictor/precursor.py): top oil
+    # explained by load and ambient, warn when its excess over that is due to reach the limit; the
+    # vibration's own trend toward the C/D zone boundary. Need reference + window of history (28 days).
+    precursor_enabled: bool = True
+    precursor_oil: PrecursorConfig = PrecursorConfig()
+    precursor_oil_excess_c: float = 10.0  # top oil this much hotter than load and ambient explain: a fault
+    precursor_vibration: PrecursorConfig = PrecursorConfig(min_slope_per_day=0.05)
     # the site's clock for the texts (the maintenance window is told in local time); 0 = UTC
     utc_offset_h: Annotated[float, msgspec.Meta(ge=-12, le=14)] = 0.0
 
@@ -84,5 +92,7 @@ class MaintenanceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
                     "annual_failure_rate_at_full_health", "mttf_at_zero_health_hours", "maintenance_duration_hours"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key}: must be > 0, got {getattr(self, key)}")
+        if not self.precursor_oil_excess_c > 0:
+            raise ValueError(f"precursor_oil_excess_c: must be > 0, got {self.precursor_oil_excess_c}")
         if self.ageing_rate_full <= 1 or self.dga_level_full <= 1:
             raise ValueError("ageing_rate_full and dga_level_full must be > 1")

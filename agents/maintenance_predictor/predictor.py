@@ -15,6 +15,7 @@ from agents.maintenance_predictor import health as hl
 from agents.maintenance_predictor import thermal as th
 from agents.maintenance_predictor.config import MaintenanceConfig
 from agents.maintenance_predictor.dga import FAULT_DESCRIPTIONS, assess_dga
+from agents.maintenance_predictor.precursor import Precursor, PrecursorConfig, assess_precursor
 from agents.maintenance_predictor.trend import TrendFit, theil_sen, vibration_zone
 from agents.maintenance_predictor.window import MaintenanceWindow, best_window, to_datetime64
 
@@ -23,6 +24,7 @@ __all__ = ["AGENT", "AssetData", "DgaSeries", "MaintenancePrediction", "Series",
 AGENT = "maintenance_predictor"
 _TYPES = {"thermal": "transformer_ageing", "oil_temperature": "oil_temperature_trend", "dga": "dga_fault",
           "vibration": "vibration_trend"}
+_PRECURSOR_TYPES = {"oil_temperature": "oil_temperature_precursor", "vibration": "vibration_precursor"}
 
 
 class Series(msgspec.Struct, frozen=True):
@@ -308,11 +310,18 @@ def _assess_one(i: int, a: AssetData, cfg: MaintenanceConfig, now: datetime, now
         facts["maintenance_window"] = {"start": window.start.isoformat(), "end": window.end.isoformat(),
                                        "mean_load": _r(window.mean_load, 4), "within_deadline": within}
 
+    precursors = _precursors(a, cfg, now64, alarm) if cfg.precursor_enabled else {}
+    if precursors:
+        facts["precursor"] = {k: _precursor_facts(p, now) for k, p in precursors.items()}
+
     finding = None
     text, severity = hl.ACTIONS[action]
     if severity is not None:
         finding = _finding(a, cfg, now, health, probability, action, text, severity, dominant, oil, predicted, window,
                            confidence, facts)
+    warned = {k: p for k, p in precursors.items() if p.warning}
+    if warned:
+        finding = _with_precursor(finding, warned, a, now, confidence, facts)
     return MaintenancePrediction(
         device_id=a.device_id, substation=a.substation, timestamp=now, health=health, failure_probability=probability,
         recommended_action=action, maintenance_window=window, components=components, confidence=confidence,
@@ -362,6 +371,91 @@ def _finding(a: AssetData, cfg: MaintenanceConfig, now: datetime, health: float,
         description=" ".join(parts), metric=metric, value=round(float(value), 4), threshold=threshold,
         confidence=round(confidence, 3), recommendation=recommendation, facts=facts,
         key=f"{AGENT}:health:{a.substation}:{a.device_id}")
+
+
+# ----------------------------------------------------------------------------------------- precursors
+
+def _precursor_inputs(target: Series | None, drivers: Sequence[Series | None], now64: np.datetime64, days: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(hours, values, drivers interpolated at those hours) over the last ``days``; a driver sample
+    further than 2 h from a target sample leaves that sample out (NaN, dropped by the precursor)."""
+    w = _window(target, now64, days)
+    if w is None:
+        return None
+    cols = []
+    for d in drivers:
+        dw = _window(d, now64, days + 1.0)
+        if dw is None or dw[0].size < 2:
+            continue
+        x = np.interp(w[0], dw[0], dw[1])
+        near = np.abs(dw[0][np.clip(np.searchsorted(dw[0], w[0]), 0, dw[0].size - 1)] - w[0]) <= 2.0
+        near |= np.abs(dw[0][np.clip(np.searchsorted(dw[0], w[0]) - 1, 0, dw[0].size - 1)] - w[0]) <= 2.0
+        cols.append(np.where(near, x, np.nan))
+    return w[0], w[1], (np.column_stack(cols) if cols else np.zeros((w[0].size, 0)))
+
+
+def _precursors(a: AssetData, cfg: MaintenanceConfig, now64: np.datetime64, alarm: float) -> dict[str, Precursor]:
+    """Top oil against load and ambient (limit: the excess that counts as a fault, and the alarm), and
+    vibration's trend toward the C/D boundary (against load where given)."""
+    out: dict[str, Precursor] = {}
+    load = a.load_factor if a.load_factor is not None else a.load
+    jobs: list[tuple[str, Series | None, list[Series | None], PrecursorConfig, float | None, float]] = [
+        ("oil_temperature", a.top_oil, [load, a.ambient], cfg.precursor_oil, cfg.precursor_oil_excess_c, alarm),
+        ("vibration", a.vibration, [load], cfg.precursor_vibration, None, cfg.vibration_zones_mm_s[2])]
+    for name, target, drivers, pcfg, residual_limit, limit in jobs:
+        inputs = _precursor_inputs(target, drivers, now64, (pcfg.reference_hours + pcfg.window_hours) / 24.0)
+        if inputs is None:
+            continue
+        t, v, x = inputs
+        out[name] = assess_precursor(t, v, x, now_h=0.0, residual_limit=residual_limit, limit=limit, config=pcfg)
+    return out
+
+
+def _at(now: datetime, hours: float) -> str | None:
+    return (now + timedelta(hours=hours)).isoformat() if math.isfinite(hours) and abs(hours) < 1e6 else None
+
+
+def _precursor_facts(p: Precursor, now: datetime) -> dict[str, Any]:
+    f = p.facts()
+    f.update(window_start=_at(now, p.window_h[0]), window_end=_at(now, p.window_h[1]),
+             reference_start=_at(now, p.reference_h[0]), estimated_crossing=_at(now, p.hours_to_limit),
+             estimated_crossing_range=[_at(now, p.hours_to_limit_range[0]), _at(now, p.hours_to_limit_range[1])])
+    return f
+
+
+def _precursor_text(name: str, p: Precursor, unit: str) -> str:
+    what = "Top-oil temperature" if name == "oil_temperature" else "Vibration"
+    lo, hi = p.hours_to_limit_range
+    limit = (f"+{p.residual_limit:g} {unit} fault limit" if p.limiting == "residual"
+             else f"{p.limit:g} {unit} limit")
+    span = "" if not math.isfinite(hi) else f"-{hi:.0f}"
+    against = "what its drivers explain" if p.drivers_used else "its reference level"
+    return (f"Precursor: {what.lower()} {p.excess_now:+.1f} {unit} against {against}, rising "
+            f"{p.slope_per_day:.2f} {unit}/day ({p.slope_low:.2f}-{p.slope_high:.2f}) over "
+            f"{(p.window_h[1] - p.window_h[0]) / 24.0:.0f} days (fit R² {p.r2:.2f}); the {limit} is due in about "
+            f"{p.hours_to_limit:.0f} h ({lo:.0f}{span} h).")
+
+
+def _with_precursor(finding: Finding | None, warned: dict[str, Precursor], a: AssetData, now: datetime,
+                    confidence: float, facts: dict[str, Any]) -> Finding:
+    """An early WARNING for a precursor, or the health finding with the precursor's evidence added.
+    The key stays the device's one maintenance condition."""
+    name, p = min(warned.items(), key=lambda kv: kv[1].hours_to_limit)
+    texts = " ".join(_precursor_text(k, q, "K" if k == "oil_temperature" else "mm/s") for k, q in warned.items())
+    lo = p.hours_to_limit_range[0]
+    what = "the cooling (fans, pumps, radiators, oil level)" if name == "oil_temperature" else \
+        "bearings, alignment and mounting"
+    recommendation = f"Inspect {what} before the limit: within {max(lo, 0.0) / 24.0:.1f} days"
+    if finding is not None:
+        return msgspec.structs.replace(finding, description=f"{finding.description} {texts}",
+                                       recommendation=f"{finding.recommendation}; {recommendation}")
+    kind = a.kind.replace("_", " ").capitalize()
+    return Finding(
+        agent=AGENT, type=_PRECURSOR_TYPES[name], severity="WARNING", timestamp=now, device_id=a.device_id,
+        substation=a.substation, description=f"{kind} {a.device_id}: early warning. {texts} RECOMMEND: {recommendation}.",
+        metric=f"{name}_hours_to_limit", value=round(float(p.hours_to_limit), 1), threshold=None,
+        nominal=None, confidence=round(confidence, 3), recommendation=recommendation, facts=facts,
+        start=now + timedelta(hours=p.window_h[0]), key=f"{AGENT}:health:{a.substation}:{a.device_id}")
 
 
 def _first_day(a: AssetData, now: datetime, cfg: MaintenanceConfig) -> float:

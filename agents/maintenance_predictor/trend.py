@@ -42,8 +42,11 @@ class TrendFit(msgspec.Struct, frozen=True, kw_only=True):
         return 24.0 * (limit - self.level_now) / s
 
 
-def theil_sen(t_days: np.ndarray, y: np.ndarray, confidence_level: float = 0.95) -> TrendFit | None:
-    """Theil-Sen fit of y against t (days); NaNs dropped. None with fewer than 3 points or no time span."""
+def theil_sen(t_days: np.ndarray, y: np.ndarray, confidence_level: float = 0.95,
+              variance_inflation: float = 1.0) -> TrendFit | None:
+    """Theil-Sen fit of y against t (days); NaNs dropped. None with fewer than 3 points or no time span.
+    ``variance_inflation`` (>= 1) widens the interval for serially correlated samples: Var(S) times
+    n/n_eff (Hamed and Rao 1998), e.g. (1 + rho1) / (1 - rho1) for an AR(1) residual."""
     t = np.asarray(t_days, dtype=np.float64)
     v = np.asarray(y, dtype=np.float64)
     ok = np.isfinite(t) & np.isfinite(v)
@@ -62,7 +65,7 @@ def theil_sen(t_days: np.ndarray, y: np.ndarray, confidence_level: float = 0.95)
     slope = float(np.median(slopes))
     intercept = float(np.median(v - slope * t))
     z = NormalDist().inv_cdf(0.5 + confidence_level / 2.0)
-    c = z * np.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    c = z * np.sqrt(n * (n - 1) * (2 * n + 5) / 18.0 * max(float(variance_inflation), 1.0))
     lo_rank = int(np.clip(np.floor((m - c) / 2.0), 1, m))  # 1-based ranks
     hi_rank = int(np.clip(np.ceil((m + c) / 2.0) + 1, 1, m))
     t_last = float(t.max())
