@@ -232,8 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_edge_run)
     s = edge.add_parser("check", help="read every configured point once and report (exit 1 if any failed)")
     s.add_argument("--config", required=True, help="firmware config (TOML)")
-    s.add_argument("--wait", type=float, default=5.0, help="seconds to wait for pushed sources (MQTT, OPC-UA)")
+    s.add_argument("--wait", type=float, default=5.0,
+                   help="seconds to wait for pushed sources (MQTT, OPC-UA); points that got nothing by then fail")
     s.set_defaults(func=cmd_edge_check)
+    from sentinel_cli.edge_cert import add_parser as add_edge_cert_parser
+
+    add_edge_cert_parser(edge)
     s = edge.add_parser("status", help="device health, buffer depth, oldest unsent reading, last sync")
     s.add_argument("--config", required=True, help="firmware config (TOML)")
     s.add_argument("--buffer", default=None, help="override the config's buffer path")

@@ -91,6 +91,9 @@ _REASONS = {
 }
 
 
+_UNTRUSTED = frozenset({ua.StatusCodes.BadCertificateUntrusted, ua.StatusCodes.BadSecurityChecksFailed})
+
+
 def _status_value(code: Any) -> int:
     if code is None:
         return 0
@@ -128,6 +131,36 @@ def _certificate_uri(path: str) -> str | None:
         return None
     uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
     return uris[0] if uris else None
+
+
+def certificate_thumbprint(path_or_der: str | Path | bytes) -> str:
+    """The SHA-1 thumbprint OPC-UA uses for a certificate (file PEM or DER, or DER bytes), in hex."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    data = path_or_der if isinstance(path_or_der, bytes) else Path(path_or_der).read_bytes()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        data = x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
+    return hashlib.sha1(data).hexdigest().upper()  # noqa: S324 - the thumbprint OPC-UA defines
+
+
+async def pinned_certificate_mismatch(url: str, pinned: str, timeout_s: float) -> str | None:
+    """Why the pinned server certificate ``pinned`` is not the one the endpoint at ``url`` offers
+    (both thumbprints), or None when it is (or the endpoints cannot be fetched)."""
+    want = certificate_thumbprint(pinned)
+    try:
+        async with asyncio.timeout(timeout_s):
+            endpoints = await Client(url, timeout=timeout_s).connect_and_get_server_endpoints()
+    except Exception:  # noqa: BLE001 - only a better message is at stake
+        return None
+    offered = {certificate_thumbprint(e.ServerCertificate) for e in endpoints
+               if e.ServerCertificate and e.SecurityPolicyUri == SecurityPolicyBasic256Sha256.URI}
+    if not offered or want in offered:
+        return None
+    return (f"the pinned server certificate {pinned} (SHA-1 {want}) does not match the one the endpoint {url} "
+            f"offers (SHA-1 {', '.join(sorted(offered))}): the server's certificate changed, or the pin is wrong")
 
 
 class _Handler:
@@ -242,14 +275,18 @@ class OpcUaSource:
             raise
         except TimeoutError as exc:
             await session.close(dev.timeout_s)
-            raise self._error(SourceConnectError, f"no answer while connecting (timeout {dev.timeout_s:g} s a "
-                              f"request, {self._connect_timeout_s:g} s in all)") from exc
+            pin = dev.security.server_certificate
+            mismatch = await pinned_certificate_mismatch(dev.url, pin, self._connect_timeout_s) if pin else None
+            raise self._error(SourceConnectError, mismatch or f"no answer while connecting (timeout "
+                              f"{dev.timeout_s:g} s a request, {self._connect_timeout_s:g} s in all)") from exc
         except asyncio.CancelledError:
             await session.close(dev.timeout_s)
             raise
         except Exception as exc:
             await session.close(dev.timeout_s)
-            raise self._error(SourceConnectError, self._connect_reason(exc)) from exc
+            pin = dev.security.server_certificate
+            mismatch = await pinned_certificate_mismatch(dev.url, pin, self._connect_timeout_s) if pin else None
+            raise self._error(SourceConnectError, mismatch or self._connect_reason(exc)) from exc
         return session
 
     async def _configure(self, client: Client) -> None:
@@ -292,11 +329,17 @@ class OpcUaSource:
             code = _status_value(exc.code)
             name = status_name(code)
             what = _REASONS.get(code)
+            if code in _UNTRUSTED and dev.security.policy != "None":
+                return self._untrusted(name)
             if code == ua.StatusCodes.BadUserAccessDenied and dev.username:
                 what = f"the server rejected user {dev.username!r} (wrong password, or unknown user)"
             elif code == ua.StatusCodes.BadUserAccessDenied and dev.identity_certificate:
                 what = "the server rejected the user certificate"
             return f"{what}: {name}" if what else f"{name} while connecting"
+        if isinstance(exc, ConnectionError | AssertionError) and dev.security.policy != "None":
+            # some servers (node-opcua) close the connection on a client certificate they do not trust
+            return self._untrusted(f"the server closed the connection while the secure channel was being opened "
+                                   f"({str(exc) or type(exc).__name__})", certain=False)
         if isinstance(exc, OSError):
             return exc.strerror or str(exc) or type(exc).__name__
         text = str(exc)
@@ -305,6 +348,16 @@ class OpcUaSource:
         if isinstance(exc, ConnectionError):
             return f"connection lost while connecting ({text or type(exc).__name__})"
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+    def _untrusted(self, evidence: str, certain: bool = True) -> str:
+        cert = self.device.security.certificate
+        try:
+            thumb = f"SHA-1 thumbprint {certificate_thumbprint(cert)}"
+        except (OSError, ValueError):
+            thumb = "its thumbprint unreadable"
+        return (f"the server at {self.device.url} {'does' if certain else 'most likely does'} not trust this "
+                f"client's certificate {cert} ({thumb}): "
+                f"add it to the server's trusted certificates [{evidence}]")
 
     async def _resolve(self, session: _Session, indices: Iterable[int]) -> None:
         """Find the node of each point: parse node ids (``nsu=`` through the namespace array), and
