@@ -53,7 +53,7 @@ class OrchestratorSettings:
 
 class AgentStatus(msgspec.Struct, kw_only=True):
     name: str
-    state: str = "idle"  # idle | running | ok | failed | timed_out
+    state: str = "idle"  # idle | running | ok | failed | timed_out | standby (another replica runs the agents)
     runs: int = 0
     failures: int = 0  # in a row
     last_run: datetime | None = None
@@ -82,14 +82,20 @@ class Orchestrator:
         self.loop = asyncio.get_running_loop()  # notify() from worker threads goes through it
         self._cycle = asyncio.Lock()
         self._last_cycle = 0.0
+        # several hub replicas on one database: only the holder of this lock runs the scheduled cycles
+        make_lock = getattr(storage, "leader_lock", None)
+        self._leader = make_lock("agents") if make_lock is not None else None
+        self.leading: bool | None = None  # None: not asked yet
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Wait (at most ``timeout_s``) for agents still running, so the storage is not closed
-        under them, then let the threads go."""
+        under them, then let the threads go, and the leader lock (another replica takes it)."""
         running = [f for f in self._busy.values() if not f.done()]
         if running:
             await asyncio.wait(running, timeout=timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._leader is not None:
+            await asyncio.to_thread(self._leader.release)
 
     def status(self) -> list[AgentStatus]:
         return [msgspec.structs.replace(s) for s in self._status.values()]
@@ -119,7 +125,24 @@ class Orchestrator:
             if gap > 0:
                 await asyncio.sleep(gap)
             self._wake.clear()
+            if not await self._lead():
+                continue
             await self.run_once()
+
+    async def _lead(self) -> bool:
+        """Whether this hub runs the scheduled cycles: it holds the agents' leader lock (or there is none)."""
+        if self._leader is None:
+            return True
+        leading = await asyncio.to_thread(self._leader.acquire)
+        if leading != self.leading:
+            if leading:
+                log.info("this hub runs the agents (it holds the agents' leader lock)")
+            else:
+                log.info("another hub replica runs the agents: this one stands by and takes over if it goes")
+                for st in self._status.values():
+                    st.state = "standby"
+            self.leading = leading
+        return leading
 
     async def run_once(self, now: datetime | None = None, only: set[str] | None = None) -> list[AgentStatus]:
         """One cycle: every agent (or those in ``only``) concurrently, each within its budget."""

@@ -250,6 +250,11 @@ class Storage(Protocol):
         """The highest schema migration applied (``hub.storage.migrations``)."""
         ...
 
+    def leader_lock(self, name: str) -> Any:
+        """A lock one hub replica holds at a time: ``acquire() -> bool`` (take it, or confirm it is still
+        held), ``release()``, ``held`` (``hub.storage.leader``)."""
+        ...
+
     def migration_status(self) -> MigrationStatus:
         """The schema's version, the migrations applied (when) and pending."""
         ...

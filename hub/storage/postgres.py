@@ -70,6 +70,7 @@ from hub.storage.base import (
     rollup_span,
     upsert_incidents,
 )
+from hub.storage.leader import PostgresLeaderLock
 from hub.storage.migrations import SCHEMA_TABLE_POSTGRES, MigrationStatus, pending_after
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
@@ -550,6 +551,10 @@ class PostgresStorage:
     def schema_version(self) -> int | None:
         with self._pool.connection() as conn:
             return self._schema_version(conn)
+
+    def leader_lock(self, name: str) -> PostgresLeaderLock:
+        """A lock one hub replica holds at a time, for a job that must run once (``hub.storage.leader``)."""
+        return PostgresLeaderLock(self._url, name, self._connect_timeout)
 
     def _try_timescaledb(self) -> bool:
         """``CREATE EXTENSION IF NOT EXISTS timescaledb``; whether it is there now.

@@ -45,6 +45,7 @@ from hub.storage.base import (
     rollup_span,
     upsert_incidents,
 )
+from hub.storage.leader import FileLeaderLock
 from hub.storage.migrations import (SCHEMA_TABLE_SQLITE, Migration, MigrationStatus,
                                     pending_after)
 from protocols.mqtt.codec import DeadLetter
@@ -278,6 +279,10 @@ class SQLiteStorage:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate(migrate)
+
+    def leader_lock(self, name: str) -> FileLeaderLock:
+        """A lock one hub process holds at a time, for a job that must run once (``hub.storage.leader``)."""
+        return FileLeaderLock(None if self.path == ":memory:" else self.path, name)
 
     def schema_version(self) -> int | None:
         """The applied migrations' highest version; 0: made before versioning; None: no hub schema."""
