@@ -363,3 +363,7 @@ def add_parser(subparsers: Any) -> None:
                    help="DLinear-style moving-average trend/remainder split with this odd kernel (default 0: none)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_forecast_eval)
+
+    from sentinel_cli.load_eval import add_load_eval
+
+    add_load_eval(models)
