@@ -26,6 +26,8 @@ import asyncio
 import logging
 import os
 import random
+import re
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -71,6 +73,10 @@ class MqttIngestSettings:
     topics: tuple[str, ...] = (DEFAULT_TOPIC,)  # topic templates (protocols.mqtt.config.TopicTemplate)
     qos: Literal[0, 1, 2] = 1
     client_id: str = "sentinel-hub"  # fixed, so the broker keeps the hub's session
+    # several hub replicas: subscribe as members of this shared subscription group ($share/<group>/...)
+    # so the broker splits the messages between them, each with a client id of its own (the default
+    # one gets the host name appended)
+    share_group: str = ""
     clean_session: bool = False
     mqtt_version: Literal["3.1.1", "5"] = "3.1.1"
     session_expiry_s: int = 86_400
@@ -107,13 +113,26 @@ class MqttIngestSettings:
             raise ValueError(f"mqtt_version must be 3.1.1 or 5, not {self.mqtt_version}")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not a TCP port")
+        if self.share_group and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.share_group):
+            raise ValueError(f"share_group {self.share_group!r}: letters, digits, '_', '.', '-' only (no '/', '+', '#')")
+
+    @property
+    def session_client_id(self) -> str:
+        """The client id used: with a share group and the default id, one per host (a replica's own)."""
+        if self.share_group and self.client_id == "sentinel-hub":
+            return f"sentinel-hub-{socket.gethostname()}"[:128]
+        return self.client_id
+
+    def subscriptions(self, filters: list[str]) -> list[str]:
+        """``filters`` as subscribed: in the share group when there is one."""
+        return [f"$share/{self.share_group}/{f}" for f in filters] if self.share_group else filters
 
     @property
     def endpoint(self) -> str:
         return f"{'mqtts' if self.tls is not None else 'mqtt'}://{self.host}:{self.port}"
 
     def broker_options(self) -> BrokerOptions:
-        return BrokerOptions(host=self.host, port=self.port, client_id=self.client_id, qos=self.qos,
+        return BrokerOptions(host=self.host, port=self.port, client_id=self.session_client_id, qos=self.qos,
                              mqtt_version=self.mqtt_version, clean_session=self.clean_session,
                              session_expiry_s=self.session_expiry_s, keepalive_s=self.keepalive_s,
                              connect_timeout_s=self.connect_timeout_s, tls=self.tls,
@@ -138,6 +157,7 @@ def parse_mqtt_url(url: str, **overrides: object) -> MqttIngestSettings:
 
     The path, if any, is one topic template (``mqtt://broker/substations/{substation}/{device}/{metric}``).
     Options: ``qos``, ``client_id``, ``clean_session``, ``mqtt_version``, ``keepalive_s``,
+    ``share_group`` (hub replicas split the messages: ``$share/<group>/...``),
     ``ca_file``, ``cert_file``, ``key_file``, ``insecure`` (TLS). A password in the URL is refused:
     it belongs in ``SENTINEL_MQTT_PASSWORD``.
     """
@@ -154,7 +174,7 @@ def parse_mqtt_url(url: str, **overrides: object) -> MqttIngestSettings:
         raise ValueError(f"SENTINEL_MQTT_URL {url!r}: {exc}") from None
     opts = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     known = {"qos", "client_id", "clean_session", "mqtt_version", "keepalive_s", "ca_file", "cert_file", "key_file",
-             "insecure"}
+             "insecure", "share_group"}
     unknown = sorted(set(opts) - known)
     if unknown:
         raise ValueError(f"SENTINEL_MQTT_URL: unknown option {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -170,6 +190,8 @@ def parse_mqtt_url(url: str, **overrides: object) -> MqttIngestSettings:
         kwargs["qos"] = int(opts["qos"])
     if "client_id" in opts:
         kwargs["client_id"] = opts["client_id"]
+    if "share_group" in opts:
+        kwargs["share_group"] = opts["share_group"]
     if "clean_session" in opts:
         kwargs["clean_session"] = _flag("clean_session", opts["clean_session"])
     if "mqtt_version" in opts:
@@ -246,7 +268,7 @@ class MqttIngest:
         self.on_data = on_data  # called on the loop after something was stored (the orchestrator's notify)
         self.templates = [TopicTemplate(t) for t in settings.topics]
         self.stats = IngestStats()
-        filters = [t.filter() for t in self.templates] + list(settings.ot_log_topics)
+        filters = settings.subscriptions([t.filter() for t in self.templates] + list(settings.ot_log_topics))
         self.session = BrokerSession(settings.broker_options(), filters, name="hub",
                                      stats=self.stats.connection, batch_window_s=settings.batch_window_s,
                                      batch_max_messages=settings.batch_max_messages)

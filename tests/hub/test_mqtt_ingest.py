@@ -283,3 +283,38 @@ def test_ot_log_topic_filters_are_checked() -> None:
         MqttIngestSettings(host="h", ot_log_topics=("ot-logs/#/x",))
     s = settings_from_env({"SENTINEL_MQTT_URL": "mqtt://h", "SENTINEL_MQTT_OT_LOG_TOPICS": "ot/#, sec/+/auth"})
     assert s is not None and s.ot_log_topics == ("ot/#", "sec/+/auth")
+
+
+def test_hub_replicas_in_a_share_group_split_the_messages_each_stored_once(broker: MosquittoBroker,
+                                                                           tmp_path: Path) -> None:
+    """Two hubs on one database subscribe as one shared subscription: the broker gives each message
+    to one of them; together they store every reading, once."""
+    storage = SQLiteStorage(tmp_path / "hub.db")
+    sent = [(f"substations/S1/TR-{i % 5:02d}/oil_temperature", str(50 + i / 10).encode()) for i in range(400)]
+    ingests = [MqttIngest(storage, _settings(broker, share_group="hubs", client_id=f"hub-replica-{n}"))
+               for n in range(2)]
+    assert ingests[0].session.filters == ["$share/hubs/substations/+/+/#"]
+
+    async def main() -> None:
+        async with Running(ingests[0]), Running(ingests[1]):
+            await asyncio.to_thread(broker.publish, sent)
+            await _until(lambda: sum(i.stats.readings_stored for i in ingests) >= len(sent),
+                         lambda: [i.stats for i in ingests])
+            await asyncio.sleep(0.3)  # nothing more comes: none was given to both
+
+    try:
+        asyncio.run(main())
+        got = [i.stats.readings_stored for i in ingests]
+        assert sum(got) == len(sent) and min(got) > 0, got
+        held = sum(len(storage.query_readings(f"TR-{d:02d}", "oil_temperature")) for d in range(5))
+        assert held == len(sent)
+    finally:
+        storage.close()
+
+
+def test_a_share_group_gives_each_replica_its_own_client_id() -> None:
+    s = parse_mqtt_url("mqtt://broker.example:1883?share_group=hubs")
+    assert s.share_group == "hubs" and s.session_client_id.startswith("sentinel-hub-") and s.session_client_id != "sentinel-hub"
+    assert parse_mqtt_url("mqtt://b:1883?share_group=hubs&client_id=hub-a").session_client_id == "hub-a"
+    with pytest.raises(ValueError, match="share_group 'a/b'"):
+        parse_mqtt_url("mqtt://b:1883?share_group=a/b")
