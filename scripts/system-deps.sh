@@ -13,6 +13,7 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v mbpoll >/dev/null 2>&1 || missing+=(mbpoll)
 command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # checks the deploy/systemd unit
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)  # validates docker-compose.yml (no daemon)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # browser tests (Playwright drives it; nothing downloads a browser)
 
 # node-opcua: an OPC-UA server that is not asyncua, for the interoperability tests (npm registry).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -18,11 +19,12 @@ SECRET_WORDS = re.compile(r"(PASSWORD|SECRET|TOKEN|_KEY)\b", re.I)
 def test_docker_compose_has_no_default_secrets() -> None:
     text = (REPO / "docker-compose.yml").read_text()
     compose = yaml.safe_load(text)
-    assert {"hub", "credentials", "edge-nairobi", "edge-mombasa", "db"} <= set(compose["services"])
+    assert {"hub-1", "hub-2", "proxy", "mosquitto", "credentials", "edge-nairobi", "edge-mombasa", "db"} <= \
+        set(compose["services"])
     # ${VAR:-default} / ${VAR-default} give a secret a value in the file; ${VAR:?message} refuses to start
     for var, default in re.findall(r"\$\{(\w+):?-([^}]*)\}", text):
         assert not SECRET_WORDS.search(var), f"docker-compose.yml gives {var} the default {default!r}"
-    for var in ("SENTINEL_ADMIN_KEY", "POSTGRES_PASSWORD"):
+    for var in ("SENTINEL_ADMIN_KEY", "POSTGRES_PASSWORD", "MQTT_PASSWORD"):
         assert re.search(rf"\$\{{{var}:\?", text), f"{var} must be required (${{{var}:?...}})"
     assert "SENTINEL_EDGE_TOKENS" not in text  # shared edge tokens are gone: one credential per edge
     # the edges take the credential the credentials service made for them, nothing else
@@ -31,6 +33,65 @@ def test_docker_compose_has_no_default_secrets() -> None:
         assert f"/credentials/{edge_id}" in service["command"]
         assert service["depends_on"]["credentials"]["condition"] == "service_completed_successfully"
     assert "sentinel hub edges add" in str(compose["services"]["credentials"]["command"])
+
+
+COMPOSE_ENV = {"SENTINEL_ADMIN_KEY": "k" * 32, "POSTGRES_PASSWORD": "p" * 24, "MQTT_PASSWORD": "m" * 24}
+
+
+def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
+    keep = {k: v for k, v in os.environ.items() if k not in COMPOSE_ENV}
+    return subprocess.run(["docker-compose", "-f", str(REPO / "docker-compose.yml"), "config"], cwd=REPO,
+                          env={**keep, **env}, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="no docker-compose (Debian: apt-get install docker-compose)")
+def test_docker_compose_config_is_valid_and_refuses_to_run_without_each_secret() -> None:
+    """Compose's own reading of the file (no daemon needed): valid with the secrets given; without
+    any one of them it refuses, naming it. Every long-running service restarts by itself, and the
+    stateful ones keep their state in volumes."""
+    done = _compose_config(COMPOSE_ENV)
+    assert done.returncode == 0, done.stderr
+    compose = yaml.safe_load(done.stdout)
+    services = compose["services"]
+    for name, service in services.items():
+        if name not in ("credentials", "mqtt-credentials"):  # the one-shots
+            assert service.get("restart") == "unless-stopped", name
+    for name, mount in (("db", "/var/lib/postgresql/data"), ("mosquitto", "/mosquitto/data"),
+                        ("hub-1", "/var/lib/sentinel/models"), ("hub-2", "/var/lib/sentinel/models"),
+                        ("edge-nairobi", "/app/var"), ("edge-mombasa", "/app/var")):
+        assert mount in {_named_volume_target(v, compose) for v in services[name]["volumes"]}, (name, mount)
+    for hub in ("hub-1", "hub-2"):
+        assert "healthz" in " ".join(services[hub]["healthcheck"]["test"])
+        assert "share_group=hubs" in services[hub]["environment"]["SENTINEL_MQTT_URL"]
+    for var in COMPOSE_ENV:
+        missing = _compose_config({k: v for k, v in COMPOSE_ENV.items() if k != var})
+        assert missing.returncode != 0 and var in missing.stderr, (var, missing.stderr)
+
+
+def _named_volume_target(volume: str | dict, compose: dict) -> str | None:
+    """Where a named volume (not a bind mount) is mounted: compose v1 writes ``name:/target:rw``,
+    v2 a mapping."""
+    if isinstance(volume, dict):
+        return volume["target"] if volume.get("type") == "volume" else None
+    source, target = volume.split(":")[:2]
+    return target if source in compose.get("volumes", {}) else None
+
+
+def test_each_compose_service_runs_a_command_the_end_to_end_tests_run() -> None:
+    """What the deployment runs is what the tests run: every service of our image runs one of the
+    commands tests/test_cli.py runs as a subprocess against live servers."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    e2e = (REPO / "tests" / "test_cli.py").read_text()
+    tested = {"sentinel hub serve": '"hub", "serve"', "sentinel hub edges add": '"hub", "edges", "add"',
+              "sentinel sim run": '"sim", "run"', "sentinel edge run": '"edge", "run"'}
+    for name, service in compose["services"].items():
+        if service.get("image") != "smartgrid-sentinel:latest":
+            continue
+        command = service["command"] if isinstance(service["command"], str) else " ".join(service["command"])
+        runs = [c for c in tested if c in command]
+        assert runs, f"{name} runs {command!r}, which no end-to-end test runs"
+        for c in runs:
+            assert tested[c] in e2e, f"tests/test_cli.py does not run {c}"
 
 
 def test_no_config_or_script_in_the_repo_holds_a_secret_value() -> None:
