@@ -98,3 +98,51 @@ def test_two_hub_replicas_run_the_agents_once_and_the_standby_takes_over_when_th
             second.send_signal(signal.SIGINT)
             second.wait(timeout=20)
             assert second.returncode == 0
+
+
+@pytest.mark.postgres
+def test_a_websocket_client_on_one_replica_sees_an_incident_made_through_another(postgres_url: str,
+                                                                                 tmp_path: Path) -> None:
+    """Two hubs on one database (in this process, each its own storage): a sag posted to replica A
+    becomes an incident that a WebSocket client of replica B sees, within the stream's poll."""
+    import asyncio
+    import json
+    from datetime import UTC, datetime
+
+    from websockets.asyncio.client import connect
+
+    from hub.fleet import LivenessSettings
+    from hub.settings import Settings
+    from hub.stream import StreamSettings
+    from tests.support.hub_auth import ADMIN
+    from tests.support.live_hub import LiveHub
+
+    settings = Settings(admin_key=ADMIN_KEY, model_registry=str(tmp_path / "models"), agents=None,
+                        liveness=LivenessSettings(sync_interval_s=0.5, offline_multiple=2.0, check_interval_s=0.1),
+                        stream=StreamSettings(heartbeat_s=5.0, poll_s=0.5, min_gap_s=0.05))
+    a_store, b_store = open_storage(postgres_url), open_storage(postgres_url)
+
+    async def scenario(a: LiveHub, b: LiveHub) -> float:
+        async with connect(b.url.replace("http://", "ws://") + "/ws/grid-status", additional_headers=ADMIN,
+                           open_timeout=10, max_size=None) as ws:
+            snap = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert snap["type"] == "snapshot" and snap["alerts"] == []
+            now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            async with httpx.AsyncClient(base_url=a.url, headers=ADMIN, timeout=10) as http:
+                posted = time.monotonic()
+                r = await http.post("/sensors/process", json={"sensor_readings": [
+                    {"device_id": "FEEDER-F12", "sensor_type": "voltage", "metric": "voltage_l1", "value": 200.0,
+                     "unit": "kV", "nominal": 220.0, "substation": "NAIROBI-S1", "timestamp": now}]})
+                assert r.status_code == 200, r.text
+            while True:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if m["type"] == "update" and any(x["device_id"] == "FEEDER-F12" for x in m["alerts"]):
+                    return time.monotonic() - posted
+
+    try:
+        with LiveHub(a_store, settings) as a, LiveHub(b_store, settings) as b:
+            seen_after = asyncio.run(scenario(a, b))
+        assert seen_after < 3.0  # poll_s 0.5: B reads the shared database on its own
+    finally:
+        a_store.close()
+        b_store.close()
