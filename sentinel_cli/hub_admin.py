@@ -178,6 +178,21 @@ def cmd_edges_revoke(args: argparse.Namespace) -> int:
 
 # -- audit ----------------------------------------------------------------------------------------
 
+def cmd_edges_enrolment(args: argparse.Namespace) -> int:
+    def act(store: Any) -> int:
+        issued = store.create_enrolment(args.edge_id, args.substation, expires_in_s=args.expires_hours * 3600,
+                                        created_by=_actor())
+        store.audit(_actor(), "local", "edge.enrolment", args.edge_id or "*", enrolment=issued.id,
+                    substation=args.substation)
+        print(f"enrolment {issued.id} for {args.edge_id or 'any edge id'}"
+              + (f" in {args.substation}" if args.substation else "")
+              + f", valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC, once; on the box: sentinel edge enrol "
+              "--config FILE --token-stdin", file=sys.stderr)
+        print(issued.token)
+        return 0
+    return _run(args, act)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     def act(store: Any) -> int:
         if args.verify:
@@ -237,6 +252,12 @@ def add_parsers(hub: Any) -> None:
     s.add_argument("edge_id")
     s.add_argument("--substation", default=None, help="bind the credential to this substation too")
     s.set_defaults(func=cmd_edges_add)
+    s = db(edges.add_parser("enrolment", help="a one-time enrolment token for a new box (`sentinel edge enrol` "
+                                              "exchanges it for the box's credential); printed once, last"))
+    s.add_argument("--edge-id", default="", help="the box it is for (default: any; the box names itself)")
+    s.add_argument("--substation", default="", help="bind the box's credential to this substation")
+    s.add_argument("--expires-hours", type=float, default=24.0, help="unused, it expires after this (default 24)")
+    s.set_defaults(func=cmd_edges_enrolment)
     s = db(edges.add_parser("list", help="registered edges, their credentials and last sync"))
     s.add_argument("--all", action="store_true", help="include revoked credentials")
     s.set_defaults(func=cmd_edges_list)

@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", type=float, default=5.0,
                    help="seconds to wait for pushed sources (MQTT, OPC-UA); points that got nothing by then fail")
     s.set_defaults(func=cmd_edge_check)
+    from sentinel_cli.edge_enrol import add_parser as add_edge_enrol_parser
+
+    add_edge_enrol_parser(edge)
     from sentinel_cli.edge_cert import add_parser as add_edge_cert_parser
 
     add_edge_cert_parser(edge)

@@ -5,7 +5,10 @@
   ``GET /auth/whoami``.
 - Admins: ``GET/POST /auth/users``, ``DELETE /auth/users/{name}``; ``GET/POST /auth/keys``,
   ``DELETE /auth/keys/{id}``; ``GET/POST /edges/credentials``, ``DELETE /edges/{edge_id}/credentials``;
-  ``GET /audit`` (filterable) and ``GET /audit/verify``.
+  ``GET /audit`` (filterable) and ``GET /audit/verify``; ``GET/POST /edges/enrolments``: one-time
+  enrolment tokens for new boxes.
+- ``POST /edges/enrol`` (public, rate-limited): a box exchanges its enrolment token, once, for its
+  own edge credential.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from hub.auth.audit import record
 from hub.auth.guards import SESSION_COOKIE, TooManyRequests, allow, principal, source_of
 from hub.auth.model import ADMIN, PUBLIC, VIEWER
-from hub.auth.store import AuditEntry, AuthError, AuthStore, CredentialInfo, IssuedCredential, UserInfo
+from hub.auth.store import (AuditEntry, AuthError, AuthStore, CredentialInfo, EnrolmentInfo, IssuedCredential,
+                             IssuedEnrolment, UserInfo)
 from hub.openapi import error, query_time
 
 __all__ = ["ROUTES"]
@@ -71,6 +75,28 @@ class KeyCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class EdgeCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     edge_id: Name
     substation: Annotated[str, msgspec.Meta(max_length=128, pattern=r"^([A-Za-z0-9][A-Za-z0-9_.@-]*)?$")] = ""
+
+
+class EnrolmentCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    edge_id: Annotated[str, msgspec.Meta(max_length=128, pattern=r"^([A-Za-z0-9][A-Za-z0-9_.@-]*)?$")] = ""
+    substation: Annotated[str, msgspec.Meta(max_length=128, pattern=r"^([A-Za-z0-9][A-Za-z0-9_.@-]*)?$")] = ""
+    expires_in_hours: Annotated[float, msgspec.Meta(ge=0.02, le=720)] = 24.0
+
+
+class EnrolmentList(msgspec.Struct, frozen=True):
+    enrolments: list[EnrolmentInfo]
+
+
+class EnrolRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    edge_id: Name
+
+
+class Enrolled(msgspec.Struct, frozen=True):
+    edge_id: str
+    substation: str
+    credential_id: str
+    token: str  # the edge's own credential: sent as Authorization: Bearer, in this answer only
 
 
 class CredentialList(msgspec.Struct, frozen=True):
@@ -223,6 +249,47 @@ def revoke_edge(edge_id: FromPath[str], request: Request, state: State) -> dict[
     return {"edge_id": edge_id, "revoked": n}
 
 
+@post("/edges/enrolments", guards=[allow(ADMIN)], sync_to_thread=True, status_code=201,
+      summary="A one-time enrolment token for a new edge box: the token is in this answer only")
+def create_enrolment(data: JSONBody[EnrolmentCreate], request: Request, state: State) -> IssuedEnrolment:
+    try:
+        issued = _store(state).create_enrolment(data.edge_id, data.substation,
+                                                expires_in_s=data.expires_in_hours * 3600,
+                                                created_by=principal(request).label)
+    except AuthError as exc:
+        raise _bad("edge_id", exc) from exc
+    record(request, "edge.enrolment", data.edge_id or "*", enrolment=issued.id, substation=data.substation)
+    return issued
+
+
+@get("/edges/enrolments", guards=[allow(ADMIN)], sync_to_thread=True,
+     summary="Enrolment tokens waiting to be used (all, with used and expired ones: all=true)")
+def list_enrolments(state: State, all: Annotated[bool, QueryParameter(description="with used and expired ones")]
+                    = False) -> EnrolmentList:  # noqa: A002 - the query parameter's name
+    return EnrolmentList(enrolments=_store(state).enrolments(include_used=all))
+
+
+@post("/edges/enrol", guards=[allow(PUBLIC)], sync_to_thread=True, status_code=201,
+      summary="An edge box exchanges its one-time enrolment token for its own credential (rate-limited)",
+      raises=[NotAuthorizedException, TooManyRequests])
+def enrol(data: JSONBody[EnrolRequest], request: Request, state: State) -> Enrolled:
+    host = request.client.host if request.client else "unknown"
+    keys = (f"enrol-ip:{host}",)
+    wait = state.login_failures.blocked_for(*keys)
+    if wait > 0:
+        raise TooManyRequests(f"too many failed enrolments; retry in {wait:.0f} s", wait)
+    try:
+        issued, eid = _store(state).enrol(data.token, data.edge_id)
+    except AuthError as exc:
+        state.login_failures.fail(*keys)
+        _store(state).audit(f"edge:{data.edge_id}", source_of(request), "edge.enrol_failed", data.edge_id)
+        raise NotAuthorizedException(detail=str(exc)) from exc
+    _store(state).audit(f"edge:{data.edge_id}", source_of(request), "edge.enrol", data.edge_id, enrolment=eid,
+                        credential=issued.id, substation=issued.substation)
+    return Enrolled(edge_id=issued.principal, substation=issued.substation, credential_id=issued.id,
+                    token=issued.secret)
+
+
 @get("/audit", guards=[allow(ADMIN)], sync_to_thread=True, summary="The audit log, newest first, filtered")
 def list_audit(
     state: State,
@@ -247,4 +314,5 @@ def verify_audit(state: State) -> AuditVerification:
 
 
 ROUTES = [login, logout, whoami, list_users, add_user, disable_user, list_keys, create_key, revoke_key,
-          list_edge_credentials, add_edge, revoke_edge, list_audit, verify_audit]
+          list_edge_credentials, add_edge, revoke_edge, create_enrolment, list_enrolments, enrol, list_audit,
+          verify_audit]

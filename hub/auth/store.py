@@ -40,7 +40,7 @@ CACHE_S = 5.0
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 MIN_PASSWORD = 12
 MIN_BOOTSTRAP_KEY = 24
-_SECRET_PREFIX = {"key": "sgk", "edge": "sge", "session": "sgs"}  # what a secret scanner can look for
+_SECRET_PREFIX = {"key": "sgk", "edge": "sge", "session": "sgs", "enrolment": "sgn"}  # what a secret scanner can look for
 _ID_PREFIX = {"key": "key", "edge": "edge", "session": "ses"}
 _AUDIT_LOCK = 0x5E_A0D1  # advisory lock key serialising audit appends on PostgreSQL
 
@@ -65,6 +65,18 @@ SCHEMA = (
         created_by TEXT NOT NULL DEFAULT ''
     )""",
     "CREATE INDEX IF NOT EXISTS auth_credentials_principal ON auth_credentials (kind, principal)",
+    """CREATE TABLE IF NOT EXISTS auth_enrolments (
+        id TEXT PRIMARY KEY,              -- public id: enr_...
+        secret_hash TEXT NOT NULL UNIQUE, -- sha256 hex of the one-time token
+        edge_id TEXT NOT NULL DEFAULT '', -- the edge it is for ('': the edge names itself)
+        substation TEXT NOT NULL DEFAULT '',
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        used_at DOUBLE PRECISION,
+        used_by TEXT NOT NULL DEFAULT '',  -- the edge that used it
+        credential_id TEXT NOT NULL DEFAULT '',  -- and the credential it got
+        created_by TEXT NOT NULL DEFAULT ''
+    )""",
     """CREATE TABLE IF NOT EXISTS audit_log (
         seq BIGINT PRIMARY KEY,
         ts DOUBLE PRECISION NOT NULL,
@@ -113,6 +125,30 @@ class IssuedCredential(msgspec.Struct, frozen=True, kw_only=True):
     secret: str
     expires_at: datetime | None = None
     substation: str = ""
+
+
+class IssuedEnrolment(msgspec.Struct, frozen=True, kw_only=True):
+    """A one-time enrolment token, as made: ``token`` is shown here only."""
+
+    id: str
+    token: str
+    edge_id: str  # "": any edge id the box names
+    substation: str
+    expires_at: datetime
+
+
+class EnrolmentInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """An enrolment token as listed: never the token."""
+
+    id: str
+    edge_id: str
+    substation: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    used_by: str
+    credential_id: str
+    created_by: str
 
 
 class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -281,6 +317,66 @@ class AuthStore:
         if substation:
             _check_name("substation", substation)
         return self._issue("edge", edge_id, Role.EDGE, substation=substation, created_by=created_by)
+
+    # -- enrolment -------------------------------------------------------------------------------
+
+    def create_enrolment(self, edge_id: str = "", substation: str = "", *, expires_in_s: float = 86_400.0,
+                         created_by: str = "") -> IssuedEnrolment:
+        """A one-time token a technician gives a new box: it exchanges it once (:meth:`enrol`) for the
+        box's own edge credential. Bound to ``edge_id`` if given (else the box names itself) and to
+        ``substation`` (the credential's too)."""
+        if edge_id:
+            _check_name("edge id", edge_id)
+        if substation:
+            _check_name("substation", substation)
+        if not 60 <= expires_in_s <= 30 * 86_400:
+            raise AuthError("expiry: between one minute and 30 days")
+        token = f"{_SECRET_PREFIX['enrolment']}_{secrets.token_urlsafe(32)}"
+        eid, now = f"enr_{secrets.token_hex(6)}", _now()
+        with self.storage.transaction() as tx:
+            tx.execute("INSERT INTO auth_enrolments (id, secret_hash, edge_id, substation, created_at, expires_at,"
+                       " created_by) VALUES (?,?,?,?,?,?,?)",
+                       (eid, secret_hash(token), edge_id, substation, now, now + expires_in_s, created_by))
+        return IssuedEnrolment(id=eid, token=token, edge_id=edge_id, substation=substation,
+                               expires_at=_utc(now + expires_in_s))
+
+    def enrol(self, token: str, edge_id: str) -> tuple[IssuedCredential, str]:
+        """Exchange a one-time token for a new credential of ``edge_id``: (the credential, the
+        enrolment's id). :class:`AuthError` without saying which of unknown, used, expired or bound to
+        another edge (whoever guesses learns nothing); the token is used up only by a success."""
+        _check_name("edge id", edge_id)
+        now = _now()
+        secret = f"{_SECRET_PREFIX['edge']}_{secrets.token_urlsafe(32)}"
+        cid = f"{_ID_PREFIX['edge']}_{secrets.token_hex(6)}"
+        with self.storage.transaction() as tx:
+            row = tx.execute("SELECT id, substation FROM auth_enrolments WHERE secret_hash = ? AND used_at IS NULL"
+                             " AND expires_at > ? AND (edge_id = '' OR edge_id = ?)",
+                             (secret_hash(token or "-"), now, edge_id)).fetchone()
+            if row is None:
+                raise AuthError("the enrolment token is unknown, used, expired or for another edge: ask the hub's "
+                                "admin for a new one (`sentinel hub edges enrolment`)")
+            eid, substation = row
+            # used once: of two boxes racing with one token, one gets no row here
+            if tx.execute("UPDATE auth_enrolments SET used_at = ?, used_by = ?, credential_id = ? WHERE id = ?"
+                          " AND used_at IS NULL", (now, edge_id, cid, eid)).rowcount != 1:
+                raise AuthError("the enrolment token is unknown, used, expired or for another edge")
+            tx.execute("INSERT INTO auth_credentials (id, kind, secret_hash, principal, role, substation, created_at,"
+                       " expires_at, revoked_at, created_by) VALUES (?,?,?,?,?,?,?,NULL,NULL,?)",
+                       (cid, "edge", secret_hash(secret), edge_id, Role.EDGE.value, substation, now, f"enrolment:{eid}"))
+        return IssuedCredential(id=cid, kind="edge", principal=edge_id, role=Role.EDGE.value, secret=secret,
+                                expires_at=None, substation=substation), eid
+
+    def enrolments(self, *, include_used: bool = False) -> list[EnrolmentInfo]:
+        q = ("SELECT id, edge_id, substation, created_at, expires_at, used_at, used_by, credential_id, created_by"
+             " FROM auth_enrolments")
+        params: list[Any] = []
+        if not include_used:
+            q += " WHERE used_at IS NULL AND expires_at > ?"
+            params.append(_now())
+        with self.storage.transaction() as tx:
+            rows = tx.execute(q + " ORDER BY created_at, id", params).fetchall()
+        return [EnrolmentInfo(id=r[0], edge_id=r[1], substation=r[2], created_at=_utc(r[3]), expires_at=_utc(r[4]),
+                              used_at=_utc(r[5]), used_by=r[6], credential_id=r[7], created_by=r[8]) for r in rows]
 
     def revoke(self, credential_id: str) -> CredentialInfo:
         """Revoke one credential by id; :class:`AuthError` if there is no such live credential."""

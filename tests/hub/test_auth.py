@@ -85,8 +85,10 @@ def test_every_route_declares_a_policy_and_the_matrix_holds(client: TestClient) 
     undeclared = [f"{m} {p}" for p, m, h in routes if policy_of(h) is None]
     assert not undeclared, f"routes without an access policy: {undeclared}"
     public = sorted(f"{m} {p}" for p, m, h in routes if policy_of(h).roles is None)
-    # nothing else without a credential: the login form and the two files it loads (hub/dashboard)
-    assert public == ["GET /healthz", "GET /login", "GET /login/assets/{name:str}", "POST /auth/login"]
+    # nothing else without a credential: the login form and the two files it loads (hub/dashboard), and
+    # a new box's enrolment (it holds a one-time token, not a credential yet)
+    assert public == ["GET /healthz", "GET /login", "GET /login/assets/{name:str}", "POST /auth/login",
+                      "POST /edges/enrol"]
     failures = []
     for path, method, handler in routes:
         policy = policy_of(handler)
