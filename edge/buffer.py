@@ -491,6 +491,17 @@ class Buffer:
         n = _contiguous([r[0] for r in rows])
         return OtLogRun(first_seq=rows[0][0], items=[_ot_log_dec.decode(r[1]) for r in rows[:n]])
 
+    def backlog(self) -> tuple[int, datetime | None, int]:
+        """(unsent readings, the oldest one's time, readings dropped at the limits), cheaply: from the
+        sequence numbers' range (an upper bound when kept islands leave holes), not a count of rows."""
+        with self._lock:
+            lo, hi = self._db.execute("SELECT (SELECT min(seq) FROM readings), (SELECT max(seq) FROM readings)"
+                                      ).fetchone()
+            oldest = self._db.execute("SELECT ts FROM readings ORDER BY seq LIMIT 1").fetchone()
+            dropped = int(self._meta("dropped"))
+        return (0 if lo is None else hi - lo + 1, datetime.fromtimestamp(oldest[0], UTC) if oldest else None,
+                dropped)
+
     def stats(self) -> BufferStats:
         with self._lock:
             db = self._db

@@ -38,11 +38,23 @@ from protocols.gridcode import PointSpec
 from protocols.otlog import OtLogEvent
 from protocols.reading import QualityFlag
 from protocols.sources import PolledSource, PushedSource, SourceError, Update
-from protocols.wire import Event
+from protocols.wire import DeviceState, EdgeHealth, Event
 
 log = logging.getLogger(__name__)
 
 _BAD = int(QualityFlag.INVALID | QualityFlag.COMM_LOST)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("smartgrid-sentinel")
+    except Exception:  # noqa: BLE001  (run from a source tree without installing)
+        return "unknown"
+
+
+_SOFTWARE = _version()
 
 
 @dataclass
@@ -103,7 +115,7 @@ class EdgeDaemon:
         self.buffer = Buffer(buffer_path or config.buffer_path(), ident.substation, b.max_rows, max_bytes=b.max_bytes,
                              max_age_s=b.max_age_s, policy=b.policy, keep_window_s=b.keep_window_s,
                              keep_score=b.keep_score)
-        self.sync = SyncLoop(config, self.buffer, token=token)
+        self.sync = SyncLoop(config, self.buffer, token=token, health=self.health_report)
         self.stats = EdgeStats()
         self.scoring = EdgeScoring(ident.substation, config.scoring)
         cache = None if str(self.buffer.path) == ":memory:" else self.buffer.path.with_name(
@@ -288,6 +300,17 @@ class EdgeDaemon:
             "ot_logs": {"sent": sync.ot_logs_sent, "hub_refuses": sync.ot_logs_refused,
                         "sources": [src.snapshot() for src in self.ot_log_sources]},
         }
+
+    def health_report(self) -> EdgeHealth:
+        """What the hub's fleet view shows of this edge (sent with a sync now and then; blocking: reads
+        the buffer)."""
+        pending, oldest, dropped = self.buffer.backlog()
+        model = self.scoring.scorer.model
+        return EdgeHealth(software=_SOFTWARE, model=model.label if model is not None else "",
+                          readings_pending=pending, oldest_pending=oldest, dropped=dropped,
+                          devices=[DeviceState(device_id=h.device_id, up=h.online is not False,
+                                               error=h.last_error[:500] if h.online is False else "")
+                                   for h in list(self.stats.devices.values())[:1000]])
 
     def scoring_status(self) -> dict:
         model = self.scoring.scorer.model

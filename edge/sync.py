@@ -23,7 +23,9 @@ hub fault, and the data stays here.
 A hub from before OT log forwarding refuses a batch with an ``ot_logs`` run (400, unknown field):
 the loop then sends the batch again without it, keeps the entries buffered, logs one warning, and
 offers them again every ``OT_LOGS_RETRY_S`` (the hub may have been upgraded meanwhile). Likewise a
-hub from before buffer ids and declared gaps is sent batches without ``buffer_id`` / ``after``."""
+hub from before buffer ids and declared gaps is sent batches without ``buffer_id`` / ``after``, and one
+from before health reports without ``health`` (a report of the edge's software, model, backlog and
+devices, at most every ``HEALTH_EVERY_S``, for the hub's fleet view)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import logging
 import re
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -43,7 +46,7 @@ from edge.backoff import Backoff
 from edge.buffer import Buffer
 from edge.hubclient import HubCertificateMismatch, ResponseTooLarge, hub_client, read_capped
 from protocols.config import FirmwareConfig
-from protocols.wire import SYNC_PATH, SyncAck, SyncBatch, decode_ack, decode_conflict, encode
+from protocols.wire import SYNC_PATH, EdgeHealth, SyncAck, SyncBatch, decode_ack, decode_conflict, encode
 
 __all__ = ["HubFault", "SyncLoop", "SyncStats"]
 
@@ -53,7 +56,7 @@ MAX_RESPONSE_BYTES = 64 * 1024  # an ack or a refusal is a few hundred bytes
 DEADLINE_FACTOR = 3  # a whole sync request, upload included, gets this many hub.timeout_s
 
 _STREAMS = ("readings", "events", "ot_logs")
-_UNKNOWN_FIELD = re.compile(r"unknown field `(ot_logs|buffer_id|after)`")
+_UNKNOWN_FIELD = re.compile(r"unknown field `(ot_logs|buffer_id|after|health)`")
 
 
 class HubFault(Exception):
@@ -90,8 +93,10 @@ class SyncLoop:
     OT_LOGS_RETRY_S = 300.0
     OPTIONAL_RETRY_S = 300.0  # how long a hub that refused buffer_id / after is sent batches without them
 
+    HEALTH_EVERY_S = 30.0  # a health report rides with a sync at most this often
+
     def __init__(self, config: FirmwareConfig, buffer: Buffer, client: httpx.AsyncClient | None = None,
-                 token: str | None = None) -> None:
+                 token: str | None = None, health: Callable[[], EdgeHealth] | None = None) -> None:
         """``token``: the edge's credential, instead of the one in ``$<hub.token_env>``."""
         self.config = config
         self.buffer = buffer
@@ -105,6 +110,8 @@ class SyncLoop:
         self._ot_logs_max = config.ot_logs.batch_max if config.ot_logs is not None else 1_000
         self._ot_logs_refused_until = 0.0  # monotonic; until then OT logs are not offered to this hub
         self._lacks: dict[str, float] = {}  # optional field -> monotonic time until which it is left out
+        self._health = health  # the edge's health report (blocking: called in a worker thread)
+        self._health_sent = -float("inf")  # monotonic time of the last batch that carried one
         self._hub_marks: dict[str, int] = {}  # per stream, the hub's mark from its latest 409
         self._logged_fault = ""  # the kind of fault last logged ("" after a success)
 
@@ -139,9 +146,14 @@ class SyncLoop:
         if readings is None and events is None and ot_logs is None:
             return None
         acked = await asyncio.to_thread(self.buffer.acked_through)
+        health = None
+        if self._health is not None and time.monotonic() - self._health_sent >= self.HEALTH_EVERY_S:
+            health = await asyncio.to_thread(self._health)
         while True:
             runs = {"readings": readings, "events": events, "ot_logs": ot_logs}
             batch = self._batch(runs, acked)
+            if health is not None and self._lacks.get("health", 0.0) <= time.monotonic():
+                batch = msgspec.structs.replace(batch, health=health)
             status, body = await self._post(encode(batch))
             if 200 <= status < 300:
                 break
@@ -155,6 +167,8 @@ class SyncLoop:
                 if readings is None and events is None:
                     return 0
         ack = self._check_ack(body, runs, acked)
+        if batch.health is not None:
+            self._health_sent = time.monotonic()
         through = {name: getattr(ack, f"{name}_acked_through") if runs[name] is not None else None
                    for name in _STREAMS}
         try:
@@ -234,6 +248,7 @@ class SyncLoop:
         """The hub refused an optional field it does not know: send without it for a while.
         False if the batch did not carry it (so this is no reason to try again)."""
         carried = {"ot_logs": batch.ot_logs is not None, "buffer_id": batch.buffer_id is not None,
+                   "health": batch.health is not None,
                    "after": any(r is not None and r.after is not None
                                 for r in (batch.readings, batch.events, batch.ot_logs))}
         if not carried[name]:

@@ -114,6 +114,27 @@ class OtLogRun(_Run, frozen=True, kw_only=True, forbid_unknown_fields=True, omit
     items: list[OtLogEvent]
 
 
+class DeviceState(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One device as its edge sees it."""
+
+    device_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    up: bool
+    error: Annotated[str, msgspec.Meta(max_length=500)] = ""  # why it is down ("": it is up)
+
+
+class EdgeHealth(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """How an edge is doing, sent with its syncs for the hub's fleet view: software and model, its
+    buffer's backlog and drops, its devices. Optional: edges from before it leave it out."""
+
+    software: Annotated[str, msgspec.Meta(max_length=64)]  # the edge's version
+    model: Annotated[str, msgspec.Meta(max_length=200)] = ""  # the scoring model in use ("": detectors only)
+    readings_pending: NonNegative = 0
+    events_pending: NonNegative = 0
+    oldest_pending: UtcTime | None = None  # the oldest unsent reading's time
+    dropped: NonNegative = 0  # readings the buffer dropped at its limits, ever
+    devices: Annotated[list[DeviceState], msgspec.Meta(max_length=1000)] = []
+
+
 class SyncBatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     edge_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     substation: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -122,6 +143,7 @@ class SyncBatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     events: EventRun | None = None
     ot_logs: OtLogRun | None = None  # optional: edges that forward no OT logs leave it out
     buffer_id: BufferId | None = None  # the edge's buffer; optional: edges from before it leave it out
+    health: EdgeHealth | None = None  # optional: edges from before it leave it out
 
     def __post_init__(self) -> None:
         # Readings and events are checked by decode_batch and the hub's handler; OT log entries here,

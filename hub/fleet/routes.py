@@ -1,5 +1,6 @@
 """``GET /fleet``: every edge, substation and device, when the hub last heard from each, and which
-are offline or stale (:mod:`hub.fleet.liveness`)."""
+are offline or stale (:mod:`hub.fleet.liveness`); and each edge's latest health report (software,
+model, backlog and its age, drops, devices), sent with its syncs."""
 
 from __future__ import annotations
 
@@ -12,8 +13,23 @@ from litestar.datastructures import State
 from hub.auth import VIEWER
 from hub.auth.guards import allow
 from hub.fleet.liveness import DeviceLiveness, EdgeLiveness, Liveness, SubstationLiveness
+from protocols.wire import DeviceState
 
 __all__ = ["ROUTES", "Fleet"]
+
+
+class EdgeReport(msgspec.Struct, frozen=True, kw_only=True):
+    """An edge's latest health report, as it sent it with a sync."""
+
+    received_at: datetime
+    software: str
+    model: str  # the scoring model it runs ("": detectors only)
+    readings_pending: int  # its backlog
+    events_pending: int
+    oldest_pending: datetime | None  # the oldest reading it has not sent yet
+    sync_lag_s: float | None  # how far behind the hub is on this edge's readings (0: nothing waiting)
+    dropped: int  # readings its buffer dropped at its limits, ever
+    devices: list[DeviceState]
 
 
 class Fleet(msgspec.Struct, frozen=True, kw_only=True):
@@ -23,6 +39,7 @@ class Fleet(msgspec.Struct, frozen=True, kw_only=True):
     edges: list[EdgeLiveness]
     substations: dict[str, SubstationLiveness]
     devices: list[DeviceLiveness]
+    reports: dict[str, EdgeReport] = {}  # per edge id: the health it reported with its latest sync
 
 
 @get("/fleet", guards=[allow(VIEWER)], sync_to_thread=True,
@@ -34,9 +51,17 @@ def fleet(state: State) -> Fleet:
     liveness: Liveness = state.liveness
     now = datetime.now(UTC)
     edges = liveness.edges(now)
+    reports = {}
+    for edge_id, (at, h) in state.storage.edge_health().items():
+        lag = 0.0 if not h.readings_pending else (
+            max(0.0, (at - h.oldest_pending).total_seconds()) if h.oldest_pending is not None else None)
+        reports[edge_id] = EdgeReport(received_at=at, software=h.software, model=h.model,
+                                      readings_pending=h.readings_pending, events_pending=h.events_pending,
+                                      oldest_pending=h.oldest_pending, sync_lag_s=lag, dropped=h.dropped,
+                                      devices=h.devices)
     return Fleet(checked_at=liveness.last_check, offline_floor_s=liveness.settings.offline_floor_s,
                  telemetry_stale_s=liveness.settings.telemetry_after_s, edges=edges,
-                 substations=liveness.substations(now, edges), devices=liveness.devices(now))
+                 substations=liveness.substations(now, edges), devices=liveness.devices(now), reports=reports)
 
 
 ROUTES = [fleet]

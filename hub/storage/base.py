@@ -23,7 +23,7 @@ from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
 from protocols.severity import SEVERITIES
-from protocols.wire import Event, SyncAck, SyncBatch, SyncConflict
+from protocols.wire import EdgeHealth, Event, SyncAck, SyncBatch, SyncConflict
 
 
 class NewIncident(msgspec.Struct, frozen=True, kw_only=True):
@@ -248,6 +248,10 @@ class Storage(Protocol):
 
     def schema_version(self) -> int | None:
         """The highest schema migration applied (``hub.storage.migrations``)."""
+        ...
+
+    def edge_health(self) -> dict[str, tuple[datetime, EdgeHealth]]:
+        """Each edge's latest health report (sent with its syncs) and when it came."""
         ...
 
     def leader_lock(self, name: str) -> Any:

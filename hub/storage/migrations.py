@@ -40,6 +40,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                  "and buffer marks on edge_sync"),
     Migration(2, "rollups: min, max, sum, count and last of valid readings per series and 1-minute, 1-hour and "
                  "1-day bucket, kept with every insert; filled from the readings held"),
+    Migration(3, "edge_health: each edge's latest health report (software, model, backlog, drops, devices), "
+                 "sent with its syncs"),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -75,7 +75,7 @@ from hub.storage.migrations import SCHEMA_TABLE_POSTGRES, MigrationStatus, pendi
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
-from protocols.wire import Event, SyncAck, SyncBatch
+from protocols.wire import EdgeHealth, Event, SyncAck, SyncBatch
 
 __all__ = ["PostgresStorage", "PostgresUnavailable"]
 
@@ -374,6 +374,7 @@ def _series_where(substations: Sequence[str] | None, devices: Sequence[str] | No
             args.append(list(dict.fromkeys(values)))
     return sql, args
 _OT_DECODER = msgspec.json.Decoder(OtLogEvent)
+_HEALTH = msgspec.json.Decoder(EdgeHealth)
 
 
 class PostgresUnavailable(RuntimeError):
@@ -551,6 +552,11 @@ class PostgresStorage:
     def schema_version(self) -> int | None:
         with self._pool.connection() as conn:
             return self._schema_version(conn)
+
+    def edge_health(self) -> dict[str, tuple[datetime, EdgeHealth]]:
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT edge_id, received_at, body FROM edge_health").fetchall()
+        return {r[0]: (r[1].astimezone(UTC), _HEALTH.decode(r[2])) for r in rows}
 
     def leader_lock(self, name: str) -> PostgresLeaderLock:
         """A lock one hub replica holds at a time, for a job that must run once (``hub.storage.leader``)."""
@@ -754,6 +760,10 @@ class PostgresStorage:
                 (batch.substation, plan.readings_acked_through, plan.events_acked_through, gaps + plan.gaps,
                  datetime.now(UTC), plan.ot_logs_acked_through, plan.buffer_id, batch.edge_id),
             )
+            if batch.health is not None:
+                cur.execute("INSERT INTO edge_health VALUES (%s, %s, %s) ON CONFLICT (edge_id) DO UPDATE SET"
+                            " received_at = excluded.received_at, body = excluded.body",
+                            (batch.edge_id, datetime.now(UTC), msgspec.json.encode(batch.health).decode()))
         # Leaving the pool's context committed the transaction (or rolled it back on an exception).
         return plan.ack(batch.edge_id)
 
@@ -1110,5 +1120,11 @@ def _rollups(conn: psycopg.Connection) -> None:
     conn.execute(_MARK_DIRTY.format(source="readings AS s"))
 
 
+def _edge_health_table(conn: psycopg.Connection) -> None:
+    """Migration 3: each edge's latest health report."""
+    conn.execute("CREATE TABLE IF NOT EXISTS edge_health (edge_id text PRIMARY KEY, received_at timestamptz NOT NULL,"
+                 " body text NOT NULL)")
+
+
 # each migration's step on PostgreSQL, by version (hub.storage.migrations.MIGRATIONS)
-MIGRATION_STEPS = {1: _legacy_upgrades, 2: _rollups}
+MIGRATION_STEPS = {1: _legacy_upgrades, 2: _rollups, 3: _edge_health_table}

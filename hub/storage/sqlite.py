@@ -51,7 +51,7 @@ from hub.storage.migrations import (SCHEMA_TABLE_SQLITE, Migration, MigrationSta
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
-from protocols.wire import Event, SyncAck, SyncBatch
+from protocols.wire import EdgeHealth, Event, SyncAck, SyncBatch
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,9 @@ WHERE width = ? AND device_id = ? AND metric = ?{where} AND bucket >= ? AND buck
 ORDER BY bucket, substation"""
 
 
+_HEALTH = msgspec.json.Decoder(EdgeHealth)
+
+
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
@@ -341,6 +344,16 @@ class SQLiteStorage:
         for statement in _ROLLUPS_SCHEMA.split(";"):  # not executescript: that would commit the migration's transaction
             self._db.execute(statement)
         self._db.execute(_MARK_DIRTY.format(where="1 = 1"))
+
+    def _edge_health_table(self) -> None:
+        """Migration 3: each edge's latest health report."""
+        self._db.execute("CREATE TABLE IF NOT EXISTS edge_health (edge_id TEXT PRIMARY KEY, received_at REAL NOT NULL,"
+                         " body TEXT NOT NULL)")
+
+    def edge_health(self) -> dict[str, tuple[datetime, EdgeHealth]]:
+        with self._lock:
+            rows = self._db.execute("SELECT edge_id, received_at, body FROM edge_health").fetchall()
+        return {r[0]: (_utc(r[1]), _HEALTH.decode(r[2])) for r in rows}
 
     def _mark_dirty(self, after_rowid: int | None) -> None:
         """In the caller's transaction: the hours of the readings inserted after ``after_rowid``."""
@@ -474,6 +487,10 @@ class SQLiteStorage:
                     (batch.edge_id, batch.substation, plan.readings_acked_through, plan.events_acked_through,
                      gaps + plan.gaps, datetime.now(UTC).timestamp(), plan.ot_logs_acked_through, plan.buffer_id),
                 )
+                if batch.health is not None:
+                    db.execute("INSERT INTO edge_health VALUES (?,?,?) ON CONFLICT (edge_id) DO UPDATE SET"
+                               " received_at = excluded.received_at, body = excluded.body",
+                               (batch.edge_id, datetime.now(UTC).timestamp(), msgspec.json.encode(batch.health).decode()))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -937,4 +954,4 @@ def _incident(r: tuple) -> Incident:
 
 
 # each migration's step on SQLite, by version (hub.storage.migrations.MIGRATIONS)
-MIGRATION_STEPS = {1: SQLiteStorage._legacy_upgrades, 2: SQLiteStorage._rollups}
+MIGRATION_STEPS = {1: SQLiteStorage._legacy_upgrades, 2: SQLiteStorage._rollups, 3: SQLiteStorage._edge_health_table}
