@@ -387,6 +387,9 @@ def test_log_in_and_see_the_substations(grid: Grid, operator: Browser) -> None:
     expect(page.locator("#link")).to_have_text("live")  # the stream is open
     expect(page.locator("#who")).to_have_text(f"{OPERATOR} (operator)")
     expect(page.locator('#edges tr[data-edge="edge-nairobi-01"]')).to_contain_text("online")
+    # what the edge reports of itself with its syncs: the model it runs (none: its detectors) and its version
+    expect(page.locator('#edges tr[data-edge="edge-nairobi-01"] td.model')).to_contain_text("detectors only · ",
+                                                                                          timeout=60_000)
     # the grid monitor judges the substations' readings: a status, not UNKNOWN, once it has
     expect(page.locator(f'.card[data-substation="{NAIROBI}"]')).not_to_have_attribute("data-status", "UNKNOWN",
                                                                                      timeout=60_000)

@@ -3,7 +3,8 @@
 //   WS /ws/grid-status          grid status, active incidents, forecasts, maintenance, as they change
 //   GET /readings, /readings/latest   chart history, then live values every LIVE_MS
 //   GET /incidents[/{id}], POST /incidents/{id}/status (operators; the hub refuses anyone else)
-//   GET /fleet, /models         edges: last contact, backlog, model offered
+//   GET /fleet, /models         edges: last contact, what each reports (backlog, model, software,
+//                               devices down), the models offered
 "use strict";
 (() => {
   const LIVE_MS = 5000, FLEET_MS = 10000, MODELS_MS = 60000, MAX_BACKOFF_MS = 30000;
@@ -455,18 +456,28 @@
     const models = S.models.length ? S.models.map((m) => `${m.name} v${m.latest}`).join(", ") : "none published";
     const body = $("#edges tbody");
     if (!fleet.edges.length) return body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "empty", text: "No edge registered." })));
+    const reports = fleet.reports || {};
     body.replaceChildren(...fleet.edges.map((e) => {
+      const r = reports[e.edge_id];  // what the edge itself reported with a sync (newer edges only)
       const seen = e.last_sync ? Math.min(secs(e.last_sync), fleet.checked_at ? secs(fleet.checked_at) : Infinity) : null;
       const behind = seen && newest[e.substation] ? seen - newest[e.substation] : null;
       const interval = e.sync_interval_s || (fleet.offline_floor_s / 3);
-      const backlog = behind == null || !e.online ? "—"  // an offline box's buffer is out of the hub's sight
+      let backlog = behind == null || !e.online ? "—"  // an offline box's buffer is out of the hub's sight
         : behind <= Math.max(2 * interval, 5) ? "up to date" : `${span(behind)} behind`;
-      const state = !e.registered ? ["UNKNOWN", "retired"] : e.online ? ["OK", "online"] : ["CRITICAL", "offline"];
+      if (r) backlog = !r.readings_pending ? "up to date"
+        : `${fmt(r.readings_pending)} readings${r.sync_lag_s != null ? `, ${span(r.sync_lag_s)} behind` : ""}`
+          + (r.dropped ? `; ${fmt(r.dropped)} dropped` : "");
+      const down = r ? r.devices.filter((d) => !d.up) : [];
+      const state = !e.registered ? ["UNKNOWN", "retired"] : !e.online ? ["CRITICAL", "offline"]
+        : down.length ? ["WARNING", `online, ${down.length} device${down.length > 1 ? "s" : ""} down`] : ["OK", "online"];
+      const model = r ? `${r.model || "detectors only"} · ${r.software}` : `offered: ${models}`;
       return el("tr", { "data-edge": e.edge_id },
-        el("td", { text: e.edge_id }), el("td", { text: e.substation || "—" }), el("td", {}, label(state[0], state[1])),
+        el("td", { text: e.edge_id }), el("td", { text: e.substation || "—" }),
+        el("td", { title: down.map((d) => `${d.device_id}: ${d.error}`).join("\n") }, label(state[0], state[1])),
         el("td", { text: e.last_sync ? `${time(e.last_sync)} (${ago(e.last_sync)})` : "never", title: e.last_sync || "" }),
         el("td", { class: "num", text: e.sync_interval_s ? `${fmt(e.sync_interval_s)} s` : "—" }),
-        el("td", { class: "num", text: backlog }), el("td", { text: models }));
+        el("td", { class: "num", text: backlog, title: r ? `reported ${ago(r.received_at)}` : "" }),
+        el("td", { class: "model", text: model }));
     }));
   }
 
