@@ -120,3 +120,28 @@ def test_devices_restart_stall_and_answer_garbage(tmp_path: Path, pg: PostgresSe
     assert rig.sim.kills == 1
     log = rig.edge.tail(100_000)
     assert "device BUS-220 down" in log and "device BUS-220 answers again" in log
+
+
+def test_the_edge_stops_within_seconds_while_its_devices_hang_mid_read(tmp_path: Path, pg: PostgresServer) -> None:
+    """Ctrl-C (systemd's stop) while every device connection hangs in the middle of a read: the
+    edge still stops within a few seconds, and what it had polled reaches the hub."""
+    rig = Rig(tmp_path / "rig", pg)
+
+    async def main():  # noqa: ANN202
+        await rig.start()
+        try:
+            await asyncio.sleep(3)  # data flowing
+            rig.device_link.set_mode("stall")  # requests reach the proxy; no answer ever comes back
+            await asyncio.sleep(2.5)  # the edge is now waiting on reads that will not finish
+            stop_s = await rig.edge.interrupt()
+            rig.device_link.set_mode("pass")
+            await rig.drain()
+            return stop_s, await asyncio.to_thread(rig.ledger)
+        finally:
+            await rig.close()
+
+    stop_s, ledger = asyncio.run(main())
+    print(f"stopped in {stop_s:.2f} s; {ledger.produced} readings, {ledger.at_hub_distinct} at the hub")
+    assert stop_s < 6.0, f"the edge took {stop_s:.1f} s to stop with its devices hung"
+    assert ledger.missing == 0 and ledger.duplicates == 0 and ledger.produced > 20, ledger
+    assert ledger.at_hub_distinct == ledger.produced - ledger.pending, ledger
