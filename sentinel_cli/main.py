@@ -236,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for pushed sources (MQTT, OPC-UA); points that got nothing by then fail")
     s.set_defaults(func=cmd_edge_check)
     from sentinel_cli.edge_enrol import add_parser as add_edge_enrol_parser
+    from sentinel_cli.edge_init import add_parser as add_edge_init_parser
 
+    add_edge_init_parser(edge)
     add_edge_enrol_parser(edge)
     from sentinel_cli.edge_cert import add_parser as add_edge_cert_parser
 

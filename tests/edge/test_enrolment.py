@@ -127,3 +127,43 @@ def test_a_new_box_enrols_with_the_token_and_syncs_with_its_own_credential(tmp_p
                 assert {"edge.enrol", "edge.enrol_failed", "edge.enrolment"} <= set(audit)
     finally:
         storage.close()
+
+
+def test_a_technician_makes_the_config_from_templates_and_enrols_in_one_command(tmp_path: Path) -> None:
+    """`sentinel edge init` as a scripted install runs it: the config from templates, validated as
+    `edge run` reads it, the templates copied beside it, then the enrolment; and what it refuses."""
+    db = tmp_path / "hub.db"
+    storage = SQLiteStorage(db)
+    settings = Settings(database_url=f"sqlite:///{db}", admin_key=ADMIN_KEY, agents=None,
+                        model_registry=str(tmp_path / "models"))
+    etc = tmp_path / "etc"
+    try:
+        with LiveHub(storage, settings) as hub:
+            token = AuthStore(storage).create_enrolment("edge-kisumu-02", "KISUMU-S2").token
+            init = ["edge", "init", "--out", str(etc / "edge.toml"), "--edge-id", "edge-kisumu-02", "--substation",
+                    "KISUMU-S2", "--hub-url", hub.url, "--buffer", str(tmp_path / "buffer.db"),
+                    "--device", "F1=feeder-relay-11kv@127.0.0.1:15020/2", "--device", "F2=feeder-relay-11kv@127.0.0.1/3",
+                    "--env-file", str(etc / "edge.env")]
+            done = _sentinel(*init, "--token-stdin", cwd=tmp_path, stdin=token + "\n")
+            assert done.returncode == 0, done.stderr
+            assert "2 devices from feeder-relay-11kv" in done.stdout and "enrolled edge-kisumu-02" in done.stdout
+            cfg = load_config(etc / "edge.toml")
+            assert [(d.id, d.port, d.unit_id, len(d.points)) for d in cfg.devices] == [("F1", 15020, 2, 7),
+                                                                                       ("F2", 502, 3, 7)]
+            assert (etc / "templates" / "feeder-relay-11kv.toml").is_file()
+            assert (etc / "edge.env").read_text().startswith("SENTINEL_EDGE_TOKEN=sge_")
+            again = _sentinel(*init, cwd=tmp_path)
+            assert again.returncode == 2 and "exists: --force" in again.stderr
+            unknown = _sentinel(*[a if a != "F2=feeder-relay-11kv@127.0.0.1/3" else "F2=meter-x@h" for a in init],
+                                "--force", cwd=tmp_path)
+            assert unknown.returncode == 2 and "no device template 'meter-x'" in unknown.stderr
+            bad = _sentinel(*init[:-4], "--device", "F1 at 10.0.0.1", "--force", cwd=tmp_path)
+            assert bad.returncode == 2 and "write ID=TEMPLATE@HOST" in bad.stderr
+            dup = _sentinel(*[a if a != "F2=feeder-relay-11kv@127.0.0.1/3" else "F1=feeder-relay-11kv@127.0.0.1/3"
+                              for a in init], "--force", cwd=tmp_path)
+            assert dup.returncode == 2 and "appears twice" in dup.stderr and str(etc / "edge.toml") in dup.stderr
+            missing = _sentinel("edge", "init", "--out", str(tmp_path / "x.toml"), cwd=tmp_path)
+            assert missing.returncode == 2 and "--edge-id is missing" in missing.stderr
+            assert load_config(etc / "edge.toml").devices[1].id == "F2"  # refusals left the config as it was
+    finally:
+        storage.close()
