@@ -668,13 +668,12 @@ class PostgresStorage:
                 write(row)
 
     @staticmethod
-    def _mark_dirty(cur: psycopg.Cursor, rows: list[tuple]) -> None:
-        """In the caller's transaction: the hours of stored reading rows (``_READING_COLUMNS`` order)
-        marked for the rollups, as column arrays in one statement."""
-        hours = {(r[2], r[3], r[1], r[0].timestamp() // 3600) for r in rows}  # a batch holds few of them
+    def _dirty_hours(rows: list[tuple]) -> list[list[Any]]:
+        """The parameters of ``_MARK_DIRTY_ARRAYS`` for stored reading rows (``_READING_COLUMNS``
+        order): their (series, hour) pairs as column arrays; a batch holds few of them."""
+        hours = {(r[2], r[3], r[1], r[0].timestamp() // 3600) for r in rows}
         device_id, metric, substation, hour = zip(*hours, strict=True)
-        cur.execute(_MARK_DIRTY_ARRAYS, (list(device_id), list(metric), list(substation),
-                                         [datetime.fromtimestamp(h * 3600, UTC) for h in hour]))
+        return [list(device_id), list(metric), list(substation), [datetime.fromtimestamp(h * 3600, UTC) for h in hour]]
 
     def refresh_rollups(self, *, device_id: str | None = None, metric: str | None = None,
                         substation: str | None = None, start: datetime | None = None, end: datetime | None = None,
@@ -728,18 +727,22 @@ class PostgresStorage:
         if batch.readings is not None and batch.readings.items:
             self._ensure_partitions(batch.readings.items)
         with self._pool.connection() as conn, conn.cursor() as cur:
-            # Lock this edge's row first: a concurrent sync from the same edge waits here, then sees
+            # Lock this edge's row first (made if new; DO UPDATE locks it as FOR UPDATE would) and read
+            # its marks, in one round trip: a concurrent sync from the same edge waits here, then sees
             # the marks this one leaves.
-            cur.execute("INSERT INTO edge_sync (edge_id, substation) VALUES (%s, %s) ON CONFLICT (edge_id) DO NOTHING",
+            cur.execute("INSERT INTO edge_sync (edge_id, substation) VALUES (%s, %s) ON CONFLICT (edge_id)"
+                        " DO UPDATE SET edge_id = excluded.edge_id RETURNING readings_acked_through,"
+                        " events_acked_through, gaps, ot_logs_acked_through, buffer_id",
                         (batch.edge_id, batch.substation))
-            cur.execute("SELECT readings_acked_through, events_acked_through, gaps, ot_logs_acked_through, buffer_id"
-                        " FROM edge_sync WHERE edge_id = %s FOR UPDATE", (batch.edge_id,))
             r_hwm, e_hwm, gaps, o_hwm, buffer_id = cur.fetchone()
             plan = plan_sync(batch, r_hwm, e_hwm, o_hwm, buffer_id)  # SequenceError: rolled back, nothing stored
+            last: list[str] = []  # statements sent with the marks' update, as CTEs: one round trip
+            params: list[Any] = []
             if plan.readings:
                 rows = _reading_rows(plan.readings, batch.edge_id, plan.readings_first)
                 self._copy_readings(cur, rows)
-                self._mark_dirty(cur, rows)
+                last.append(f"marked AS ({_MARK_DIRTY_ARRAYS})")
+                params += self._dirty_hours(rows)
             if plan.events:
                 cur.executemany(_EVENT_SQL, [
                     (e.ts, e.substation, e.device_id, e.metric, e.type, e.state, e.severity, e.value, e.threshold,
@@ -754,16 +757,17 @@ class PostgresStorage:
                 with cur.copy(_COPY_OT_LOGS) as copy:
                     for e in plan.ot_logs:
                         copy.write_row((e.ts, e.substation, e.device_id, e.kind, batch.edge_id, encode(e).decode()))
+            if batch.health is not None:
+                last.append("health AS (INSERT INTO edge_health VALUES (%s, %s, %s) ON CONFLICT (edge_id) DO UPDATE"
+                            " SET received_at = excluded.received_at, body = excluded.body)")
+                params += [batch.edge_id, datetime.now(UTC), msgspec.json.encode(batch.health).decode()]
             cur.execute(
-                "UPDATE edge_sync SET substation = %s, readings_acked_through = %s, events_acked_through = %s,"
+                ("WITH " + ", ".join(last) + " " if last else "")
+                + "UPDATE edge_sync SET substation = %s, readings_acked_through = %s, events_acked_through = %s,"
                 " gaps = %s, last_sync = %s, ot_logs_acked_through = %s, buffer_id = %s WHERE edge_id = %s",
-                (batch.substation, plan.readings_acked_through, plan.events_acked_through, gaps + plan.gaps,
+                (*params, batch.substation, plan.readings_acked_through, plan.events_acked_through, gaps + plan.gaps,
                  datetime.now(UTC), plan.ot_logs_acked_through, plan.buffer_id, batch.edge_id),
             )
-            if batch.health is not None:
-                cur.execute("INSERT INTO edge_health VALUES (%s, %s, %s) ON CONFLICT (edge_id) DO UPDATE SET"
-                            " received_at = excluded.received_at, body = excluded.body",
-                            (batch.edge_id, datetime.now(UTC), msgspec.json.encode(batch.health).decode()))
         # Leaving the pool's context committed the transaction (or rolled it back on an exception).
         return plan.ack(batch.edge_id)
 
