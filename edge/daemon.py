@@ -66,6 +66,10 @@ class DeviceHealth:
     last_error: str = ""
     last_poll: float | None = None
     last_latency_s: float | None = None
+    # pushed sources: readings whose device timestamp stepped back or repeated (a clock step, a DST
+    # repeat) and that were stored at the edge's receive time instead, flagged clock_unsync
+    clock_retimed: int = 0
+    clock_steps: int = 0  # episodes of that (an update with such readings after one without)
 
 
 @dataclass
@@ -91,6 +95,35 @@ class _Device:
         self.last = np.full(len(self.metrics), np.nan)  # latest value per point (pushed sources)
         self.held = np.full(len(self.metrics), np.nan)  # value the point has held ...
         self.held_since = np.zeros(len(self.metrics))  # ... since this time (for the stale flag)
+        self.latest_ts = np.full(len(self.metrics), -np.inf)  # latest timestamp stored per point (pushed)
+        self.clock_stepping = False  # the last update had readings retimed
+
+    def monotonic_times(self, ts: np.ndarray, index: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(times, retimed)`` for a pushed update's readings: the device's timestamps, except where one
+        is not later than the latest stored for its point (the device's clock stepped back, or it
+        repeated a time): those readings get the edge's receive time ``now`` (1 ms apart, after that
+        latest), so nothing collides with what is stored (the hub keeps one reading per device,
+        metric and time) and every reading is kept. Readings go through in time order per point."""
+        ts = np.asarray(ts, dtype=np.float64)
+        index = np.asarray(index, dtype=np.int64)
+        order = np.lexsort((ts, index))
+        t, i = ts[order], index[order]
+        same_point = np.concatenate([[False], i[1:] == i[:-1]])
+        prev = np.where(same_point, np.concatenate([[-np.inf], t[:-1]]), self.latest_ts[i])
+        if len(t) == 0 or (t > prev).all():  # the usual case: every time is new
+            np.maximum.at(self.latest_ts, index, ts)
+            return ts, np.zeros(len(ts), dtype=bool)
+        out = ts.copy()
+        retimed = np.zeros(len(ts), dtype=bool)
+        for k in order.tolist():  # rare: a step; one reading at a time, in time order per point
+            p = int(index[k])
+            if ts[k] > self.latest_ts[p]:
+                self.latest_ts[p] = ts[k]
+                continue
+            out[k] = max(now, self.latest_ts[p] + 1e-3)
+            self.latest_ts[p] = out[k]
+            retimed[k] = True
+        return out, retimed
 
     def stale_flags(self, ts: float, values: np.ndarray, index: np.ndarray | None, stale_after_s: float | None
                     ) -> np.ndarray:
@@ -257,12 +290,24 @@ class EdgeDaemon:
         """Rows for a pushed update; limits are checked on the device's latest value of every point."""
         events: list[Event] = []
         rows: list[ReadingRow] = []
-        order = np.argsort(u.ts, kind="stable")
-        for ts in np.unique(u.ts[order]):
-            sel = order[u.ts[order] == ts]
+        stamps, retimed = d.monotonic_times(u.ts, u.index, time.time())
+        flags = u.flags
+        if retimed.any():
+            flags = np.where(retimed, u.flags | int(QualityFlag.CLOCK_UNSYNC), u.flags)
+            health = self.stats.devices.get(d.id)
+            if health is not None:
+                health.clock_retimed += int(retimed.sum())
+                health.clock_steps += 0 if d.clock_stepping else 1
+            if not d.clock_stepping:
+                log.warning("device %s: %d readings' timestamps step back or repeat one already stored (clock "
+                            "step?); stored at the edge's receive time, flagged clock_unsync", d.id, int(retimed.sum()))
+        d.clock_stepping = bool(retimed.any())
+        order = np.argsort(stamps, kind="stable")
+        for ts in np.unique(stamps[order]):
+            sel = order[stamps[order] == ts]
             d.last[u.index[sel]] = u.values[sel]
             events.extend(d.monitor.check(float(ts), d.last))
-            rows.extend(self._rows(d, float(ts), u.values[sel], u.flags[sel], u.index[sel]))
+            rows.extend(self._rows(d, float(ts), u.values[sel], flags[sel], u.index[sel]))
         return rows, events
 
     def _rows(self, d: _Device, ts: float, values: np.ndarray, flags: np.ndarray,

@@ -4,7 +4,9 @@ The daemon's writer drains everything queued into one batch; :meth:`EdgeScoring.
 batch's reading rows in one call (detectors always, the loaded model when there is one), so the
 fixed cost of a call (about 2 ms) is paid once per batch, not per reading. :class:`AnomalyMonitor`
 turns scores into ``anomaly_<type>`` events, once per device and metric per episode, with
-hysteresis (as ``edge.limits`` does for grid-code limits).
+hysteresis (as ``edge.limits`` does for grid-code limits). ``ScoringSettings`` name the detectors,
+their combination and calibration; ``ScoringSettings.points`` overrides the detector set and the
+thresholds of single points.
 
 Imports ``models.runtime`` only (numpy, onnxruntime): never scikit-learn.
 """
@@ -17,13 +19,13 @@ from datetime import UTC, datetime
 import numpy as np
 
 from edge.buffer import ReadingRow
-from models.detectors import type_names
+from models.detectors import DetectorConfig, type_names
 from models.runtime import Scorer
 from protocols.config import ScoringSettings
 from protocols.reading import QualityFlag
 from protocols.wire import Event
 
-__all__ = ["AnomalyMonitor", "EdgeScoring"]
+__all__ = ["AnomalyMonitor", "EdgeScoring", "detector_config"]
 
 _BAD = int(QualityFlag.INVALID | QualityFlag.COMM_LOST | QualityFlag.SUBSTITUTED)
 
@@ -38,10 +40,24 @@ class AnomalyMonitor:
         self.settings = settings
         # (device, metric) -> [type, severity, readings in a row below clear_below]
         self.active: dict[tuple[str, str], list] = {}
+        self._thresholds: dict[tuple[str, str], tuple[float, float]] = {}
+        self._lowest = min([settings.threshold, *(p.threshold for p in settings.points.values()
+                                                  if p.threshold is not None)])
+
+    def thresholds(self, device_id: str, metric: str) -> tuple[float, float]:
+        """``(threshold, critical_threshold)`` of a point: its override in ``settings.points``, or the substation's."""
+        s = self.settings
+        got = self._thresholds.get((device_id, metric))
+        if got is None:
+            p = s.point(device_id, metric)
+            got = (s.threshold if p is None or p.threshold is None else p.threshold,
+                   s.critical_threshold if p is None or p.critical_threshold is None else p.critical_threshold)
+            self._thresholds[(device_id, metric)] = got
+        return got
 
     def check(self, rows: Sequence[ReadingRow], scores: np.ndarray, types: Sequence[str]) -> list[Event]:
         s = self.settings
-        if not self.active and (len(scores) == 0 or float(scores.max()) < s.threshold):
+        if not self.active and (len(scores) == 0 or float(scores.max()) < self._lowest):
             return []  # the usual case: nothing raised, nothing to clear
         events: list[Event] = []
         active = self.active
@@ -50,8 +66,9 @@ class AnomalyMonitor:
             key = (rows[i][1], rows[i][2])
             held = active.get(key)
             if held is None:
-                if score >= s.threshold:
-                    severity = "CRITICAL" if score >= s.critical_threshold else "WARNING"
+                threshold, critical = self.thresholds(*key)
+                if score >= threshold:
+                    severity = "CRITICAL" if score >= critical else "WARNING"
                     active[key] = [types[i], severity, 0]
                     events.append(self._event(rows[i], score, types[i], "raised", severity))
             elif score < s.clear_below:
@@ -61,7 +78,7 @@ class AnomalyMonitor:
                     events.append(self._event(rows[i], score, held[0], "cleared", "INFO"))
             else:
                 held[2] = 0
-                if held[1] == "WARNING" and score >= s.critical_threshold:
+                if held[1] == "WARNING" and score >= self.thresholds(*key)[1]:
                     held[1] = "CRITICAL"
                     events.append(self._event(rows[i], score, held[0], "raised", "CRITICAL"))
         return events
@@ -77,7 +94,8 @@ class AnomalyMonitor:
             what = f"{kind.capitalize()} anomaly on {device} {metric} cleared (score {score:.2f})"
         return Event(ts=datetime.fromtimestamp(ts, UTC), substation=self.substation, device_id=device,
                      metric=metric, type=etype, state=state, severity=severity,  # type: ignore[arg-type]
-                     value=value, threshold=self.settings.threshold if state == "raised" else None, unit=unit,
+                     value=value, threshold=self.thresholds(device, metric)[0] if state == "raised" else None,
+                     unit=unit,
                      description=what)
 
 
@@ -86,8 +104,9 @@ class EdgeScoring:
 
     def __init__(self, substation: str, settings: ScoringSettings, scorer: Scorer | None = None) -> None:
         self.settings = settings
-        self.scorer = scorer or Scorer()
+        self.scorer = scorer or Scorer(config=detector_config(settings))
         self.monitor = AnomalyMonitor(substation, settings)
+        self._configured: set[tuple[str, str]] = set()  # series whose per-point detector set is applied
         self.readings_scored = 0
         self.calls = 0
 
@@ -104,6 +123,8 @@ class EdgeScoring:
         codes = np.zeros(len(rows), dtype=np.int8)
         # a series may appear several times in a batch (several polls drained at once): blocks of
         # the series that have at least n readings advance together, as Scorer.score_readings does
+        if self.settings.points:
+            self._configure([k for k in per_key if k not in self._configured])
         counts = sorted({len(v) for v in per_key.values()})
         done = 0
         for count in counts:
@@ -118,3 +139,17 @@ class EdgeScoring:
         scores = np.round(score.astype(np.float64), 4)
         events = self.monitor.check(rows, scores, types)
         return (scores.tolist(), types), events
+
+    def _configure(self, keys: list[tuple[str, str]]) -> None:
+        """Apply the per-point detector sets of ``settings.points`` to new series."""
+        for key in keys:
+            self._configured.add(key)
+            point = self.settings.point(*key)
+            if point is not None and point.detectors is not None:
+                self.scorer.detectors.set_detectors(self.scorer.series_rows([key]), point.detectors)
+
+
+def detector_config(settings: ScoringSettings) -> DetectorConfig:
+    """The detectors' configuration the edge's scoring settings name."""
+    return DetectorConfig(detectors=tuple(settings.detectors), combine=settings.combine,
+                          calibrate=settings.calibrate, quiet_warmup=settings.warmup)

@@ -91,7 +91,9 @@ def format_status(st: dict) -> str:
         lines.append("DEVICE            STATE    POLLS  FAILURES  LAST ERROR")
         for d in st["devices"]:
             state = {True: "up", False: "DOWN", None: "-"}[d["online"]]
-            lines.append(f"{d['device_id']:<17} {state:<8} {d['polls']:>5}  {d['failures']:>8}  {d['last_error']}")
+            clock = (f"  clock stepped back {d['clock_steps']}x: {d['clock_retimed']} readings at the edge's time"
+                     if d.get("clock_retimed") else "")
+            lines.append(f"{d['device_id']:<17} {state:<8} {d['polls']:>5}  {d['failures']:>8}  {d['last_error']}{clock}")
     if "dead_letter_list" in st:
         lines.extend(dead_letter_lines(st["dead_letter_list"], st["dead_letters"]))
     return "\n".join(lines)

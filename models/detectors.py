@@ -26,14 +26,24 @@ Detectors, all in units of samples (each statistic is divided by its threshold `
 - **frozen**: the run of exactly repeated values, against the run length this series' own change
   rate makes a one-in-a-million event.
 
-Scores map each statistic ``r`` to 0..1 with ``r^p / (r^p + 1)`` (0.5 at the threshold), then
-:func:`combine` takes the largest, names its type, and gives a confidence.
+Calibration, per series (``DetectorConfig.calibrate``): each statistic ``r`` becomes a surprise
+``u = -log10 p``, ``p`` the probability of an episode this high in this series, learned online from
+the series' own history (:func:`_calibrated`: upcrossing rates of a grid of levels with hysteresis,
+and a peaks-over-threshold exponential tail beyond the highest level seen often enough, both
+starting from the nominal tail ``u = 6 r`` the thresholds were designed for, and never above it).
+The spike detector's scale is never finer than the series' resolution (its smallest change), so a
+move of one quantum is at most 1/6.5 of the spike threshold. :func:`combine` merges
+the detectors' surprises by Fisher's method (agreement counts; ``combine="max"``: the largest),
+and the score is ``v^p / (v^p + 1)`` of the combined surprise over 6 (0.5 at a nominal threshold).
+Nothing alarms during the first ``quiet_warmup`` valid samples of a series.
+``DetectorConfig(calibrate=False, combine="max", quiet_warmup=0)`` is the scoring before
+calibration, exactly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
@@ -41,7 +51,8 @@ import numpy as np
 from models._windows import band_kernel, causal_fill, cusum, ewma, last_index, trailing_windows
 
 __all__ = [
-    "ANOMALY_TYPES", "DETECTORS", "DetectorBank", "DetectorConfig", "DetectorOutput", "hill", "type_names",
+    "ANOMALY_TYPES", "COMBINE", "DETECTORS", "DetectorBank", "DetectorConfig", "DetectorOutput", "U_ALARM",
+    "combine", "hill", "type_names",
 ]
 
 DETECTORS = ("step", "drift", "spike", "oscillation", "dropout", "frozen")
@@ -50,6 +61,19 @@ ANOMALY_TYPES = ("none", *DETECTORS, "multivariate")
 """Type codes: index into this tuple. ``multivariate`` is a learned model's finding."""
 STEP, DRIFT, SPIKE, OSCILLATION, DROPOUT, FROZEN = range(6)
 MULTIVARIATE_CODE = ANOMALY_TYPES.index("multivariate")
+
+CALIBRATED = (STEP, DRIFT, SPIKE, OSCILLATION)
+"""Detectors of the signal, calibrated per series and combined (Fisher); dropout and frozen are findings
+about the data (a fact, not a statistic with a tail) and keep their designed thresholds."""
+SIGNAL = (STEP, DRIFT, SPIKE, OSCILLATION)
+U_ALARM = 6.0
+"""Surprise ``-log10 p`` at a detector's nominal threshold: the thresholds were set for about one
+alarm per million samples of clean noise; the combined score is 0.5 at this surprise."""
+LEVELS = np.array([0.15, 0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0])
+"""Levels of a statistic (over its threshold) whose upcrossing rates each series learns."""
+COMBINE = ("fisher", "max")
+SLOPE_MIN = 0.5  # the shallowest tail extrapolated: u per unit of the statistic over its threshold
+SLOPE_MAX = U_ALARM  # the steepest: the nominal tail's
 
 _NEVER = np.iinfo(np.int64).min // 4
 _MAD_TO_SIGMA = 1.4826
@@ -79,6 +103,15 @@ class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     dropout_run: Positive = 5
     frozen_min_run: Positive = 10
     hill: PositiveFloat = 4.0
+    # --- calibration per series (see the module docstring and docs/detection.md)
+    calibrate: bool = True  # False: the raw statistics' nominal tail (the scoring before calibration)
+    combine: Literal["fisher", "max"] = "fisher"
+    agreement_cost: Annotated[float, msgspec.Meta(ge=0, le=10)] = 1.0  # surprise the Fisher combination gives up
+    detectors: tuple[str, ...] = DETECTORS  # the detectors that score (default for every series)
+    quiet_warmup: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 128  # valid samples before any alarm
+    calib_span: Annotated[int, msgspec.Meta(ge=16, le=10_000_000)] = 16_384  # memory of the tail estimate
+    prior_samples: PositiveFloat = 2000.0  # weight of the nominal tail, in samples
+    tail_min: PositiveFloat = 5.0  # upcrossings a level needs before it anchors the tail
 
     def __post_init__(self) -> None:
         if not self.fast_span < self.slow_span <= self.scale_span:
@@ -86,6 +119,9 @@ class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                              f"{self.slow_span}, {self.scale_span}")
         if self.median_len > self.window:
             raise ValueError(f"median_len {self.median_len} exceeds window {self.window}")
+        unknown = [d for d in self.detectors if d not in DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown detector(s) {unknown}; known: {', '.join(DETECTORS)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +132,7 @@ class DetectorOutput:
     type: np.ndarray  # int8 code into ANOMALY_TYPES (the detector with the largest score)
     confidence: np.ndarray  # float32 0..1: how much data the score rests on
     scores: np.ndarray  # float32 0..1 per detector, columns in DETECTORS order
+    surprise: np.ndarray | None = None  # float32 (series, B, 6): -log10 of each detector's tail probability
 
 
 def hill(r: np.ndarray, p: float) -> np.ndarray:
@@ -111,7 +148,10 @@ def type_names(codes: np.ndarray) -> np.ndarray:
     return np.asarray(ANOMALY_TYPES, dtype=object)[np.asarray(codes, dtype=np.intp)]
 
 
-_FIELDS_2D = ("hist", "hist_clip", "hist_valid", "hist_resid", "hist_power", "osc_num")
+_FIELDS_2D = ("hist", "hist_clip", "hist_valid", "hist_resid", "hist_power", "osc_num", "cal_up", "cal_den",
+              "cal_hi", "cal_lo", "cal_nx", "cal_sx", "cal_pk", "enabled")
+_CAL_FIELDS = ("cal_up", "cal_den", "cal_hi", "cal_lo", "cal_nx", "cal_sx", "cal_pk")
+_PEAK_CAP = 1000.0  # statistics (over their threshold) above this count as this much in a peak
 _RING = "hist_scale"  # read and written in place, element by element: never copied whole
 _FIELDS_1D = (
     "n", "n_valid", "last", "fast_num", "fast_den", "slow_num", "slow_den", "sfast_num", "sfast_den",
@@ -134,6 +174,7 @@ class DetectorBank:
         self._h = c.window  # samples of history kept: the spike window ends one sample back
         self._m = max(2, c.fast_span // 2)  # samples averaged for the step residual's long-run scale
         self._q = max(2, c.window // 4)  # consecutive windows whose band power is averaged
+        self._a_cal = 2.0 / (c.calib_span + 1)
         self.n_series = 0
         self._alloc(0)
         self.grow(n_series)
@@ -166,6 +207,16 @@ class DetectorBank:
         # their drift scales' state (sfast num, den, sslow num, den) after each of the last
         # drift_scale_lag samples, in a ring: sample t at slot t % drift_scale_lag
         self.hist_scale = np.zeros((n, 4, self.config.drift_scale_lag))
+        # calibration: per calibrated detector, EWMAs of its upcrossings of each level and of the
+        # samples it was eligible, and per level the last sample above it and below its half
+        self.cal_up = np.zeros((n, len(CALIBRATED), len(LEVELS)))
+        self.cal_den = np.zeros((n, len(CALIBRATED)))
+        self.cal_hi = np.full((n, len(CALIBRATED), len(LEVELS)), _NEVER, dtype=np.int64)  # last sample above
+        self.cal_lo = np.full((n, len(CALIBRATED), len(LEVELS)), _NEVER + 1, dtype=np.int64)  # and below half
+        self.cal_nx = np.zeros((n, len(CALIBRATED), len(LEVELS)))  # EWMAs of episodes ended per level
+        self.cal_sx = np.zeros((n, len(CALIBRATED), len(LEVELS)))  # and of their peaks' excess over it
+        self.cal_pk = np.zeros((n, len(CALIBRATED), len(LEVELS)))  # the running peak since the last low
+        self.enabled = np.broadcast_to(np.isin(DETECTORS, self.config.detectors), (n, len(DETECTORS))).copy()
 
     def grow(self, n_series: int) -> None:
         """Make room for ``n_series`` series; new rows start empty."""
@@ -182,7 +233,7 @@ class DetectorBank:
         """Forget the history of ``rows`` (a replaced sensor, say); whether they are steady stays."""
         fresh = DetectorBank(len(rows), self.config)
         for name in (*_FIELDS_1D, *_FIELDS_2D, _RING):
-            if name != "steady":
+            if name not in ("steady", "enabled"):
                 getattr(self, name)[rows] = getattr(fresh, name)
 
     def set_steady(self, rows: np.ndarray, steady: bool | np.ndarray = True) -> None:
@@ -194,6 +245,16 @@ class DetectorBank:
         if len(rows) and rows.max() >= self.n_series:
             self.grow(int(rows.max()) + 1)
         self.steady[rows] = steady
+
+    def set_detectors(self, rows: np.ndarray, detectors: tuple[str, ...] | list[str]) -> None:
+        """Score ``rows`` with ``detectors`` only (names from DETECTORS); the others score 0 there."""
+        unknown = [d for d in detectors if d not in DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown detector(s) {unknown}; known: {', '.join(DETECTORS)}")
+        rows = np.asarray(rows, dtype=np.intp)
+        if len(rows) and rows.max() >= self.n_series:
+            self.grow(int(rows.max()) + 1)
+        self.enabled[rows] = np.isin(DETECTORS, list(detectors))
 
     # -- update -----------------------------------------------------------------------------------
 
@@ -216,6 +277,7 @@ class DetectorBank:
         if b == 0 or s == 0:
             empty = np.zeros((s, b), dtype=np.float32)
             return DetectorOutput(empty, np.zeros((s, b), dtype=np.int8), empty.copy(),
+                                  np.zeros((s, b, len(DETECTORS)), dtype=np.float32),
                                   np.zeros((s, b, len(DETECTORS)), dtype=np.float32))
         c = self.config
         st = {name: getattr(self, name)[rows] for name in (*_FIELDS_1D, *_FIELDS_2D)}
@@ -346,6 +408,8 @@ class DetectorBank:
             base_prev = _shift(osc_flat, st["osc_num"].reshape(s * nb)).reshape(s, nb, b).transpose(0, 2, 1)
             base_prev = base_prev / den_prev[..., None]
         floor = (0.05 * sslow_prev) ** 2 + tiny
+        if c.calibrate:  # resolution: a sinusoid under a quarter of a quantum is not resolved
+            floor = floor + (0.25 * np.where(np.isfinite(quantum), quantum, 0.0)) ** 2
         # average the power of the last q windows: a sinusoid's stays, noise's varies less
         ext_power = np.concatenate([st["hist_power"], power], axis=1)
         smooth = trailing_windows(ext_power.transpose(0, 2, 1).reshape(s * power.shape[2], -1), self._q, b)
@@ -374,22 +438,38 @@ class DetectorBank:
         expected = np.clip(np.log(1e-6) / np.log1p(-p), c.frozen_min_run, 1e6)
         stats[..., FROZEN] = np.where(v & (nv > w) & (p >= 0.05), run_same / expected, 0.0)
 
-        # --- scores, precedence, combination
-        scores = hill(stats, c.hill)
-        step_alarm = last_index(scores[..., STEP] >= 0.5, start, st["last_step_alarm"])
-        scores[..., DRIFT] *= (gidx - step_alarm) > c.slow_span
-        osc = scores[..., OSCILLATION]
+        # --- calibration: each statistic's surprise u = -log10 P(an episode this high), per series
+        u = U_ALARM * np.maximum(stats, 0.0)  # the nominal tail: u = 6 at the threshold, as designed
+        cal = {name: st[name] for name in _CAL_FIELDS}
+        if c.calibrate:
+            eligible = v & (nv >= c.warmup)
+            cal = {name: arr.copy() for name, arr in cal.items()}
+            for i, k in enumerate(CALIBRATED):
+                u[..., k], *after = _calibrated(stats[..., k], eligible, start,
+                                                *(st[name][:, i] for name in _CAL_FIELDS),
+                                                self._a_cal, c.prior_samples, c.tail_min, k == DRIFT)
+                for name, arr in zip(_CAL_FIELDS, after):
+                    cal[name][:, i] = arr
+        u = np.where(st["enabled"][:, None, :], u, 0.0)
+
+        # --- precedence: mute evidence another finding explains
+        step_alarm = last_index(u[..., STEP] >= U_ALARM, start, st["last_step_alarm"])
+        u[..., DRIFT] *= (gidx - step_alarm) > c.slow_span
+        osc = u[..., OSCILLATION]
         for k in (STEP, DRIFT):
-            scores[..., k] = np.where(osc >= 0.5, np.minimum(scores[..., k], 0.999 * osc), scores[..., k])
+            u[..., k] = np.where(osc >= U_ALARM, np.minimum(u[..., k], 0.999 * osc), u[..., k])
         # repeated values (a run of a third of the frozen threshold) make level evidence unreliable
         stuck = stats[..., FROZEN] >= 0.3
         for k in (STEP, DRIFT, SPIKE, OSCILLATION):
-            scores[..., k] = np.where(stuck, np.minimum(scores[..., k], 0.999 * scores[..., FROZEN]), scores[..., k])
-        gone = scores[..., DROPOUT] >= 0.5
+            u[..., k] = np.where(stuck, np.minimum(u[..., k], 0.999 * u[..., FROZEN]), u[..., k])
+        gone = u[..., DROPOUT] >= U_ALARM
         for k in (STEP, DRIFT, SPIKE, OSCILLATION, FROZEN):
-            scores[..., k] = np.where(gone, 0.0, scores[..., k])
-        top = scores.argmax(axis=2)
-        score = np.take_along_axis(scores, top[..., None], axis=2)[..., 0]
+            u[..., k] = np.where(gone, 0.0, u[..., k])
+        quiet = nv < c.quiet_warmup  # warm-up: nothing alarms
+        u = np.where(quiet[..., None], 0.0, u)
+        total, top = combine(u, c.combine, c.agreement_cost)
+        score = hill(total / U_ALARM, c.hill)
+        scores = hill(u / U_ALARM, c.hill)
         ready = np.minimum(1.0, nv / float(c.slow_span))
         confidence = np.where(top == DROPOUT, 1.0, ready * (1.0 - miss_frac))
 
@@ -408,6 +488,7 @@ class DetectorBank:
             "quantum": quantum[:, -1],
             "same_total": cs[:, -1], "same_reset": at_reset[:, -1], "p_reset": p_reset[:, -1],
             "last_valid": last_valid[:, -1], "last_step_alarm": step_alarm[:, -1],
+            **cal,
         }
         # a series that has never had a valid sample keeps NaN history, so its first value fills it
         never = np.isnan(new["last"])
@@ -417,7 +498,123 @@ class DetectorBank:
             getattr(self, name)[rows] = arr
 
         return DetectorOutput(score.astype(np.float32), (top + 1).astype(np.int8),
-                              confidence.astype(np.float32), scores.astype(np.float32))
+                              confidence.astype(np.float32), scores.astype(np.float32), u.astype(np.float32))
+
+
+def _calibrated(r: np.ndarray, eligible: np.ndarray, start: np.ndarray, up0: np.ndarray, den0: np.ndarray,
+                hi0: np.ndarray, lo0: np.ndarray, nx0: np.ndarray, sx0: np.ndarray, pk0: np.ndarray,
+                alpha: float, prior: float,
+                tail_min: float, smooth: bool = False) -> tuple[np.ndarray, ...]:
+    """Surprise ``-log10 p`` of each sample's statistic ``r`` (rows, B) against this series' own history.
+
+    For each level ``L_j`` the series keeps an EWMA (span ``calib_span``) of its upcrossings (the
+    statistic rising above ``L_j``: one per episode, so a long anomaly counts once) and of its
+    eligible samples; ``prior`` samples of the nominal tail (upcrossing rate ``10^(-6 L_j)``) are
+    added to both, so a new series starts at the designed thresholds and a long history of its own
+    replaces them. ``p(r)`` is the upcrossing rate at the highest level at or below ``r`` that has
+    ``tail_min`` upcrossings (data plus prior), and beyond it an exponential tail (peaks over
+    threshold, generalised Pareto of shape 0) whose scale is the mean excess of past episodes'
+    peaks over that level (each episode adds its peak when it ends; the prior adds the nominal
+    tail's); ``smooth`` statistics (drift) use the slope between the last two such levels instead.
+    The slope is kept within [SLOPE_MIN, SLOPE_MAX] surprise units per threshold. The surprise never exceeds
+    the nominal one: calibration only removes alarms a series' own noise explains. Only samples
+    before ``t`` inform the score at ``t``.
+    Returns the surprise and the EWMA states after the block.
+    """
+    s, b = r.shape
+    nj = len(LEVELS)
+    ok = eligible & (r > 0)
+    r = np.where(eligible, r, 0.0)
+    # an upcrossing of L_j counts once the statistic has been below L_j / 2 since it was last above
+    # L_j (hysteresis: a statistic wobbling about a level during one anomaly counts once)
+    high = (r[:, None, :] > LEVELS[None, :, None]).reshape(s * nj, b)
+    low = (r[:, None, :] <= 0.5 * LEVELS[None, :, None]).reshape(s * nj, b)
+    begin = np.repeat(start, nj)
+    last_high = last_index(high, begin, hi0.reshape(s * nj))
+    last_low = last_index(low, begin, lo0.reshape(s * nj))
+    lh_prev = _shift(last_high.astype(np.float64), hi0.reshape(s * nj))
+    ll_prev = _shift(last_low.astype(np.float64), lo0.reshape(s * nj))
+    up = (high & (ll_prev > lh_prev)).reshape(s, nj, b) & eligible[:, None, :]
+    # declustered peaks over each level: an episode (above L_j, until the statistic falls to L_j / 2)
+    # adds its peak's excess over L_j when it ends, so a long episode counts once and never
+    # informs its own scores. The peak is the running maximum since the last low sample: a
+    # segmented scan, with the segment number as the high part of a monotone key.
+    rr = np.minimum(np.repeat(r, nj, axis=0).reshape(s, nj, b).reshape(s * nj, b), _PEAK_CAP)
+    seg = np.cumsum(low, axis=1)
+    key = np.concatenate([pk0.reshape(s * nj)[:, None], seg * (_PEAK_CAP + 1.0) + rr], axis=1)
+    seg_ext = np.concatenate([np.zeros((s * nj, 1)), seg], axis=1)
+    peak = np.maximum.accumulate(key, axis=1) - seg_ext * (_PEAK_CAP + 1.0)  # running max, sample t-1 at t
+    peak_prev, peak_end = peak[:, :-1], np.where(low[:, -1], 0.0, peak[:, -1])
+    ends = low & (lh_prev > ll_prev) & np.repeat(eligible, nj, axis=0).reshape(s * nj, b)
+    excess = np.where(ends, np.maximum(peak_prev - np.repeat(LEVELS[None, :], s, axis=0).reshape(s * nj)[:, None],
+                                       0.0), 0.0)
+    flat_up, den, flat_nx, flat_sx = _ewmas(
+        alpha, (up.reshape(s * nj, b).astype(np.float64), up0.reshape(s * nj)), (eligible.astype(np.float64), den0),
+        (ends.astype(np.float64), nx0.reshape(s * nj)), (excess, sx0.reshape(s * nj)))
+    prev_up = _shift(flat_up, up0.reshape(s * nj)).reshape(s, nj, b) / alpha  # decayed counts before t
+    prev_n = _shift(den, den0) / alpha
+    q = 10.0 ** (-U_ALARM * LEVELS)
+    counts = prev_up + (prior * q)[None, :, None]
+    logf = np.log10(counts) - np.log10(prev_n + prior)[:, None, :]  # (s, J, b)
+    reliable = np.cumprod(counts >= tail_min, axis=1).sum(axis=1) - 1  # highest level of a reliable prefix
+    below = np.searchsorted(LEVELS, r, side="right") - 1  # highest level at or below r
+    j = np.minimum(below, reliable)
+    jj = np.maximum(j, 0)
+    anchor = -np.take_along_axis(logf, jj[:, None, :], axis=1)[:, 0]
+    # the exponential tail beyond the anchor (peaks over threshold, GPD with shape 0): its scale is
+    # the mean excess of the episodes' peaks over the level, with the nominal tail's (1 / (6 ln 10))
+    # weighted in as prior episodes; a heavy tail has a large mean excess, so a shallow slope
+    prior_n = prior * q
+    nx = _shift(flat_nx, nx0.reshape(s * nj)).reshape(s, nj, b) / alpha + prior_n[None, :, None]
+    sx = _shift(flat_sx, sx0.reshape(s * nj)).reshape(s, nj, b) / alpha + \
+        (prior_n / (U_ALARM * np.log(10.0)))[None, :, None]
+    if smooth:  # a smoothed statistic (drift) stays above a level long: the slope between levels
+        lower = -np.take_along_axis(logf, np.maximum(jj - 1, 0)[:, None, :], axis=1)[:, 0]
+        gap = LEVELS[jj] - LEVELS[np.maximum(jj - 1, 0)]
+        slope = np.where(jj >= 1, (anchor - lower) / np.where(gap > 0, gap, 1.0), U_ALARM)
+    else:
+        mean_excess = np.take_along_axis(sx / nx, jj[:, None, :], axis=1)[:, 0]
+        slope = 1.0 / (mean_excess * np.log(10.0))
+    slope = np.clip(slope, SLOPE_MIN, SLOPE_MAX)
+    u = np.where(j >= 0, anchor + slope * (r - LEVELS[jj]), U_ALARM * r)
+    u = np.where(ok, np.minimum(u, U_ALARM * r), 0.0)
+    return (u, flat_up[:, -1].reshape(s, nj), den[:, -1], last_high[:, -1].reshape(s, nj),
+            last_low[:, -1].reshape(s, nj), flat_nx[:, -1].reshape(s, nj), flat_sx[:, -1].reshape(s, nj),
+            peak_end.reshape(s, nj))
+
+
+def combine(u: np.ndarray, method: str = "fisher", agreement_cost: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """One surprise from the detectors' ``u`` (series, B, columns): ``(total, top column)``.
+
+    ``fisher``: Fisher's method on the signal's independent lines of evidence, K of them (the level
+    family, the larger of step and drift, which share the fast baseline; spike; oscillation; a
+    model's column too, when given): ``X = -2 sum ln p = 2 ln 10 sum u`` against chi-squared with
+    2K degrees of freedom, whose survival is ``exp(-X/2) sum_{i<K} (X/2)^i / i!``, less
+    ``agreement_cost`` (default 1, a factor 10 in p: a persistent detector, a drift say, meets the
+    others' chance fluctuations many times over an episode, which a per-sample combination does not
+    see). The strongest detector alone keeps its own calibrated surprise (its noise is already
+    discounted by the calibration). With K = 3, two detectors at u = 4.8 each alarm together
+    (u = 6), three at 3.7 each; a lone one at 6, as before. Dropout and frozen stand on their own (data faults,
+    not evidence to weigh). ``max``: the largest, as before calibration.
+    """
+    top = u.argmax(axis=2)
+    if method == "max":
+        return np.take_along_axis(u, top[..., None], axis=2)[..., 0], top
+    if method != "fisher":
+        raise ValueError(f"unknown combination {method!r}; known: {', '.join(COMBINE)}")
+    # step and drift both measure the residual from the fast baseline: one family, its larger counts
+    level = np.maximum(u[..., STEP], u[..., DRIFT])[..., None]
+    signal = np.concatenate([level, np.delete(u, [STEP, DRIFT, DROPOUT, FROZEN], axis=2)], axis=2)
+    t = signal.sum(axis=2)
+    z = t * np.log(10.0)  # X / 2, X = -2 sum ln p ~ chi-squared with 2K degrees of freedom
+    k = signal.shape[2]
+    terms = np.cumprod(np.concatenate([np.ones_like(z)[..., None], np.repeat(z[..., None], k - 1, axis=2)
+                                       / np.arange(1, k)], axis=2), axis=2)  # z^i / i!, i < K
+    fisher = np.maximum(t - np.log10(terms.sum(axis=2)), 0.0)
+    # less the agreement cost; the strongest detector alone keeps its own (calibrated) surprise
+    fisher = np.maximum(fisher - agreement_cost, signal.max(axis=2))
+    total = np.maximum(fisher, np.maximum(u[..., DROPOUT], u[..., FROZEN]))
+    return total, top
 
 
 def _ewmas(alpha: float, *pairs: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:

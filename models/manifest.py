@@ -78,14 +78,20 @@ class Calibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=
         return s4 / (s4 + self.alarm_surprise ** 4)
 
 
-class TrainingData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What the model learnt from: time range (ISO 8601, UTC), rows, and where they came from."""
+class TrainingData(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """What the model learnt from: time range (ISO 8601, UTC), rows, and where they came from.
+
+    ``dropped_inputs``: columns of the training data left out of the model (all missing or constant);
+    the inputs it reads are its ``feature_spec.inputs``. Empty fields are not written, so a manifest
+    without dropped inputs reads the same on an edge that predates the field.
+    """
 
     start: str | None
     end: str | None
     rows: int
     source: str  # "csv:<file name>", "readings:<n devices>", "arrays"
     series: tuple[str, ...] = ()  # the groups (devices) whose windows were used
+    dropped_inputs: tuple[str, ...] = ()  # columns left out of the model: all missing or constant
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

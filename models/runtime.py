@@ -23,7 +23,8 @@ import numpy as np
 import onnxruntime as ort
 
 from models._windows import causal_fill
-from models.detectors import ANOMALY_TYPES, MULTIVARIATE_CODE, DetectorBank, DetectorConfig, type_names
+from models.detectors import (ANOMALY_TYPES, DETECTORS, MULTIVARIATE_CODE, U_ALARM, DetectorBank, DetectorConfig,
+                              combine, hill, type_names)
 from models.features import FeatureExtractor, FeatureSpec
 from models.manifest import Manifest
 from protocols.reading import QualityFlag, Reading, sensor_type
@@ -249,8 +250,15 @@ class Scorer:
             model_score = self._score_model(model, keys, x)
             if model_score is not None:
                 ms, mtype = model_score
-                wins = np.nan_to_num(ms, nan=-1.0) > score
-                score = np.where(wins, ms, score).astype(np.float32)
+                # the model's alarm score on the detectors' surprise scale (0.5 <-> U_ALARM), as one
+                # more line of evidence in the detectors' combination (Fisher: agreement counts)
+                a = np.clip(np.nan_to_num(ms, nan=0.0), 0.0, 1.0 - 1e-12)
+                um = U_ALARM * np.power(a / (1.0 - a), 1.0 / self.detectors.config.hill)
+                surprise = det.surprise if det.surprise is not None else np.zeros((*x.shape, len(DETECTORS)))
+                ext = np.concatenate([surprise.astype(np.float64), um[..., None]], axis=2)
+                total, top = combine(ext, self.detectors.config.combine, self.detectors.config.agreement_cost)
+                score = hill(total / U_ALARM, self.detectors.config.hill).astype(np.float32)
+                wins = top == len(DETECTORS)
                 codes = np.where(wins, mtype, codes).astype(np.int8)
                 model_score = ms.astype(np.float32)
         return BlockScores(score, codes, det.confidence, det.scores, model_score)

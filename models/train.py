@@ -21,6 +21,7 @@ Never imported by the edge: ``models.runtime``, ``features`` and ``detectors`` d
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,6 +37,7 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from models.features import CrossFeature, FeatureSpec, compute_features
 from models.manifest import MODEL_KINDS, Calibration, TrainingData
@@ -44,7 +46,7 @@ from protocols.reading import QualityFlag, Reading
 
 __all__ = [
     "Label", "RobustMahalanobis", "TrainedModel", "fit_calibration", "train_from_csv", "train_from_readings",
-    "train_model", "windows_from_readings",
+    "train_model", "usable_inputs", "windows_from_readings",
 ]
 
 NORMAL = "normal"
@@ -64,35 +66,68 @@ class Label(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 class RobustMahalanobis(BaseEstimator):
-    """Squared Mahalanobis distance from a robust (``MinCovDet``) location and covariance.
+    """Squared Mahalanobis distance from a robust (``MinCovDet``) location and covariance, on scaled features.
 
-    A small ridge on the covariance keeps constant features (``missing`` is often all zero) from
-    making it singular. ``score_samples`` gives the distance (higher = more anomalous).
+    Each feature is first scaled by a robust spread (IQR / 1.349, else the standard deviation, else
+    1 for a feature constant in training) around its median, so large raw values (loads in MW,
+    voltages in V) and tiny ones (vibration RMS) weigh alike and the distance stays well conditioned;
+    the ONNX graph applies the same scaling (``models.export``). The covariance of the scaled features
+    is shrunk toward the identity by ``shrinkage`` (a share of a robust unit variance), so a feature
+    that is flat in the robust subset (a quantised channel) cannot make it singular; should the
+    robust fit itself fail on such data, the plain covariance of the scaled rows is used instead
+    (``fallback_`` says so). Constant features keep unit variance around their value.
+    ``score_samples`` gives the distance (higher = more anomalous).
     """
 
-    def __init__(self, support_fraction: float | None = None, ridge: float = 1e-6, random_state: int = 0) -> None:
+    def __init__(self, support_fraction: float | None = None, shrinkage: float = 0.01,
+                 random_state: int = 0) -> None:
         self.support_fraction = support_fraction
-        self.ridge = ridge
+        self.shrinkage = shrinkage
         self.random_state = random_state
 
     def fit(self, x: np.ndarray, y: Any = None) -> RobustMahalanobis:
         x = np.asarray(x, dtype=np.float64)
-        scale = x.std(axis=0)
-        keep = scale > 1e-12
-        mcd = MinCovDet(support_fraction=self.support_fraction, random_state=self.random_state)
-        mcd.fit(x[:, keep])
-        cov = np.eye(x.shape[1])  # constant features: unit variance around their value
-        cov[np.ix_(keep, keep)] = mcd.covariance_
-        cov += self.ridge * np.diag(np.maximum(np.diag(cov), 1e-12))
-        self.location_ = x.mean(axis=0)
-        self.location_[keep] = mcd.location_
+        centre = np.median(x, axis=0)
+        q75, q25 = np.percentile(x, [75, 25], axis=0)
+        scale = (q75 - q25) / 1.349
+        std = x.std(axis=0)
+        # a quantised feature can have no spread between its quartiles and still vary
+        scale = np.where(scale > 1e-9 * np.maximum(np.abs(centre), 1.0), scale, std)
+        keep = scale > 1e-9 * np.maximum(np.abs(centre), 1.0)
+        scale = np.where(keep, scale, 1.0)
+        z = (x - centre) / scale
+        d = x.shape[1]
+        cov = np.eye(d)  # constant features: unit variance around their value
+        loc = np.zeros(d)
+        self.fallback_ = False
+        if keep.any():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                warnings.simplefilter("ignore", UserWarning)
+                try:
+                    mcd = MinCovDet(support_fraction=self.support_fraction, random_state=self.random_state)
+                    with threadpool_limits(limits=1, user_api="blas"):  # many small products: threads only contend
+                        mcd.fit(z[:, keep])
+                    sub_cov, sub_loc = mcd.covariance_, mcd.location_
+                    if not np.all(np.isfinite(sub_cov)):
+                        raise ValueError("non-finite robust covariance")
+                except ValueError:
+                    sub_cov = np.atleast_2d(np.cov(z[:, keep], rowvar=False, bias=True))
+                    sub_loc = z[:, keep].mean(axis=0)
+                    self.fallback_ = True
+            cov[np.ix_(keep, keep)] = sub_cov
+            loc[keep] = sub_loc
+        cov = (1.0 - self.shrinkage) * cov + self.shrinkage * np.eye(d)
+        self.scale_ = scale
+        self.location_ = centre + scale * loc  # in the features' own units
+        self.kept_ = keep
         precision = np.linalg.inv(cov)
         precision = (precision + precision.T) / 2
-        self.chol_ = np.linalg.cholesky(precision)  # precision = L L^T, so d^2 = |(x - loc) L|^2
+        self.chol_ = np.linalg.cholesky(precision)  # precision = L L^T, so d^2 = |((x - loc) / scale) L|^2
         return self
 
     def score_samples(self, x: np.ndarray) -> np.ndarray:
-        z = (np.asarray(x, dtype=np.float64) - self.location_) @ self.chol_
+        z = ((np.asarray(x, dtype=np.float64) - self.location_) / self.scale_) @ self.chol_
         return np.sum(z * z, axis=1)
 
 
@@ -109,6 +144,7 @@ class TrainedModel:
     training: TrainingData
     classes: tuple[str, ...] = ()
     holdout: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # feature rows not fitted on
+    notes: list[str] = field(default_factory=list)  # what training did about the data (dropped inputs, ...)
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
         """Raw anomaly scores (higher = more anomalous), as the ONNX model's output reads after orientation."""
@@ -248,39 +284,81 @@ def _classifier_metrics(est: Any, x: np.ndarray, labels: np.ndarray) -> dict[str
 
 # -- from CSV files -------------------------------------------------------------------------------
 
+def usable_inputs(names: Sequence[str], values: np.ndarray) -> tuple[list[str], dict[str, str]]:
+    """The columns of ``values`` (``(rows, len(names))``) a model can learn from, and why the others cannot.
+
+    A column with no value at all, or one value throughout, says nothing about normal behaviour and
+    would make every feature of it constant: it is dropped, with the reason (``all missing``,
+    ``constant at 0.054711``)."""
+    values = np.asarray(values, dtype=np.float64)
+    kept, dropped = [], {}
+    for k, name in enumerate(names):
+        v = values[:, k]
+        finite = v[np.isfinite(v)]
+        if not len(finite):
+            dropped[name] = "all missing"
+        elif finite.min() == finite.max():
+            dropped[name] = f"constant at {finite[0]:.6g}"
+        else:
+            kept.append(name)
+    return kept, dropped
+
+
 def train_from_csv(path: str | Path, *, kind: str = "isolation_forest", name: str,
                    columns: Sequence[str] | None = None, label_column: str | None = None, window: int = 32,
-                   rows: slice | None = None, random_state: int = 0) -> TrainedModel:
+                   rows: slice | None = None, random_state: int = 0, strict_times: bool = False) -> TrainedModel:
     """Train on a CSV (as ``sentinel models score`` reads it): one group, inputs = the value columns.
 
     ``label_column`` (text: ``normal`` or an anomaly type; or 0/1) labels each row's window.
-    ``rows`` limits training to a slice of the rows (e.g. the first 8,640 of ETTh1).
+    ``rows`` limits training to a slice of the rows (e.g. the first 8,640 of ETTh1), in time order.
+    Rows out of time order are sorted and repeated times averaged (``models.tabular.read_csv``; its
+    report is in ``notes``; ``strict_times`` refuses such a file instead). Columns that are all
+    missing or constant over the rows trained on are left out of the model's inputs, each named in
+    ``notes`` and in the manifest (``training.dropped_inputs``); the model's ``FeatureSpec.inputs``
+    are the columns it kept, which is what the edge feeds it.
     """
-    table = read_csv(path, columns=columns)
+    table = read_csv(path, columns=columns, strict=strict_times)
     labels_raw = None
     if label_column:
         if label_column not in table.header:
             raise ValueError(f"{path}: no label column {label_column!r} (columns: {', '.join(table.header)})")
         idx = table.header.index(label_column)
-        labels_raw = np.asarray([r[idx].strip() for r in csv.reader(table.lines)], dtype=object)
+        labels_raw = np.asarray([r[idx].strip() for r in csv.reader(table.lines, delimiter=table.delimiter)],
+                                dtype=object)
         labels_raw = np.where(np.isin(labels_raw, ["0", "0.0", "", "false", "False"]), NORMAL, labels_raw)
         labels_raw = np.where(np.isin(labels_raw, ["1", "1.0", "true", "True"]), "anomaly", labels_raw)
         table.columns.pop(label_column, None)
-    names = list(columns) if columns is not None else list(table.columns)
+    names = [c for c in columns if c != label_column] if columns is not None else list(table.columns)
     sel = slice(None) if rows is None else rows
     time_s = table.time_s[sel]
+    notes = []
+    report = table.timestamps
+    if report is not None and not report.clean:
+        notes.append(f"{Path(path).name}: {report.summary()}")
+        notes.extend(f"  {line}" for line in report.details(3))
+    kept, dropped = usable_inputs(names, table.values(names)[sel])
+    if not kept:
+        raise ValueError(f"{path}: no column to learn from: "
+                         + "; ".join(f"{n} is {why}" for n, why in dropped.items()))
+    if dropped:
+        notes.append("inputs left out of the model: " + "; ".join(f"{n} ({why})" for n, why in dropped.items())
+                     + f"; it reads {', '.join(kept)}")
+    names = kept
     values = table.values(names)[sel]
     pos, samples, period = regularise(time_s, max_gap_samples=2 * window)
     grid = np.full((samples, len(names)), np.nan)
     grid[pos] = values
     spec = FeatureSpec.build(window=window, sample_period_s=period, inputs=tuple(names))
     feats = compute_features(grid, spec)[pos]
-    keep = pos >= window - 1
+    keep = (pos >= window - 1) & np.concatenate([[True], np.diff(pos) > 0])  # one window per sample
     y = None if labels_raw is None else labels_raw[sel][keep]
     start, end = (table.time_range() if rows is None else _iso_range(time_s))
-    training = TrainingData(start=start, end=end, rows=int(keep.sum()), source=f"csv:{Path(path).name}")
-    return train_model(feats[keep], kind=kind, spec=spec, name=name, training=training, y=y,
-                       random_state=random_state)
+    training = TrainingData(start=start, end=end, rows=int(keep.sum()), source=f"csv:{Path(path).name}",
+                            dropped_inputs=tuple(dropped))
+    trained = train_model(feats[keep], kind=kind, spec=spec, name=name, training=training, y=y,
+                          random_state=random_state)
+    trained.notes.extend(notes)
+    return trained
 
 
 def _iso_range(time_s: np.ndarray) -> tuple[str | None, str | None]:
@@ -370,11 +448,41 @@ def train_from_readings(readings: Sequence[Reading], *, name: str, metrics: Sequ
     intervals) label them for the risk classifier, and keep labelled anomalies out of the
     unsupervised kinds' training. Export, sign and publish the result with ``models.export`` and
     ``models.registry``.
+
+    A metric whose readings hold no valid value, or one value throughout, is left out of the model's inputs
+    (with the cross features that read it), named in ``notes`` and ``training.dropped_inputs``.
     """
-    spec = FeatureSpec.build(window=window, sample_period_s=sample_period_s, inputs=tuple(metrics),
+    by_metric: dict[str, list[float]] = {m: [] for m in metrics}
+    seen: set[str] = set()
+    for r in readings:
+        if r.metric in by_metric:
+            seen.add(r.metric)
+            if r.value is not None and not (r.flags & _BAD):
+                by_metric[r.metric].append(float(r.value))
+    width = max((len(v) for v in by_metric.values()), default=0)
+    grid = np.full((max(width, 1), len(metrics)), np.nan)
+    for k, m in enumerate(metrics):
+        grid[:len(by_metric[m]), k] = by_metric[m]
+    kept, dropped = usable_inputs(list(metrics), grid)
+    kept = [m for m in metrics if m in kept or m not in seen]  # a metric nobody reports: an error below
+    dropped = {m: why for m, why in dropped.items() if m in seen}
+    if not kept:
+        raise ValueError("no metric to learn from: " + "; ".join(f"{n} is {why}" for n, why in dropped.items()))
+    notes = []
+    if dropped:
+        lost = [c for c in cross if any(i in dropped for i in c.inputs)]
+        cross = [c for c in cross if c not in lost]
+        notes.append("inputs left out of the model: " + "; ".join(f"{n} ({why})" for n, why in dropped.items())
+                     + (f" (and the cross features {', '.join(c.kind for c in lost)})" if lost else "")
+                     + f"; it reads {', '.join(kept)}")
+    spec = FeatureSpec.build(window=window, sample_period_s=sample_period_s, inputs=tuple(kept),
                              series_features=None if series_features is None else tuple(series_features),
                              cross=tuple(cross))
     x, y, training = windows_from_readings(readings, spec, labels=labels)
+    if dropped:
+        training = msgspec.structs.replace(training, dropped_inputs=tuple(dropped))
     has_labels = bool(labels) and (y != NORMAL).any()
-    return train_model(x, kind=kind, spec=spec, name=name, training=training,
-                       y=y if (has_labels or kind == "risk_classifier") else None, random_state=random_state)
+    trained = train_model(x, kind=kind, spec=spec, name=name, training=training,
+                          y=y if (has_labels or kind == "risk_classifier") else None, random_state=random_state)
+    trained.notes.extend(notes)
+    return trained

@@ -172,6 +172,34 @@ class QualitySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     stale_after_s: Seconds | None = None
 
 
+DETECTOR_NAMES = ("step", "drift", "spike", "oscillation", "dropout", "frozen")
+"""The edge's streaming detectors (models.detectors.DETECTORS)."""
+Score = Annotated[float, msgspec.Meta(gt=0, le=1)]
+
+
+def _check_detectors(detectors: tuple[str, ...], where: str) -> None:
+    unknown = [d for d in detectors if d not in DETECTOR_NAMES]
+    if unknown:
+        raise ValueError(f"{where}: unknown detector(s) {unknown}; known: {', '.join(DETECTOR_NAMES)}")
+
+
+class PointScoring(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One point's scoring, overriding its substation's: which detectors score it, and the thresholds
+    of its events. Keyed in ``ScoringSettings.points`` by ``"<device_id>/<metric>"`` or ``"<metric>"``
+    (every device's point of that metric); the first form wins."""
+
+    detectors: tuple[str, ...] | None = None
+    threshold: Score | None = None
+    critical_threshold: Score | None = None
+
+    def __post_init__(self) -> None:
+        if self.detectors is not None:
+            _check_detectors(self.detectors, "detectors")
+        if self.threshold is not None and self.critical_threshold is not None and \
+                self.critical_threshold < self.threshold:
+            raise ValueError("critical_threshold must be at least threshold")
+
+
 class ScoringSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Anomaly scoring at the edge: streaming detectors always, plus a model pulled from the hub.
 
@@ -190,12 +218,30 @@ class ScoringSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     model: str = ""
     model_pull_interval_s: Seconds = 300.0
     public_key_env: Annotated[str, msgspec.Meta(pattern=r"^[A-Z_][A-Z0-9_]*$")] = "SENTINEL_MODEL_PUBLIC_KEY"
+    # detectors that score every point; how their scores (and a model's) combine: "fisher" (agreement
+    # counts) or "max"; calibration of each detector per series; samples before any alarm
+    detectors: tuple[str, ...] = DETECTOR_NAMES
+    combine: Literal["fisher", "max"] = "fisher"
+    calibrate: bool = True
+    warmup: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 128
+    points: dict[str, PointScoring] = {}
 
     def __post_init__(self) -> None:
         if self.critical_threshold < self.threshold:
             raise ValueError("critical_threshold must be at least threshold")
         if self.clear_below > self.threshold:
             raise ValueError("clear_below must not exceed threshold")
+        _check_detectors(self.detectors, "scoring.detectors")
+        for key, point in self.points.items():
+            if (point.threshold if point.threshold is not None else self.threshold) < self.clear_below:
+                raise ValueError(f"scoring.points[{key!r}].threshold is below clear_below {self.clear_below}")
+            crit = point.critical_threshold if point.critical_threshold is not None else self.critical_threshold
+            if crit < (point.threshold if point.threshold is not None else self.threshold):
+                raise ValueError(f"scoring.points[{key!r}]: critical_threshold must be at least threshold")
+
+    def point(self, device_id: str, metric: str) -> PointScoring | None:
+        """The override for a device's metric, if any (``device/metric`` before ``metric``)."""
+        return self.points.get(f"{device_id}/{metric}") or self.points.get(metric)
 
 
 def check_topic_filter(text: str) -> None:

@@ -66,6 +66,19 @@ def _load_model(args: argparse.Namespace) -> Any:
     return load_model(verify_model(files, key, where=str(d)), files.onnx)
 
 
+def _detector_config(args: argparse.Namespace) -> Any:
+    """The ``DetectorConfig`` that ``models score``'s --detectors, --combine, --no-calibration and --warmup name."""
+    from models.detectors import DetectorConfig
+
+    detectors = tuple(d.strip() for d in args.detectors.split(",") if d.strip()) if args.detectors else None
+    kw: dict[str, Any] = {"combine": args.combine, "calibrate": not args.no_calibration}
+    if detectors is not None:
+        kw["detectors"] = detectors
+    if args.warmup is not None:
+        kw["quiet_warmup"] = args.warmup
+    return DetectorConfig(**kw)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from models.tabular import score_csv
 
@@ -73,8 +86,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         model = _load_model(args) if args.model else None
         columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
         with Progress("scoring", unit="rows", enabled=not args.no_progress) as progress:
+            config = _detector_config(args)
             summary = score_csv(args.input, args.output, model=model, columns=columns, threshold=args.threshold,
-                                progress=progress)
+                                progress=progress, config=config, strict_times=args.strict)
     except _edge_errors() as exc:
         return _fail(str(exc))
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(summary.by_type.items())) or "none"
@@ -83,7 +97,17 @@ def cmd_score(args: argparse.Namespace) -> int:
           f"period {summary.period_s:g} s) with {summary.model or 'the detectors only'}: "
           f"{summary.alarms} rows at or above {args.threshold:g} ({kinds}); written to {where}",
           file=sys.stderr if where == "stdout" else sys.stdout)
+    _print_timestamps(summary.timestamps, file=sys.stderr if where == "stdout" else sys.stdout)
     return 0
+
+
+def _print_timestamps(report: Any, *, file: Any = None, limit: int = 5) -> None:
+    """``read_csv``'s timestamp report: a summary line, then the first rows of each kind."""
+    if report is None or (report.clean and not len(report.gaps)):
+        return
+    print(report.summary(), file=file)
+    for line in report.details(limit):
+        print(f"  {line}", file=file)
 
 
 def _parse_rows(text: str | None) -> slice | None:
@@ -119,7 +143,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 progress(0, detail=f"fitting {args.kind} on {Path(args.csv).name}")
                 trained = train_from_csv(args.csv, kind=args.kind, name=args.name, columns=columns,
                                          label_column=args.label_column, window=args.window,
-                                         rows=_parse_rows(args.rows))
+                                         rows=_parse_rows(args.rows), strict_times=args.strict)
+                for note in trained.notes:  # timestamps sorted or averaged, inputs left out
+                    print(note, file=sys.stderr)
                 progress(1, detail="exporting to ONNX, checking parity")
                 exported = export_model(trained)
                 progress(2, detail=f"signing, publishing to {args.registry}")
@@ -293,9 +319,24 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--version", type=int, default=None, help="model version (default: latest)")
     s.add_argument("--public-key", default=None,
                    help="ed25519 public key (PEM) that models must verify with (default: $SENTINEL_MODEL_PUBLIC_KEY)")
-    s.add_argument("--threshold", type=float, default=0.5, help="score at which a row is an alarm (default 0.5)")
+    s.add_argument("--threshold", type=float, default=0.5,
+                   help="score at which a row is an alarm: rows below it score as type none (default 0.5)")
+    s.add_argument("--detectors", default=None,
+                   help="comma-separated detectors that score "
+                        "(default all: step,drift,spike,oscillation,dropout,frozen)")
+    s.add_argument("--combine", choices=("fisher", "max"), default="fisher",
+                   help="how detector (and model) scores combine: fisher (agreement counts; default) or max")
+    s.add_argument("--no-calibration", action="store_true",
+                   help="score the raw statistics against their nominal thresholds (with --combine max "
+                        "--warmup 0: the scoring before per-series calibration)")
+    s.add_argument("--warmup", type=int, default=None, help="valid samples per series before any alarm (default 128)")
+    s.add_argument("--strict", action="store_true",
+                   help="refuse a file whose times step back or repeat (default: sort them, average repeats, report)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_score)
+
+    from sentinel_cli.skab_eval_cmd import add_skab_eval
+    add_skab_eval(models)
 
     s = models.add_parser("train", help="train a model on a CSV or the hub's database, export it to ONNX, "
                                        "sign and publish it",
@@ -317,7 +358,9 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--label-column", default=None,
                    help="column labelling rows: normal (or 0) / an anomaly type (or 1); needed by risk_classifier")
     s.add_argument("--window", type=int, default=32, help="feature window in samples (default 32)")
-    s.add_argument("--rows", default=None, help="train on rows START:STOP only, e.g. 0:8640")
+    s.add_argument("--rows", default=None, help="train on rows START:STOP only (in time order), e.g. 0:8640")
+    s.add_argument("--strict", action="store_true",
+                   help="with --csv: refuse a file whose times step back or repeat (default: sort, average, report)")
     s.add_argument("--signing-key", default=None,
                    help="ed25519 private key (PEM) to sign with (default: the PEM text in $SENTINEL_MODEL_SIGNING_KEY)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

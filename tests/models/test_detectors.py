@@ -26,7 +26,7 @@ def _score(x: np.ndarray, chunk: int | None = None, config: DetectorConfig | Non
         return bank.update(x)
     parts = [bank.update(x[:, lo:lo + chunk]) for lo in range(0, x.shape[1], chunk)]
     return DetectorOutput(*(np.concatenate([getattr(p, f) for p in parts], axis=1)
-                            for f in ("score", "type", "confidence", "scores")))
+                            for f in ("score", "type", "confidence", "scores", "surprise")))
 
 
 def _first_alarm(out: DetectorOutput, start: int) -> tuple[np.ndarray, np.ndarray]:

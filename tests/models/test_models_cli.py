@@ -93,10 +93,10 @@ def test_score_a_few_hundred_thousand_rows_in_seconds(tmp_path: Path) -> None:
     assert elapsed < 15, f"{elapsed:.1f} s for {n} rows"
 
 
-def test_score_refuses_rows_out_of_order_with_the_row(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_score_strict_refuses_rows_out_of_order_with_the_row(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     src = tmp_path / "bad.csv"
     src.write_text("timestamp,value\n2026-01-01T00:00:02,1\n2026-01-01T00:00:01,2\n")
-    assert _run("models", "score", str(src), "--no-progress") == 2
+    assert _run("models", "score", str(src), "--no-progress", "--strict") == 2  # without --strict: sorted, reported
     assert "row 3: timestamp '2026-01-01T00:00:01' is earlier than the row before" in capsys.readouterr().err
 
 
@@ -140,7 +140,7 @@ def test_every_models_command_has_help() -> None:
     add_parser(sub)
     models = sub.choices["models"]
     actions = next(a for a in models._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(actions.choices) == {"score", "train", "export", "list", "keygen", "forecast-eval"}
+    assert {"score", "train", "export", "list", "keygen", "forecast-eval", "skab-eval"} <= set(actions.choices)
     for name, p in actions.choices.items():
         assert next(a for a in actions._choices_actions if a.dest == name).help
         for a in p._actions:
