@@ -20,7 +20,6 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 
 from models._windows import causal_fill
 from models.detectors import (ANOMALY_TYPES, DETECTORS, MULTIVARIATE_CODE, U_ALARM, DetectorBank, DetectorConfig,
@@ -46,6 +45,8 @@ class Model:
 
     def __init__(self, manifest: Manifest, onnx: bytes) -> None:
         self.manifest = manifest
+        import onnxruntime as ort  # here, not at import: a box scoring with its detectors alone never loads it (~30 MB)
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
