@@ -431,6 +431,15 @@ class Buffer:
         self._set_meta("ot_logs_dropped", self._meta("ot_logs_dropped") + n)
         log.error("buffer full (%d OT log entries): dropped the %d oldest unsent", self.max_rows, n)
 
+    def get_meta(self, key: str, default: float = 0) -> float:
+        """A number the daemon keeps in the buffer (remote config versions)."""
+        with self._lock:
+            return self._meta(key, default)
+
+    def set_meta(self, key: str, value: float) -> None:
+        with self._lock:
+            self._set_meta(key, value)
+
     def position(self, key: str) -> str | None:
         """A followed file's position as :meth:`append_ot_logs` last stored it under ``key``."""
         with self._lock:

@@ -31,6 +31,7 @@ from edge.metrics import EdgeMetrics
 from edge.models import ModelPuller
 from edge.otlogs import FileFollower, MqttCollector
 from edge.scoring import EdgeScoring
+from edge.remote_config import ConfigPuller
 from edge.sync import SyncLoop
 from protocols.config import FirmwareConfig
 from protocols.drivers import SourceFactory
@@ -139,9 +140,10 @@ class _Device:
 
 class EdgeDaemon:
     def __init__(self, config: FirmwareConfig, buffer_path: str | Path | None = None, *,
-                 token: str | None = None) -> None:
+                 token: str | None = None, config_path: str | Path | None = None) -> None:
         """``token``: this edge's hub credential, instead of the environment variable its config
-        names (the demo and tests run several edges in one process)."""
+        names (the demo and tests run several edges in one process). ``config_path``: the file the
+        config came from; given, the edge takes new configs from the hub (edge/remote_config.py)."""
         self.config = config
         ident = config.identity
         b = config.buffer
@@ -156,6 +158,7 @@ class EdgeDaemon:
         self.models = ModelPuller(config, self.scoring.scorer, cache_dir=cache,
                                   token=token) if config.scoring.model else None
         self.metrics = EdgeMetrics(self, config.metrics) if config.metrics is not None else None
+        self.remote_config = ConfigPuller(self, config_path, token=token) if config_path is not None else None
         self._queue: asyncio.Queue[tuple[list[ReadingRow], list[Event]]] = asyncio.Queue()
         # scored batches the buffer could not take yet (disk full): (rows, events, scores)
         self._held: collections.deque[tuple[list[ReadingRow], list[Event], ReadingScores]] = collections.deque()
@@ -203,6 +206,8 @@ class EdgeDaemon:
                 tg.create_task(self.sync.run(), name="edge.sync")
                 if self.models is not None:
                     tg.create_task(self.models.run(), name="edge.models")
+                if self.remote_config is not None:
+                    tg.create_task(self.remote_config.run(), name="edge.config")
         finally:
             if self.metrics is not None:
                 await _bounded(self.metrics.stop(), "stopping the metrics endpoint")

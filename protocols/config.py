@@ -91,6 +91,8 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # connection before anything is sent, on top of the usual verification (hex, colons allowed).
     ca_file: Annotated[str, msgspec.Meta(max_length=4096)] = ""
     cert_sha256: str = ""
+    # how often the edge asks the hub for a new config given to it (edge/remote_config.py)
+    config_pull_interval_s: Seconds = 60.0
 
     def __post_init__(self) -> None:
         if self.backoff_initial_s > self.backoff_max_s:

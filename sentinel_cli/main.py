@@ -94,7 +94,8 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
     if args.hub_url:
         config = msgspec.structs.replace(config, hub=msgspec.structs.replace(config.hub, url=args.hub_url))
     async def run() -> None:
-        daemon = EdgeDaemon(config, buffer_path=args.buffer)  # its Modbus clients need the running loop
+        daemon = EdgeDaemon(config, buffer_path=args.buffer,  # its Modbus clients need the running loop
+                            config_path=args.config)  # and it takes new configs from the hub
         ident = config.identity
         print(f"edge {ident.edge_id} ({ident.substation}): polling {len(config.devices)} devices, "
               f"buffer {daemon.buffer.path}, hub {config.hub.url}", flush=True)
@@ -104,6 +105,16 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+    except BaseExceptionGroup as group:
+        from edge.remote_config import RestartRequested
+
+        restart, rest = group.split(RestartRequested)
+        if restart is None or rest is not None:
+            raise
+        # a config from the hub was applied: the daemon has stopped and flushed; start again on it
+        print(f"edge: config version {restart.exceptions[0].version} applied; restarting", flush=True)
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "sentinel_cli.main", *sys.argv[1:]])
     return 0
 
 

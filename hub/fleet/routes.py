@@ -12,6 +12,7 @@ from litestar.datastructures import State
 
 from hub.auth import VIEWER
 from hub.auth.guards import allow
+from hub.fleet.configs import ROUTES as CONFIG_ROUTES
 from hub.fleet.liveness import DeviceLiveness, EdgeLiveness, Liveness, SubstationLiveness
 from protocols.wire import DeviceState
 
@@ -64,4 +65,4 @@ def fleet(state: State) -> Fleet:
                  substations=liveness.substations(now, edges), devices=liveness.devices(now), reports=reports)
 
 
-ROUTES = [fleet]
+ROUTES = [fleet, *CONFIG_ROUTES]  # and remote config (hub.fleet.configs)

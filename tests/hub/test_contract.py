@@ -64,6 +64,8 @@ REFUSED_ON_MEANING = {
     "/compliance/en50160": "`end` is after `start`, at most 366 days on; a voltage far from every standard "
                            "system voltage needs `nominal`; a device held by several substations needs `substation`",
     "/webhooks": "the url names a host (and a port from 1 to 65535), and no user name or password",
+    "/edges/{edge_id}/config": "the TOML is a firmware config the edge can use, for that edge, and the hub holds a "
+                               "signing key",
 }
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis's own list
 # Repeatable query filters (``substation=S&substation=T``) are "array of strings, or null" in the
