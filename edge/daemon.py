@@ -358,6 +358,7 @@ class EdgeDaemon:
         model = self.scoring.scorer.model
         return EdgeHealth(software=_SOFTWARE, model=model.label if model is not None else "",
                           readings_pending=pending, oldest_pending=oldest, dropped=dropped,
+                          config_version=int(self.buffer.get_meta("config_version")),
                           devices=[DeviceState(device_id=h.device_id, up=h.online is not False,
                                                error=h.last_error[:500] if h.online is False else "")
                                    for h in list(self.stats.devices.values())[:1000]])

@@ -133,6 +133,7 @@ class EdgeHealth(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     oldest_pending: UtcTime | None = None  # the oldest unsent reading's time
     dropped: NonNegative = 0  # readings the buffer dropped at its limits, ever
     devices: Annotated[list[DeviceState], msgspec.Meta(max_length=1000)] = []
+    config_version: NonNegative = 0  # the hub-given config it runs (0: its own file; docs/remote-config.md)
 
 
 class SyncBatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):

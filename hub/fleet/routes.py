@@ -31,6 +31,7 @@ class EdgeReport(msgspec.Struct, frozen=True, kw_only=True):
     sync_lag_s: float | None  # how far behind the hub is on this edge's readings (0: nothing waiting)
     dropped: int  # readings its buffer dropped at its limits, ever
     devices: list[DeviceState]
+    config_version: int  # the hub-given config it runs (0: its own file; GET /edges/{edge_id}/config)
 
 
 class Fleet(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,7 +60,7 @@ def fleet(state: State) -> Fleet:
         reports[edge_id] = EdgeReport(received_at=at, software=h.software, model=h.model,
                                       readings_pending=h.readings_pending, events_pending=h.events_pending,
                                       oldest_pending=h.oldest_pending, sync_lag_s=lag, dropped=h.dropped,
-                                      devices=h.devices)
+                                      devices=h.devices, config_version=h.config_version)
     return Fleet(checked_at=liveness.last_check, offline_floor_s=liveness.settings.offline_floor_s,
                  telemetry_stale_s=liveness.settings.telemetry_after_s, edges=edges,
                  substations=liveness.substations(now, edges), devices=liveness.devices(now), reports=reports)

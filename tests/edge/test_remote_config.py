@@ -113,6 +113,10 @@ def test_an_edge_takes_a_new_config_from_the_hub_and_keeps_its_own_when_the_new_
         assert applied["status"] == "applied", applied
         assert _until(lambda: "TR-04" in devices() and devices(), timeout_s=60)
         assert config.read_text() == full and (tmp_path / "edge.toml.previous").read_text() == two
+        # which version the edge runs: in the health report it sends after the restart
+        report = _until(lambda: httpx.get(f"{hub_url}/fleet", headers=ADMIN, timeout=5).json()["reports"].get(EDGE))
+        assert _until(lambda: httpx.get(f"{hub_url}/fleet", headers=ADMIN, timeout=5).json()["reports"][EDGE][
+            "config_version"] == 1), report
 
         # a config whose transformer is at an address nothing answers on: tried, kept out, said why
         bad = full.replace(f"port = {modbus}\nunit_id = 3", f"port = {nobody}\nunit_id = 3")

@@ -470,7 +470,8 @@
       const down = r ? r.devices.filter((d) => !d.up) : [];
       const state = !e.registered ? ["UNKNOWN", "retired"] : !e.online ? ["CRITICAL", "offline"]
         : down.length ? ["WARNING", `online, ${down.length} device${down.length > 1 ? "s" : ""} down`] : ["OK", "online"];
-      const model = r ? `${r.model || "detectors only"} · ${r.software}` : `offered: ${models}`;
+      const model = r ? `${r.model || "detectors only"} · ${r.software}` + (r.config_version ? ` · config v${r.config_version}` : "")
+        : `offered: ${models}`;
       return el("tr", { "data-edge": e.edge_id },
         el("td", { text: e.edge_id }), el("td", { text: e.substation || "—" }),
         el("td", { title: down.map((d) => `${d.device_id}: ${d.error}`).join("\n") }, label(state[0], state[1])),
