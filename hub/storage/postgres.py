@@ -149,6 +149,9 @@ FROM (SELECT w.width, {_BIN} AS b, r.substation, r.device_id, r.metric, r.value,
            AND r.ts < d.hour + interval '1 hour' AND r.substation = d.substation
       CROSS JOIN (VALUES (60), (3600)) AS w (width)
       WHERE r.value IS NOT NULL AND r.value <> 'NaN'::float8 AND (r.flags & 1) = 0
+        -- one UTC day at a time, its bounds as values: the planner keeps that day's partitions only
+        -- (for a join parameter it cannot, and every marked hour would probe every day's index)
+        AND d.hour >= %(lo)s AND d.hour < %(hi)s AND r.ts >= %(lo)s AND r.ts < %(hi)s
       WINDOW p AS (PARTITION BY w.width, r.device_id, r.metric, r.substation, {_BIN}
                    ORDER BY r.ts DESC, r.value DESC)) AS x
 GROUP BY width, b, substation, device_id, metric
@@ -700,7 +703,9 @@ class PostgresStorage:
                 " ORDER BY device_id, metric, substation, hour" + lock + ")"
                 " RETURNING device_id, metric, substation, hour)"
                 " INSERT INTO rollup_todo SELECT * FROM taken", [*args, limit] if limit else args).rowcount
-            cur.execute(_RECOMPUTE_HOURS)
+            days = [r[0] for r in cur.execute(f"SELECT DISTINCT {_DAY.format(ts='hour')} FROM rollup_todo ORDER BY 1")]
+            for day in days:
+                cur.execute(_RECOMPUTE_HOURS, {"lo": day, "hi": day + timedelta(days=1)})
             cur.execute(_RECOMPUTE_DAYS)
         return taken
 
