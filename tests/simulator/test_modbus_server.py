@@ -26,7 +26,10 @@ async def read_all(configs: list[FirmwareConfig]) -> dict[tuple[str, str], tuple
     """Every point of every device, read through the edge's own Modbus source: (value, flags)."""
     out: dict[tuple[str, str], tuple[float, int]] = {}
     for config in configs:
-        modbus = [d for d in config.devices if isinstance(d, ModbusTcpDevice)]
+        # what is read is checked here, not how fast: the sample configs' 0.5 s timeout failed once on
+        # a loaded CI machine, so a patient one
+        modbus = [msgspec.structs.replace(d, timeout_s=5.0, poll_interval_s=10.0)
+                  for d in config.devices if isinstance(d, ModbusTcpDevice)]
         connection = ModbusConnection(modbus[0])
         try:
             for d in modbus:
