@@ -44,6 +44,13 @@ MAX_REQUEST_HEAD_BYTES = 1 << 20
 """A request line and headers up to 1 MiB are read and answered (a long repeatable query, say,
 gets the 400 naming what is wrong); h11's default of 16 KiB cut such a request off with a reset."""
 
+KEEP_ALIVE_S = 75
+"""How long the hub keeps an idle HTTP connection open. It must outlast every client's own idle
+limit (httpx, the edges' and the CLI's client: 5 s; nginx's upstream keepalive_timeout: 60 s) so the
+client always closes first. With uvicorn's default of 5 s, equal to httpx's, a request sent on a
+connection idle for about 5 s raced the hub's close and failed with "Server disconnected without
+sending a response": an edge syncing every 5 s would lose one sync in so many to that race."""
+
 
 def uvicorn_config(app: Any, host: str, port: int, *, ssl_certfile: str | None = None,
                    ssl_keyfile: str | None = None, **extra: Any) -> uvicorn.Config:
@@ -51,7 +58,8 @@ def uvicorn_config(app: Any, host: str, port: int, *, ssl_certfile: str | None =
     the process's handlers (``log_config=None``: uvicorn's dictConfig would replace them)."""
     return uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", log_config=None,
                           ssl_certfile=ssl_certfile or None, ssl_keyfile=ssl_keyfile or None,
-                          h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES, **extra)
+                          h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
+                          timeout_keep_alive=KEEP_ALIVE_S, **extra)
 
 
 class HubServer:
