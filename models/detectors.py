@@ -23,8 +23,14 @@ Detectors, all in units of samples (each statistic is divided by its threshold `
   window's sinusoid power (Hann taper, level and trend removed, spikes clipped) to its long-run
   average.
 - **dropout**: the fraction of missing samples in the window, or the current run of missing ones.
-- **frozen**: the run of exactly repeated values, against the run length this series' own change
-  rate makes a one-in-a-million event.
+- **frozen**: the run of exactly repeated values, against the longer of the run length this series'
+  own change rate makes a one-in-a-million event and ``frozen_learn_factor`` times the longest run
+  it has already ended without a finding. A quantised sensor repeats itself in clumps (SKAB's flow
+  meter: 78 % of samples change, yet runs of 11-17 equal values come every few hundred), which the
+  change rate alone calls impossible. A run that reached its bound was a finding and is never
+  learned, so a sensor that freezes twice is caught twice; the bound grows only with runs the
+  series ends short of it. (Learning is part of calibration: ``calibrate=False`` keeps the change
+  rate alone.)
 
 Calibration, per series (``DetectorConfig.calibrate``): each statistic ``r`` becomes a surprise
 ``u = -log10 p``, ``p`` the probability of an episode this high in this series, learned online from
@@ -102,6 +108,7 @@ class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     dropout_fraction: PositiveFloat = 0.5
     dropout_run: Positive = 5
     frozen_min_run: Positive = 10
+    frozen_learn_factor: Annotated[float, msgspec.Meta(ge=1.0, le=100.0)] = 2.0
     hill: PositiveFloat = 4.0
     # --- calibration per series (see the module docstring and docs/detection.md)
     calibrate: bool = True  # False: the raw statistics' nominal tail (the scoring before calibration)
@@ -156,7 +163,8 @@ _RING = "hist_scale"  # read and written in place, element by element: never cop
 _FIELDS_1D = (
     "n", "n_valid", "last", "fast_num", "fast_den", "slow_num", "slow_den", "sfast_num", "sfast_den",
     "sslow_num", "sslow_den", "cus_pos", "cus_neg", "osc_den", "chg_num", "chg_den", "same_total",
-    "same_reset", "p_reset", "last_valid", "last_step_alarm", "mad_num", "mad_den", "quantum", "steady",
+    "same_reset", "p_reset", "run_learned", "last_valid", "last_step_alarm", "mad_num", "mad_den", "quantum",
+    "steady",
 )
 
 
@@ -199,6 +207,7 @@ class DetectorBank:
         self.same_total = np.zeros(n, dtype=np.int64)
         self.same_reset = np.zeros(n, dtype=np.int64)
         self.p_reset = np.full(n, np.nan)
+        self.run_learned = np.zeros(n)  # the longest run of repeats ended without a frozen finding
         self.last_valid = np.full(n, -1, dtype=np.int64)
         self.last_step_alarm = np.full(n, _NEVER, dtype=np.int64)
         self.quantum = np.full(n, np.inf)  # smallest change seen between valid samples: the resolution
@@ -436,7 +445,24 @@ class DetectorBank:
         run_same = cs - at_reset
         p = np.clip(np.nan_to_num(p_reset), 1e-9, 1 - 1e-9)
         expected = np.clip(np.log(1e-6) / np.log1p(-p), c.frozen_min_run, 1e6)
-        stats[..., FROZEN] = np.where(v & (nv > w) & (p >= 0.05), run_same / expected, 0.0)
+        # runs ended in this block (at a change: the repeats just before it) are learned unless they
+        # reached the bound as it stood then (a finding is not learned). Solved from below: the
+        # bound with what is learned so far admits some runs; those raise the bound, which may admit
+        # more; the fixed point is exactly the sequential answer (one or two rounds), so the result
+        # does not depend on how samples are split into blocks.
+        ended = np.concatenate([(st["same_total"] - st["same_reset"])[:, None], run_same[:, :-1]], axis=1)
+        can_learn = changed & (nv > w) & c.calibrate  # the scoring before calibration: the change rate only
+        learn = np.zeros_like(changed)
+        while True:
+            learned = np.maximum.accumulate(np.where(learn, np.maximum(ended, st["run_learned"][:, None]),
+                                                     st["run_learned"][:, None]), axis=1)
+            before = np.concatenate([st["run_learned"][:, None], learned[:, :-1]], axis=1)  # not the run itself
+            bound = np.maximum(expected, c.frozen_learn_factor * before)
+            admitted = can_learn & (ended < bound)
+            if (admitted == learn).all():
+                break
+            learn = admitted
+        stats[..., FROZEN] = np.where(v & (nv > w) & (p >= 0.05), run_same / bound, 0.0)
 
         # --- calibration: each statistic's surprise u = -log10 P(an episode this high), per series
         u = U_ALARM * np.maximum(stats, 0.0)  # the nominal tail: u = 6 at the threshold, as designed
@@ -487,6 +513,7 @@ class DetectorBank:
             "chg_num": chg_num[:, -1], "chg_den": chg_den[:, -1], "mad_num": mad_num[:, -1], "mad_den": mad_den[:, -1],
             "quantum": quantum[:, -1],
             "same_total": cs[:, -1], "same_reset": at_reset[:, -1], "p_reset": p_reset[:, -1],
+            "run_learned": learned[:, -1],
             "last_valid": last_valid[:, -1], "last_step_alarm": step_alarm[:, -1],
             **cal,
         }

@@ -216,11 +216,42 @@ def test_models_score_selects_detectors_combination_and_threshold(tmp_path: Path
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/skab not present")
+def _clumped_quantised(seed: int, n: int = 8000) -> np.ndarray:
+    """A flow meter's reading: on a 1/3 grid, changing at 78 % of samples, but sitting still in
+    clumps of 8-16 samples every few hundred (as SKAB's flow meter does); two frozen stretches
+    of 150 samples at 3,000 and 6,000."""
+    rng = np.random.default_rng(seed)
+    x = 123.0 + np.round(rng.normal(0.0, 0.6, n) * 3) / 3
+    for at in rng.integers(300, n - 20, n // 300):
+        x[at:at + rng.integers(8, 17)] = x[at]
+    for at in (3000, 6000):
+        x[at:at + 150] = x[at]
+    return x[None, :]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_quantised_sensors_clumped_runs_are_learned_and_each_freeze_still_caught(seed: int) -> None:
+    """The frozen detector learns the longest run the series ends without a finding (bound: twice
+    it), so clumps of 8-16 equal values in a sensor that usually changes are not a frozen sensor
+    (the change rate alone made a run of 10 a one-in-a-million event); a stretch that was a finding
+    is not learned, so the second freeze is caught as the first."""
+    x = _clumped_quantised(seed)
+    out = DetectorBank(1).update(x)
+    frozen = out.scores[0, :, DETECTORS.index("frozen")]
+    stuck = np.zeros(x.shape[1], dtype=bool)
+    for at in (3000, 6000):
+        stuck[at:at + 160] = True
+        caught = np.flatnonzero(frozen[at:at + 150] >= 0.5)
+        assert len(caught) and caught[0] <= 40, (at, caught[:3])  # within 40 samples of the freeze
+    assert (out.score[0, 300:][~stuck[300:]] < 0.8).all()  # no alarm outside the freezes
+    assert frozen[2000:][~stuck[2000:]].max() < 0.5  # once a few clumps are learned, not even half-way
+
+
 def test_skab_benchmark_at_the_levels_reached() -> None:
     """SKAB (34 experiment files, test part = rows 400..; alarm at 0.8): measured 266 rows rising
     to the threshold outside labelled anomalies against 1,219 before calibration, false-alarm rate
-    18.5 % against 70 %, NAB 22.8 / 22.1 against 12.8 / 11.9, 6 alarm episodes on anomaly-free.csv
-    against 17 (docs/detection.md)."""
+    18.6 % against 70 %, NAB 22.7 / 22.0 against 12.7 / 11.8, 6 alarm episodes on anomaly-free.csv
+    against 15 (docs/detection.md)."""
     from models.skab_eval import detector_scores, evaluate_skab
 
     methods = {"new": lambda v: detector_scores(v, DetectorConfig()), "old": lambda v: detector_scores(v, OLD)}
@@ -229,4 +260,4 @@ def test_skab_benchmark_at_the_levels_reached() -> None:
     assert new.nab["standard"] >= 21.5 and new.nab["standard"] > old.nab["standard"] + 8
     assert new.nab["low_fp"] >= 21.0
     assert new.far <= 0.20 and new.far < old.far / 3
-    assert sum(new.free_episodes) <= 7 and sum(new.free_episodes) < sum(old.free_episodes) / 2, new.free_episodes
+    assert sum(new.free_episodes) <= 6 and sum(new.free_episodes) < sum(old.free_episodes) / 2, new.free_episodes
