@@ -27,10 +27,18 @@ NOTSENT_LOWAT = 128 * 1024
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """The hub's listening socket, bound (accepted connections inherit its options). OSError if
-    the address cannot be had."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    the address cannot be had.
+
+    Made with ``proto=IPPROTO_TCP``, and ``TCP_NODELAY`` set: asyncio turns Nagle's algorithm off
+    only on sockets whose ``proto`` says TCP, and a socket made with the default 0 (as this one was)
+    left it on for every connection. A response leaves in two writes (head, body); the second waited
+    for the ACK of the first, which the client delays by 40 ms: every request on a kept-alive
+    connection took 40-50 ms more (an edge's sync of 200 readings 52 ms instead of 8, ``/healthz``
+    47 ms instead of 1.5)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if hasattr(socket, "TCP_NOTSENT_LOWAT"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
         sock.bind((host, port))

@@ -1,7 +1,7 @@
-"""An idle HTTP connection outlives the clients' own idle limit, so a client never sends a request on a
-connection the hub is closing at that moment (the race an edge syncing every 5 s would hit with
-uvicorn's default of 5 s, and CI hit in a browser test: "Server disconnected without sending a
-response")."""
+"""How the hub holds its HTTP connections. An idle one outlives the clients' own idle limit, so a
+client never sends a request on a connection the hub is closing at that moment (the race an edge
+syncing every 5 s would hit with uvicorn's default of 5 s, and CI hit in a browser test: "Server
+disconnected without sending a response"); and Nagle's algorithm is off on every connection."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 import time
 from pathlib import Path
 
-from hub.server import KEEP_ALIVE_S
+from hub.server import KEEP_ALIVE_S, listening_socket
 from hub.settings import OrchestratorSettings, Settings
 from hub.storage.sqlite import SQLiteStorage
 from tests.support.hub_auth import ADMIN_KEY
@@ -43,3 +43,19 @@ def test_a_connection_idle_longer_than_a_clients_expiry_is_still_served(tmp_path
             assert again.startswith(b"HTTP/1.1 200"), f"the idle connection was closed: {again[:200]!r}"
     finally:
         storage.close()
+
+
+def test_connections_the_hub_accepts_have_nagle_off() -> None:
+    """asyncio sets TCP_NODELAY only on sockets whose proto says TCP; the hub's own listening socket
+    (made for TCP_NOTSENT_LOWAT) had proto 0, so Nagle stayed on and every response on a kept-alive
+    connection waited 40 ms for the client's delayed ACK between its head and its body."""
+    listener = listening_socket("127.0.0.1", 0)
+    try:
+        listener.listen()
+        with socket.create_connection(listener.getsockname()[:2], timeout=5):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.proto == socket.IPPROTO_TCP  # what asyncio's _set_nodelay looks for
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        listener.close()
