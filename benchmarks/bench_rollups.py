@@ -3,7 +3,8 @@ TimescaleDB (when installed).
 
 A year of one-minute readings of one point (525,600 rows; ``--points`` more points beside it, so
 the point is not alone in its tables) is stored through the hub's storage as edge syncs; the marked
-hours are folded (``refresh_rollups``, timed: ``rollup_refresh_year``). Then, ``--repeat`` times
+hours are folded (``refresh_rollups``, timed: ``rollup_refresh_year``; on TimescaleDB the continuous
+aggregates are refreshed over the year). Then, ``--repeat`` times
 each, p50 and p99 in ms:
 
 - ``query_year_1h``: one point's hourly min/max/avg/last/count over the year (8,760 buckets) as the
@@ -13,6 +14,9 @@ each, p50 and p99 in ms:
 - ``query_day_raw``: one day of raw readings of the point (1,440 rows, ``iter_readings``); no
   baseline (it reads the readings themselves).
 - ``rollup_bytes_per_reading`` beside ``raw_bytes_per_reading``: the tables' size on disk per reading.
+- TimescaleDB only: every chunk compressed at once (what the policies do after ``compress_after``):
+  ``compressed_bytes_per_reading`` (baseline: uncompressed) and the same for the rollups; then
+  ``query_year_1h/1d_compressed_p99`` over compressed rollups.
 
     .venv/bin/python benchmarks/bench_rollups.py [--backend sqlite,postgresql,timescaledb] [--points 9] [--repeat 30]
 """
@@ -55,6 +59,8 @@ def _load(storage, points: int) -> float:  # noqa: ANN001
                                      readings=ReadingRun(first_seq=seq + 1, items=items)), lambda events: [])
         seq += len(items)
     t = time.perf_counter()
+    if storage.backend == "timescaledb":  # nothing marked: materialize the continuous aggregates over the year
+        storage.refresh_rollups(start=START, end=START + timedelta(days=365))
     while storage.refresh_rollups(limit=20_000):
         pass
     return time.perf_counter() - t
@@ -87,8 +93,22 @@ def _sizes(storage) -> tuple[float, float]:  # noqa: ANN001
                          " OR c.relname LIKE '_hyper_%%')").fetchone()[0]
         if storage.backend == "timescaledb":
             raw = tx.execute("SELECT hypertable_size('readings')").fetchone()[0]
-        rolled = tx.execute("SELECT pg_total_relation_size('rollups')").fetchone()[0]
+            rolled = tx.execute("SELECT sum(hypertable_size(format('%%I.%%I', materialization_hypertable_schema,"
+                                " materialization_hypertable_name)::regclass))"
+                                " FROM timescaledb_information.continuous_aggregates").fetchone()[0]
+        else:
+            rolled = tx.execute("SELECT pg_total_relation_size('rollups')").fetchone()[0]
     return float(raw), float(rolled)
+
+
+def _compress_all(storage) -> None:  # noqa: ANN001
+    """TimescaleDB: compress every chunk of the readings and of the rollups now, not after a week."""
+    with storage.transaction() as tx:
+        tx.execute("SELECT count(compress_chunk(c, if_not_compressed => true))"
+                   " FROM (SELECT show_chunks('readings') AS c"
+                   " UNION ALL SELECT show_chunks(format('%%I.%%I', materialization_hypertable_schema,"
+                   " materialization_hypertable_name)::regclass) FROM timescaledb_information.continuous_aggregates"
+                   " WHERE compression_enabled) AS chunks")
 
 
 def run(url: str, label: str, points: int, repeat: int) -> list[Figure]:
@@ -115,6 +135,16 @@ def run(url: str, label: str, points: int, repeat: int) -> list[Figure]:
         raw_b, rolled_b = _sizes(storage)
         n = MINUTES * (points + 1)
         figures.append(Figure(f"rollup_bytes_per_reading_{label}", rolled_b / n, "bytes", raw_b / n))
+        if storage.backend == "timescaledb":  # and once compressed (the policies' work, done at once)
+            _compress_all(storage)
+            packed_b, packed_rolled_b = _sizes(storage)
+            figures += [Figure(f"compressed_bytes_per_reading_{label}", packed_b / n, "bytes", raw_b / n),
+                        Figure(f"compressed_rollup_bytes_per_reading_{label}", packed_rolled_b / n, "bytes",
+                               rolled_b / n)]
+            for name, width in (("1h", 3600), ("1d", 86_400)):  # questions over compressed rollups
+                rolled = _times(lambda w=width: storage.series_buckets(START, end, w, "FEEDER-F12", "voltage_l1"),
+                                repeat)
+                figures.append(Figure(f"query_year_{name}_compressed_p99_{label}", rolled[1], "ms", float("nan")))
         for f in figures:
             print(f.human(), flush=True)
         return figures

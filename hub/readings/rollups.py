@@ -4,6 +4,8 @@ rollups (``hub.storage`` ``refresh_rollups``), so a question over months finds t
 Questions are exact without it: a bucketed question refreshes the marked hours of its own range
 first (``series_buckets``, ``hourly_means``). The refresher only keeps that work small. On several
 hub replicas each runs one; they take different marks (``FOR UPDATE SKIP LOCKED`` on PostgreSQL).
+On TimescaleDB nothing is marked and each round returns at once: the continuous aggregates'
+refresh jobs run inside the database (``hub.storage.postgres``, schema migration 4).
 """
 
 from __future__ import annotations

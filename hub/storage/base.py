@@ -559,7 +559,9 @@ def from_epoch_us(us: int) -> datetime:
 # transaction); ``refresh_rollups`` recomputes the marked hours from their readings, and their days
 # from the hours: the hub's refresher in the background, and every bucketed question for its own
 # range first, so answers are exact. Questions of those widths read the rollups over the whole
-# buckets of their range and the raw readings only at its two ragged ends (docs/rollups.md).
+# buckets of their range and the raw readings only at its two ragged ends (docs/rollups.md). On
+# TimescaleDB the rollups are continuous aggregates instead (schema migration 4: nothing marked, the
+# range refreshed before it is read); the questions themselves are shared (hub.storage.rollups).
 
 ROLLUP_WIDTHS = (60, 3_600, 86_400)
 

@@ -42,6 +42,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                  "1-day bucket, kept with every insert; filled from the readings held"),
     Migration(3, "edge_health: each edge's latest health report (software, model, backlog, drops, devices), "
                  "sent with its syncs"),
+    Migration(4, "TimescaleDB layout: the rollups become continuous aggregates (1 minute from the readings, 1 hour "
+                 "from 1 minute, 1 day from 1 hour) with refresh and compression policies; nothing elsewhere"),
 )
 LATEST = MIGRATIONS[-1].version
 

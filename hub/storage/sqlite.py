@@ -13,6 +13,7 @@ from pathlib import Path
 
 import msgspec
 
+from hub.storage import rollups
 from hub.storage.base import (
     EPOCH,
     Document,
@@ -24,7 +25,6 @@ from hub.storage.base import (
     IncidentError,
     IncidentMaker,
     NewIncident,
-    ROLLUP_WIDTHS,
     ReadingBucket,
     SeriesExtent,
     SqlTx,
@@ -42,12 +42,12 @@ from hub.storage.base import (
     plan_sync,
     reading_rows,
     readings_from_rows,
-    rollup_span,
     upsert_incidents,
 )
 from hub.storage.leader import FileLeaderLock
 from hub.storage.migrations import (SCHEMA_TABLE_SQLITE, Migration, MigrationStatus,
                                     pending_after)
+from hub.storage.rollups import RollupRow
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
@@ -244,7 +244,7 @@ WHERE true
 GROUP BY day, substation, device_id, metric""" + _REPLACE
 _ROLLUP_ROWS = """
 SELECT bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_value FROM rollups
-WHERE width = ? AND device_id = ? AND metric = ?{where} AND bucket >= ? AND bucket < ?
+WHERE width = ? AND metric IN ({marks}){where} AND bucket >= ? AND bucket < ?
 ORDER BY bucket, substation"""
 
 
@@ -578,51 +578,33 @@ class SQLiteStorage:
             self._db.execute("UPDATE incidents SET narrative = ? WHERE number = ?",
                              (narrative, parse_incident_id(incident_id)))
 
+    def rollup_rows(self, width: int, start: datetime, end: datetime, metrics: Sequence[str], *,
+                    device_id: str | None = None, substation: str | None = None) -> list[RollupRow]:
+        for m in dict.fromkeys(metrics):  # the marked hours of the range first: exact answers
+            self.refresh_rollups(device_id=device_id, metric=m, substation=substation, start=start, end=end)
+        where, args = "", []
+        for column, value in (("device_id", device_id), ("substation", substation)):
+            if value is not None:
+                where, args = where + f" AND {column} = ?", [*args, value]
+        with self._lock:
+            rows = self._db.execute(_ROLLUP_ROWS.format(marks=",".join("?" * len(metrics)), where=where),
+                                    (width, *metrics, *args, epoch_us(start) // 10**6,
+                                     epoch_us(end) // 10**6)).fetchall()
+        return [RollupRow(EPOCH + timedelta(seconds=r[0]), *r[1:]) for r in rows]
+
+    def raw_buckets(self, start: datetime, end: datetime, width: int, metrics: Sequence[str], *,
+                    device_id: str | None = None, substation: str | None = None) -> list[ReadingBucket]:
+        return [b for chunk in self.iter_buckets(start, end, width, metrics=metrics,
+                                                 devices=None if device_id is None else [device_id],
+                                                 substations=None if substation is None else [substation])
+                for b in chunk]
+
     def series_buckets(self, start: datetime, end: datetime, bucket_s: int, device_id: str, metric: str,
                        substation: str | None = None) -> list[ReadingBucket]:
-        raw = {"substations": [substation] if substation is not None else None, "devices": [device_id],
-               "metrics": [metric]}
-        span = rollup_span(start, end, bucket_s) if bucket_s in ROLLUP_WIDTHS else None
-        if span is None:
-            return [b for chunk in self.iter_buckets(start, end, bucket_s, **raw) for b in chunk]
-        a, b = span
-        self.refresh_rollups(device_id=device_id, metric=metric, substation=substation, start=a, end=b)
-        where, args = (" AND substation = ?", [substation]) if substation is not None else ("", [])
-        with self._lock:
-            rows = self._db.execute(_ROLLUP_ROWS.format(where=where),
-                                    (bucket_s, device_id, metric, *args, epoch_us(a) // 10**6,
-                                     epoch_us(b) // 10**6)).fetchall()
-        # (bucket, substation) order: the ragged start's bucket, the whole ones, the ragged end's
-        head, tail = ([x for chunk in self.iter_buckets(lo, hi, bucket_s, **raw) for x in chunk] if lo < hi else []
-                      for lo, hi in ((start, a), (b, end)))
-        return [*head, *(ReadingBucket(EPOCH + timedelta(seconds=r[0]), r[1], r[2], r[3], r[4], r[5],
-                                       min(max(r[6] / r[7], r[4]), r[5]), r[8], r[7]) for r in rows), *tail]
+        return rollups.series_buckets(self, start, end, bucket_s, device_id, metric, substation)
 
     def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime) -> list[HourlyMean]:
-        if not metrics:
-            return []
-        marks = ",".join("?" * len(metrics))
-        span = rollup_span(start, end, 3600)
-        pieces = [(start, end)] if span is None else [(start, span[0]), (span[1], end)]
-        if span is not None:
-            for m in dict.fromkeys(metrics):
-                self.refresh_rollups(metric=m, start=span[0], end=span[1])
-        out: list[HourlyMean] = []
-        with self._lock:
-            for lo, hi in pieces:  # the ragged ends (or all of it) from the readings
-                if lo < hi:
-                    out += [HourlyMean(r[0], r[1], r[2], _utc(r[3] * 3600.0), r[4], r[5]) for r in self._db.execute(
-                        "SELECT substation, device_id, metric, CAST(ts / 3600 AS INTEGER) AS hour, avg(value),"
-                        f" count(value) FROM readings WHERE metric IN ({marks}) AND ts >= ? AND ts < ?"
-                        " AND value IS NOT NULL AND (flags & 1) = 0"  # not QualityFlag.INVALID
-                        " GROUP BY substation, device_id, metric, hour", (*metrics, lo.timestamp(), hi.timestamp()))]
-            if span is not None:  # whole hours from the rollups
-                out += [HourlyMean(r[0], r[1], r[2], _utc(float(r[3])), min(max(r[4] / r[5], r[6]), r[7]), r[5])
-                        for r in self._db.execute(
-                            "SELECT substation, device_id, metric, bucket, vsum, n, vmin, vmax FROM rollups"
-                            f" WHERE width = 3600 AND metric IN ({marks}) AND bucket >= ? AND bucket < ?",
-                            (*metrics, epoch_us(span[0]) // 10**6, epoch_us(span[1]) // 10**6))]
-        return sorted(out, key=lambda h: (h.substation, h.device_id, h.metric, h.hour))
+        return rollups.hourly_means(self, metrics, start, end)
 
     def put_documents(self, docs: Sequence[Document]) -> None:
         rows = [(d.kind, d.key, d.timestamp.timestamp(), _json(d.body)) for d in docs]
@@ -954,4 +936,5 @@ def _incident(r: tuple) -> Incident:
 
 
 # each migration's step on SQLite, by version (hub.storage.migrations.MIGRATIONS)
-MIGRATION_STEPS = {1: SQLiteStorage._legacy_upgrades, 2: SQLiteStorage._rollups, 3: SQLiteStorage._edge_health_table}
+MIGRATION_STEPS = {1: SQLiteStorage._legacy_upgrades, 2: SQLiteStorage._rollups, 3: SQLiteStorage._edge_health_table,
+                   4: lambda storage: None}  # 4: continuous aggregates, on TimescaleDB only

@@ -101,7 +101,9 @@ def test_a_database_of_the_earlier_release_is_upgraded_with_its_data_and_then_wo
         (first,) = storage.add_incidents([finding])
         (again,) = storage.add_incidents([finding])
         assert first.id == again.id == "INC-2026-000003" and again.occurrences == 2
-        assert {"ot_logs", "documents", "incident_history", "schema_migrations", "rollups"} <= _tables(legacy_url)
+        assert {"ot_logs", "documents", "incident_history", "schema_migrations"} <= _tables(legacy_url)
+        # the rollups: a table the hub keeps, or TimescaleDB's continuous aggregates in its place
+        assert ("rollups" in _tables(legacy_url)) == (storage.backend != "timescaledb")
         # the rollups were filled from the readings the earlier release held (and the one added since)
         day = (T0.replace(hour=0), T0.replace(hour=0) + timedelta(days=1))
         for width in (60, 3600, 86_400):
@@ -180,3 +182,43 @@ def test_the_migrate_command_shows_upgrades_and_the_server_waits_for_it(legacy_u
     assert new.returncode == 0 and "created the hub's schema" in new.stdout
     bad = _sentinel("hub", "migrate", "--database", f"sqlite:///{tmp_path / 'none.db'}", "--status", cwd=tmp_path)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+@pytest.mark.postgres
+def test_a_timescaledb_database_of_the_previous_version_gets_continuous_aggregates(timescale_url: str) -> None:
+    """Version 3 on TimescaleDB kept the hub's rollup table and its marks; migration 4 replaces them
+    with continuous aggregates, which then answer for the readings held before and stored after."""
+    import psycopg
+
+    from hub.storage.postgres import MIGRATION_STEPS
+
+    readings = [Reading(ts=T0 + timedelta(minutes=7 * i), substation="SUB-A", device_id="TX-1",
+                        metric="oil_temperature", value=60.0 + i % 9, unit="°C") for i in range(600)]
+    open_storage(timescale_url).close()
+    with psycopg.connect(timescale_url) as conn:  # back to version 3, as the release before left it
+        conn.execute("DROP MATERIALIZED VIEW rollups_1d, rollups_1h, rollups_1m CASCADE")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 4")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO readings (ts, substation, device_id, metric, value, unit, quality, flags,"
+                            " source) VALUES (%s, %s, %s, %s, %s, %s, 1, 0, 'http')",
+                            [(r.ts, r.substation, r.device_id, r.metric, r.value, r.unit) for r in readings[:400]])
+        MIGRATION_STEPS[2](conn)  # its rollup table, and every hour held marked
+        assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (3,)
+        assert conn.execute("SELECT to_regclass('rollups_1h'), to_regclass('rollups') IS NOT NULL").fetchone() == \
+            (None, True)
+    with open_storage(timescale_url) as storage:
+        status = storage.migration_status()
+        assert (status.version, status.pending, status.applied[-1][:2]) == (4, [], (4, MIGRATIONS[3].name))
+        storage.insert_readings(readings[350:], "http")  # 50 again, 200 new
+        span = (T0.replace(hour=0), T0.replace(hour=0) + timedelta(days=4))
+        for width in (60, 3600, 86_400):
+            rolled = storage.series_buckets(*span, width, "TX-1", "oil_temperature")
+            raw = [b for chunk in storage.iter_buckets(*span, width, devices=["TX-1"], metrics=["oil_temperature"])
+                   for b in chunk]
+            assert [b[:6] + b[7:] for b in rolled] == [b[:6] + b[7:] for b in raw]  # all but avg: to the bit
+            assert sum(b.count for b in rolled) == 600
+            assert [b.avg for b in rolled] == pytest.approx([b.avg for b in raw], rel=1e-12)
+    assert {"rollups", "rollup_dirty"}.isdisjoint(_tables(timescale_url))
+    with psycopg.connect(timescale_url) as conn:
+        assert [r[0] for r in conn.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates"
+                                           " ORDER BY view_name")] == ["rollups_1d", "rollups_1h", "rollups_1m"]

@@ -1,7 +1,8 @@
-"""Rollups (schema migration 2): 1-minute, 1-hour and 1-day min/max/sum/count/last per series, kept in
-the transaction that stores the readings. Whatever the order readings arrive in, duplicates, readings
-without a value or flagged invalid, several substations, edge syncs and HTTP, a question answered
-from the rollups equals the same question answered from the raw readings, on every backend."""
+"""Rollups (schema migrations 2 and 4): 1-minute, 1-hour and 1-day min/max/sum/count/last per series,
+tables the hub keeps on SQLite and plain PostgreSQL, continuous aggregates on TimescaleDB. Whatever
+the order readings arrive in, duplicates, readings without a value or flagged invalid, several
+substations, edge syncs and HTTP, a question answered from the rollups equals the same question
+answered from the raw readings, on every backend."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from hub.storage import open_storage
 from hub.storage.base import ROLLUP_WIDTHS, Storage, rollup_span
 from protocols.reading import Reading
 from protocols.wire import ReadingRun, SyncBatch
@@ -89,6 +91,14 @@ def test_rollup_span_is_the_whole_buckets_inside_the_range() -> None:
 
 
 def test_ingest_marks_hours_and_a_refresh_folds_them_once(storage: Storage) -> None:
+    if storage.backend == "timescaledb":  # nothing marked: its continuous aggregates track changes themselves
+        storage.insert_readings(_readings(random.Random(11), 500, 3 * 3600), "http")
+        assert storage.refresh_rollups() == 0 and storage.refresh_rollups(start=T0, end=T0 + timedelta(hours=3)) == 0
+        with storage.transaction() as tx:
+            assert tx.execute("SELECT to_regclass('rollup_dirty'), to_regclass('rollups')").fetchone() == (None, None)
+        _same(storage.series_buckets(T0, T0 + timedelta(hours=3), 3600, "F2", "voltage_l1"),
+              _raw(storage, T0, T0 + timedelta(hours=3), 3600, "F2"))
+        return
     rng = random.Random(11)
     storage.insert_readings(_readings(rng, 500, 3 * 3600), "http")  # three hours, two devices, two substations
     assert storage.refresh_rollups(device_id="F1", start=T0, end=T0 + timedelta(hours=1)) == 2  # F1's hour 0, both
@@ -121,3 +131,69 @@ def test_the_hub_folds_marked_hours_in_the_background(tmp_path) -> None:  # noqa
         assert storage.refresh_rollups() == 0  # nothing was left marked
     finally:
         storage.close()
+
+
+def _materialized(storage: Storage, view: str) -> str:
+    with storage.transaction() as tx:
+        schema, table = tx.execute("SELECT materialization_hypertable_schema, materialization_hypertable_name"
+                                   " FROM timescaledb_information.continuous_aggregates WHERE view_name = ?",
+                                   [view]).fetchone()
+    return f'"{schema}"."{table}"'
+
+
+@pytest.mark.postgres
+def test_on_timescaledb_the_rollups_are_hierarchical_continuous_aggregates_and_questions_read_them(
+        timescale_url: str) -> None:
+    with open_storage(timescale_url) as storage:
+        _questions_read_the_continuous_aggregates(storage)
+
+
+def _questions_read_the_continuous_aggregates(storage: Storage) -> None:
+    assert storage.backend == "timescaledb"
+    with storage.transaction() as tx:
+        views = tx.execute("SELECT view_name, materialized_only, view_definition"
+                           " FROM timescaledb_information.continuous_aggregates ORDER BY view_name").fetchall()
+        jobs = {r[0]: r[1] for r in tx.execute(
+            "SELECT v.view_name, array_agg(j.proc_name::text ORDER BY j.proc_name) FROM timescaledb_information.jobs j"
+            " JOIN timescaledb_information.continuous_aggregates v"
+            " ON v.materialization_hypertable_name = j.hypertable_name GROUP BY v.view_name").fetchall()}
+    assert [v[:2] for v in views] == [("rollups_1d", False), ("rollups_1h", False), ("rollups_1m", False)]
+    sources = {name: definition for name, _, definition in views}  # 1 h from 1 min, 1 day from 1 h
+    assert "FROM rollups_1h" in sources["rollups_1d"] and "FROM rollups_1m" in sources["rollups_1h"]
+    assert "FROM readings" in sources["rollups_1m"]
+    assert jobs == {"rollups_1m": ["policy_compression", "policy_refresh_continuous_aggregate"],
+                    "rollups_1h": ["policy_compression", "policy_refresh_continuous_aggregate"],
+                    "rollups_1d": ["policy_refresh_continuous_aggregate"]}
+    storage.insert_readings(_readings(random.Random(21), 2_000, 2 * 86_400), "http")
+    day = (T0, T0 + timedelta(days=1))
+    before = storage.series_buckets(*day, 3600, "F1", "voltage_l1", substation="S1")
+    _same(before, [b for b in _raw(storage, *day, 3600, "F1") if b.substation == "S1"])
+    # what the question reads is the aggregate: change its materialized hour, and the answer changes
+    with storage.transaction() as tx:
+        changed = tx.execute(f"UPDATE {_materialized(storage, 'rollups_1h')} SET vmax = 1e6"
+                             " WHERE bucket = ? AND device_id = 'F1' AND substation = 'S1'", [T0]).rowcount
+    assert changed == 1
+    after = storage.series_buckets(*day, 3600, "F1", "voltage_l1", substation="S1")
+    assert after[0].max == 1e6 and after[1:] == before[1:]
+
+
+def test_readings_that_arrive_after_a_refresh_are_counted_at_once(storage: Storage) -> None:
+    """Late and repeated readings land in buckets already rolled up (materialized, on TimescaleDB):
+    the next question counts them, without waiting for a background refresh."""
+    rng = random.Random(31)
+    data = _readings(rng, 3_000, 2 * 86_400)
+    storage.insert_readings(data[:2_000], "http")
+    span = (T0, T0 + timedelta(days=2))
+    storage.refresh_rollups(start=span[0], end=span[1])  # every bucket rolled up (materialized) now
+    for width in ROLLUP_WIDTHS:
+        _same(storage.series_buckets(*span, width, "F1", "voltage_l1"), _raw(storage, *span, width, "F1"))
+    storage.insert_readings(data[2_000:], "http")  # late, into the same buckets
+    storage.insert_readings(data[:300], "http")  # again: held already
+    edge = sorted(data[2_500:], key=lambda r: r.ts)  # and again, as an edge's sync (not de-duplicated)
+    storage.apply_sync(SyncBatch(edge_id="e9", substation="S1", sent_at=T0,
+                                 readings=ReadingRun(first_seq=1, items=edge)), lambda events: [])
+    for width in ROLLUP_WIDTHS:
+        _same(storage.series_buckets(*span, width, "F1", "voltage_l1"), _raw(storage, *span, width, "F1"))
+    got = storage.hourly_means(["voltage_l1"], *span)
+    assert sum(h.count for h in got) == sum(b.count for c in storage.iter_buckets(*span, 3600, metrics=["voltage_l1"])
+                                            for b in c)
