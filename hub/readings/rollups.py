@@ -12,24 +12,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from hub.storage import Storage
 
-__all__ = ["BATCH_HOURS", "refresh_rollups_forever"]
+__all__ = ["BATCH_HOURS", "TARGET_S", "refresh_rollups_forever"]
 
 log = logging.getLogger(__name__)
 
-BATCH_HOURS = 2_000  # marked (series, hour) pairs folded per transaction
+BATCH_HOURS = 2_000  # the most marked (series, hour) pairs folded per transaction
+TARGET_S = 0.05  # how long one refresh transaction should take
 
 
 async def refresh_rollups_forever(storage: Storage, interval_s: float = 5.0) -> None:
     """Fold every marked hour, then again every ``interval_s``; an error is logged once per kind and
-    retried at the next round (ingest and questions never wait on this)."""
+    retried at the next round.
+
+    Each transaction folds as many marks as take about ``TARGET_S`` (learned from the last one: an
+    hour of 1 Hz readings costs far more than an hour of minute ones), and the refresher rests as
+    long as it worked before the next. A refresh holds the marks it folds, and an ingest marking
+    the same hour waits for it (on SQLite, every storage call waits for it): with 2,000 marks a
+    transaction, a backlog of 1 Hz series held edge syncs for over 10 s and took every pooled
+    connection, so the whole hub stalled (benchmarks/bench_hub_http.py found it)."""
     said = ""
+    batch = 16
     while True:
         try:
-            while await asyncio.to_thread(storage.refresh_rollups, limit=BATCH_HOURS) >= BATCH_HOURS:
-                await asyncio.sleep(0)  # other tasks between batches
+            while True:
+                started = time.monotonic()
+                n = await asyncio.to_thread(storage.refresh_rollups, limit=batch)
+                took = time.monotonic() - started
+                full = n >= batch
+                if n:
+                    batch = max(1, min(BATCH_HOURS, int(n * TARGET_S / max(took, 1e-4))))
+                if not full:
+                    break
+                await asyncio.sleep(took)  # half the time at most: ingest and questions go between
             said = ""
         except Exception as exc:  # noqa: BLE001  (the database may be restarting: next round)
             if type(exc).__name__ != said:

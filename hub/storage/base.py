@@ -564,6 +564,10 @@ def from_epoch_us(us: int) -> datetime:
 # range refreshed before it is read); the questions themselves are shared (hub.storage.rollups).
 
 ROLLUP_WIDTHS = (60, 3_600, 86_400)
+# A question folds its range's marks this many hours a transaction: the hours it holds keep an ingest
+# marking the same hour waiting (on SQLite, every storage call), so a backlog of a year must not be one
+# transaction (an agent's hourly means over every series of a metric held edge syncs for over 10 s).
+QUESTION_CHUNK_HOURS = 32
 
 
 def rollup_span(start: datetime, end: datetime, width: int) -> tuple[datetime, datetime] | None:

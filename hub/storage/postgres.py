@@ -52,6 +52,7 @@ from hub.storage.base import (
     IncidentError,
     IncidentMaker,
     NewIncident,
+    QUESTION_CHUNK_HOURS,
     ROLLUP_WIDTHS,
     ReadingBucket,
     SeriesExtent,
@@ -748,6 +749,16 @@ class PostgresStorage:
             where, args = where + " AND hour > %s", [*args, start - timedelta(hours=1)]
         if end is not None:
             where, args = where + " AND hour < %s", [*args, end]
+        if limit is None:  # a question: every mark of its range, a chunk per transaction (see below)
+            total = 0
+            while (n := self._refresh_marks(where, args, QUESTION_CHUNK_HOURS, skip_locked=False)) >= \
+                    QUESTION_CHUNK_HOURS:
+                total += n
+            return total + n
+        return self._refresh_marks(where, args, limit, skip_locked=True)
+
+    def _refresh_marks(self, where: str, args: list[Any], limit: int, *, skip_locked: bool) -> int:
+        """Fold up to ``limit`` marked hours matching ``where`` in one transaction; how many."""
         with self._pool.connection() as conn, conn.cursor() as cur:
             if cur.execute(f"SELECT 1 FROM rollup_dirty WHERE {where} LIMIT 1", args).fetchone() is None:
                 return 0  # the usual case when asked: nothing to do
@@ -755,13 +766,13 @@ class PostgresStorage:
             # take the marks (a concurrent ingest's mark waits for this, or stays for the next refresh).
             # In batches (the background refresher): skip marks another refresh holds. Otherwise (a
             # question about to read the rollups) wait for it: its hours are folded when it commits.
-            lock = " LIMIT %s FOR UPDATE SKIP LOCKED" if limit else " FOR UPDATE"
+            lock = " LIMIT %s FOR UPDATE" + (" SKIP LOCKED" if skip_locked else "")
             taken = cur.execute(
                 "WITH taken AS (DELETE FROM rollup_dirty WHERE (device_id, metric, substation, hour) IN"
                 f" (SELECT device_id, metric, substation, hour FROM rollup_dirty WHERE {where}"
                 " ORDER BY device_id, metric, substation, hour" + lock + ")"
                 " RETURNING device_id, metric, substation, hour)"
-                " INSERT INTO rollup_todo SELECT * FROM taken", [*args, limit] if limit else args).rowcount
+                " INSERT INTO rollup_todo SELECT * FROM taken", [*args, limit]).rowcount
             days = [r[0] for r in cur.execute(f"SELECT DISTINCT {_DAY.format(ts='hour')} FROM rollup_todo ORDER BY 1")]
             for day in days:
                 cur.execute(_RECOMPUTE_HOURS, {"lo": day, "hi": day + timedelta(days=1)})

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -25,6 +26,7 @@ from hub.storage.base import (
     IncidentError,
     IncidentMaker,
     NewIncident,
+    QUESTION_CHUNK_HOURS,
     ReadingBucket,
     SeriesExtent,
     SqlTx,
@@ -373,6 +375,15 @@ class SQLiteStorage:
             where, args = where + " AND hour > ?", [*args, epoch_us(start) // 10**6 - 3600]
         if end is not None:
             where, args = where + " AND hour < ?", [*args, -(-epoch_us(end) // 10**6)]
+        if limit is None:  # a question: every mark of its range, a chunk per transaction
+            total = 0
+            while (n := self._refresh_marks(where, args, QUESTION_CHUNK_HOURS)) >= QUESTION_CHUNK_HOURS:
+                total += n
+            return total + n
+        return self._refresh_marks(where, args, limit)
+
+    def _refresh_marks(self, where: str, args: list[Any], limit: int) -> int:
+        """Fold up to ``limit`` marked hours matching ``where`` in one transaction; how many."""
         with self._lock:
             db = self._db
             if db.execute(f"SELECT 1 FROM rollup_dirty WHERE {where} LIMIT 1", args).fetchone() is None:
@@ -382,8 +393,7 @@ class SQLiteStorage:
                 db.execute(_TODO_TABLE)
                 db.execute("DELETE FROM rollup_todo")
                 db.execute(f"INSERT INTO rollup_todo SELECT device_id, metric, substation, hour FROM rollup_dirty"
-                           f" WHERE {where} ORDER BY hour" + (" LIMIT ?" if limit else ""),
-                           [*args, limit] if limit else args)
+                           f" WHERE {where} ORDER BY hour LIMIT ?", [*args, limit])
                 n = db.execute("DELETE FROM rollup_dirty WHERE (device_id, metric, substation, hour) IN"
                                " (SELECT device_id, metric, substation, hour FROM rollup_todo)").rowcount
                 db.execute(_RECOMPUTE_HOURS)

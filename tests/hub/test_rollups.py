@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hub.storage import open_storage
-from hub.storage.base import ROLLUP_WIDTHS, Storage, rollup_span
+from hub.storage.base import QUESTION_CHUNK_HOURS, ROLLUP_WIDTHS, Storage, rollup_span
 from protocols.reading import Reading
 from protocols.wire import ReadingRun, SyncBatch
 
@@ -110,6 +110,22 @@ def test_ingest_marks_hours_and_a_refresh_folds_them_once(storage: Storage) -> N
     assert storage.refresh_rollups() > 0
     _same(storage.series_buckets(T0, T0 + timedelta(hours=3), 3600, "F2", "voltage_l1"),
           _raw(storage, T0, T0 + timedelta(hours=3), 3600, "F2"))
+
+
+def test_a_question_folds_a_backlog_a_chunk_at_a_time_and_is_exact(storage: Storage) -> None:
+    """Ten days of marks for two series (about 480 hours: 15 transactions of QUESTION_CHUNK_HOURS): the
+    question takes them all, in chunks, and answers as the readings do; nothing is left marked."""
+    rng = random.Random(5)
+    data = [r for r in _readings(rng, 6_000, 10 * 86_400) if r.substation == "S1"]
+    storage.insert_readings(data, "http")
+    hours = {(r.device_id, int(r.ts.timestamp()) // 3600) for r in data}  # F1 and F2 of S1, nearly every hour
+    marked = 0 if storage.backend == "timescaledb" else len(hours)
+    assert storage.refresh_rollups(metric="voltage_l1", start=T0, end=T0 + timedelta(days=10)) == marked
+    assert marked == 0 or marked > 10 * QUESTION_CHUNK_HOURS
+    assert storage.refresh_rollups() == 0
+    for device in ("F1", "F2"):
+        _same(storage.series_buckets(T0, T0 + timedelta(days=10), 3600, device, "voltage_l1"),
+              _raw(storage, T0, T0 + timedelta(days=10), 3600, device))
 
 
 def test_the_hub_folds_marked_hours_in_the_background(tmp_path) -> None:  # noqa: ANN001
