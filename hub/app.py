@@ -1,15 +1,17 @@
-"""The hub's Litestar application, built by ``create_app(settings)``: the routes of every domain
+"""The hub's Litestar application, built by ``create_app(settings)`` (or, for uvicorn's worker
+processes, by the factory ``hub.app:app_from_env``): the routes of every domain
 package (``ingest``, ``incidents``, ``insights``, ``readings``, ``compliance``, ``modelship``, ``fleet``, ``auth``,
 ``webhooks``, ``exports``, ``stream``, ``dashboard``, ``system``), the lifespan that opens storage and
-starts the services (orchestrator, MQTT ingest, webhooks, liveness and the stream), and the one
+starts the services (orchestrator, or with ``agents_in_process`` off its stand-in that tells
+``sentinel hub agents`` of new data, MQTT ingest, webhooks, liveness and the stream), and the one
 place errors become HTTP answers (:func:`_http_error`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -77,14 +79,18 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
             raise
         rollup_task = asyncio.create_task(refresh_rollups_forever(app.state.storage), name="hub.rollups")
         orch_task = None
-        if settings.agents is not None:
-            from hub.insights.orchestrator import Orchestrator
+        if settings.agents is not None and settings.agents_in_process:
+            from hub.insights.elsewhere import make_orchestrator
 
-            agents = dataclasses.replace(settings.agents, agents=dataclasses.replace(
-                settings.agents.agents, model_registry=settings.agents.agents.model_registry or settings.model_registry))
-            orch = app.state.orchestrator = Orchestrator(app.state.storage, agents, narrator=settings.narrator,
-                                                         on_run=app.state.metrics.agent_run)
+            orch = app.state.orchestrator = make_orchestrator(app.state.storage, settings,
+                                                              on_run=app.state.metrics.agent_run)
             orch_task = asyncio.create_task(orch.run(), name="hub.orchestrator")
+        elif settings.agents is not None:  # `sentinel hub agents` runs them: tell it of new data, show its status
+            from hub.insights.elsewhere import AgentsElsewhere
+
+            elsewhere = app.state.orchestrator = AgentsElsewhere(app.state.storage, settings.database_url,
+                                                                 settings.agents)
+            orch_task = asyncio.create_task(elsewhere.run(), name="hub.agents-elsewhere")
         mqtt_task = None
         if settings.mqtt is not None:  # telemetry straight from a utility's broker
             from hub.ingest.mqtt import MqttIngest
@@ -148,6 +154,30 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
     describe_refusals(app, max_body_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
     metrics.watch(app.state)  # storage, agents and MQTT ingest, read at scrape time
     return app
+
+
+def prepare_database(settings: Settings) -> None:
+    """What processes starting together on one database would race on, done once before they start
+    (``sentinel hub serve --workers N``): its migrations and the bootstrap admin key (two workers
+    storing it at once: one fails on the key's unique hash and cannot start)."""
+    storage = open_storage(settings.database_url, migrate=settings.auto_migrate)
+    try:
+        _open_auth(storage, settings)
+    finally:
+        storage.close()
+
+
+WORKER_LOG_LEVEL = "SENTINEL_WORKER_LOG_LEVEL"  # set by `sentinel hub serve --workers N` for its workers
+
+
+def app_from_env() -> Litestar:
+    """The hub of :meth:`Settings.from_env`: the factory uvicorn's worker processes import
+    (``hub.app:app_from_env``). A worker is a fresh process: it logs as the CLI that started it."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=os.environ.get(WORKER_LOG_LEVEL, "WARNING"),
+                            format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    return create_app(Settings.from_env())
 
 
 def _log_error(exc: Exception, scope: Any) -> None:

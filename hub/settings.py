@@ -58,6 +58,9 @@ class Settings:
     # The five agents: run by the orchestrator on new data and every interval_s (None: not run;
     # the API still serves what is stored). SENTINEL_AGENT_INTERVAL_S, SENTINEL_SITE_CONFIG.
     agents: OrchestratorSettings | None = field(default_factory=OrchestratorSettings)
+    # Run the agents in this hub process (SENTINEL_AGENTS=on, the default), or not (off: they run in
+    # `sentinel hub agents` on the same database, hub.insights.elsewhere, and ingest never waits on them).
+    agents_in_process: bool = True
     # LLM narration of incidents (agents.narration.narrator_from_env: SENTINEL_LLM=openai|crewai);
     # None: template text only, no narrative stored.
     narrator: object | None = None
@@ -105,6 +108,11 @@ class Settings:
         if os.environ.get("SENTINEL_SITE_CONFIG", "").strip():  # raises ConfigError naming file and key
             agents = replace(agents, agents=replace(agents.agents, site=load_site_config()))
         env["agents"] = agents
+        if (where := os.environ.get("SENTINEL_AGENTS", "").strip().lower()):
+            if where not in ("on", "off"):
+                raise ValueError(f"SENTINEL_AGENTS: on (the agents run in the hub process) or off (they run in "
+                                 f"`sentinel hub agents`), not {where!r}")
+            env["agents_in_process"] = where == "on"
         env["webhooks"] = webhook_settings_from_env()  # raises naming the variable that is unusable
         env["liveness"] = liveness_settings_from_env()  # so do these
         env["stream"] = stream_settings_from_env()

@@ -47,9 +47,24 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
     from hub.settings import Settings
     from hub.storage import parse_database_url
 
-    settings = Settings.from_env(database_url=args.database)
-    parse_database_url(settings.database_url)  # a bad URL fails here, before the server starts
-    if not settings.auto_migrate:  # a schema that needs migrating fails here too, naming the command
+    agents = {"on": True, "off": False}.get(args.agents or "")
+    settings = Settings.from_env(database_url=args.database, agents_in_process=agents)
+    kind, _ = parse_database_url(settings.database_url)  # a bad URL fails here, before the server starts
+    if args.workers < 1:
+        raise CliError(f"--workers: a number of processes, 1 or more, not {args.workers}")
+    if args.workers > 1 and kind == "sqlite":
+        raise CliError(f"--workers {args.workers} needs PostgreSQL: SQLite takes one writer at a time, so worker "
+                       f"processes would queue on its lock (and fail requests after its 5 s busy timeout) instead "
+                       f"of ingesting more; serve one worker on SQLite, or use SENTINEL_DATABASE_URL=postgresql://...")
+    if args.workers > 1:  # migrations and the admin key once, here, before the workers race on them
+        from hub.app import prepare_database
+        from hub.storage.migrations import MigrationError
+
+        try:
+            prepare_database(settings)
+        except MigrationError as exc:
+            raise CliError(str(exc)) from None
+    elif not settings.auto_migrate:  # a schema that needs migrating fails here too, naming the command
         from hub.storage import open_storage
         from hub.storage.migrations import MigrationError
 
@@ -65,20 +80,66 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
         if path and not Path(path).is_file():
             raise CliError(f"{flag} {path}: no such file")
     scheme = "https" if cert else "http"
-    print(f"hub: serving on {scheme}://{args.host}:{args.port} (database {settings.database_url}); "
-          f"API docs at /docs", flush=True)
+    app = create_app(settings)  # bad settings fail here, once, before any worker starts
+    workers = f" with {args.workers} worker processes" if args.workers > 1 else ""
+    here = "in this process" if args.workers == 1 else "in the workers, one at a time (leader lock)"
+    where = (here if settings.agents_in_process else
+             "not here: run `sentinel hub agents` on the same database") if settings.agents is not None else "off"
+    print(f"hub: serving on {scheme}://{args.host}:{args.port}{workers} (database {settings.database_url}; "
+          f"agents {where}); API docs at /docs", flush=True)
     try:  # the hub's own socket: a WebSocket client that stops reading gets no backlog (hub/server.py)
         sock = listening_socket(args.host, args.port)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    server = uvicorn.Server(uvicorn_config(create_app(settings), args.host, args.port, ssl_certfile=cert,
-                                           ssl_keyfile=key))
+    if args.workers > 1:
+        return _serve_workers(args, settings, sock, cert, key)
+    server = uvicorn.Server(uvicorn_config(app, args.host, args.port, ssl_certfile=cert, ssl_keyfile=key))
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl-C (uvicorn re-raises the signal once it has shut down), as uvicorn.run
         pass
     if not server.started:
         return 3  # start-up failed (logged), as uvicorn.run exits
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, settings, sock, cert: str | None, key: str | None) -> int:  # noqa: ANN001
+    """``--workers N``: uvicorn's supervisor and N worker processes on one socket, each building the hub
+    from the environment (``hub.app:app_from_env``); the command line's choices reach them through it."""
+    from uvicorn.supervisors import Multiprocess
+
+    from hub.app import WORKER_LOG_LEVEL
+    from hub.server import uvicorn_config
+
+    os.environ["SENTINEL_DATABASE_URL"] = settings.database_url
+    os.environ["SENTINEL_AGENTS"] = "on" if settings.agents_in_process else "off"
+    os.environ[WORKER_LOG_LEVEL] = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    config = uvicorn_config("hub.app:app_from_env", args.host, args.port, ssl_certfile=cert, ssl_keyfile=key,
+                            factory=True, workers=args.workers)
+    supervisor = Multiprocess(config, sockets=[sock])
+    supervisor.run()  # until SIGINT or SIGTERM; a worker that dies is replaced
+    return 3 if any(p.exitcode == 3 for p in supervisor.processes) else 0  # a worker could not start
+
+
+def cmd_hub_agents(args: argparse.Namespace) -> int:
+    from hub.insights.elsewhere import run_agents_process
+    from hub.settings import Settings
+    from hub.storage import parse_database_url
+    from hub.storage.migrations import MigrationError
+
+    settings = Settings.from_env(database_url=args.database)
+    parse_database_url(settings.database_url)
+    if settings.agents is None:
+        raise CliError("the agents are turned off in these settings")
+
+    def ready() -> None:
+        print(f"agents: running against {settings.database_url} (one process holds the agents' leader lock and "
+              f"runs them, on new data and every {settings.agents.interval_s:g} s; others stand by)", flush=True)
+
+    try:
+        asyncio.run(run_agents_process(settings, on_ready=ready))
+    except MigrationError as exc:
+        raise CliError(str(exc)) from None
     return 0
 
 
@@ -227,7 +288,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "default $SENTINEL_TLS_CERT); see docs/tls.md")
     s.add_argument("--tls-key", metavar="FILE", default=None,
                    help="the certificate's private key (PEM; default $SENTINEL_TLS_KEY)")
+    s.add_argument("--agents", choices=("on", "off"), default=None,
+                   help="run the five agents in this process (on; default $SENTINEL_AGENTS or on) or not (off: "
+                        "they run in `sentinel hub agents` on the same database, and never slow ingest)")
+    s.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="serve on N worker processes sharing the port (default 1; more than 1 needs PostgreSQL); "
+                        "see docs/scaling.md")
     s.set_defaults(func=cmd_hub_serve)
+    s = hub.add_parser("agents", help="run only the five agents, against the hub's database",
+                       description="The orchestrator on its own: the five agents on new data (PostgreSQL: "
+                                   "LISTEN; SQLite: a change marker polled every 0.5 s) and every "
+                                   "$SENTINEL_AGENT_INTERVAL_S, under the agents' leader lock (start two: one runs, "
+                                   "the other takes over when it goes). Pair it with `sentinel hub serve --agents "
+                                   "off`. Same environment as `hub serve`. See docs/scaling.md.")
+    s.add_argument("--database", default=None,
+                   help="the hub's database URL (default $SENTINEL_DATABASE_URL or sqlite:///var/hub.db)")
+    s.set_defaults(func=cmd_hub_agents)
     from sentinel_cli.hub_admin import add_parsers as add_hub_admin_parsers
 
     add_hub_admin_parsers(hub)

@@ -10,13 +10,21 @@ started, the previous run still going) and duration go to the ``on_run`` hook (t
 
 Findings become incidents through :meth:`Storage.add_incidents` (one per ongoing condition);
 forecasts, maintenance predictions and grid status become documents. With a narrator
-(:mod:`agents.narration`), each new or escalated incident gets an explanation.
+(:mod:`agents.narration`), each new or escalated incident gets an explanation. With
+``share_status``, each cycle's statuses are stored too (documents of kind :data:`STATUS_KIND`), so a
+hub that does not run the agents itself can say how they run elsewhere (:mod:`hub.insights.elsewhere`).
+
+Several processes on one database (hub replicas, ``sentinel hub agents``) run the cycles once: only
+the holder of the agents' leader lock runs them; the others stand by, try the lock every
+``min_gap_s`` and take over when its holder goes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -29,9 +37,9 @@ import msgspec
 from agents.findings import Finding
 from hub.incidents.service import incident_from_finding
 from hub.insights.agent_inputs import RUNNERS, AgentOutput, AgentSettings
-from hub.storage.base import Incident, Storage
+from hub.storage.base import Document, Incident, Storage
 
-__all__ = ["AgentStatus", "Orchestrator", "OrchestratorSettings"]
+__all__ = ["STATUS_KIND", "AgentStatus", "Orchestrator", "OrchestratorSettings", "process_name"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,12 @@ RunHook = Callable[[str, str, float | None], object]  # (agent, outcome, seconds
 # agent -> the agent whose product of the same cycle it reads (the maintenance window is the
 # lowest forecast load): it starts when that one is done; the others run side by side
 AFTER = {"maintenance_predictor": "demand_forecaster"}
+STATUS_KIND = "agent_status"  # documents: each agent's status after a cycle (key: the agent's name)
+
+
+def process_name() -> str:
+    """This process as the agents' statuses name it: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -53,7 +67,9 @@ class OrchestratorSettings:
 
 class AgentStatus(msgspec.Struct, kw_only=True):
     name: str
-    state: str = "idle"  # idle | running | ok | failed | timed_out | standby (another replica runs the agents)
+    # idle | running | ok | failed | timed_out | standby (another process runs the agents) | unknown (they
+    # run in another process, which has not reported lately: hub.insights.elsewhere)
+    state: str = "idle"
     runs: int = 0
     failures: int = 0  # in a row
     last_run: datetime | None = None
@@ -63,18 +79,21 @@ class AgentStatus(msgspec.Struct, kw_only=True):
     findings: int = 0
     incidents: list[str] = msgspec.field(default_factory=list)  # touched by the last run
     summary: dict[str, Any] = msgspec.field(default_factory=dict)
+    process: str = ""  # where the agents run: host:pid of the hub or `sentinel hub agents` process
 
 
 class Orchestrator:
     def __init__(self, storage: Storage, settings: OrchestratorSettings | None = None, *,
                  runners: Mapping[str, Runner] | None = None, narrator: Any = None,
-                 on_run: RunHook | None = None) -> None:
+                 on_run: RunHook | None = None, share_status: bool = False) -> None:
         self.storage = storage
         self.settings = settings or OrchestratorSettings()
         self.runners = dict(RUNNERS if runners is None else runners)
         self.narrator = narrator
         self.on_run = on_run
-        self._status = {name: AgentStatus(name=name) for name in self.runners}
+        self.share_status = share_status
+        me = process_name()
+        self._status = {name: AgentStatus(name=name, process=me) for name in self.runners}
         self._busy: dict[str, asyncio.Future[AgentOutput]] = {}
         # threads of its own: agents never queue the hub's (or an embedding edge's) worker threads
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.runners)), thread_name_prefix="hub-agent")
@@ -113,6 +132,8 @@ class Orchestrator:
             failing = [st.failures for st in self._status.values() if st.failures]
             if failing:
                 wait = min(wait, min(s.max_retry_s, s.min_gap_s * 2 ** (min(failing) - 1)))
+            if self.leading is False:  # standing by: try the lock often, to take over soon after its holder goes
+                wait = min(wait, s.min_gap_s)
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the inner result when a
             # cancel lands just as the wake event is set, so the task swallowed its cancellation and
             # cycled for ever (a hub that never stopped after new data arrived at shutdown)
@@ -136,9 +157,9 @@ class Orchestrator:
         leading = await asyncio.to_thread(self._leader.acquire)
         if leading != self.leading:
             if leading:
-                log.info("this hub runs the agents (it holds the agents' leader lock)")
+                log.info("this process runs the agents (it holds the agents' leader lock)")
             else:
-                log.info("another hub replica runs the agents: this one stands by and takes over if it goes")
+                log.info("another process runs the agents: this one stands by and takes over if it goes")
                 for st in self._status.values():
                     st.state = "standby"
             self.leading = leading
@@ -155,7 +176,20 @@ class Orchestrator:
                 for name in names:
                     tasks[name] = tg.create_task(self._run_agent(name, now, tasks.get(AFTER.get(name, ""))),
                                                  name=f"hub.agent.{name}")
+            if self.share_status:
+                await self._share([self._status[n] for n in names])
             return [msgspec.structs.replace(self._status[n]) for n in names]
+
+    async def _share(self, statuses: list[AgentStatus]) -> None:
+        """Store the statuses for hubs that do not run the agents (a failure is logged, not raised:
+        the agents' products are stored already)."""
+        now = datetime.now(UTC)
+        docs = [Document(kind=STATUS_KIND, key=st.name, timestamp=now, body=msgspec.to_builtins(st))
+                for st in statuses]
+        try:
+            await self.loop.run_in_executor(self._pool, self.storage.put_documents, docs)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not store the agents' statuses: %s", exc)
 
     async def _run_agent(self, name: str, now: datetime, after: asyncio.Task[None] | None = None) -> None:
         if after is not None:  # uses that agent's product of this cycle (it never raises: see below)
