@@ -21,15 +21,13 @@ import time
 from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge.backoff import Backoff
 from edge.buffer import DROPPED_UNWRITABLE, EVENTS_DROPPED_UNWRITABLE, Buffer, ReadingRow, ReadingScores
 from edge.limits import LimitMonitor
-from edge.metrics import EdgeMetrics
-from edge.models import ModelPuller
-from edge.otlogs import FileFollower, MqttCollector
 from edge.scoring import EdgeScoring
 from edge.remote_config import ConfigPuller
 from edge.sync import SyncLoop
@@ -40,6 +38,11 @@ from protocols.otlog import OtLogEvent
 from protocols.reading import QualityFlag
 from protocols.sources import PolledSource, PushedSource, SourceError, Update
 from protocols.wire import DeviceState, EdgeHealth, Event
+
+if TYPE_CHECKING:  # imported where used, only by a box configured for them (docs/edge-footprint.md):
+    from edge.metrics import EdgeMetrics  # prometheus_client
+    from edge.models import ModelPuller  # cryptography (verifying models)
+    from edge.otlogs import FileFollower, MqttCollector  # the MQTT client
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +158,16 @@ class EdgeDaemon:
         self.scoring = EdgeScoring(ident.substation, config.scoring)
         cache = None if str(self.buffer.path) == ":memory:" else self.buffer.path.with_name(
             self.buffer.path.name + ".models")  # verified models kept beside the buffer
-        self.models = ModelPuller(config, self.scoring.scorer, cache_dir=cache,
-                                  token=token) if config.scoring.model else None
-        self.metrics = EdgeMetrics(self, config.metrics) if config.metrics is not None else None
+        self.models: ModelPuller | None = None
+        if config.scoring.model:
+            from edge.models import ModelPuller
+
+            self.models = ModelPuller(config, self.scoring.scorer, cache_dir=cache, token=token)
+        self.metrics: EdgeMetrics | None = None
+        if config.metrics is not None:
+            from edge.metrics import EdgeMetrics
+
+            self.metrics = EdgeMetrics(self, config.metrics)
         self.remote_config = ConfigPuller(self, config_path, token=token) if config_path is not None else None
         self._queue: asyncio.Queue[tuple[list[ReadingRow], list[Event]]] = asyncio.Queue()
         # scored batches the buffer could not take yet (disk full): (rows, events, scores)
@@ -179,6 +189,8 @@ class EdgeDaemon:
         self.ot_log_sources: list[MqttCollector | FileFollower] = []
         self._ot_writes: set[asyncio.Future[None]] = set()  # OT log writes running in worker threads
         if config.ot_logs is not None:
+            from edge.otlogs import FileFollower, MqttCollector
+
             if config.ot_logs.mqtt is not None:
                 self.ot_log_sources.append(MqttCollector(config.ot_logs.mqtt, ident.edge_id, ident.substation,
                                                          self._buffer_ot_logs))
@@ -349,6 +361,7 @@ class EdgeDaemon:
             "scoring": self.scoring_status(),
             "ot_logs": {"sent": sync.ot_logs_sent, "hub_refuses": sync.ot_logs_refused,
                         "sources": [src.snapshot() for src in self.ot_log_sources]},
+            "remote_config": self.remote_config.snapshot() if self.remote_config is not None else None,
         }
 
     def health_report(self) -> EdgeHealth:

@@ -16,8 +16,17 @@ one it runs (and not refused before) is:
    told ``applied``, and the daemon stops as on Ctrl-C (flushing everything polled into the buffer)
    and starts again on the new file (:class:`RestartRequested`; ``sentinel edge run`` re-executes
    itself). Nothing buffered is lost; the polls of the second or two it takes to restart are not made.
+5. **on probation** for ``[hub] config_probation_s`` after the apply (300 s; 0: none): a device the
+   previous config also has that stays down for the grace time (:func:`grace_s`) is read once with
+   the previous config; if that reads it, the new config is to blame: the edge puts
+   ``<file>.previous`` back (the failed one kept as ``<file>.rolled_back``), tells the hub
+   ``rolled_back`` with the device and its error, and restarts on the old config. A device the
+   previous config cannot read either is down, not misconfigured, and rolls nothing back. When the
+   window passes, the config is confirmed (the hub is told ``applied`` again, "confirmed"). No new
+   version is taken meanwhile.
 
-The versions refused or rolled back are remembered in the buffer, so each is tried once.
+The versions refused or rolled back are remembered in the buffer, so each is tried once; so is the
+probation (version and end), so it goes on across the restart that applies the config, and any other.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,16 +51,30 @@ __all__ = ["ConfigPuller", "RestartRequested"]
 
 log = logging.getLogger(__name__)
 
-APPLIED = "config_version"  # buffer meta: the version this edge runs (0: its own file)
-TRIED = "config_tried"  # buffer meta: the newest version refused or rolled back
+# buffer meta (numbers, kept across restarts)
+APPLIED = "config_version"  # the version this edge runs (0: its own file)
+TRIED = "config_tried"  # the newest version refused or rolled back
+PREVIOUS = "config_previous_version"  # the version in <file>.previous (what a rollback goes back to)
+PROBATION = "config_probation_version"  # the version on probation (0: none)
+PROBATION_UNTIL = "config_probation_until"  # when its probation ends (seconds since the epoch)
+
+PROBATION_TICK_S = 1.0  # how often device health is looked at during a probation
+
+
+def grace_s(poll_interval_s: float, probation_s: float) -> float:
+    """How long a device may stay down during a probation before the config is suspected: 30 s, or
+    three of its poll intervals if longer, but at most half the window (so it is seen within it)."""
+    return min(probation_s / 2, max(30.0, 3 * poll_interval_s))
 
 
 class RestartRequested(Exception):
-    """The daemon stops so that ``sentinel edge run`` starts again on the new config."""
+    """The daemon stops so that ``sentinel edge run`` starts again on the config file (new, or the
+    previous one put back). ``version``: the config version it will run."""
 
-    def __init__(self, version: int) -> None:
+    def __init__(self, version: int, message: str = "") -> None:
         self.version = version
-        super().__init__(f"config version {version} applied: restarting on it")
+        self.message = message or f"config version {version} applied"
+        super().__init__(f"{self.message}: restarting on it")
 
 
 class _Config(msgspec.Struct, frozen=True):
@@ -68,9 +92,20 @@ class ConfigPuller:
         self.token = token
         self.wait_s = wait_s
         self.last_error = ""
+        self.probation: dict[str, float] = {}  # while on probation: {"version": .., "until": ..}
+
+    def snapshot(self) -> dict:
+        """For ``sentinel edge status --json``: the probation under way (if any) and the last error."""
+        return {"probation": dict(self.probation) or None, "last_error": self.last_error}
 
     async def run(self) -> None:
         interval = self.config.hub.config_pull_interval_s
+        try:  # a config applied just before this run must first prove itself
+            await self.watch_probation()
+        except RestartRequested:
+            raise
+        except Exception:  # a fault in the watching must not stop the daemon
+            log.exception("remote config: watching the probation failed; the running config stays")
         while True:
             try:
                 await self.check_once()
@@ -103,7 +138,7 @@ class ConfigPuller:
                 await self._report(client, got.version, outcome, reason)
                 return outcome
             await asyncio.to_thread(self._write, got.toml)
-            await asyncio.to_thread(buffer.set_meta, APPLIED, got.version)
+            await asyncio.to_thread(self._start_probation, applied, got.version)
             await self._report(client, got.version, "applied", reason)
         log.warning("remote config version %d applied (%s); restarting on it", got.version, reason)
         raise RestartRequested(got.version)
@@ -139,6 +174,125 @@ class ConfigPuller:
                                    + "; ".join(f"device {d} could not be read ({why})" for d, why in sorted(dead.items())))
         read = sum(c.ok for c in checks)
         return "applied", f"{len(by_device)} devices, {read}/{len(checks)} points read when tried"
+
+    def _start_probation(self, previous: int, version: int) -> None:
+        """Record ``version`` as the one run, ``previous`` as the one to go back to, and the end of
+        the probation (the running config's ``config_probation_s`` from now)."""
+        buffer, window = self.daemon.buffer, self.config.hub.config_probation_s
+        buffer.set_meta(PREVIOUS, previous)
+        buffer.set_meta(PROBATION_UNTIL, time.time() + window)
+        buffer.set_meta(PROBATION, version if window > 0 else 0)
+        buffer.set_meta(APPLIED, version)
+
+    async def watch_probation(self) -> None:
+        """If the running config is on probation, watch its devices until the window ends (then
+        confirm it) or one that the previous config reads stays down (then roll back: raises
+        :class:`RestartRequested`). Returns at once when not on probation."""
+        buffer = self.daemon.buffer
+        version = int(await asyncio.to_thread(buffer.get_meta, PROBATION))
+        if not version:
+            return
+        applied = int(await asyncio.to_thread(buffer.get_meta, APPLIED))
+        until = float(await asyncio.to_thread(buffer.get_meta, PROBATION_UNTIL))
+        if version != applied:  # a probation left over from a version no longer run: nothing to watch
+            await asyncio.to_thread(buffer.set_meta, PROBATION, 0)
+            return
+        previous = await asyncio.to_thread(self._previous_config)
+        if isinstance(previous, str):
+            log.warning("remote config version %d: no probation: %s", version, previous)
+            await asyncio.to_thread(buffer.set_meta, PROBATION, 0)
+            return
+        window = self.config.hub.config_probation_s
+        before = {d.id: d for d in previous.devices}
+        watched = {d.id: grace_s(getattr(d, "poll_interval_s", 1.0), window)
+                   for d in self.config.devices if d.id in before}
+        self.probation = {"version": version, "until": until}
+        log.info("remote config version %d on probation for %.0f s more: watching %s", version,
+                 max(0.0, until - time.time()), ", ".join(sorted(watched)) or "no device the previous config had")
+        loop = asyncio.get_running_loop()
+        down_since: dict[str, float] = {}
+        while (left := until - time.time()) > 0:
+            now = loop.time()
+            for dev_id, grace in sorted(watched.items()):
+                health = self.daemon.stats.devices[dev_id]
+                if health.online is not False:
+                    down_since.pop(dev_id, None)
+                    continue
+                down_s = now - down_since.setdefault(dev_id, now)
+                if down_s < grace:
+                    continue
+                if await self._previous_reads(previous, before[dev_id]):
+                    await self._roll_back(version, dev_id, self._error(dev_id), down_s)
+                log.warning("remote config version %d: device %s down for %.0f s, but the previous config "
+                            "cannot read it either: the device is down, not the config", version, dev_id, down_s)
+                del watched[dev_id]  # not the config's doing: no longer held against it
+            await asyncio.sleep(min(PROBATION_TICK_S, left))
+        await asyncio.to_thread(buffer.set_meta, PROBATION, 0)
+        self.probation = {}
+        reason = (f"confirmed: every device the previous config read ({', '.join(sorted(watched)) or 'none'}) "
+                  f"answered through the {window:g} s probation")
+        log.info("remote config version %d %s", version, reason)
+        try:
+            async with hub_client(self.config.hub, token=self.token) as client:
+                await self._report(client, version, "applied", reason)
+        except httpx.HTTPError as exc:
+            log.warning("remote config: could not tell the hub version %d is confirmed: %s", version, exc)
+
+    def _previous_config(self) -> FirmwareConfig | str:
+        """The config in ``<file>.previous``, or why there is none to go back to."""
+        path = self.path.with_name(self.path.name + ".previous")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            return f"cannot read {path} to go back to: {exc.strerror or exc}"
+        try:
+            return parse_config(text, str(path), templates=template_dirs(self.path))
+        except ConfigError as exc:
+            return f"the config to go back to does not load: {exc}"
+
+    def _error(self, dev_id: str) -> str:
+        """A down device's last error, with where the running config looks for it."""
+        where = sorted({d.source.endpoint for d in self.daemon.devices if d.id == dev_id})
+        error = self.daemon.stats.devices[dev_id].last_error or "no answer"
+        return f"{', '.join(where)}: {error}" if where else error
+
+    async def _previous_reads(self, previous: FirmwareConfig, device: Any) -> bool:
+        """Whether the previous config reads ``device`` now (at least one point, as ``edge check``)."""
+        from edge.check import check_devices
+
+        try:
+            checks = await check_devices(msgspec.structs.replace(previous, devices=[device]), wait_s=self.wait_s)
+        except Exception as exc:  # noqa: BLE001  (a check that cannot run is no reason to roll back)
+            log.warning("remote config: could not read device %s with the previous config: %s", device.id, exc)
+            return False
+        return any(c.ok for c in checks)
+
+    async def _roll_back(self, version: int, dev_id: str, error: str, down_s: float) -> None:
+        """Put ``<file>.previous`` back, record and report why, and restart on it."""
+        buffer = self.daemon.buffer
+        previous = int(await asyncio.to_thread(buffer.get_meta, PREVIOUS))
+        tried = int(await asyncio.to_thread(buffer.get_meta, TRIED))
+        reason = (f"rolled back to version {previous} on probation: with version {version} device {dev_id} did "
+                  f"not answer for {down_s:.0f} s ({error}); the previous config reads it")
+        await asyncio.to_thread(self._restore)
+        for key, value in ((TRIED, max(tried, version)), (APPLIED, previous), (PROBATION, 0)):
+            await asyncio.to_thread(buffer.set_meta, key, value)
+        self.probation = {}
+        log.error("remote config version %d %s", version, reason)
+        try:
+            async with hub_client(self.config.hub, token=self.token) as client:
+                await self._report(client, version, "rolled_back", reason)
+        except httpx.HTTPError as exc:
+            log.warning("remote config: could not tell the hub version %d was rolled back: %s", version, exc)
+        raise RestartRequested(previous, f"config version {version} rolled back to version {previous}")
+
+    def _restore(self) -> None:
+        """``<file>.previous`` back in place; the config it replaces kept as ``<file>.rolled_back``."""
+        previous = self.path.with_name(self.path.name + ".previous")
+        tmp = self.path.with_name(f".{self.path.name}.new")
+        tmp.write_bytes(previous.read_bytes())
+        self.path.with_name(self.path.name + ".rolled_back").write_bytes(self.path.read_bytes())
+        os.replace(tmp, self.path)
 
     def _write(self, text: str) -> None:
         tmp = self.path.with_name(f".{self.path.name}.new")

@@ -93,6 +93,9 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     cert_sha256: str = ""
     # how often the edge asks the hub for a new config given to it (edge/remote_config.py)
     config_pull_interval_s: Seconds = 60.0
+    # after applying one, how long the edge watches that the devices the previous config read still
+    # answer, and goes back to the previous config by itself if one does not (0: no probation)
+    config_probation_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 300.0
 
     def __post_init__(self) -> None:
         if self.backoff_initial_s > self.backoff_max_s:

@@ -172,8 +172,8 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
         restart, rest = group.split(RestartRequested)
         if restart is None or rest is not None:
             raise
-        # a config from the hub was applied: the daemon has stopped and flushed; start again on it
-        print(f"edge: config version {restart.exceptions[0].version} applied; restarting", flush=True)
+        # a config from the hub was applied (or rolled back): the daemon has stopped and flushed; start again
+        print(f"edge: {restart.exceptions[0].message}; restarting", flush=True)
         sys.stdout.flush()
         os.execv(sys.executable, [sys.executable, "-m", "sentinel_cli.main", *sys.argv[1:]])
     return 0
