@@ -19,8 +19,11 @@ SECRET_WORDS = re.compile(r"(PASSWORD|SECRET|TOKEN|_KEY)\b", re.I)
 def test_docker_compose_has_no_default_secrets() -> None:
     text = (REPO / "docker-compose.yml").read_text()
     compose = yaml.safe_load(text)
-    assert {"hub-1", "hub-2", "proxy", "mosquitto", "credentials", "edge-nairobi", "edge-mombasa", "db"} <= \
-        set(compose["services"])
+    assert {"hub-1", "hub-2", "agents", "proxy", "mosquitto", "credentials", "edge-nairobi", "edge-mombasa",
+            "db"} <= set(compose["services"])
+    # the agents in a process of their own, the replicas without them (an agent cycle never slows ingest)
+    assert compose["services"]["agents"]["command"] == "sentinel hub agents"
+    assert all("--agents off" in compose["services"][h]["command"] for h in ("hub-1", "hub-2"))
     # ${VAR:-default} / ${VAR-default} give a secret a value in the file; ${VAR:?message} refuses to start
     for var, default in re.findall(r"\$\{(\w+):?-([^}]*)\}", text):
         assert not SECRET_WORDS.search(var), f"docker-compose.yml gives {var} the default {default!r}"
@@ -58,6 +61,7 @@ def test_docker_compose_config_is_valid_and_refuses_to_run_without_each_secret()
             assert service.get("restart") == "unless-stopped", name
     for name, mount in (("db", "/var/lib/postgresql/data"), ("mosquitto", "/mosquitto/data"),
                         ("hub-1", "/var/lib/sentinel/models"), ("hub-2", "/var/lib/sentinel/models"),
+                        ("agents", "/var/lib/sentinel/models"),
                         ("edge-nairobi", "/app/var"), ("edge-mombasa", "/app/var")):
         assert mount in {_named_volume_target(v, compose) for v in services[name]["volumes"]}, (name, mount)
     for hub in ("hub-1", "hub-2"):
@@ -79,11 +83,13 @@ def _named_volume_target(volume: str | dict, compose: dict) -> str | None:
 
 def test_each_compose_service_runs_a_command_the_end_to_end_tests_run() -> None:
     """What the deployment runs is what the tests run: every service of our image runs one of the
-    commands tests/test_cli.py runs as a subprocess against live servers."""
+    commands tests/test_cli.py (or, for the agents, tests/hub/test_agents_process.py) runs as a
+    subprocess against live servers."""
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    e2e = (REPO / "tests" / "test_cli.py").read_text()
+    e2e = (REPO / "tests" / "test_cli.py").read_text() + (REPO / "tests" / "hub" / "test_agents_process.py").read_text()
     tested = {"sentinel hub serve": '"hub", "serve"', "sentinel hub edges add": '"hub", "edges", "add"',
-              "sentinel sim run": '"sim", "run"', "sentinel edge run": '"edge", "run"'}
+              "sentinel sim run": '"sim", "run"', "sentinel edge run": '"edge", "run"',
+              "sentinel hub agents": '"hub", "agents"', "--agents off": '"--agents", "off"'}
     for name, service in compose["services"].items():
         if service.get("image") != "smartgrid-sentinel:latest":
             continue
@@ -91,7 +97,7 @@ def test_each_compose_service_runs_a_command_the_end_to_end_tests_run() -> None:
         runs = [c for c in tested if c in command]
         assert runs, f"{name} runs {command!r}, which no end-to-end test runs"
         for c in runs:
-            assert tested[c] in e2e, f"tests/test_cli.py does not run {c}"
+            assert tested[c] in e2e, f"no end-to-end test runs {c}"
 
 
 def test_no_config_or_script_in_the_repo_holds_a_secret_value() -> None:
