@@ -15,18 +15,32 @@ multiplicative. Features of a row, for a target hour ``t``:
   recent same hour of day multiplied by each day-of-week flag (so Monday learns how much of
   Sunday to carry over);
 - the target's day of year (two Fourier harmonics), and the first harmonic times the most recent
-  same hour and times the day before's mean (the season changes how much of a day carries over).
+  same hour and times the day before's mean (the season changes how much of a day carries over);
+- with ``LEVEL_FROM_DAYS`` (300) training days or more, the level itself (from the history's mean log
+  load), alone and times the four harmonics: how far the load stands from its seasonal norm says how
+  much of it the next day keeps (it needs about a year to learn the norm: worse with 180 days).
+
+From the same ``LEVEL_FROM_DAYS`` the training days are also weighted by their distance in the year
+from the forecast (a Gaussian of sd ``SEASON_SD_DAYS`` (45) days plus a floor of 0.1: the same season
+of other years counts most). With the full set a second per-step ridge corrects the forecast from
+the errors of the issue a day earlier at its first 24 hours (its error at the same hour of day, its
+mean error, that of its last four hours), all observed by now: load forecast errors persist while
+the weather that caused them does. Its training errors are the first fit's leave-one-out errors, so
+the forecaster stays stateless.
 
 With fewer than ``SMALL_BELOW_DAYS`` (70) training days (under about 80 days of history) a small
 set instead: the most recent same hour, the same hour last week, the last hour, the holiday flag
 and the day of week (the full set overfits there).
 
-Each step picks its ridge penalty by leave-one-out error (closed form from one eigendecomposition
-of the step's Gram matrix). The interval is split-conformal on those leave-one-out residuals: the
-residuals of the most recent ``calib_days`` (112) issues, pooled over the step and two neighbours
-on each side, at the ranks ``ceil((n + 1) q)`` of ``n`` days (the days, not the hours, are the
-exchangeable units: the hours of a day err together), taken in log space. Tuned on 2016 and
-measured on 2017 of four PJM zones: 10-90 % coverage 78-82 % (docs/forecasting.md).
+The full set is fitted twice: the second time with Huber weights from the first fit's leave-one-out
+errors (beyond ``HUBER_K`` (1.5) robust standard deviations a row weighs ``k / |r|``), so an outlier
+day (a storm, an unflagged holiday) pulls less. Each step picks its ridge penalty by leave-one-out
+error (closed form from one eigendecomposition of the step's Gram matrix). The interval is
+split-conformal on the final leave-one-out residuals: the residuals of the most recent
+``calib_days`` (112) issues, pooled over the step and two neighbours on each side, at the ranks
+``ceil((n + 1) q)`` of ``n`` days (the days, not the hours, are the exchangeable units: the hours of
+a day err together), taken in log space. Tuned on 2016 and measured on 2017 of four PJM zones
+(docs/forecasting.md).
 """
 
 from __future__ import annotations
@@ -44,6 +58,10 @@ DAY_H = 24
 WEEK_H = 168
 MIN_DAYS = 14  # a week of lags plus a week of training rows
 SMALL_BELOW_DAYS = 70  # fewer training days than this: the small feature set (measured better at 28-56 days)
+SEASON_SD_DAYS = 45.0  # training days weighted by their distance in the year from the forecast: sd of the kernel
+SEASON_FLOOR = 0.1  # and the weight kept by the days furthest away
+HUBER_K = 1.5  # the full set's refit: residuals beyond 1.5 robust standard deviations weigh k / |r|
+LEVEL_FROM_DAYS = 300  # level features and season weights from about a year of training days (worse at 120-180)
 _ALPHA_SCALE = np.array([1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0])
 
 
@@ -81,9 +99,10 @@ def fill_gaps(values: np.ndarray) -> np.ndarray:
 
 
 def _features(lx: np.ndarray, issues: np.ndarray, horizon: int, day_of: np.ndarray, holiday: np.ndarray,
-              small: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              small: bool = False, base: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, horizon, features)`` and the level ``(rows,)`` for issues at ``issues`` (indices of
-    the first forecast hour); ``day_of``/``holiday``: local day number and holiday flag per index."""
+    the first forecast hour); ``day_of``/``holiday``: local day number and holiday flag per index;
+    ``base``: the history's mean log load (the level is measured from it; None: no level features)."""
     rows = len(issues)
     csum = np.concatenate([[0.0], np.cumsum(lx)])
     last24 = lx[issues[:, None] - DAY_H + np.arange(DAY_H)[None, :]]
@@ -109,6 +128,11 @@ def _features(lx: np.ndarray, issues: np.ndarray, horizon: int, day_of: np.ndarr
     parts = [week[..., None], onehot, hol[..., None].astype(np.float64), fourier, onehot * same[..., None]]
     # the season changes how much of the last day carries over (heating and cooling)
     parts += [fourier[..., :2] * same[..., None], fourier[..., :2] * daily[:, None, :1]]
+    # the level itself, alone and by season: how far the load stands from its seasonal norm says how
+    # much of it the next day keeps (a heat wave's or a cold spell's load reverts; a mild day's does not)
+    if base is not None:
+        lev = np.broadcast_to((level - base)[:, None, None], (rows, horizon, 1))
+        parts += [lev, lev * fourier]
     per_step = np.concatenate(parts, axis=-1)
     feats = np.concatenate([np.broadcast_to(common[:, None, :], (rows, horizon, common.shape[1])), per_step],
                            axis=-1)
@@ -177,6 +201,34 @@ def _fit(feats: np.ndarray, y: np.ndarray, w: np.ndarray) -> _Ridge:
     return _Ridge(mu, sd, ym, best_coef, best_loo, best_err, best_alpha)
 
 
+def _correction_features(prev: np.ndarray, horizon: int) -> np.ndarray:
+    """``(rows, horizon, 3)`` from the day-before issue's first-day errors ``prev`` ``(rows, <= 24)`` (NaN
+    where unknown): its error at the same hour of day, its mean error, and that of its last four hours."""
+    known = np.isfinite(prev)
+    e = np.where(known, prev, 0.0)
+    mean = e.sum(axis=1) / np.maximum(known.sum(axis=1), 1)
+    late = e[:, -4:].sum(axis=1) / np.maximum(known[:, -4:].sum(axis=1), 1)
+    same = e[:, np.arange(horizon) % DAY_H]
+    return np.stack([same, np.broadcast_to(mean[:, None], same.shape), np.broadcast_to(late[:, None], same.shape)],
+                    axis=-1)
+
+
+def _correction(resid: np.ndarray, w: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """A second per-step ridge on the first one's leave-one-out errors ``resid`` ``(horizon, rows)``,
+    most recent row first: a day's errors from the errors of the issue a day earlier at its first 24
+    hours, which are all observed by the time of the next issue (load forecast errors persist while
+    the weather that caused them does). Gives the correction for the issue now (whose day-before issue
+    is row 0) and the errors after it, NaN where not learnt from."""
+    r = resid.T  # (rows, horizon)
+    day1 = min(horizon, DAY_H)
+    prev = np.vstack([r[1:, :day1], np.full((1, day1), np.nan)])  # row k's day-before issue is row k + 1
+    has = np.isfinite(prev).any(axis=1, keepdims=True)
+    w2 = np.where(np.isfinite(r) & has, w, 0.0)
+    fit = _fit(_correction_features(prev, horizon), np.nan_to_num(r), w2)
+    corr = fit.predict(_correction_features(r[:1, :DAY_H], horizon))[0]
+    return corr, np.where(w2.T > 0, fit.loo, resid)
+
+
 def _conformal_levels(quantiles: tuple[float, float], n: int) -> tuple[float, float]:
     """The residual quantiles to take so that, with ``n`` exchangeable calibration days, each side
     holds its nominal level: rank ``ceil((n + 1) q)`` of ``n`` (Vovk et al.; Lei et al. 2018)."""
@@ -238,20 +290,37 @@ def _forecast(values: np.ndarray, first_hour_s: float, horizon: int = 48, *,
     if rows < 5:
         raise ValueError(f"{n} hours give {rows} training days; need at least 5")
     small = rows < SMALL_BELOW_DAYS
-    feats, level = _features(lx_ext, train_issues, horizon, day_of, holiday, small)
+    if not small and horizon > DAY_H:  # yesterday's issue too: its first day is known (the correction needs it)
+        train_issues = np.concatenate([[n - DAY_H], train_issues])
+        rows += 1
+    base = float(np.mean(lx)) if rows >= LEVEL_FROM_DAYS else None
+    feats, level = _features(lx_ext, train_issues, horizon, day_of, holiday, small, base)
     t = train_issues[:, None] + np.arange(horizon)[None, :]
     y = lx_ext[t] - level[:, None]  # (rows, horizon)
-    w = usable[t].astype(np.float64)  # targets that were filled in are not learnt from
+    w = np.concatenate([usable, np.zeros(horizon, dtype=bool)])[t].astype(np.float64)  # filled or future: not learnt
+    if base is not None:  # a year or more: the days at the same time of year count most (a floor keeps the rest)
+        ago = (n - train_issues) / DAY_H
+        apart = np.abs((ago + 182.62) % 365.2425 - 182.62)
+        w *= (SEASON_FLOOR + np.exp(-0.5 * (apart / SEASON_SD_DAYS) ** 2))[:, None]
     model = _fit(feats, y, w)
-    now_feats, now_level = _features(lx_ext, np.array([n]), horizon, day_of, holiday, small)
+    if not small:  # once more with Huber weights: an outlier day (a storm, an unflagged holiday) pulls less
+        err = np.abs(model.loo.T)  # (rows, horizon)
+        k = HUBER_K * 1.4826 * float(np.median(err[w > 0]))
+        model = _fit(feats, y, w * np.minimum(1.0, k / np.maximum(err, 1e-12)))
+    now_feats, now_level = _features(lx_ext, np.array([n]), horizon, day_of, holiday, small, base)
     # and the forecast within the range of changes the history showed, with a margin of half of it
     span = np.where(w > 0, y, np.nan)
     lo_y, hi_y = np.nanmin(span, axis=0), np.nanmax(span, axis=0)
     pad = 0.5 * (hi_y - lo_y)
-    pred_log = np.clip(model.predict(now_feats)[0], lo_y - pad, hi_y + pad) + now_level[0]
+    raw = model.predict(now_feats)[0]
+    resid = np.where(w.T > 0, model.loo, np.nan)  # (horizon, rows): the out-of-fit errors
+    if not small:
+        corr, resid = _correction(resid, w, horizon)
+        raw = raw + corr
+    pred_log = np.clip(raw, lo_y - pad, hi_y + pad) + now_level[0]
 
     recent = min(rows, calib_days)
-    res = np.where(w[:recent].T > 0, model.loo[:, :recent], np.nan)  # (horizon, recent)
+    res = resid[:, :recent]  # (horizon, recent)
     # split-conformal ranks with the days as the exchangeable units (hours of a day err together)
     levels = _conformal_levels(quantiles, recent)
     lo_q, hi_q = np.empty(horizon), np.empty(horizon)

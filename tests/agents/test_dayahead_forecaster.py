@@ -85,6 +85,15 @@ def test_gaps_and_short_history(year: np.ndarray) -> None:
         forecast_day_ahead(bad, START_S, 48)
 
 
+def test_any_horizon_from_one_hour_to_six_days(year: np.ndarray) -> None:
+    """Short and long horizons take the same path (the day-before error correction included)."""
+    for horizon in (1, 12, 24, 30, 144):
+        r = forecast_day_ahead(year[:200 * 24], START_S, horizon)
+        truth = year[200 * 24:200 * 24 + horizon]
+        assert len(r.point) == horizon and np.all(r.lower <= r.point) and np.all(r.point <= r.upper)
+        assert float(np.mean(np.abs(r.point - truth) / truth)) < 0.1, horizon
+
+
 def test_a_holiday_is_forecast_like_a_sunday() -> None:
     """A weekday holiday every four weeks in the history, at weekend level: the forecaster learns it
     and forecasts the next one low."""
