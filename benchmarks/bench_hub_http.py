@@ -113,16 +113,19 @@ def cpu_s(pids: list[int]) -> float:
 
 
 class CpuMeter:
-    """CPU share of a core of a process tree (re-listed at each reading: workers, backends)."""
+    """CPU share of a core of a process tree, re-listed when read: a process that appeared meanwhile
+    (a PostgreSQL backend for a new connection, a worker) counts all its CPU, one there at the start
+    what it used since."""
 
     def __init__(self, root_pid: int) -> None:
         self.root = root_pid
-        self._pids = _tree(root_pid)
-        self._t0, self._c0 = time.monotonic(), cpu_s(self._pids)
+        self._start = {pid: cpu_s([pid]) for pid in _tree(root_pid)}
+        self._t0 = time.monotonic()
 
     def share(self) -> float:
         dt = time.monotonic() - self._t0
-        return (cpu_s(self._pids) - self._c0) / dt if dt > 0 else 0.0
+        used = sum(cpu_s([pid]) - self._start.get(pid, 0.0) for pid in _tree(self.root))
+        return used / dt if dt > 0 else 0.0
 
 
 def postmaster_pid(server: PostgresServer) -> int:
