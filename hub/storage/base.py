@@ -52,7 +52,7 @@ class Document(msgspec.Struct, frozen=True, kw_only=True):
     """A stored agent product: a demand forecast, a maintenance prediction, an agent run's report.
     ``body`` is the product's JSON; ``kind`` and ``key`` (e.g. the device) say what it is of."""
 
-    kind: str  # "forecast" | "maintenance" | "agent_run"
+    kind: str  # "forecast" | "maintenance" | "agent_run" | "agent_status" (hub.insights.elsewhere)
     key: str
     timestamp: datetime
     body: dict[str, Any]
