@@ -300,15 +300,21 @@ class AuthStore:
     def ensure_bootstrap_key(self, secret: str) -> bool:
         """Make ``SENTINEL_ADMIN_KEY`` an admin key (stored hashed like any other); True if it was new."""
         check_bootstrap_key(secret)
+        # one statement that inserts unless the key is held: hubs starting together on a new database
+        # all store it at once (a look first, then an insert, failed the second with a unique-key error)
+        cid = f"{_ID_PREFIX['key']}_{secrets.token_hex(6)}"
         with self.storage.transaction() as tx:
+            if tx.execute("INSERT INTO auth_credentials (id, kind, secret_hash, principal, role, substation,"
+                          " created_at, expires_at, revoked_at, created_by) VALUES (?,?,?,?,?,?,?,NULL,NULL,?)"
+                          " ON CONFLICT (secret_hash) DO NOTHING",
+                          (cid, "key", secret_hash(secret), "bootstrap-admin", Role.ADMIN.value, "", _now(),
+                           "env:SENTINEL_ADMIN_KEY")).rowcount == 1:
+                return True
             row = tx.execute("SELECT id, revoked_at FROM auth_credentials WHERE secret_hash = ?",
                              (secret_hash(secret),)).fetchone()
-        if row is not None:
-            if row[1] is not None:
-                raise AuthError(f"SENTINEL_ADMIN_KEY is the revoked key {row[0]}; set a new one")
-            return False
-        self._issue("key", "bootstrap-admin", Role.ADMIN, created_by="env:SENTINEL_ADMIN_KEY", secret=secret)
-        return True
+        if row[1] is not None:
+            raise AuthError(f"SENTINEL_ADMIN_KEY is the revoked key {row[0]}; set a new one")
+        return False
 
     def add_edge(self, edge_id: str, substation: str = "", *, created_by: str = "") -> IssuedCredential:
         """A credential bound to ``edge_id`` (and ``substation`` if given). An edge may hold several

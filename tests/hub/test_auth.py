@@ -378,3 +378,36 @@ def test_secrets_are_never_listed_or_logged(client: TestClient, caplog: pytest.L
                                   ("/edges/credentials", "/auth/keys", "/audit")])
     assert secret.encode() not in dumped and ADMIN_KEY.encode() not in dumped
     assert all(secret not in r.getMessage() for r in caplog.records)
+
+
+def test_hubs_starting_together_store_the_bootstrap_key_once(storage) -> None:  # noqa: ANN001
+    """Several hubs (here threads, each with its own AuthStore) starting on a new database store
+    SENTINEL_ADMIN_KEY at the same moment: one stores it, the others find it; none fails. A revoked
+    bootstrap key is refused, naming it."""
+    import threading
+
+    key = "bootstrap-key-0123456789abcdefXYZ"
+    AuthStore(storage)  # the tables, as the first hub makes them
+    start, results, errors = threading.Barrier(6), [], []
+
+    def hub() -> None:
+        auth = AuthStore(storage)
+        start.wait()
+        try:
+            results.append(auth.ensure_bootstrap_key(key))
+        except Exception as exc:  # noqa: BLE001  (collected: the assertion names it)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hub) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert sorted(results) == [False] * 5 + [True]
+    auth = AuthStore(storage)
+    (admin,) = [c for c in auth.credentials("key") if c.principal == "bootstrap-admin"]
+    assert auth.ensure_bootstrap_key(key) is False
+    auth.revoke(admin.id)
+    with pytest.raises(AuthError, match=f"SENTINEL_ADMIN_KEY is the revoked key {admin.id}"):
+        auth.ensure_bootstrap_key(key)
