@@ -58,15 +58,16 @@ def _storage(state: State) -> Storage:
     return state.storage
 
 
-def notify(state: State) -> None:
+def notify(state: State, urgent: bool = False) -> None:
     """New data: the orchestrator runs the agents soon. Handlers run in worker threads, so the
-    event is set from the loop's thread."""
+    event is set from the loop's thread. ``urgent``: new events or incidents were stored, and the
+    stream reads them at once rather than after its gap."""
     orch = getattr(state, "orchestrator", None)
     if orch is not None:
         orch.loop.call_soon_threadsafe(orch.notify)
     stream = getattr(state, "broadcaster", None)  # WS /ws/grid-status: new incidents, statuses (hub.stream)
     if stream is not None:
-        stream.notify_threadsafe()
+        stream.notify_threadsafe(urgent)
 
 
 class SequenceConflict(HTTPException):
@@ -121,7 +122,7 @@ def edge_sync(data: JSONBody[SyncBatch], request: Request, state: State) -> Sync
     if ack.new_buffer is True:  # a re-imaged box (or a replaced buffer file): its numbers start again
         log.warning("edge %s synced from a new buffer (%s): its sequence starts again", data.edge_id, data.buffer_id)
         record(request, "edge.new_buffer", data.edge_id, buffer_id=data.buffer_id)
-    notify(state)
+    notify(state, urgent=ack.events_stored > 0)
     return ack
 
 
@@ -142,7 +143,7 @@ def sensors_process(data: JSONBody[SensorBatch], state: State) -> ProcessResult:
     stored, incidents = store_telemetry(_storage(state), readings, [r.nominal for r in data.sensor_readings],
                                         settings.limits, source="http")
     state.metrics.ingested("http", stored)
-    notify(state)
+    notify(state, urgent=bool(incidents))
     return ProcessResult(
         success=True, readings_stored=stored, incidents_detected=len(incidents),
         critical_alerts=[i for i in incidents if i.severity in ("CRITICAL", "EMERGENCY")], forecasts={},

@@ -5,7 +5,9 @@ the grid status (:func:`hub.fleet.grid_status`), the incidents not resolved yet 
 the latest demand forecast per feeder (its next 24 hours, as ``GET /forecast/next-24h``) and
 maintenance prediction per transformer (as ``GET /maintenance``). The broadcaster reads it when
 woken (:meth:`Broadcaster.notify`: new data was stored, a liveness check changed something), at
-most every ``min_gap_s``, and at least every ``poll_s`` while a client is connected (to see what
+most every ``min_gap_s`` (but ``URGENT_GAP_S`` after a notification that new events or incidents
+were stored: under load the stream reads every ``min_gap_s``, and a new incident waited out that gap
+before anyone saw it), and at least every ``poll_s`` while a client is connected (to see what
 changes without a notification: an incident's status, the agents' products). It reads it once per
 change for all clients, encodes it once per substation filter, and sends a filter's clients an
 ``update`` only when their part changed (``last_seen`` and ``as_of`` moving on are no change).
@@ -39,6 +41,7 @@ __all__ = ["Broadcaster", "Client", "GridState", "StreamSettings", "encode_messa
 log = logging.getLogger(__name__)
 
 Filter = frozenset[str] | None  # the substations a client asked for (None: all)
+URGENT_GAP_S = 0.02  # the least time between reads when new incidents wait to be seen
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ class Broadcaster:
         self.loop = asyncio.get_running_loop()
         self._clients: set[Client] = set()
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()  # new events or incidents: the next read comes without the gap
         self._reading = asyncio.Lock()  # one read at a time: seq follows the order of the reads
         self._seq = 0
         self._failing = False
@@ -166,13 +170,16 @@ class Broadcaster:
     def clients(self) -> int:
         return len(self._clients)
 
-    def notify(self) -> None:
-        """Something changed: read the state soon. On the loop's thread."""
+    def notify(self, urgent: bool = False) -> None:
+        """Something changed: read the state soon; ``urgent`` (new events or incidents were stored):
+        without waiting out ``min_gap_s``. On the loop's thread."""
         self._wake.set()
+        if urgent:
+            self._urgent.set()
 
-    def notify_threadsafe(self) -> None:
+    def notify_threadsafe(self, urgent: bool = False) -> None:
         """:meth:`notify` from any thread (request handlers in worker threads, the liveness check)."""
-        self.loop.call_soon_threadsafe(self._wake.set)
+        self.loop.call_soon_threadsafe(self.notify, urgent)
 
     async def read(self) -> GridState:
         async with self._reading:
@@ -230,6 +237,7 @@ class Broadcaster:
             except TimeoutError:
                 pass
             self._wake.clear()
+            self._urgent.clear()  # what it was for is stored: this read sees it
             if not self._clients:
                 continue
             try:
@@ -243,4 +251,9 @@ class Broadcaster:
                 log.info("stream: reading the grid state works again")
                 self._failing = False
             self.publish(state)
-            await asyncio.sleep(s.min_gap_s)
+            try:  # min_gap_s between reads, cut short by new incidents
+                async with asyncio.timeout(s.min_gap_s):
+                    await self._urgent.wait()
+                await asyncio.sleep(URGENT_GAP_S)
+            except TimeoutError:
+                pass
