@@ -199,12 +199,13 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (  -- hours with readings the rollups do
     marks INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (device_id, metric, substation, hour)
 ) WITHOUT ROWID"""
-# the hours of the readings matching {where}, marked (k: whole microseconds, as every bucket here counts)
+# the hours of the readings matching {where}, marked (k: whole microseconds, as every bucket here counts).
+# DO NOTHING: SQLite has one writer, and a refresh holds the write lock from taking marks to commit
 _MARK_DIRTY = """
 INSERT INTO rollup_dirty (device_id, metric, substation, hour)
 SELECT DISTINCT device_id, metric, substation, (CAST(round(ts * 1000000) AS INTEGER) / 3600000000) * 3600
 FROM readings WHERE {where}
-ON CONFLICT (device_id, metric, substation, hour) DO UPDATE SET marks = marks + 1"""
+ON CONFLICT (device_id, metric, substation, hour) DO NOTHING"""
 _TODO_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS rollup_todo (device_id TEXT, metric TEXT, substation TEXT,"
                " hour INTEGER, PRIMARY KEY (device_id, metric, substation, hour)) WITHOUT ROWID")
 _REPLACE = """
