@@ -232,11 +232,7 @@ class ConfigPuller:
         reason = (f"confirmed: every device the previous config read ({', '.join(sorted(watched)) or 'none'}) "
                   f"answered through the {window:g} s probation")
         log.info("remote config version %d %s", version, reason)
-        try:
-            async with hub_client(self.config.hub, token=self.token) as client:
-                await self._report(client, version, "applied", reason)
-        except httpx.HTTPError as exc:
-            log.warning("remote config: could not tell the hub version %d is confirmed: %s", version, exc)
+        await self._tell(version, "applied", reason)
 
     def _previous_config(self) -> FirmwareConfig | str:
         """The config in ``<file>.previous``, or why there is none to go back to."""
@@ -279,11 +275,7 @@ class ConfigPuller:
             await asyncio.to_thread(buffer.set_meta, key, value)
         self.probation = {}
         log.error("remote config version %d %s", version, reason)
-        try:
-            async with hub_client(self.config.hub, token=self.token) as client:
-                await self._report(client, version, "rolled_back", reason)
-        except httpx.HTTPError as exc:
-            log.warning("remote config: could not tell the hub version %d was rolled back: %s", version, exc)
+        await self._tell(version, "rolled_back", reason)
         raise RestartRequested(previous, f"config version {version} rolled back to version {previous}")
 
     def _restore(self) -> None:
@@ -301,6 +293,11 @@ class ConfigPuller:
             previous = self.path.with_name(self.path.name + ".previous")
             previous.write_bytes(self.path.read_bytes())
         os.replace(tmp, self.path)
+
+    async def _tell(self, version: int, status: str, reason: str) -> None:
+        """:meth:`_report` on a client of its own (during probation no check holds one open)."""
+        async with hub_client(self.config.hub, token=self.token) as client:
+            await self._report(client, version, status, reason)
 
     async def _report(self, client: httpx.AsyncClient, version: int, status: str, reason: str) -> None:
         try:
