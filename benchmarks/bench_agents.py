@@ -26,22 +26,26 @@ from _common import Figure, best_of, machine, print_json_lines, rate, use_repo_r
 use_repo_root()
 
 from hub.insights.agent_inputs import RUNNERS, AgentSettings
+from hub.storage.base import Storage
 from hub.storage.sqlite import SQLiteStorage
 from protocols.reading import Reading
 
 NOW = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
 
 
-def fill(storage: SQLiteStorage, points: int) -> dict[str, int]:
+def fill(storage: Storage, points: int, now: datetime = NOW) -> dict[str, int]:
+    """The agents' window before ``now`` (15 minutes of ``points`` at 1 Hz, with edge anomaly scores)
+    and a week of minute history of 4 feeders' load and transformers' temperatures; rows of each."""
     rng = np.random.default_rng(1)
-    start = NOW - timedelta(minutes=15)
+    start = now - timedelta(minutes=15)
     metrics = ("voltage_l1", "voltage_l2", "voltage_l3", "current_l1", "current_l2", "current_l3", "frequency",
                "power_factor")
     units = {"voltage": "kV", "current": "A", "frequency": "Hz", "power_factor": ""}
     base = {"voltage": 11.0, "current": 300.0, "frequency": 50.0, "power_factor": 0.95}
     devices = max(1, points // len(metrics))
-    rows = []
-    for d in range(devices):
+    window = 0
+    for d in range(devices):  # a device at a time: memory stays small at thousands of points
+        rows = []
         for m in metrics:
             kind = m.split("_l")[0]
             values = base[kind] * (1 + 0.002 * rng.standard_normal(900))
@@ -49,10 +53,10 @@ def fill(storage: SQLiteStorage, points: int) -> dict[str, int]:
             rows += [Reading(ts=start + timedelta(seconds=i), substation=f"SUB-{d % 4}", device_id=f"FEEDER-{d}",
                              metric=m, value=float(values[i]), unit=units[kind], anomaly_score=float(scores[i]),
                              anomaly_type="spike" if scores[i] > 0.8 else None) for i in range(900)]
-    window = len(rows)
-    storage.insert_readings(rows, "bench")
+        window += len(rows)
+        storage.insert_readings(rows, "bench")
     week = []
-    t0 = NOW - timedelta(days=7)
+    t0 = now - timedelta(days=7)
     for d in range(4):
         for i in range(7 * 24 * 60):
             ts = t0 + timedelta(minutes=i)

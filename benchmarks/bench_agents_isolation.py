@@ -43,52 +43,22 @@ use_repo_root()
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
+import bench_agents  # noqa: E402  (the same data as the agents benchmark)
 from hub.storage import open_storage  # noqa: E402
-from protocols.reading import Reading  # noqa: E402
 from sentinel_cli.pgserver import PostgresServer  # noqa: E402
 
 KEY = "bench-admin-key-0123456789abcdef"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
-METRICS = ("voltage_l1", "voltage_l2", "voltage_l3", "current_l1", "current_l2", "current_l3", "frequency",
-           "power_factor")
-UNITS = {"voltage": "kV", "current": "A", "frequency": "Hz", "power_factor": ""}
-BASE = {"voltage": 11.0, "current": 300.0, "frequency": 50.0, "power_factor": 0.95}
-
-
 def fill(url: str, points: int, now: datetime) -> int:
-    """The agents' window (15 minutes of ``points`` at 1 Hz) and a week of minute history."""
-    rng = np.random.default_rng(1)
+    """The agents' window (15 minutes of ``points`` at 1 Hz) and a week of minute history, as
+    bench_agents.py makes them, with their rollups folded; rows stored."""
     storage = open_storage(url)
-    total = 0
     try:
-        devices = max(1, points // len(METRICS))
-        start = now - timedelta(minutes=15)
-        for d in range(devices):
-            rows = []
-            for m in METRICS:
-                kind = m.split("_l")[0]
-                values = BASE[kind] * (1 + 0.002 * rng.standard_normal(900))
-                scores = np.clip(rng.random(900) ** 8, 0, 1)
-                rows += [Reading(ts=start + timedelta(seconds=i), substation=f"SUB-{d % 4}", device_id=f"FEEDER-{d}",
-                                 metric=m, value=float(values[i]), unit=UNITS[kind], anomaly_score=float(scores[i]),
-                                 anomaly_type="spike" if scores[i] > 0.8 else None) for i in range(900)]
-            total += storage.insert_readings(rows, "bench")
-        t0 = now - timedelta(days=7)
-        for d in range(4):
-            week = []
-            for i in range(7 * 24 * 60):
-                ts = t0 + timedelta(minutes=i)
-                week.append(Reading(ts=ts, substation=f"SUB-{d}", device_id=f"FEEDER-{d}", metric="active_power",
-                                    value=4.0 + 2.0 * np.sin(np.pi * (ts.hour - 6) / 12), unit="MW"))
-                week.append(Reading(ts=ts, substation=f"SUB-{d}", device_id=f"TR-{d}", metric="oil_temperature",
-                                    value=60.0 + 3.0 * i / 1440, unit="degC"))
-                week.append(Reading(ts=ts, substation=f"SUB-{d}", device_id=f"TR-{d}", metric="load_current",
-                                    value=400.0, unit="A"))
-            total += storage.insert_readings(week, "bench")
+        rows = bench_agents.fill(storage, points, now)
         storage.refresh_rollups()
     finally:
         storage.close()
-    return total
+    return rows["window"] + rows["week"]
 
 
 def copy_of(server: PostgresServer, template: str, name: str) -> str:

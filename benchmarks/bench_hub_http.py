@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 from _common import REPO, Figure, machine, print_json_lines, rate, use_repo_root
+from bench_hub_ingest import RAW_COPY, RAW_TABLE, RAW_TYPES  # the same baseline table as bench_hub_ingest
 
 use_repo_root()
 
@@ -62,18 +63,6 @@ METRICS = (("voltage_l1", "kV", 11.0), ("voltage_l2", "kV", 11.0), ("frequency",
 SEQ_MARK, TS_MARK = b'"first_seq":987654321', b'"2001-02-03T04:05:06Z"'
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-RAW_TABLE = """
-CREATE TABLE readings_raw (
-    ts timestamptz NOT NULL, substation text NOT NULL, device_id text NOT NULL, metric text NOT NULL,
-    value double precision, unit text NOT NULL, quality double precision NOT NULL, flags integer NOT NULL,
-    source text NOT NULL, seq bigint
-);
-CREATE INDEX ON readings_raw USING brin (ts);
-CREATE INDEX ON readings_raw (device_id, metric, ts);
-"""
-RAW_COPY = ("COPY readings_raw (ts, substation, device_id, metric, value, unit, quality, flags, source, seq)"
-            " FROM STDIN (FORMAT BINARY)")
-RAW_TYPES = ["timestamptz", "text", "text", "text", "float8", "text", "float8", "int4", "text", "int8"]
 
 
 # -- processes and their CPU -------------------------------------------------------------------------
