@@ -149,29 +149,32 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
     import msgspec
 
     from edge.daemon import EdgeDaemon
+    from edge.remote_config import RestartRequested, StartGuard
     from protocols.config import load_config
 
-    config = load_config(args.config)
-    if args.hub_url:
-        config = msgspec.structs.replace(config, hub=msgspec.structs.replace(config.hub, url=args.hub_url))
-    async def run() -> None:
-        daemon = EdgeDaemon(config, buffer_path=args.buffer,  # its Modbus clients need the running loop
-                            config_path=args.config)  # and it takes new configs from the hub
-        ident = config.identity
-        print(f"edge {ident.edge_id} ({ident.substation}): polling {len(config.devices)} devices, "
-              f"buffer {daemon.buffer.path}, hub {config.hub.url}", flush=True)
-        await daemon.run()
+    restart = None
+    # a config from the hub on probation that fails here is put aside at the next start (edge/remote_config.py)
+    with StartGuard(args.config):
+        config = load_config(args.config)
+        if args.hub_url:
+            config = msgspec.structs.replace(config, hub=msgspec.structs.replace(config.hub, url=args.hub_url))
+        async def run() -> None:
+            daemon = EdgeDaemon(config, buffer_path=args.buffer,  # its Modbus clients need the running loop
+                                config_path=args.config)  # and it takes new configs from the hub
+            ident = config.identity
+            print(f"edge {ident.edge_id} ({ident.substation}): polling {len(config.devices)} devices, "
+                  f"buffer {daemon.buffer.path}, hub {config.hub.url}", flush=True)
+            await daemon.run()
 
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
-    except BaseExceptionGroup as group:
-        from edge.remote_config import RestartRequested
-
-        restart, rest = group.split(RestartRequested)
-        if restart is None or rest is not None:
-            raise
+        try:
+            asyncio.run(run())
+        except KeyboardInterrupt:
+            pass
+        except BaseExceptionGroup as group:
+            restart, rest = group.split(RestartRequested)
+            if restart is None or rest is not None:
+                raise
+    if restart is not None:
         # a config from the hub was applied (or rolled back): the daemon has stopped and flushed; start again
         print(f"edge: {restart.exceptions[0].message}; restarting", flush=True)
         sys.stdout.flush()
