@@ -68,7 +68,9 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own = storage is None
-        app.state.storage = open_storage(settings.database_url, migrate=settings.auto_migrate) if own else storage
+        app.state.storage = open_storage(settings.database_url, migrate=settings.auto_migrate,
+                                         read_url=settings.read_database_url,
+                                         read_wait_s=settings.read_replica_wait_s) if own else storage
         try:
             app.state.auth = await asyncio.to_thread(_open_auth, app.state.storage, settings)
             app.state.webhooks = await asyncio.to_thread(WebhookStore, app.state.storage,

@@ -28,6 +28,9 @@ Read at scrape time from what the hub keeps anyway (cheap queries, in the handle
 - agents (the orchestrator's status): ``sentinel_hub_agent_consecutive_failures{agent}``;
 - MQTT ingest, when it runs: ``sentinel_hub_mqtt_dead_letters_total``,
   ``sentinel_hub_mqtt_store_failures_total``;
+- ``sentinel_hub_history_reads_total{pool}``: with a read replica (``SENTINEL_READ_DATABASE_URL``),
+  the history reads it answered (``replica``) and those the primary answered instead (``primary``:
+  the replica was down or behind; :mod:`hub.storage.read_replica`);
 - ``sentinel_hub_storage_up``: 0 when those queries failed (the families drawn from the storage
   are then left out of that scrape, not reported as zeros).
 
@@ -214,6 +217,7 @@ class _StateCollector(Collector):
         storage = getattr(self.state, "storage", None)
         if storage is None:
             return
+        yield from self._history_reads(storage)
         try:
             families = self._storage(storage)
         except Exception as exc:  # the database is down: say so, and still answer the scrape
@@ -237,6 +241,19 @@ class _StateCollector(Collector):
                                       "(kept in the dead-letter table)", value=mqtt.stats.dead_letters)
             yield CounterMetricFamily("sentinel_hub_mqtt_store_failures", "MQTT batches that could not be stored",
                                       value=mqtt.stats.store_failures)
+
+    @staticmethod
+    def _history_reads(storage: Any) -> Iterator[Metric]:
+        read_counts = getattr(storage, "read_counts", None)  # PostgreSQL with a read replica only
+        counts = read_counts() if read_counts is not None else None
+        if counts is None:
+            return
+        family = CounterMetricFamily("sentinel_hub_history_reads", "History reads (readings API, exports, the agents' "
+                                     "windows) by the pool that answered: replica (caught up) or primary",
+                                     labels=["pool"])
+        for pool in ("replica", "primary"):
+            family.add_metric([pool], counts[pool])
+        yield family
 
     def _agents(self) -> Iterator[Metric]:
         orch = getattr(self.state, "orchestrator", None)

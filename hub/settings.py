@@ -12,6 +12,7 @@ from hub.fleet.liveness import settings_from_env as liveness_settings_from_env
 from hub.ingest.mqtt import MqttIngestSettings, settings_from_env
 from hub.insights.orchestrator import OrchestratorSettings
 from hub.site import load_site_config
+from hub.storage import check_read_database_url
 from hub.stream.broadcaster import StreamSettings, stream_settings_from_env
 from hub.webhooks.dispatcher import WebhookSettings, webhook_settings_from_env
 from hub.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH
@@ -25,6 +26,11 @@ DEFAULT_MODEL_REGISTRY = "var/models"
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
+    # A streaming standby of the PostgreSQL database for the history reads (SENTINEL_READ_DATABASE_URL),
+    # used when it has replayed what the primary holds, waiting up to read_replica_wait_s
+    # (SENTINEL_READ_REPLICA_WAIT_S), else the primary (hub.storage.read_replica). None: all on the primary.
+    read_database_url: str | None = None
+    read_replica_wait_s: float = 0.2
     # Apply the database's pending schema migrations at start (hub.storage.migrations). Off
     # (SENTINEL_AUTO_MIGRATE=0): refuse to start until `sentinel hub migrate` has applied them.
     auto_migrate: bool = True
@@ -73,15 +79,24 @@ class Settings:
     # WS /ws/grid-status (hub.stream): heartbeats (SENTINEL_WS_HEARTBEAT_S), reads, slow clients.
     stream: StreamSettings = field(default_factory=StreamSettings)
 
+    def __post_init__(self) -> None:
+        if self.read_database_url is not None:  # ValueError naming the setting and what is wrong
+            check_read_database_url(self.database_url, self.read_database_url)
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """``SENTINEL_DATABASE_URL``, ``SENTINEL_ADMIN_KEY``, ``SENTINEL_INGEST_RATE`` / ``_BURST``,
+        """``SENTINEL_DATABASE_URL``, ``SENTINEL_READ_DATABASE_URL`` / ``_REPLICA_WAIT_S``,
+        ``SENTINEL_ADMIN_KEY``, ``SENTINEL_INGEST_RATE`` / ``_BURST``,
         ``SENTINEL_SESSION_TTL_S``,
         ``SENTINEL_DEFAULT_SUBSTATION``, ``SENTINEL_MODEL_REGISTRY``, ``SENTINEL_MQTT_URL`` / ``_TOPICS`` / ``_PASSWORD`` (see
         :func:`hub.ingest.mqtt.settings_from_env`); keyword overrides win (e.g. from CLI flags)."""
         env: dict[str, object] = {}
         if url := os.environ.get("SENTINEL_DATABASE_URL"):
             env["database_url"] = url
+        if url := os.environ.get("SENTINEL_READ_DATABASE_URL", "").strip():
+            env["read_database_url"] = url
+        if (wait := env_number("SENTINEL_READ_REPLICA_WAIT_S", at_least=0)) is not None:
+            env["read_replica_wait_s"] = wait
         if (auto := os.environ.get("SENTINEL_AUTO_MIGRATE", "").strip().lower()):
             if auto not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
                 raise ValueError(f"SENTINEL_AUTO_MIGRATE: not 1 or 0: {auto!r}")

@@ -48,7 +48,8 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
     from hub.storage import parse_database_url
 
     agents = {"on": True, "off": False}.get(args.agents or "")
-    settings = Settings.from_env(database_url=args.database, agents_in_process=agents)
+    settings = Settings.from_env(database_url=args.database, agents_in_process=agents,
+                                 read_database_url=args.read_database_url)  # ValueError: one line, exit 2
     kind, _ = parse_database_url(settings.database_url)  # a bad URL fails here, before the server starts
     if args.workers < 1:
         raise CliError(f"--workers: a number of processes, 1 or more, not {args.workers}")
@@ -112,6 +113,8 @@ def _serve_workers(args: argparse.Namespace, settings, sock, cert: str | None, k
     from hub.server import uvicorn_config
 
     os.environ["SENTINEL_DATABASE_URL"] = settings.database_url
+    if settings.read_database_url is not None:
+        os.environ["SENTINEL_READ_DATABASE_URL"] = settings.read_database_url
     os.environ["SENTINEL_AGENTS"] = "on" if settings.agents_in_process else "off"
     os.environ[WORKER_LOG_LEVEL] = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     config = uvicorn_config("hub.app:app_from_env", args.host, args.port, ssl_certfile=cert, ssl_keyfile=key,
@@ -286,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--database", default=None,
                    help="sqlite:///relative.db, sqlite:////absolute/path.db or postgresql://user@host:port/db "
                         "(default $SENTINEL_DATABASE_URL or sqlite:///var/hub.db)")
+    s.add_argument("--read-database-url", metavar="URL", default=None,
+                   help="postgresql://... of a streaming standby of the database: history reads go there once "
+                        "it has caught up, else to the database (default $SENTINEL_READ_DATABASE_URL; "
+                        "see docs/scaling.md)")
     s.add_argument("--tls-cert", metavar="FILE", default=None,
                    help="serve HTTPS with this certificate (PEM, the hub's first, then intermediates; "
                         "default $SENTINEL_TLS_CERT); see docs/tls.md")

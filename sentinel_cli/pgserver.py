@@ -7,6 +7,15 @@ The server listens on 127.0.0.1 (a free port) and on a unix socket in the data d
 every local connection, and trades durability for speed (fsync off): it is for tests only. It is
 stopped and its directory removed on exit.
 
+A streaming replica (hub read replicas, tests/hub/test_read_replica.py):
+
+    with PostgresServer(tmp_dir, replication=True) as primary, primary.standby() as standby:
+        ...  # standby: pg_basebackup -R -X stream of the primary, a hot standby on a port of its own
+
+``replication=True`` makes a server that can feed standbys (``wal_level = replica``, WAL senders, some
+WAL kept for a standby that was stopped a while); initdb's ``--auth=trust`` already lets local
+replication connections in. The standby takes its settings from the primary's (TimescaleDB's too).
+
 initdb refuses to run as root, so as root the server runs as the ``postgres`` system user (or
 ``nobody``) via ``runuser``/``setpriv``. When no PostgreSQL binaries are installed, entering the
 context skips the calling test outside CI and fails loudly under CI (``CI`` set), where a skipped
@@ -29,7 +38,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["PostgresNotFound", "PostgresServer", "find_bindir"]
+__all__ = ["PostgresNotFound", "PostgresServer", "TIMESCALEDB_SETTINGS", "find_bindir"]
 
 SUPERUSER = "sentinel"
 
@@ -47,6 +56,17 @@ _SETTINGS = {
     "log_min_messages": "warning",
     "TimeZone": "'UTC'",
 }
+
+# replication=True: a primary standbys can stream from (and query, hot_standby)
+_PRIMARY_SETTINGS = {
+    "wal_level": "replica",
+    "max_wal_senders": "8",
+    "wal_keep_size": "'256MB'",  # a standby stopped for a while catches up from here (no slot to drop)
+    "hot_standby": "on",
+}
+# TimescaleDB preloaded (the hub then makes its hypertable layout)
+TIMESCALEDB_SETTINGS = {"shared_preload_libraries": "'timescaledb'", "timescaledb.telemetry_level": "off",
+                        "max_worker_processes": "16", "timescaledb.max_background_workers": "4"}
 
 _REQUIRED = ("initdb", "pg_ctl", "postgres")
 
@@ -112,9 +132,12 @@ def _traversable_by_others(path: Path) -> bool:
 class PostgresServer:
     """A PostgreSQL server of its own in ``base_dir``, started on entry and removed on exit."""
 
-    def __init__(self, base_dir: str | Path, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, base_dir: str | Path, settings: dict[str, str] | None = None, *,
+                 replication: bool = False) -> None:
         self.base_dir = Path(base_dir)
-        self.settings = {**_SETTINGS, **(settings or {})}
+        self.settings = {**_SETTINGS, **(_PRIMARY_SETTINGS if replication else {}), **(settings or {})}
+        self.replication = replication
+        self.primary: PostgresServer | None = None  # set on a standby (see standby()): the server it streams from
         self.host = "127.0.0.1"
         self.port = 0
         self.user = SUPERUSER
@@ -137,7 +160,10 @@ class PostgresServer:
             raise
         try:
             self._prepare_dir()
-            self._initdb()
+            if self.primary is None:
+                self._initdb()
+            else:
+                self._basebackup()
             self._start()
         except BaseException:
             self._cleanup()
@@ -170,6 +196,35 @@ class PostgresServer:
         with psycopg.connect(self.url(), autocommit=True, connect_timeout=10) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
+
+    def standby(self, base_dir: str | Path | None = None) -> PostgresServer:
+        """A streaming standby of this running server (made with ``replication=True``), to be entered:
+        ``pg_basebackup -R -X stream`` into a directory of its own (under ``base_dir``, default this
+        server's), started as a hot standby on a free port, stopped and removed on exit."""
+        if not self._running:
+            raise RuntimeError("a standby is made from a running server: enter the primary first")
+        if not self.replication:
+            raise RuntimeError("this server cannot feed a standby: make it with PostgresServer(..., replication=True)")
+        standby = PostgresServer(self.base_dir if base_dir is None else base_dir, replication=True)
+        standby.settings = dict(self.settings)
+        standby.primary = self
+        return standby
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: clients disconnected, a clean shutdown; ``immediate``: as a crash
+        would); :meth:`start` starts it again on the same port. Its directory stays until exit."""
+        if mode not in ("immediate", "fast", "smart"):
+            raise ValueError(f"mode must be immediate, fast or smart, not {mode!r}")
+        if self._running:
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop", timeout=60)
+            self._running = False
+
+    def start(self) -> None:
+        """Start a server :meth:`stop` stopped, on the same port (its clients reconnect to the same URL)."""
+        if not self._running:
+            self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60",
+                      "-o", f"-p {self.port}", "start", timeout=90)
+            self._running = True
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -217,6 +272,16 @@ class PostgresServer:
             for key, value in self.settings.items():
                 conf.write(f"{key} = {value}\n")
             conf.write(f"unix_socket_directories = '{self.root}'\n")
+
+    def _basebackup(self) -> None:
+        """This server's data directory as a copy of its primary's, streaming from it (``-R``:
+        standby.signal and primary_conninfo written), its own socket directory."""
+        source = self.primary
+        assert source is not None
+        self._run("pg_basebackup", "-D", str(self.datadir), "-h", source.host, "-p", str(source.port), "-U",
+                  source.user, "-R", "-X", "stream", "-c", "fast", "--no-sync", timeout=120)
+        with (self.datadir / "postgresql.conf").open("a") as conf:  # the primary's settings, copied, then these
+            conf.write(f"\n# sentinel test standby of port {source.port}\nunix_socket_directories = '{self.root}'\n")
 
     def _start(self) -> None:
         # PostgreSQL cannot bind port 0, so pick a free one and retry if someone takes it first.

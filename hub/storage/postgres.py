@@ -18,6 +18,12 @@ Readings arrive by binary COPY. ``apply_sync`` is one transaction that starts by
 ``edge_sync`` row, so two concurrent syncs from one edge are applied one after the other and cannot
 both store the same sequence numbers.
 
+With a read replica (``read_url``: a streaming standby of this database, ``hub.storage.read_replica``),
+the history reads (``query_readings``, ``series_extent``, ``latest_readings``, ``substation_summaries``,
+``readings_between``, the rollups' and buckets' reads, ``iter_readings``/``iter_buckets``) go to it once
+it has replayed what the primary holds, and to the primary otherwise; everything else stays on the
+primary. A question on the plain layout folds its rollup marks on the primary first, then reads.
+
 Incidents are one per ongoing condition (``NewIncident.key()``): a transaction that records findings
 first takes a transaction-level advisory lock per condition (in a fixed order, so two transactions
 cannot deadlock on them), then updates the condition's incident that is not RESOLVED or opens one.
@@ -33,7 +39,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import psycopg
@@ -74,6 +80,7 @@ from hub.storage.base import (
 )
 from hub.storage.leader import PostgresLeaderLock
 from hub.storage.migrations import SCHEMA_TABLE_POSTGRES, MigrationStatus, pending_after
+from hub.storage.read_replica import ReadReplica
 from hub.storage.rollups import RollupRow
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
@@ -83,6 +90,8 @@ from protocols.wire import EdgeHealth, Event, SyncAck, SyncBatch
 __all__ = ["PostgresStorage", "PostgresUnavailable"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _SCHEMA_LOCK = 0x5E47_0001  # advisory lock keys: schema creation, partition creation
 _PARTITION_LOCK = 0x5E47_0002
@@ -471,15 +480,19 @@ class PostgresStorage:
     ``url`` is a libpq URL (``postgresql://user@host:port/db``). Connections come from a pool of at
     most ``pool_size``; every session runs in UTC, so timestamps come back as UTC-aware datetimes.
     ``compress_after`` and ``retain_for`` apply to the TimescaleDB layout only (``retain_for=None``:
-    keep readings forever).
+    keep readings forever). ``read_url``: a streaming standby of this database for the history reads,
+    used when it has replayed what the primary holds (waiting up to ``read_wait_s``), else the primary
+    (after a failure there, tried again after ``read_retry_s``).
     """
 
     backend: str
 
     def __init__(self, url: str, *, pool_size: int = 8, connect_timeout_s: float = 10.0,
                  compress_after: timedelta = timedelta(days=7), retain_for: timedelta | None = None,
-                 migrate: bool = True) -> None:
+                 migrate: bool = True, read_url: str | None = None, read_wait_s: float = 0.2,
+                 read_retry_s: float = 5.0) -> None:
         self._url = url
+        self._replica: ReadReplica | None = None
         self._auto_migrate = migrate
         self._where = _where(url)
         self._connect_timeout = max(1, round(connect_timeout_s))
@@ -510,9 +523,28 @@ class PostgresStorage:
             self._pool.close()
             raise
         log.info("hub storage: PostgreSQL at %s, layout %s", self._where, self.backend)
+        if read_url is not None:
+            self._replica = ReadReplica(read_url, self._pool, where=_where(read_url), max_wait_s=read_wait_s,
+                                        retry_s=read_retry_s, pool_size=pool_size, connect_timeout_s=connect_timeout_s)
+            log.info("hub storage: history reads from the read replica at %s when it has caught up",
+                     self._replica.where)
 
     def close(self) -> None:
+        if self._replica is not None:
+            self._replica.close()
         self._pool.close()
+
+    def _read(self, what: str, fn: Callable[[psycopg.Connection], _T]) -> _T:
+        """``fn`` on a pooled connection for a history read: the read replica's when it has caught up
+        with the primary (``hub.storage.read_replica``), else the primary's."""
+        if self._replica is None:
+            with self._pool.connection() as conn:
+                return fn(conn)
+        return self._replica.read(what, fn)
+
+    def read_counts(self) -> dict[str, int] | None:
+        """History reads answered by the read replica and by the primary; None: no read replica."""
+        return None if self._replica is None else self._replica.counts()
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTx]:
@@ -812,8 +844,9 @@ class PostgresStorage:
             for m in dict.fromkeys(metrics):
                 self.refresh_rollups(device_id=device_id, metric=m, substation=substation, start=start, end=end)
             query, params = _ROLLUP_ROWS.format(where=where), (width, list(metrics), *args, start, end)
-        with self._pool.connection() as conn:  # binary: a year of hours decodes in 2/3 of the time
-            return [RollupRow(*r) for r in conn.execute(query, params, binary=True).fetchall()]
+        # binary: a year of hours decodes in 2/3 of the time
+        rows = self._read("rollup_rows", lambda conn: conn.execute(query, params, binary=True).fetchall())
+        return [RollupRow(*r) for r in rows]
 
     @staticmethod
     def _insert_incidents(cur: psycopg.Cursor, incidents: Sequence[NewIncident]) -> list[int]:
@@ -1024,8 +1057,7 @@ class PostgresStorage:
             args.append(end)
         query += " ORDER BY ts LIMIT %s"
         args.append(limit)
-        with self._pool.connection() as conn:
-            rows = conn.execute(query, args).fetchall()
+        rows = self._read("query_readings", lambda conn: conn.execute(query, args).fetchall())
         return readings_from_rows(rows)
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
@@ -1080,8 +1112,8 @@ class PostgresStorage:
                                     None if device_id is None else [device_id], metrics)
         w = width * 10**6
         base = epoch_us(start) // w * w
-        with self._pool.connection() as conn:
-            rows = conn.execute(_EXPORT_BUCKETS.format(where=where), (base, w, start, end, *args)).fetchall()
+        rows = self._read("raw_buckets", lambda conn: conn.execute(_EXPORT_BUCKETS.format(where=where),
+                                                                   (base, w, start, end, *args)).fetchall())
         return [ReadingBucket(from_epoch_us(base + r[0] * w), *r[1:]) for r in rows]
 
     def series_buckets(self, start: datetime, end: datetime, bucket_s: int, device_id: str, metric: str,
@@ -1092,10 +1124,9 @@ class PostgresStorage:
         return rollups.hourly_means(self, metrics, start, end)
 
     def readings_between(self, start: datetime, end: datetime, limit: int = 2_000_000) -> list[Reading]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
-                " FROM readings WHERE ts >= %s AND ts < %s ORDER BY ts LIMIT %s", (start, end, limit)).fetchall()
+        rows = self._read("readings_between", lambda conn: conn.execute(
+            "SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
+            " FROM readings WHERE ts >= %s AND ts < %s ORDER BY ts LIMIT %s", (start, end, limit)).fetchall())
         return readings_from_rows(rows)
 
     # -- the readings API (hub/readings) --------------------------------------------------------
@@ -1104,19 +1135,18 @@ class PostgresStorage:
         where, args = "device_id = %s AND metric = %s", [device_id, metric]
         if substation is not None:
             where, args = where + " AND substation = %s", [*args, substation]
-        with self._pool.connection() as conn:
-            row = conn.execute(_SERIES_EXTENT.format(where=where), args * 3).fetchone()
+        row = self._read("series_extent", lambda conn: conn.execute(_SERIES_EXTENT.format(where=where),
+                                                                    args * 3).fetchone())
         return None if row is None else SeriesExtent(first=row[0], last=row[1], unit=row[2])
 
     def latest_readings(self, substations: Sequence[str] | None = None) -> list[Reading]:
         where, args = _series_where(substations, None, None)
-        with self._pool.connection() as conn:
-            rows = conn.execute(_LATEST_READINGS.format(where=where), args).fetchall()
+        rows = self._read("latest_readings", lambda conn: conn.execute(_LATEST_READINGS.format(where=where),
+                                                                       args).fetchall())
         return readings_from_rows(rows)
 
     def substation_summaries(self) -> list[SubstationSummary]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(_SUBSTATION_SUMMARIES).fetchall()
+        rows = self._read("substation_summaries", lambda conn: conn.execute(_SUBSTATION_SUMMARIES).fetchall())
         return [SubstationSummary(substation=r[0], devices=r[1], points=r[2], readings=int(r[3]), first_reading=r[4],
                                   last_reading=r[5]) for r in rows]
 
@@ -1169,13 +1199,17 @@ class PostgresStorage:
 
         return self._iter_windows(windows, query, params, chunk, chunk_rows)
 
-    def _iter_windows(self, windows: TimeWindows, query: str, params: Callable[[int, int], tuple],
-                      chunk: Callable[[list[tuple]], list[Any]], chunk_rows: int) -> Iterator[list[Any]]:
+    def _connect_export(self) -> psycopg.Connection:
         try:
-            conn = psycopg.connect(self._url, autocommit=True, options="-c TimeZone=UTC",
+            return psycopg.connect(self._url, autocommit=True, options="-c TimeZone=UTC",
                                    connect_timeout=self._connect_timeout)
         except psycopg.OperationalError as exc:
             raise PostgresUnavailable(f"cannot connect to PostgreSQL at {self._where}: {exc}") from exc
+
+    def _iter_windows(self, windows: TimeWindows, query: str, params: Callable[[int, int], tuple],
+                      chunk: Callable[[list[tuple]], list[Any]], chunk_rows: int) -> Iterator[list[Any]]:
+        replica = self._replica
+        conn = self._connect_export() if replica is None else replica.connect("export", self._connect_export)
         with conn:
             for lo, hi in windows:
                 held = 0
