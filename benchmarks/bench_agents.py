@@ -8,7 +8,12 @@ forecaster and maintenance predictor read their hourly means). The baseline read
 agent reads, the most direct way (``SELECT ... WHERE ts BETWEEN``, fetchall), without building a
 single object. A ratio of 0.1 means the agent's whole cycle costs ten raw reads of its input.
 
-    python benchmarks/bench_agents.py [--points N]
+With ``--backend postgres`` (or ``timescaledb``, where the extension is built) the same on a
+throwaway PostgreSQL server (sentinel_cli.pgserver), the baseline a psycopg ``SELECT ... fetchall``
+of the same rows. ``--agents`` picks the agents to time (the two that read the 1 Hz window are the
+ones that grow with the points).
+
+    python benchmarks/bench_agents.py [--points N] [--backend sqlite|postgres|timescaledb] [--agents a,b]
 """
 
 from __future__ import annotations
@@ -17,15 +22,20 @@ import argparse
 import sqlite3
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _common import Figure, best_of, machine, print_json_lines, rate, use_repo_root
 
 use_repo_root()
 
+import psycopg
+
 from hub.insights.agent_inputs import RUNNERS, AgentSettings
+from hub.storage import open_storage
 from hub.storage.base import Storage
 from hub.storage.sqlite import SQLiteStorage
 from protocols.reading import Reading
@@ -74,37 +84,69 @@ def fill(storage: Storage, points: int, now: datetime = NOW) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=200, help="points at 1 Hz in the 15-minute window (default 200)")
+    ap.add_argument("--backend", choices=("sqlite", "postgres", "timescaledb"), default="sqlite")
+    ap.add_argument("--agents", default=",".join(READS), help=f"agents to time (default {','.join(READS)})")
+    ap.add_argument("--repeat", type=int, default=3, help="cycles per agent, the best kept (default 3)")
     args = ap.parse_args()
-    print(f"agents benchmark: {args.points} points at 1 Hz on {machine()}")
-    figures = []
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "hub.db"
-        storage = SQLiteStorage(path)
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+    if unknown := sorted(set(agents) - set(READS)):
+        ap.error(f"--agents: unknown {', '.join(unknown)}; known: {', '.join(READS)}")
+    print(f"agents benchmark: {args.points} points at 1 Hz, {args.backend}, on {machine()}")
+    with tempfile.TemporaryDirectory() as d, ExitStack() as stack:
+        if args.backend == "sqlite":
+            path = Path(d) / "hub.db"
+            storage: Storage = SQLiteStorage(path)
+            raw = sqlite3.connect(path)
+            param, stamp, fetch = "?", (lambda t: t.timestamp()), (lambda sql, args: raw.execute(sql, args).fetchall())
+        else:
+            from sentinel_cli.pgserver import TIMESCALEDB_SETTINGS, PostgresServer
+
+            settings = TIMESCALEDB_SETTINGS if args.backend == "timescaledb" else None
+            server = stack.enter_context(PostgresServer(d, settings=settings))
+            url = server.create_database()
+            storage = open_storage(url)
+            if args.backend == "timescaledb" and storage.backend != "timescaledb":
+                raise SystemExit(f"the server gave the {storage.backend} layout, not TimescaleDB")
+            raw = psycopg.connect(url)
+            param, stamp = "%s", (lambda t: t)
+            fetch = lambda sql, args: raw.execute(sql, args, binary=True).fetchall()  # noqa: E731 (binary: faster)
+        stack.callback(storage.close)
+        stack.callback(raw.close)
         started = time.perf_counter()
         sizes = fill(storage, args.points)
         print(f"filled {sizes['window']:,} window readings and {sizes['week']:,} week readings "
               f"in {time.perf_counter() - started:.1f} s", flush=True)
-        raw = sqlite3.connect(path)
-        settings = AgentSettings()
-        reads = {  # what each agent reads, as a raw SELECT
-            "grid_monitor": (NOW - timedelta(seconds=settings.grid_window_s), sizes["window"]),
-            "anomaly_detector": (NOW - timedelta(seconds=settings.anomaly_window_s), sizes["window"]),
-            "demand_forecaster": (NOW - timedelta(days=settings.history_days), sizes["week"] // 3),
-            "maintenance_predictor": (NOW - timedelta(days=settings.history_days), 2 * sizes["week"] // 3),
-        }
-        for name, (since, rows) in reads.items():
-            runner = RUNNERS[name]
-            ours = best_of(lambda _, runner=runner: runner(storage, settings, NOW), 3)
-            metric_filter = {"demand_forecaster": " AND metric = 'active_power'",
-                             "maintenance_predictor": " AND metric IN ('oil_temperature', 'load_current')"}
-            sql = ("SELECT ts, substation, device_id, metric, value, anomaly_score, anomaly_type FROM readings"
-                   " WHERE ts >= ? AND ts < ?" + metric_filter.get(name, ""))
-            base = best_of(lambda _, sql=sql, since=since: raw.execute(sql, (since.timestamp(), NOW.timestamp())).fetchall(), 3)
-            figures.append(Figure(f"hub_agent_{name}", rate(rows, ours), "rows/s", rate(rows, base)))
-            print(figures[-1].human() + f"   ({ours * 1000:,.0f} ms a cycle)", flush=True)
-        raw.close()
-        storage.close()
+        figures = measure(storage, fetch, param, stamp, sizes, agents, args.repeat)
     print_json_lines(figures)
+
+
+READS = ("grid_monitor", "anomaly_detector", "demand_forecaster", "maintenance_predictor")
+
+
+def measure(storage: Storage, fetch: Any, param: str, stamp: Any, sizes: dict[str, int], agents: list[str],
+            repeat: int) -> list[Figure]:
+    """Each agent's cycle beside a raw SELECT of what it reads (best of ``repeat``)."""
+    settings = AgentSettings()
+    window = min(settings.anomaly_window_s, 900.0)  # fill() makes 15 minutes of the 1 Hz points
+    reads = {  # what each agent reads, as a raw SELECT
+        "grid_monitor": (NOW - timedelta(seconds=settings.grid_window_s), sizes["window"]),
+        "anomaly_detector": (NOW - timedelta(seconds=window), sizes["window"]),
+        "demand_forecaster": (NOW - timedelta(days=settings.history_days), sizes["week"] // 3),
+        "maintenance_predictor": (NOW - timedelta(days=settings.history_days), 2 * sizes["week"] // 3),
+    }
+    metric_filter = {"demand_forecaster": " AND metric = 'active_power'",
+                     "maintenance_predictor": " AND metric IN ('oil_temperature', 'load_current')"}
+    figures = []
+    for name in agents:
+        since, rows = reads[name]
+        runner = RUNNERS[name]
+        ours = best_of(lambda _, runner=runner: runner(storage, settings, NOW), repeat)
+        sql = ("SELECT ts, substation, device_id, metric, value, anomaly_score, anomaly_type FROM readings"
+               f" WHERE ts >= {param} AND ts < {param}" + metric_filter.get(name, ""))
+        base = best_of(lambda _, sql=sql, since=since: fetch(sql, (stamp(since), stamp(NOW))), repeat)
+        figures.append(Figure(f"hub_agent_{name}", rate(rows, ours), "rows/s", rate(rows, base)))
+        print(figures[-1].human() + f"   ({ours * 1000:,.0f} ms a cycle, raw read {base * 1000:,.0f} ms)", flush=True)
+    return figures
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ Each ``run_*`` function takes the storage, the agents' settings and ``now``, and
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,11 +22,11 @@ from agents import anomaly_detector, cyber_sentinel, demand_forecaster, grid_mon
 from agents.findings import Finding
 from hub.insights.explanations import explain_findings
 from hub.site import SiteConfig
-from hub.storage.base import Document, HourlyMean, Storage
+from hub.storage.base import Document, HourlyMean, Storage, series_of_key
 from protocols import gridcode
 from protocols.config import Limits
-from protocols.reading import QualityFlag, Reading, sensor_type
-from protocols.validation import impossible_values
+from protocols.reading import QualityFlag, sensor_type
+from protocols.validation import physical_range
 
 __all__ = ["AgentOutput", "AgentSettings", "RUNNERS"]
 
@@ -63,44 +64,97 @@ class AgentOutput:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _group(readings: Iterable[Reading]) -> dict[tuple[str, str, str], list[Reading]]:
-    out: dict[tuple[str, str, str], list[Reading]] = defaultdict(list)
-    for r in readings:
-        out[(r.substation, r.device_id, r.metric)].append(r)
+_UNUSABLE = int(QualityFlag.INVALID | QualityFlag.COMM_LOST)
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """One series' readings in a window, as arrays in time order. ``values`` and ``scores`` are NaN
+    where the reading measured nothing of the grid: flagged invalid (edge sync keeps impossible
+    values so), a lost device's placeholder, or a value no instrument can give (stored before it
+    was refused): the agents see a missing sample, so it never becomes a finding."""
+
+    substation: str
+    device_id: str
+    metric: str
+    unit: str  # the newest reading's
+    ts: np.ndarray  # epoch seconds
+    values: np.ndarray
+    scores: np.ndarray  # the edge's anomaly scores, NaN where none
+    types: np.ndarray  # the edge's anomaly types (object: str or None)
+
+
+def _windows(storage: Storage, start: datetime, end: datetime, chunk_rows: int = 200_000) -> list[_Window]:
+    """Every series' readings in [start, end), read in chunks and shaped into arrays: one dict lookup
+    per row for its series (and one for its unit), the rest numpy; no Reading per row, and a window
+    of millions of rows is read whole, not cut at a row limit. Series in order of their first key
+    seen, readings in time order."""
+    series: dict[str, int] = {}  # key -> the number of the row that first held it (unique, increasing)
+    units: dict[str, int] = {}
+    rows_seen, units_seen = itertools.count(), itertools.count()
+    parts: list[tuple[np.ndarray, ...]] = []
+    for rows in storage.iter_window_rows(start, end, chunk_rows):
+        ts, keys, values, unit, flags, scores, types = zip(*rows)
+        n = len(rows)
+        del rows
+        parts.append((np.fromiter(map(series.setdefault, keys, rows_seen), np.int64, n),
+                      np.fromiter(map(units.setdefault, unit, units_seen), np.int64, n),
+                      np.array(ts, dtype=np.float64), np.array(values, dtype=np.float64),
+                      np.array(flags, dtype=np.int64), np.array(scores, dtype=np.float64),
+                      np.array(types, dtype=object)))
+        del ts, keys, values, unit, flags, scores, types
+    if not parts:
+        return []
+    ids, unit_ids, ts, values, flags, scores, types = (np.concatenate(c) for c in zip(*parts))
+    del parts
+    ids, unit_ids = _dense(ids, series), _dense(unit_ids, units)
+    order = np.lexsort((ts, ids))  # by series, in time order within each
+    bounds = np.cumsum(np.bincount(ids, minlength=len(series)))[:-1]
+    unit_names = list(units)
+    out = []
+    for key, idx in zip(series, np.split(order, bounds)):
+        substation, device_id, metric = series_of_key(key)
+        v, u = values[idx], unit_ids[idx]
+        bad = (flags[idx] & _UNUSABLE) != 0
+        for j in np.unique(u).tolist():
+            bad |= _impossible(metric, unit_names[j], v) & (u == j)
+        v[bad] = np.nan
+        sc = scores[idx]
+        sc[bad] = np.nan  # the edge scored a broken sensor, not the grid
+        out.append(_Window(substation, device_id, metric, unit_names[int(u[-1])], ts[idx], v, sc, types[idx]))
     return out
 
 
-_UNUSABLE = QualityFlag.INVALID | QualityFlag.COMM_LOST
+def _dense(ids: np.ndarray, first: dict[str, int]) -> np.ndarray:
+    """``ids`` (each key's first row number, as ``first`` holds them) as 0, 1, 2 ... in ``first``'s order."""
+    lut = np.zeros(int(ids.max()) + 1, dtype=np.int64)
+    lut[np.fromiter(first.values(), np.int64, len(first))] = np.arange(len(first))
+    return lut[ids]
 
 
-def _unusable(rs: Sequence[Reading]) -> np.ndarray:
-    """Readings that measured nothing of the grid: flagged invalid (edge sync keeps impossible values
-    so), placeholders of a lost device, or values no instrument can give (stored before they were
-    refused). The agents see them as missing samples, so they never become findings."""
-    flagged = np.fromiter((r.flags & _UNUSABLE != 0 for r in rs), dtype=bool, count=len(rs))
-    return flagged | impossible_values(rs)
-
-
-def _arrays(rs: Sequence[Reading]) -> tuple[np.ndarray, np.ndarray]:
-    ts = np.fromiter((r.ts.timestamp() for r in rs), dtype=np.float64, count=len(rs))
-    values = np.fromiter((np.nan if r.value is None else r.value for r in rs), dtype=np.float64, count=len(rs))
-    values[_unusable(rs)] = np.nan
-    return ts, values
+def _impossible(metric: str, unit: str, values: np.ndarray) -> np.ndarray:
+    """Which of ``values`` (NaN: missing) no instrument measuring ``metric`` in ``unit`` can give
+    (:func:`protocols.validation.physical_range`, as ingest checks)."""
+    r = physical_range(metric, unit)
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(values) | (values < r.low) | (values > r.high)
+        if r.low_open:
+            bad |= values == r.low
+        if r.high_open:
+            bad |= values == r.high
+    return bad
 
 
 # -- grid monitor -----------------------------------------------------------------------------------
 
 def run_grid_monitor(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
-    readings = storage.readings_between(now - timedelta(seconds=s.grid_window_s), now)
     series = []
-    for (sub, dev, metric), rs in _group(readings).items():
-        ts, values = _arrays(rs)
-        unit = rs[-1].unit
+    for w in _windows(storage, now - timedelta(seconds=s.grid_window_s), now):
         nominal = None
-        if sensor_type(metric) == "voltage" and np.isfinite(values).any():
-            nominal = gridcode.infer_nominal_voltage(float(np.nanmedian(values)), unit)
-        series.append(grid_monitor.Series(device_id=dev, substation=sub, metric=metric, timestamps=ts,
-                                          values=values, unit=unit, nominal=nominal))
+        if sensor_type(w.metric) == "voltage" and np.isfinite(w.values).any():
+            nominal = gridcode.infer_nominal_voltage(float(np.nanmedian(w.values)), w.unit)
+        series.append(grid_monitor.Series(device_id=w.device_id, substation=w.substation, metric=w.metric,
+                                          timestamps=w.ts, values=w.values, unit=w.unit, nominal=nominal))
     if not series:
         return AgentOutput(summary={"series": 0})
     feeders = [grid_monitor.FeederRating(device_id=name, rating=f.rating, unit=f.unit)
@@ -117,24 +171,19 @@ def run_grid_monitor(storage: Storage, s: AgentSettings, now: datetime) -> Agent
 # -- anomaly detector -------------------------------------------------------------------------------
 
 def run_anomaly_detector(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
-    readings = storage.readings_between(now - timedelta(seconds=s.anomaly_window_s), now)
-    groups = _group(readings)
-    if not groups:
+    windows = _windows(storage, now - timedelta(seconds=s.anomaly_window_s), now)
+    if not windows:
         return AgentOutput(summary={"series": 0})
-    metrics = sorted({m for _, _, m in groups})
+    metrics = sorted({w.metric for w in windows})
     history: dict[tuple[str, str, str], list[HourlyMean]] = defaultdict(list)
     for h in storage.hourly_means(metrics, now - timedelta(days=s.baseline_days), now):
         history[(h.substation, h.device_id, h.metric)].append(h)
     series = []
-    for key, rs in groups.items():
-        ts, values = _arrays(rs)
-        scores = np.fromiter((np.nan if r.anomaly_score is None else r.anomaly_score for r in rs), dtype=np.float64,
-                             count=len(rs))
-        scores[_unusable(rs)] = np.nan  # the edge scored a broken sensor, not the grid
-        hist = history.get(key, [])
+    for w in windows:
+        hist = history.get((w.substation, w.device_id, w.metric), [])
         series.append(anomaly_detector.SensorSeries(
-            substation=key[0], device_id=key[1], metric=key[2], unit=rs[-1].unit, timestamps=ts, values=values,
-            scores=scores, types=[r.anomaly_type or "" for r in rs],
+            substation=w.substation, device_id=w.device_id, metric=w.metric, unit=w.unit, timestamps=w.ts,
+            values=w.values, scores=w.scores, types=[t or "" for t in w.types.tolist()],
             history_timestamps=np.array([h.hour.timestamp() + 1800.0 for h in hist]) if hist else None,
             history_values=np.array([h.mean for h in hist]) if hist else None,
         ))

@@ -160,6 +160,22 @@ def incident_id(year: int, number: int) -> str:
 READING_COLUMNS = "ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
 """The columns :func:`readings_from_rows` reads, in its order (a query may select more after them)."""
 
+WINDOW_COLUMNS = ("length(substation) || ':' || substation || length(device_id) || ':' || device_id || metric,"
+                  " value, unit, flags, anomaly_score, anomaly_type")
+"""What :meth:`Storage.iter_window_rows` selects after the epoch seconds: the series as one key
+(the lengths make it unambiguous whatever the names hold), and the reading's fields."""
+WINDOW_FIRST_US = 5 * 10**6  # an agents' window is read from a first slice of 5 s (thousands of points at 1 Hz)
+
+
+def series_of_key(key: str) -> tuple[str, str, str]:
+    """(substation, device_id, metric) from a :data:`WINDOW_COLUMNS` series key."""
+    i = key.index(":")
+    n = int(key[:i])
+    substation, rest = key[i + 1:i + 1 + n], key[i + 1 + n:]
+    j = rest.index(":")
+    m = int(rest[:j])
+    return substation, rest[j + 1:j + 1 + m], rest[j + 1 + m:]
+
 
 def _same(value: Any) -> Any:
     return value
@@ -354,6 +370,14 @@ class Storage(Protocol):
         point) come in no particular order. ``start`` and ``end`` must carry a time zone.
 
         Holds a database connection until exhausted or closed: close it when stopping early."""
+        ...
+
+    def iter_window_rows(self, start: datetime, end: datetime, chunk_rows: int = 200_000) -> Iterator[list[tuple]]:
+        """Every reading with start <= ts < end as rows of :data:`WINDOW_COLUMNS` (ts in epoch
+        seconds; the series as one key, :func:`series_of_key`), in chunks of about ``chunk_rows`` in
+        no particular order, read in short queries over :class:`TimeWindows` (no lock held between
+        chunks). For readers that shape whole windows into arrays (the agents) without a Reading or
+        a tuple of names per row. Holds a database connection until exhausted or closed."""
         ...
 
     def iter_buckets(

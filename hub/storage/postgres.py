@@ -66,6 +66,8 @@ from hub.storage.base import (
     StatusChange,
     SubstationSummary,
     TimeWindows,
+    WINDOW_COLUMNS,
+    WINDOW_FIRST_US,
     check_chunking,
     check_transition,
     epoch_us,
@@ -1177,6 +1179,23 @@ class PostgresStorage:
 
         return self._iter_windows(windows, query, lambda lo, hi: (from_epoch_us(lo), from_epoch_us(hi), *args),
                                   chunk, chunk_rows)
+
+    def iter_window_rows(self, start: datetime, end: datetime, chunk_rows: int = 200_000) -> Iterator[list[tuple]]:
+        check_chunking(chunk_rows)
+        query = f"SELECT date_part('epoch', ts), {WINDOW_COLUMNS} FROM readings WHERE ts >= %s AND ts < %s"
+        windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows, first_us=WINDOW_FIRST_US)
+        return self._iter_window_rows(windows, query)
+
+    def _iter_window_rows(self, windows: TimeWindows, query: str) -> Iterator[list[tuple]]:
+        # a plain query a slice, on a pooled connection (the replica's when it has caught up): no
+        # cursor held over, so nothing is materialised twice on the server
+        for lo, hi in windows:
+            rows = self._read("window_rows", lambda conn, lo=lo, hi=hi: conn.execute(
+                query, (from_epoch_us(lo), from_epoch_us(hi)), binary=True).fetchall())
+            windows.done(len(rows))
+            if rows:
+                yield rows
+            del rows
 
     def iter_buckets(self, start: datetime, end: datetime, bucket_s: int, *,
                      substations: Sequence[str] | None = None, devices: Sequence[str] | None = None,

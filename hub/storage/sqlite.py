@@ -33,6 +33,8 @@ from hub.storage.base import (
     StatusChange,
     SubstationSummary,
     TimeWindows,
+    WINDOW_COLUMNS,
+    WINDOW_FIRST_US,
     check_chunking,
     check_transition,
     epoch_us,
@@ -687,6 +689,21 @@ class SQLiteStorage:
         windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows, next_us=self._next_reading_us)
         return self._iter_readings(windows, *_series_where(substations, devices, metrics), chunk_rows)
 
+    def iter_window_rows(self, start: datetime, end: datetime, chunk_rows: int = 200_000) -> Iterator[list[tuple]]:
+        check_chunking(chunk_rows)
+        windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows, first_us=WINDOW_FIRST_US,
+                              next_us=self._next_reading_us)
+        return self._iter_window_rows(windows)
+
+    def _iter_window_rows(self, windows: TimeWindows) -> Iterator[list[tuple]]:
+        for lo, hi in windows:
+            with self._lock:
+                rows = self._db.execute(_WINDOW_ROWS, (lo / 10**6, hi / 10**6)).fetchall()
+            windows.done(len(rows))
+            if rows:
+                yield rows
+            del rows
+
     def _iter_readings(self, windows: TimeWindows, where: str, args: list[str],
                        chunk_rows: int) -> Iterator[list[Reading]]:
         for lo, hi in windows:
@@ -875,6 +892,8 @@ class SQLiteStorage:
 _INCIDENT_COLS = INCIDENT_COLUMNS
 _OT_DECODER = msgspec.json.Decoder(OtLogEvent)
 
+# iter_window_rows: a slice of an agents' window, whole (no order, no keyset: the agents group it)
+_WINDOW_ROWS = f"SELECT ts, {WINDOW_COLUMNS} FROM readings WHERE ts >= ? AND ts < ?"
 # iter_readings: one chunk of a window, from a keyset on
 _EXPORT_READINGS = (
     "SELECT ts, substation, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type, rowid"

@@ -169,6 +169,7 @@ def history_reads(store: PostgresStorage) -> dict[str, Callable[[], Any]]:
         "hourly_means": lambda: store.hourly_means(["voltage_l1"], lo, hi),
         "iter_readings": lambda: [r for chunk in store.iter_readings(lo, hi, chunk_rows=100) for r in chunk],
         "iter_buckets": lambda: [b for chunk in store.iter_buckets(lo, hi, 300, chunk_rows=10) for b in chunk],
+        "iter_window_rows": lambda: sorted(r for chunk in store.iter_window_rows(lo, hi, chunk_rows=100) for r in chunk),
     }
 
 
