@@ -148,3 +148,7 @@ def test_the_edge_unit_runs_unprivileged_hardened_and_restarts() -> None:
     assert not any(SECRET_WORDS.search(k) for k in keys)
     # the buffer is in the state directory, which survives restarts and upgrades
     assert "--buffer /var/lib/sentinel/" in keys["ExecStart"][0]
+    # remote config replaces the config file and keeps its previous version beside it: under
+    # ProtectSystem=strict its directory must be listed writable
+    config = Path(keys["ExecStart"][0].split("--config ")[1].split()[0])
+    assert str(config.parent) in " ".join(keys.get("ReadWritePaths", [])).split()
