@@ -239,7 +239,9 @@ async def _poll_sqlite(path: str, on_data: Callable[[], object]) -> None:
 async def run_agents_process(settings: Any, *, on_ready: Callable[[], object] | None = None) -> None:
     """``sentinel hub agents``: the orchestrator (the five agents) on ``settings.database_url``,
     under the agents' leader lock, woken by new data; until SIGINT or SIGTERM."""
-    storage = await asyncio.to_thread(open_storage, settings.database_url, migrate=settings.auto_migrate)
+    # the agents' windows and history read from the read replica too, once it has caught up
+    storage = await asyncio.to_thread(open_storage, settings.database_url, migrate=settings.auto_migrate,
+                                      read_url=settings.read_database_url, read_wait_s=settings.read_replica_wait_s)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
