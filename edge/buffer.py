@@ -10,6 +10,13 @@ files get one when first opened), and a new buffer (a re-imaged box) is a new se
 hub, not a reason to move numbers. Rows are deleted only on an acknowledgement no higher than the
 numbers this buffer made.
 
+Live first (see :mod:`protocols.wire`): with a backlog of more than a few batches the buffer hands
+the sync loop two runs, the backlog below a live start ``L`` oldest-first and the newest rows from
+``L`` on. ``L`` and the live range the hub has acknowledged (``live_lo`` .. ``live_hi`` in ``meta``)
+only divide the rows between the two runs: every row is in one of them until an ack for it arrives,
+and acknowledged live rows are deleted as any acked row is. While the hub holds no live range, ``L``
+is chosen again at each sync (so the first batch the hub takes carries the newest readings).
+
 All methods are synchronous and thread-safe (one connection, one lock); the daemon calls them
 through ``asyncio.to_thread`` so the event loop never waits on the disk.
 """
@@ -106,6 +113,8 @@ DELETE FROM readings WHERE seq IN (
       AND NOT EXISTS (SELECT 1 FROM readings AS a WHERE a.device_id = r.device_id AND a.anomaly_score >= 0.5
                       AND a.anomaly_score >= :score AND a.ts BETWEEN r.ts - :w AND r.ts + :w)
     ORDER BY r.seq LIMIT :n)"""
+_PENDING_READINGS = ("SELECT seq, ts, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
+                     " FROM readings WHERE {where} ORDER BY seq LIMIT ?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +135,8 @@ class BufferStats:
     dropped_by: dict[str, int] | None = None  # readings dropped by the limits, by reason (rows, bytes, age, new)
     dropped_kept: int = 0  # of those, readings around anomalies
     used_bytes: int = 0  # the buffer file's pages in use
+    live_lo: int = 0  # the live lane: its start L (0: not in use)
+    live_hi: int = 0  # the newest reading the hub acknowledged in the live range (0: none yet; -1: unconfirmed)
 
 
 def _rollback(db: sqlite3.Connection) -> None:
@@ -334,11 +345,14 @@ class Buffer:
             self._enforce_limits(now)
 
     def ack(self, readings_through: int | None, events_through: int | None,
-            ot_logs_through: int | None = None) -> None:
+            ot_logs_through: int | None = None, *, live: tuple[int, int] | None = None,
+            live_sent_from: int = 0) -> None:
         """The hub holds everything up to these sequence numbers: forget it here. A stream given as
-        None is left alone (the hub was not sent any of it). Raises ValueError, forgetting nothing,
-        for a number above what this buffer ever made: the sync loop refuses such an ack before it
-        gets here; this is the last line."""
+        None is left alone (the hub was not sent any of it). ``live``: the live range the hub holds
+        now (``(lo, hi)``; ``(0, 0)``: none, the lane ends), kept to divide the rows between the
+        runs; of it, the rows from ``live_sent_from`` (the live run's first, 0: none sent) to ``hi``
+        are forgotten. Raises ValueError, forgetting nothing, for a number above what this buffer
+        ever made: the sync loop refuses such an ack before it gets here; this is the last line."""
         marks = {"readings": readings_through, "events": events_through, "ot_logs": ot_logs_through}
         with self._lock:
             db = self._db
@@ -354,6 +368,14 @@ class Buffer:
                     db.execute(f"DELETE FROM {table} WHERE seq <= ?", (through,))
                     key = f"{table}_acked_through"
                     self._set_meta(key, max(through, int(self._meta(key))))
+                if live is not None:
+                    lo, hi = live
+                    if hi > (made := self._made("readings")):
+                        raise ValueError(f"an ack of a live range through {hi}, but this buffer made readings "
+                                         f"only up to {made}")
+                    if live_sent_from and hi >= live_sent_from:
+                        db.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ?", (live_sent_from, hi))
+                    self._set_live(lo, hi)
                 self._set_meta("last_sync", time.time())
                 db.execute("COMMIT")
             except BaseException:
@@ -361,6 +383,22 @@ class Buffer:
                 raise
             if self.full:  # drop_newest: the hub took some; room again?
                 self._enforce_limits()
+
+    def _live(self) -> tuple[int, int]:
+        return int(self._meta("live_lo")), int(self._meta("live_hi"))
+
+    def _set_live(self, lo: int, hi: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('live_lo', ?), ('live_hi', ?)", (lo, hi))  # at once
+
+    def live_range(self) -> tuple[int, int]:
+        """The live lane: (its start L, the newest reading the hub acknowledged in it); 0: none."""
+        with self._lock:
+            return self._live()
+
+    def set_live(self, lo: int, hi: int) -> None:
+        """Take the hub's live range from a refusal (409): it only moves rows between the two runs."""
+        with self._lock:
+            self._set_live(lo, hi)
 
     def _made(self, table: str) -> int:
         """The highest sequence number ``table`` ever gave (0: none yet)."""
@@ -468,28 +506,64 @@ class Buffer:
     def pending(self, max_readings: int, max_events: int = 1000) -> tuple[ReadingRun | None, EventRun | None]:
         """The oldest unacknowledged readings and events, as contiguous runs."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, ts, device_id, metric, value, unit, quality, flags, anomaly_score, anomaly_type"
-                " FROM readings ORDER BY seq LIMIT ?",
-                (max_readings,),
-            ).fetchall()
+            rows = self._db.execute(_PENDING_READINGS.format(where="1 = 1"), (max_readings,)).fetchall()
             erows = self._db.execute("SELECT seq, body FROM events ORDER BY seq LIMIT ?", (max_events,)).fetchall()
-        readings = None
-        if rows:
-            n = _contiguous([r[0] for r in rows])
-            sub = self.substation
-            fromts = datetime.fromtimestamp
-            items = [
-                Reading(ts=fromts(r[1], UTC), substation=sub, device_id=r[2], metric=r[3], value=r[4],
-                        unit=r[5], quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9])
-                for r in rows[:n]
-            ]
-            readings = ReadingRun(first_seq=rows[0][0], items=items)
+        readings = self._reading_run(rows)
         events = None
         if erows:
             n = _contiguous([r[0] for r in erows])
             events = EventRun(first_seq=erows[0][0], items=[_event_dec.decode(r[1]) for r in erows[:n]])
         return readings, events
+
+    def _reading_run(self, rows: list) -> ReadingRun | None:
+        """The leading contiguous rows (seq, ts, device_id, ...) as a run."""
+        if not rows:
+            return None
+        n = _contiguous([r[0] for r in rows])
+        sub = self.substation
+        fromts = datetime.fromtimestamp
+        items = [Reading(ts=fromts(r[1], UTC), substation=sub, device_id=r[2], metric=r[3], value=r[4], unit=r[5],
+                         quality=r[6], flags=r[7], anomaly_score=r[8], anomaly_type=r[9]) for r in rows[:n]]
+        return ReadingRun(first_seq=rows[0][0], items=items)
+
+    def pending_live(self, max_readings: int, live_max: int, live_after: int
+                     ) -> tuple[ReadingRun | None, ReadingRun | None]:
+        """The readings to send as (backlog run, live run), at most ``max_readings`` in all. The live
+        lane is used while the hub holds a live range, or when more than ``live_after`` readings wait
+        (``L`` then becomes the newest ``live_max`` readings' first); the live run is at most
+        ``live_max`` from the lowest row at or past ``L``, the backlog run the oldest rows below
+        ``L``. With the hub's range held and nothing left below ``L``, the backlog run has no items:
+        it starts at ``L``, and the sync loop declares the numbers before it gone. ``live_max`` 0:
+        the lane is off (a hub that does not take live runs): oldest-first, as :meth:`pending`."""
+        with self._lock:
+            db = self._db
+            lo, hi = self._live()
+            if live_max <= 0 or not hi:  # no range held: (re)choose L from the backlog as it is now
+                first, last = db.execute("SELECT min(seq), max(seq) FROM readings").fetchone()
+                # from the numbers' span, as backlog() counts (an upper bound when kept islands leave holes)
+                backlog = 0 if first is None else last - first + 1
+                new_lo = last - live_max + 1 if live_max > 0 and backlog > live_after else 0
+                if (new_lo, 0) != (lo, hi):
+                    self._set_live(new_lo, 0)
+                lo, hi = new_lo, 0
+            live_rows: list = []
+            if lo:
+                live_rows = db.execute(_PENDING_READINGS.format(where="seq >= ?"),
+                                       (lo, min(live_max, max_readings))).fetchall()
+                live_rows = live_rows[:_contiguous([r[0] for r in live_rows])]
+            room = max_readings - len(live_rows)
+            back_rows = db.execute(_PENDING_READINGS.format(where="seq < ?"), (lo, room)).fetchall() if lo and room \
+                else []
+            if lo and not back_rows and not hi:  # nothing below L after all: one run, oldest-first
+                self._set_live(0, 0)
+                lo = 0
+            if not lo:
+                live_rows = []
+                back_rows = db.execute(_PENDING_READINGS.format(where="1 = 1"), (max_readings,)).fetchall()
+        back, live = self._reading_run(back_rows), self._reading_run(live_rows)
+        if back is None and lo and room:  # the hub holds a range and nothing waits below it: close up to it
+            back = ReadingRun(first_seq=lo, items=[])
+        return back, live
 
     def pending_ot_logs(self, max_items: int = 1000) -> OtLogRun | None:
         """The oldest unacknowledged OT log entries, as a contiguous run."""
@@ -508,8 +582,11 @@ class Buffer:
                                       ).fetchone()
             oldest = self._db.execute("SELECT ts FROM readings ORDER BY seq LIMIT 1").fetchone()
             dropped = int(self._meta("dropped"))
-        return (0 if lo is None else hi - lo + 1, datetime.fromtimestamp(oldest[0], UTC) if oldest else None,
-                dropped)
+            live_lo, live_hi = self._live()
+        n = 0 if lo is None else hi - lo + 1
+        if n and live_hi:  # the live range the hub holds is a hole in the numbers, not rows waiting
+            n -= max(0, min(hi, live_hi) - max(lo, live_lo) + 1)
+        return n, datetime.fromtimestamp(oldest[0], UTC) if oldest else None, dropped
 
     def stats(self) -> BufferStats:
         with self._lock:
@@ -536,4 +613,6 @@ class Buffer:
                 dropped_by={why: int(self._meta(key)) for why, key in DROPPED_BY.items()},
                 dropped_kept=int(self._meta(DROPPED_KEPT)),
                 used_bytes=self._used_bytes(),
+                live_lo=int(self._meta("live_lo")),
+                live_hi=int(self._meta("live_hi")),
             )

@@ -43,6 +43,8 @@ def read_status(config: FirmwareConfig, buffer_path: str | Path | None = None, d
         "buffer_limits": {"max_rows": config.buffer.max_rows, "max_bytes": config.buffer.max_bytes,
                           "max_age_s": config.buffer.max_age_s, "policy": config.buffer.policy},
         "dropped_unwritable": stats.dropped_unwritable,
+        # after an outage the newest readings go first (edge.sync, "Live first"): from seq L on
+        "live_lane": {"from_seq": stats.live_lo, "hub_holds_through": stats.live_hi} if stats.live_lo else None,
         "buffer_error": (snap.get("buffer") or {}).get("error", "") if snap else "",
         "dead_letters": stats.dead_letters,
         "daemon_seen_s_ago": time.time() - snap["updated_at"] if snap else None,
@@ -76,6 +78,7 @@ def format_status(st: dict) -> str:
         *([f"dropped while the buffer was unwritable: {st['dropped_unwritable']:,} readings"]
           if st.get("dropped_unwritable") else []),
         *([_limits_line(st)] if st.get("buffer_limits") else []),
+        *([_live_line(st["live_lane"])] if st.get("live_lane") else []),
         f"last sync: {st['last_sync'] or 'never'}",
     ]
     hub = st.get("hub")
@@ -147,6 +150,16 @@ def ot_log_lines(st: dict) -> list[str]:
             line += f"; last problem: {src['last_error']}"
         lines.append(line)
     return lines
+
+
+def _live_line(lane: dict) -> str:
+    """``live lane: the newest readings go first, from #250,001 (the hub holds them through #252,500);
+    the backlog below goes oldest first``."""
+    through = lane["hub_holds_through"]
+    held = (f"the hub holds them through #{through:,}" if through > 0
+            else "the hub holds none yet" if through == 0 else "the hub holds some, not yet confirmed")
+    return (f"live lane: the newest readings go first, from #{lane['from_seq']:,} ({held}); the backlog below "
+            "goes oldest first")
 
 
 def _limits_line(st: dict) -> str:

@@ -28,13 +28,27 @@ box, whose new buffer counts from 1 again, is told apart from an edge sending ol
 without ``buffer_id`` (an edge from before it) uses the marks the hub holds, as before. The edge
 never trusts an acknowledgement beyond what it sent (see :mod:`edge.sync`).
 
+Live first. After an outage the stream's backlog can take hours to send oldest-first, and the hub
+would see nothing live meanwhile. So a batch may carry a second readings run, ``live``: the newest
+readings, from a live start ``L`` the edge chose when it saw the backlog, onward. The hub holds, per
+edge, one live range ``live_lo .. live_hi`` beside its mark (empty: both 0). A live run starts the
+range (any ``first_seq`` past mark + 1, with no ``after``), or continues it with the same arithmetic
+as the mark (``first_seq`` at most ``live_hi`` + 1, or a gap declared with ``after = live_hi``); one
+that starts at or below mark + 1 simply continues the stream. The ``readings`` run stays oldest-first
+and must end below the range: when the mark reaches ``live_lo - 1`` it jumps to ``live_hi`` and the
+range is empty again. A ``readings`` run with no items but ``after`` declares the numbers from the
+mark to ``first_seq - 1`` lost (the backlog's last rows were dropped at the edge), and so lets the
+mark reach the range. The ack carries the range (``live_lo``, ``live_hi``, left out when it is empty)
+and so does a 409. A live run must start past the ``readings`` run's end.
+
 Compatibility: fields added later are optional and left out when empty (``omit_defaults``), so an
 edge that sends no ``ot_logs`` run sends exactly what edges before OT log forwarding sent, and an old
 edge reads a new hub's ack (``SyncAck`` ignores fields it does not know). A hub from before OT log
 forwarding refuses a batch that has an ``ot_logs`` run (unknown field): the edge then syncs without
 it and keeps the entries buffered (see :mod:`edge.sync`). The same holds for ``buffer_id`` and
 ``after``: a hub from before them refuses them as unknown fields, and the edge sends the batch again
-without them. An edge from before sequence integrity never declares a gap: after its buffer dropped
+without them, and one from before live runs refuses ``live``: the edge then sends the backlog
+oldest-first only. An edge from before sequence integrity never declares a gap: after its buffer dropped
 rows, a new hub refuses its batches (409) until the edge is upgraded.
 """
 
@@ -145,8 +159,15 @@ class SyncBatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     ot_logs: OtLogRun | None = None  # optional: edges that forward no OT logs leave it out
     buffer_id: BufferId | None = None  # the edge's buffer; optional: edges from before it leave it out
     health: EdgeHealth | None = None  # optional: edges from before it leave it out
+    live: ReadingRun | None = None  # the newest readings, past the backlog; optional (see "Live first")
 
     def __post_init__(self) -> None:
+        if self.live is not None:
+            if not self.live.items:
+                raise ValueError("live has no items: leave the live run out instead")
+            if self.readings is not None and self.live.first_seq <= self.readings.last_seq:
+                raise ValueError(f"live.first_seq is {self.live.first_seq}, but the readings run ends at "
+                                 f"{self.readings.last_seq}: the live run must start past it")
         # Readings and events are checked by decode_batch and the hub's handler; OT log entries here,
         # so that every decoder of a batch refuses an edge speaking for another substation.
         if self.ot_logs is not None:
@@ -169,6 +190,9 @@ class SyncAck(msgspec.Struct, frozen=True, kw_only=True):
     # the batch's buffer_id differed from the one held: the marks began again at 0 for it. Left out
     # of the JSON unless true (UNSET), so acks read exactly as before for everyone else.
     new_buffer: bool | msgspec.UnsetType = msgspec.UNSET
+    # the live range the hub holds past the mark (see "Live first"); left out while it is empty
+    live_lo: Mark | msgspec.UnsetType = msgspec.UNSET
+    live_hi: Mark | msgspec.UnsetType = msgspec.UNSET
 
 
 class SyncConflict(msgspec.Struct, frozen=True, kw_only=True):
@@ -179,10 +203,12 @@ class SyncConflict(msgspec.Struct, frozen=True, kw_only=True):
 
     status_code: int = 409
     detail: str = ""
-    stream: str = ""  # the run refused: "readings", "events" or "ot_logs"
+    stream: str = ""  # the run refused: "readings", "events", "ot_logs" or "live"
     readings_acked_through: Mark
     events_acked_through: Mark
     ot_logs_acked_through: Mark = 0
+    live_lo: Mark = 0  # the live range the hub holds (0, 0: none; older hubs leave them out)
+    live_hi: Mark = 0
 
 
 _batch_decoder = msgspec.json.Decoder(SyncBatch)
@@ -202,7 +228,7 @@ def decode_batch(data: bytes) -> SyncBatch:
         raise WireError(str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise WireError(f"malformed JSON: {exc}") from exc
-    for name, run in (("readings", batch.readings), ("events", batch.events)):
+    for name, run in (("readings", batch.readings), ("events", batch.events), ("live", batch.live)):
         if run is None:
             continue
         for i, item in enumerate(run.items):

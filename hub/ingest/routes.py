@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from litestar import Request, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, PermissionDeniedException, ValidationException
@@ -72,7 +73,7 @@ def notify(state: State, urgent: bool = False) -> None:
 
 class SequenceConflict(HTTPException):
     """409 for a batch that does not continue its edge's sequence; the body is a :class:`SyncConflict`
-    (the hub's marks), which the edge reads to resend from the right place."""
+    (the hub's marks and live range), which the edge reads to resend from the right place."""
 
     status_code = 409
 
@@ -102,7 +103,7 @@ def edge_sync(data: JSONBody[SyncBatch], request: Request, state: State) -> Sync
     """Idempotent: items at or below the edge's high-water marks are acknowledged, not stored again.
     Only an edge's own credential may send its batches (403 otherwise, nothing stored)."""
     _check_edge_identity(principal(request), data)
-    for name, run in (("readings", data.readings), ("events", data.events)):
+    for name, run in (("readings", data.readings), ("events", data.events), ("live", data.live)):
         for i, item in enumerate(run.items if run else ()):
             if item.substation != data.substation:
                 raise ValidationException(
@@ -114,6 +115,9 @@ def edge_sync(data: JSONBody[SyncBatch], request: Request, state: State) -> Sync
     settings: Settings = state.settings  # impossible readings are stored flagged invalid, not refused (resent for ever)
     window = {"max_future_skew_s": settings.max_future_skew_s, "floor": settings.timestamp_floor}
     data = sanitise_sync(data, **window)
+    if data.live is not None:  # the live run's readings, marked as the readings run's are
+        live = sanitise_sync(msgspec.structs.replace(data, readings=data.live, live=None), **window).readings
+        data = msgspec.structs.replace(data, live=live)
     try:
         ack = _storage(state).apply_sync(data, lambda events: incidents_from_events(events, **window))
     except SequenceError as exc:  # a gap or a jump: refused whole, with the marks the edge needs

@@ -459,23 +459,28 @@ class Storage(Protocol):
 
 class SequenceError(ValueError):
     """A batch whose run does not continue the edge's sequence: it starts past the hub's mark + 1
-    without declaring the gap, or declares one (``after``) that does not start at the mark.
-    Nothing of the batch is stored. Carries the stream, what was asked and the hub's marks for the
-    edge (in the batch's sequence space), for the 409 answer (:meth:`conflict`)."""
+    without declaring the gap, or declares one (``after``) that does not start at the mark; or a
+    readings run that reaches into the live range, a live run that does not continue it (``message``
+    says which). Nothing of the batch is stored. Carries the stream, what was asked and the hub's
+    marks and live range for the edge (in the batch's sequence space), for the 409 answer
+    (:meth:`conflict`)."""
 
     def __init__(self, edge_id: str, stream: str, first_seq: int, after: int | None,
-                 readings_acked_through: int, events_acked_through: int, ot_logs_acked_through: int) -> None:
+                 readings_acked_through: int, events_acked_through: int, ot_logs_acked_through: int,
+                 live_lo: int = 0, live_hi: int = 0, message: str = "") -> None:
         self.edge_id, self.stream, self.first_seq, self.after = edge_id, stream, first_seq, after
         self.readings_acked_through = readings_acked_through
         self.events_acked_through = events_acked_through
         self.ot_logs_acked_through = ot_logs_acked_through
-        hwm = self.marks()[stream]
-        held = f"the hub holds {stream} through {hwm} for edge {edge_id}"
-        if after is None:
-            message = f"{stream}.first_seq is {first_seq}, but {held}; expected at most {hwm + 1}"
-        else:
-            message = (f"{stream}.after is {after} (a gap declared before first_seq {first_seq}), but {held}; "
-                       f"a gap may be declared only after {hwm}")
+        self.live_lo, self.live_hi = live_lo, live_hi
+        if not message:
+            hwm = self.marks()[stream]
+            held = f"the hub holds {stream} through {hwm} for edge {edge_id}"
+            if after is None:
+                message = f"{stream}.first_seq is {first_seq}, but {held}; expected at most {hwm + 1}"
+            else:
+                message = (f"{stream}.after is {after} (a gap declared before first_seq {first_seq}), but {held}; "
+                           f"a gap may be declared only after {hwm}")
         super().__init__(message)
 
     def marks(self) -> dict[str, int]:
@@ -486,7 +491,8 @@ class SequenceError(ValueError):
         """The body of the 409 answer."""
         return SyncConflict(detail=str(self), stream=self.stream, readings_acked_through=self.readings_acked_through,
                             events_acked_through=self.events_acked_through,
-                            ot_logs_acked_through=self.ot_logs_acked_through)
+                            ot_logs_acked_through=self.ot_logs_acked_through, live_lo=self.live_lo,
+                            live_hi=self.live_hi)
 
 
 def first_of_each_key(readings: Sequence[Reading]) -> list[int]:
@@ -513,23 +519,35 @@ class SyncPlan(msgspec.Struct, frozen=True, kw_only=True):
     ot_logs_acked_through: int = 0
     buffer_id: str | None = None  # the edge's buffer to hold from now on (None: none known)
     new_buffer: bool = False  # the batch's buffer differs from the one held: the marks began again at 0
+    live: list[Reading] = msgspec.field(default_factory=list)  # the live run's new ones, from live_first
+    live_first: int = 0
+    live_lo: int = 0  # the live range held past the readings mark from now on (0, 0: none)
+    live_hi: int = 0
 
     def ack(self, edge_id: str) -> SyncAck:
+        unset = msgspec.UNSET
         return SyncAck(
             edge_id=edge_id, readings_acked_through=self.readings_acked_through,
-            events_acked_through=self.events_acked_through, readings_stored=len(self.readings),
+            events_acked_through=self.events_acked_through, readings_stored=len(self.readings) + len(self.live),
             events_stored=len(self.events), duplicates=self.duplicates, gaps=self.gaps,
             ot_logs_acked_through=self.ot_logs_acked_through, ot_logs_stored=len(self.ot_logs),
-            new_buffer=True if self.new_buffer else msgspec.UNSET,
+            new_buffer=True if self.new_buffer else unset,
+            live_lo=self.live_lo or unset, live_hi=self.live_hi if self.live_lo else unset,
         )
 
 
 def plan_sync(batch: SyncBatch, readings_hwm: int, events_hwm: int, ot_logs_hwm: int = 0,
-              buffer_id: str | None = None) -> SyncPlan:
+              buffer_id: str | None = None, live: tuple[int, int] = (0, 0)) -> SyncPlan:
     """Items at or below a mark are duplicates; the rest are new. A run starting past mark + 1 is a
     gap: taken only when the run declares it from the mark (``after == mark``), else the whole batch
     is refused with :class:`SequenceError`. The same arithmetic for each of the three runs
-    (readings, events, OT log entries).
+    (readings, events, OT log entries), and for the live run against the live range.
+
+    ``live`` is the live range held past the readings mark (``(lo, hi)``; ``(0, 0)``: none; see
+    "Live first" in :mod:`protocols.wire`). The readings run must end below it; when the mark
+    reaches ``lo - 1`` it jumps to ``hi`` and the range is empty again. A readings run with no items
+    but ``after`` declares the numbers after the mark up to its ``first_seq - 1`` lost. A live run
+    continues the range (or starts it, past mark + 1), or, starting at or below mark + 1, the stream.
 
     ``buffer_id`` is the edge's buffer the hub holds (None: none yet). A batch naming another
     buffer starts a new sequence space: its marks are 0, and the plan says ``new_buffer``. A batch
@@ -537,28 +555,77 @@ def plan_sync(batch: SyncBatch, readings_hwm: int, events_hwm: int, ot_logs_hwm:
     new_buffer = batch.buffer_id is not None and bool(buffer_id) and batch.buffer_id != buffer_id
     if new_buffer:
         readings_hwm = events_hwm = ot_logs_hwm = 0
+        live = (0, 0)
+    lo, hi = live
     marks = (readings_hwm, events_hwm, ot_logs_hwm)
+    edge = batch.edge_id
+
+    def refused(stream: str, run: Any, message: str = "") -> SequenceError:  # with the marks and range held
+        return SequenceError(edge, stream, run.first_seq, run.after, *marks, live_lo=live[0], live_hi=live[1],
+                             message=message)
+
     dup = gaps = 0
     out: list[tuple[list, int, int]] = []
     for name, run, hwm in (("readings", batch.readings, readings_hwm), ("events", batch.events, events_hwm),
                            ("ot_logs", batch.ot_logs, ot_logs_hwm)):
-        if run is None or not run.items:
+        closing = name == "readings" and run is not None and not run.items and run.after is not None
+        if run is None or not (run.items or closing):
             out.append(([], 0, hwm))
             continue
+        if name == "readings" and lo and (run.last_seq if run.items else run.first_seq - 1) >= lo:
+            raise refused(name, run, f"readings run {run.first_seq}..{run.last_seq} reaches into the live range "
+                                     f"{lo}..{hi} the hub holds for edge {edge}: it must end below {lo}")
         if run.first_seq > hwm + 1 and run.after != hwm:
-            raise SequenceError(batch.edge_id, name, run.first_seq, run.after, *marks)
+            raise refused(name, run)
         skip = max(0, min(len(run.items), hwm - run.first_seq + 1))
         dup += skip
         new = list(run.items[skip:])
         if new:
             gaps += max(0, run.first_seq - hwm - 1)
             hwm = run.last_seq
+        elif closing and run.first_seq > hwm + 1:  # the backlog's last numbers were dropped at the edge
+            gaps += run.first_seq - hwm - 1
+            hwm = run.first_seq - 1
+        if name == "readings" and lo and hwm == lo - 1:  # the backlog reached the live range: one stream again
+            hwm, lo, hi = hi, 0, 0
         out.append((new, run.first_seq + skip, hwm))
     (readings, r_first, r_hwm), (events, e_first, e_hwm), (ot_logs, o_first, o_hwm) = out
+    live_new: list[Reading] = []
+    live_first = 0
+    run = batch.live
+    if run is not None and run.items:
+        if not lo and (run.first_seq <= r_hwm + 1 or run.after is not None):  # it continues the stream
+            if run.first_seq > r_hwm + 1 and run.after != r_hwm:
+                raise refused("live", run, f"live.after is {run.after}, but the hub holds readings through {r_hwm} "
+                                           f"and no live range for edge {edge}; a gap may be declared only after "
+                                           f"{r_hwm}")
+            skip = max(0, min(len(run.items), r_hwm - run.first_seq + 1))
+            live_new = list(run.items[skip:])
+            if live_new:
+                gaps += max(0, run.first_seq - r_hwm - 1)
+                r_hwm = run.last_seq
+        elif not lo:  # a new live range, past the backlog
+            lo, hi, skip, live_new = run.first_seq, run.last_seq, 0, list(run.items)
+        else:
+            if run.first_seq < lo:
+                raise refused("live", run, f"live.first_seq is {run.first_seq}, below the live range {lo}..{hi} "
+                                           f"the hub holds for edge {edge}; a live run continues it from {hi + 1}")
+            if run.first_seq > hi + 1 and run.after != hi:
+                raise refused("live", run, f"live.first_seq is {run.first_seq}, but the hub holds the live range "
+                                           f"{lo}..{hi} for edge {edge}; expected at most {hi + 1}, or after = {hi} "
+                                           "to declare a gap")
+            skip = max(0, min(len(run.items), hi - run.first_seq + 1))
+            live_new = list(run.items[skip:])
+            if live_new:
+                gaps += max(0, run.first_seq - hi - 1)
+                hi = run.last_seq
+        dup += skip
+        live_first = run.first_seq + skip
     return SyncPlan(readings=readings, readings_first=r_first, events=events, events_first=e_first,
                     readings_acked_through=r_hwm, events_acked_through=e_hwm, duplicates=dup, gaps=gaps,
                     ot_logs=ot_logs, ot_logs_first=o_first, ot_logs_acked_through=o_hwm,
-                    buffer_id=batch.buffer_id or buffer_id or None, new_buffer=new_buffer)
+                    buffer_id=batch.buffer_id or buffer_id or None, new_buffer=new_buffer,
+                    live=live_new, live_first=live_first, live_lo=lo, live_hi=hi)
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

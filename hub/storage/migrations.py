@@ -44,6 +44,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                  "sent with its syncs"),
     Migration(4, "TimescaleDB layout: the rollups become continuous aggregates (1 minute from the readings, 1 hour "
                  "from 1 minute, 1 day from 1 hour) with refresh and compression policies; nothing elsewhere"),
+    Migration(5, "live ranges: live_lo and live_hi on edge_sync, the newest readings an edge sent ahead of its "
+                 "backlog after an outage (0: none)"),
 )
 LATEST = MIGRATIONS[-1].version
 

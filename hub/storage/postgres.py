@@ -870,22 +870,25 @@ class PostgresStorage:
         return upsert_incidents(SqlTx(cur, "postgresql"), incidents, _INCIDENTS)
 
     def apply_sync(self, batch: SyncBatch, make_incidents: IncidentMaker) -> SyncAck:
-        if batch.readings is not None and batch.readings.items:
-            self._ensure_partitions(batch.readings.items)
+        for run in (batch.readings, batch.live):
+            if run is not None and run.items:
+                self._ensure_partitions(run.items)
         with self._pool.connection() as conn, conn.cursor() as cur:
             # Lock this edge's row first (made if new; DO UPDATE locks it as FOR UPDATE would) and read
             # its marks, in one round trip: a concurrent sync from the same edge waits here, then sees
             # the marks this one leaves.
             cur.execute("INSERT INTO edge_sync (edge_id, substation) VALUES (%s, %s) ON CONFLICT (edge_id)"
                         " DO UPDATE SET edge_id = excluded.edge_id RETURNING readings_acked_through,"
-                        " events_acked_through, gaps, ot_logs_acked_through, buffer_id",
+                        " events_acked_through, gaps, ot_logs_acked_through, buffer_id, live_lo, live_hi",
                         (batch.edge_id, batch.substation))
-            r_hwm, e_hwm, gaps, o_hwm, buffer_id = cur.fetchone()
-            plan = plan_sync(batch, r_hwm, e_hwm, o_hwm, buffer_id)  # SequenceError: rolled back, nothing stored
+            r_hwm, e_hwm, gaps, o_hwm, buffer_id, live_lo, live_hi = cur.fetchone()
+            # SequenceError: rolled back, nothing stored
+            plan = plan_sync(batch, r_hwm, e_hwm, o_hwm, buffer_id, (live_lo, live_hi))
             last: list[str] = []  # statements sent with the marks' update, as CTEs: one round trip
             params: list[Any] = []
-            if plan.readings:
-                rows = _reading_rows(plan.readings, batch.edge_id, plan.readings_first)
+            if plan.readings or plan.live:
+                rows = (_reading_rows(plan.readings, batch.edge_id, plan.readings_first)
+                        + _reading_rows(plan.live, batch.edge_id, plan.live_first))
                 self._copy_readings(cur, rows)
                 if self.backend != "timescaledb":  # there, the continuous aggregates track what changed
                     last.append(f"marked AS ({_MARK_DIRTY_ARRAYS})")
@@ -911,9 +914,11 @@ class PostgresStorage:
             cur.execute(
                 ("WITH " + ", ".join(last) + " " if last else "")
                 + "UPDATE edge_sync SET substation = %s, readings_acked_through = %s, events_acked_through = %s,"
-                " gaps = %s, last_sync = %s, ot_logs_acked_through = %s, buffer_id = %s WHERE edge_id = %s",
+                " gaps = %s, last_sync = %s, ot_logs_acked_through = %s, buffer_id = %s, live_lo = %s, live_hi = %s"
+                " WHERE edge_id = %s",
                 (*params, batch.substation, plan.readings_acked_through, plan.events_acked_through, gaps + plan.gaps,
-                 datetime.now(UTC), plan.ot_logs_acked_through, plan.buffer_id, batch.edge_id),
+                 datetime.now(UTC), plan.ot_logs_acked_through, plan.buffer_id, plan.live_lo, plan.live_hi,
+                 batch.edge_id),
             )
         # Leaving the pool's context committed the transaction (or rolled it back on an exception).
         return plan.ack(batch.edge_id)
@@ -1287,5 +1292,12 @@ def _continuous_aggregates(conn: psycopg.Connection) -> None:
     conn.execute("DROP TABLE IF EXISTS rollups, rollup_dirty")
 
 
+def _live_range_columns(conn: psycopg.Connection) -> None:
+    """Migration 5: each edge's live range past its readings mark (protocols.wire, "Live first")."""
+    conn.execute("ALTER TABLE edge_sync ADD COLUMN IF NOT EXISTS live_lo bigint NOT NULL DEFAULT 0,"
+                 " ADD COLUMN IF NOT EXISTS live_hi bigint NOT NULL DEFAULT 0")
+
+
 # each migration's step on PostgreSQL, by version (hub.storage.migrations.MIGRATIONS)
-MIGRATION_STEPS = {1: _legacy_upgrades, 2: _rollups, 3: _edge_health_table, 4: _continuous_aggregates}
+MIGRATION_STEPS = {1: _legacy_upgrades, 2: _rollups, 3: _edge_health_table, 4: _continuous_aggregates,
+                   5: _live_range_columns}

@@ -355,6 +355,13 @@ class SQLiteStorage:
         self._db.execute("CREATE TABLE IF NOT EXISTS edge_health (edge_id TEXT PRIMARY KEY, received_at REAL NOT NULL,"
                          " body TEXT NOT NULL)")
 
+    def _live_range_columns(self) -> None:
+        """Migration 5: each edge's live range past its readings mark (protocols.wire, "Live first")."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(edge_sync)")}
+        for name in ("live_lo", "live_hi"):
+            if name not in have:
+                self._db.execute(f"ALTER TABLE edge_sync ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
+
     def edge_health(self) -> dict[str, tuple[datetime, EdgeHealth]]:
         with self._lock:
             rows = self._db.execute("SELECT edge_id, received_at, body FROM edge_health").fetchall()
@@ -466,15 +473,17 @@ class SQLiteStorage:
             db.execute("BEGIN IMMEDIATE")
             try:
                 row = db.execute(
-                    "SELECT readings_acked_through, events_acked_through, gaps, ot_logs_acked_through, buffer_id"
-                    " FROM edge_sync WHERE edge_id = ?",
+                    "SELECT readings_acked_through, events_acked_through, gaps, ot_logs_acked_through, buffer_id,"
+                    " live_lo, live_hi FROM edge_sync WHERE edge_id = ?",
                     (batch.edge_id,),
                 ).fetchone()
-                r_hwm, e_hwm, gaps, o_hwm, buffer_id = row if row else (0, 0, 0, 0, None)
-                plan = plan_sync(batch, r_hwm, e_hwm, o_hwm, buffer_id)  # SequenceError: nothing stored
-                if plan.readings:
+                r_hwm, e_hwm, gaps, o_hwm, buffer_id, live_lo, live_hi = row if row else (0, 0, 0, 0, None, 0, 0)
+                # SequenceError: nothing stored
+                plan = plan_sync(batch, r_hwm, e_hwm, o_hwm, buffer_id, (live_lo, live_hi))
+                if plan.readings or plan.live:
                     before = self._last_rowid()
-                    db.executemany(_READING_SQL, _reading_rows(plan.readings, batch.edge_id, plan.readings_first))
+                    db.executemany(_READING_SQL, _reading_rows(plan.readings, batch.edge_id, plan.readings_first)
+                                   + _reading_rows(plan.live, batch.edge_id, plan.live_first))
                     self._mark_dirty(before)
                 if plan.events:
                     db.executemany(
@@ -491,14 +500,15 @@ class SQLiteStorage:
                     db.executemany("INSERT INTO ot_logs VALUES (?,?,?,?,?,?)", _ot_log_rows(plan.ot_logs, batch.edge_id))
                 db.execute(
                     "INSERT INTO edge_sync (edge_id, substation, readings_acked_through, events_acked_through, gaps,"
-                    " last_sync, ot_logs_acked_through, buffer_id) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (edge_id)"
-                    " DO UPDATE SET substation=excluded.substation,"
+                    " last_sync, ot_logs_acked_through, buffer_id, live_lo, live_hi) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT (edge_id) DO UPDATE SET substation=excluded.substation,"
                     " readings_acked_through=excluded.readings_acked_through,"
                     " events_acked_through=excluded.events_acked_through, gaps=excluded.gaps,"
                     " last_sync=excluded.last_sync, ot_logs_acked_through=excluded.ot_logs_acked_through,"
-                    " buffer_id=excluded.buffer_id",
+                    " buffer_id=excluded.buffer_id, live_lo=excluded.live_lo, live_hi=excluded.live_hi",
                     (batch.edge_id, batch.substation, plan.readings_acked_through, plan.events_acked_through,
-                     gaps + plan.gaps, datetime.now(UTC).timestamp(), plan.ot_logs_acked_through, plan.buffer_id),
+                     gaps + plan.gaps, datetime.now(UTC).timestamp(), plan.ot_logs_acked_through, plan.buffer_id,
+                     plan.live_lo, plan.live_hi),
                 )
                 if batch.health is not None:
                     db.execute("INSERT INTO edge_health VALUES (?,?,?) ON CONFLICT (edge_id) DO UPDATE SET"
@@ -967,4 +977,5 @@ def _incident(r: tuple) -> Incident:
 
 # each migration's step on SQLite, by version (hub.storage.migrations.MIGRATIONS)
 MIGRATION_STEPS = {1: SQLiteStorage._legacy_upgrades, 2: SQLiteStorage._rollups, 3: SQLiteStorage._edge_health_table,
-                   4: lambda storage: None}  # 4: continuous aggregates, on TimescaleDB only
+                   4: lambda storage: None,  # 4: continuous aggregates, on TimescaleDB only
+                   5: SQLiteStorage._live_range_columns}
