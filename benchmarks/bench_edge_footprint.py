@@ -16,9 +16,14 @@ runs as its own process for ``--seconds`` after a settling time; its RSS (``VmRS
 - baseline for all: a bare pymodbus client in its own process polling the same 1,000 registers
   once a second (two block reads per unit) and decoding nothing.
 
+The edge runs with the environment its service unit sets (``Environment=`` in
+deploy/systemd/sentinel-edge.service: one malloc arena), the bare poller without. With ``--runs N``
+the three programs are measured N times in turn (CPU figures on a shared machine move by a tenth or
+two of a percent from run to run); each figure is the mean, printed with the runs' spread.
+
 The issue's targets: under 100 MB resident and under 2 % of a core, with models loaded.
 
-    .venv/bin/python benchmarks/bench_edge_footprint.py [--seconds 60] [--no-model]
+    .venv/bin/python benchmarks/bench_edge_footprint.py [--seconds 60] [--settle 15] [--runs 1] [--no-model]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -43,6 +49,18 @@ from tests.conftest import free_port  # noqa: E402
 
 UNITS = 5
 CLK = os.sysconf("SC_CLK_TCK")
+UNIT_FILE = REPO / "deploy" / "systemd" / "sentinel-edge.service"
+
+
+def unit_environment() -> dict[str, str]:
+    """The variables the edge's service unit sets (its ``Environment=`` lines)."""
+    env = {}
+    for line in UNIT_FILE.read_text().splitlines():
+        if line.startswith("Environment="):
+            for item in line.split("=", 1)[1].split():
+                key, _, value = item.partition("=")
+                env[key] = value
+    return env
 
 BARE_POLLER = textwrap.dedent("""
     import asyncio, sys, time
@@ -140,14 +158,22 @@ def measure(name: str, argv: list[str], seconds: float, settle_s: float, cwd: Pa
             proc.kill()
 
 
+def _means(got: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+    return tuple(sum(r[i] for r in got) / len(got) for i in range(4))  # type: ignore[return-value]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--settle", type=float, default=15.0, help="seconds before measuring (imports, connects)")
     ap.add_argument("--no-model", action="store_true", help="skip the case with an ONNX model loaded")
+    ap.add_argument("--runs", type=int, default=1, help="measure each program this many times, in turn")
     args = ap.parse_args()
     print(machine(), flush=True)
+    unit_env = unit_environment()
+    print(f"edge environment (its service unit): {' '.join(f'{k}={v}' for k, v in unit_env.items())}", flush=True)
     bench_polling.UNITS = UNITS
+    runs: dict[str, list[tuple[float, float, float, float]]] = {"edge": [], "edge-model": [], "bare": []}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         port = free_port()
@@ -155,29 +181,48 @@ def main() -> int:
         try:
             cfg = tmp / "edge.toml"
             cfg.write_text(bench_polling.config_text(port, 1.0, 0.5, False))
-            edge = measure("edge", [sys.executable, "-m", "sentinel_cli.main", "edge", "run", "--config", str(cfg),
-                                    "--buffer", str(tmp / "edge.db")], args.seconds, args.settle, tmp)
-            if not args.no_model:
-                model_cfg = tmp / "edge-model.toml"
-                model_cfg.write_text(cfg.read_text().replace("[[devices]]", f'[scoring]\nmodel = "{MODEL}"\n\n'
-                                                             "[[devices]]", 1))
-                env = publish_model(tmp / "edge-model.db.models", tmp)  # the cache beside the buffer
-                with_model = measure("edge-model", [sys.executable, "-m", "sentinel_cli.main", "edge", "run",
-                                                    "--config", str(model_cfg), "--buffer", str(tmp / "edge-model.db")],
-                                     args.seconds, args.settle, tmp, env)
-                scoring = scoring_status(tmp / "edge-model.db")
-                if not (scoring.get("model") or "").startswith(MODEL):
-                    raise RuntimeError(f"the edge did not score with the model: {scoring}; "
-                                       f"{(tmp / 'edge-model.log').read_text()[-1500:]}")
-                print(f"edge-model: scored with {scoring['model']}, {scoring['readings_scored']:,} readings",
-                      flush=True)
+            model_cfg = tmp / "edge-model.toml"
+            model_cfg.write_text(cfg.read_text().replace("[[devices]]", f'[scoring]\nmodel = "{MODEL}"\n\n'
+                                                         "[[devices]]", 1))
+            model_env = {} if args.no_model else publish_model(tmp / "models", tmp)
             script = tmp / "bare_poller.py"
             script.write_text(BARE_POLLER)
-            bare = measure("bare", [sys.executable, str(script), str(port), str(UNITS)], args.seconds, args.settle,
-                           tmp)
+            for run in range(1, args.runs + 1):
+                buffer = tmp / f"edge-{run}.db"  # a fresh buffer each run
+                runs["edge"].append(measure("edge", [sys.executable, "-m", "sentinel_cli.main", "edge", "run",
+                                                     "--config", str(cfg), "--buffer", str(buffer)],
+                                            args.seconds, args.settle, tmp, unit_env))
+                if not args.no_model:
+                    buffer = tmp / f"edge-model-{run}.db"
+                    shutil.copytree(tmp / "models", buffer.with_name(buffer.name + ".models"))  # its model cache
+                    runs["edge-model"].append(measure(
+                        "edge-model", [sys.executable, "-m", "sentinel_cli.main", "edge", "run", "--config",
+                                       str(model_cfg), "--buffer", str(buffer)],
+                        args.seconds, args.settle, tmp, {**unit_env, **model_env}))
+                    scoring = scoring_status(buffer)
+                    if not (scoring.get("model") or "").startswith(MODEL):
+                        raise RuntimeError(f"the edge did not score with the model: {scoring}; "
+                                           f"{(tmp / 'edge-model.log').read_text()[-1500:]}")
+                    print(f"run {run} edge-model: scored with {scoring['model']}, "
+                          f"{scoring['readings_scored']:,} readings", flush=True)
+                runs["bare"].append(measure("bare", [sys.executable, str(script), str(port), str(UNITS)],
+                                            args.seconds, args.settle, tmp))
+                for name, got in runs.items():
+                    if got:
+                        rss, peak, cpu, anon = got[-1]
+                        print(f"run {run} {name:<10} RSS {rss:6.1f} MB  peak {peak:6.1f} MB  anonymous {anon:5.1f} MB"
+                              f"  CPU {100 * cpu:5.2f} % of a core", flush=True)
         finally:
             sim.terminate()
             sim.wait(10)
+    edge, bare = _means(runs["edge"]), _means(runs["bare"])
+    if not args.no_model:
+        with_model = _means(runs["edge-model"])
+    for name, got in runs.items():
+        if len(got) > 1:
+            spread = [f"{what} {min(r[i] * k for r in got):.2f}-{max(r[i] * k for r in got):.2f}"
+                      for what, i, k in (("RSS MB", 0, 1), ("anonymous MB", 3, 1), ("CPU %", 2, 100))]
+            print(f"{name:<10} over {len(got)} runs: {', '.join(spread)}", flush=True)
     figures = [Figure("edge_rss_500pps", edge[0], "MB", bare[0]),
                Figure("edge_rss_peak_500pps", edge[1], "MB", bare[1]),
                Figure("edge_rss_anon_500pps", edge[3], "MB", bare[3]),

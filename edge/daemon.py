@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+import edge._halt_imports  # noqa: F401  (first: halts imports the edge never uses)
 from edge.backoff import Backoff
 from edge.buffer import DROPPED_UNWRITABLE, EVENTS_DROPPED_UNWRITABLE, Buffer, ReadingRow, ReadingScores
 from edge.limits import LimitMonitor

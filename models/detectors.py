@@ -159,12 +159,11 @@ _FIELDS_2D = ("hist", "hist_clip", "hist_valid", "hist_resid", "hist_power", "os
               "cal_hi", "cal_lo", "cal_nx", "cal_sx", "cal_pk", "enabled")
 _CAL_FIELDS = ("cal_up", "cal_den", "cal_hi", "cal_lo", "cal_nx", "cal_sx", "cal_pk")
 _PEAK_CAP = 1000.0  # statistics (over their threshold) above this count as this much in a peak
-_RING = "hist_scale"  # read and written in place, element by element: never copied whole
 _FIELDS_1D = (
     "n", "n_valid", "last", "fast_num", "fast_den", "slow_num", "slow_den", "sfast_num", "sfast_den",
     "sslow_num", "sslow_den", "cus_pos", "cus_neg", "osc_den", "chg_num", "chg_den", "same_total",
     "same_reset", "p_reset", "run_learned", "last_valid", "last_step_alarm", "mad_num", "mad_den", "quantum",
-    "steady",
+    "steady", "ring_row",
 )
 
 
@@ -184,6 +183,11 @@ class DetectorBank:
         self._q = max(2, c.window // 4)  # consecutive windows whose band power is averaged
         self._a_cal = 2.0 / (c.calib_span + 1)
         self.n_series = 0
+        # steady series' drift scales' state (sfast num, den, sslow num, den) after each of their last
+        # drift_scale_lag samples, in a ring: sample t at slot t % drift_scale_lag. Rings only for
+        # steady series (16 KB each; most series are not steady): ring_row[series] is its row here
+        self.hist_scale = np.zeros((0, 4, c.drift_scale_lag))
+        self._rings = 0  # rows of hist_scale in use
         self._alloc(0)
         self.grow(n_series)
 
@@ -213,9 +217,7 @@ class DetectorBank:
         self.quantum = np.full(n, np.inf)  # smallest change seen between valid samples: the resolution
         # series the grid holds at a level (voltage, frequency): see set_steady
         self.steady = np.zeros(n, dtype=bool)
-        # their drift scales' state (sfast num, den, sslow num, den) after each of the last
-        # drift_scale_lag samples, in a ring: sample t at slot t % drift_scale_lag
-        self.hist_scale = np.zeros((n, 4, self.config.drift_scale_lag))
+        self.ring_row = np.full(n, -1, dtype=np.intp)  # the row of hist_scale of a steady series (-1: none)
         # calibration: per calibrated detector, EWMAs of its upcrossings of each level and of the
         # samples it was eligible, and per level the last sample above it and below its half
         self.cal_up = np.zeros((n, len(CALIBRATED), len(LEVELS)))
@@ -231,7 +233,7 @@ class DetectorBank:
         """Make room for ``n_series`` series; new rows start empty."""
         if n_series <= self.n_series:
             return
-        old = {name: getattr(self, name) for name in (*_FIELDS_1D, *_FIELDS_2D, _RING)}
+        old = {name: getattr(self, name) for name in (*_FIELDS_1D, *_FIELDS_2D)}
         k = self.n_series
         self._alloc(n_series)
         for name, arr in old.items():
@@ -241,9 +243,11 @@ class DetectorBank:
     def reset(self, rows: np.ndarray) -> None:
         """Forget the history of ``rows`` (a replaced sensor, say); whether they are steady stays."""
         fresh = DetectorBank(len(rows), self.config)
-        for name in (*_FIELDS_1D, *_FIELDS_2D, _RING):
-            if name not in ("steady", "enabled"):
+        for name in (*_FIELDS_1D, *_FIELDS_2D):
+            if name not in ("steady", "enabled", "ring_row"):
                 getattr(self, name)[rows] = getattr(fresh, name)
+        ring = self.ring_row[rows]
+        self.hist_scale[ring[ring >= 0]] = 0.0
 
     def set_steady(self, rows: np.ndarray, steady: bool | np.ndarray = True) -> None:
         """Mark ``rows`` as series the grid holds at a level (bus voltage, frequency). Their drift is
@@ -254,6 +258,15 @@ class DetectorBank:
         if len(rows) and rows.max() >= self.n_series:
             self.grow(int(rows.max()) + 1)
         self.steady[rows] = steady
+        need = np.unique(rows[self.steady[rows] & (self.ring_row[rows] < 0)])
+        if len(need):  # a ring for each new steady series
+            used = self._rings
+            if used + len(need) > len(self.hist_scale):
+                old = self.hist_scale
+                self.hist_scale = np.zeros((max(used + len(need), 2 * len(old)), *old.shape[1:]))
+                self.hist_scale[:used] = old[:used]
+            self.ring_row[need] = np.arange(used, used + len(need))
+            self._rings = used + len(need)
 
     def set_detectors(self, rows: np.ndarray, detectors: tuple[str, ...] | list[str]) -> None:
         """Score ``rows`` with ``detectors`` only (names from DETECTORS); the others score 0 there."""
@@ -364,7 +377,7 @@ class DetectorBank:
         if len(sr):
             cur = np.stack([sfast_num[sr], sfast_den[sr], sslow_num[sr], sslow_den[sr]], axis=1)  # after each sample
             k = min(b, lag)
-            at = (rows[sr][:, None, None], np.arange(4)[None, :, None])
+            at = (st["ring_row"][sr][:, None, None], np.arange(4)[None, :, None])
             # the state after sample t - lag: in the ring (slot t % lag) for the block's first lag samples
             old = self.hist_scale[(*at, (gidx[sr, :k] % lag)[:, None, :])]
             if b > lag:

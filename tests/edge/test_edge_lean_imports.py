@@ -1,0 +1,77 @@
+"""What a running edge imports: only what its config uses (docs/edge-footprint.md).
+
+A box that scores with its detectors alone, without ``[metrics]`` or ``[ot_logs]``, runs without
+the Prometheus client, the MQTT client, cryptography and onnxruntime, and without httpx's command
+line (click, rich, pygments), which httpx imports whenever they are installed. Each module costs
+the box resident memory for as long as it runs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+UNUSED = ("prometheus_client", "paho", "cryptography", "onnxruntime", "click", "rich", "pygments")
+
+RUN = textwrap.dedent("""
+    import asyncio, sys
+    from edge.daemon import EdgeDaemon
+    from protocols.config import parse_config
+
+    async def main() -> None:
+        daemon = EdgeDaemon(parse_config(sys.stdin.read()), buffer_path=sys.argv[1])
+        task = asyncio.create_task(daemon.run())
+        while not daemon.stats.devices["meter"].failures:  # it polled (a device that does not answer)
+            await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    print(" ".join(sorted(m for m in sys.modules)))
+""")
+
+
+def _config(extra: str = "") -> str:
+    return textwrap.dedent(f"""
+        [identity]
+        edge_id = "edge-lean"
+        substation = "LEAN"
+        [hub]
+        url = "http://127.0.0.1:{free_port()}"
+        {extra}
+        [[devices]]
+        id = "meter"
+        protocol = "modbus_tcp"
+        host = "127.0.0.1"
+        port = {free_port()}
+        unit_id = 1
+        poll_interval_s = 0.2
+        timeout_s = 0.1
+        points = [{{ metric = "voltage_l1", unit = "kV", address = 100, data_type = "float32" }}]
+    """)
+
+
+def _modules(config: str, tmp_path: Path) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / "buffer.db")], input=config, cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return set(out.stdout.split())
+
+
+def test_an_edge_scoring_with_its_detectors_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
+    modules = _modules(_config(), tmp_path)
+    assert "edge.daemon" in modules and "httpx" in modules and "numpy" in modules
+    assert sorted(m for m in modules if m.split(".")[0] in UNUSED) == []
+    assert not {"edge.metrics", "edge.otlogs", "edge.models", "models.registry", "models.signing"} & modules
+
+
+def test_an_edge_with_metrics_imports_the_prometheus_client(tmp_path: Path) -> None:
+    modules = _modules(_config('[metrics]\nlisten = "127.0.0.1:0"'), tmp_path)
+    assert "prometheus_client" in modules and "edge.metrics" in modules
+    assert not {"cryptography", "onnxruntime", "click", "rich"} & {m.split(".")[0] for m in modules}
