@@ -24,7 +24,12 @@ disk ones) and ``sentinel hub serve`` in its own process, then measures:
 ``separate`` runs them in ``sentinel hub agents`` beside it; ``off`` not at all. ``--workers N``
 serves on N processes. Figures go to stdout as human lines, then JSON lines (``grep '^{'``).
 
+3. With ``--fleet EDGESxPOINTS`` instead of 1 and 2: a fleet at its real rate (``fleet_run``): does
+   the hub keep up with, say, 200 edges x 100 points at 1 Hz, at what CPU, and how long do the
+   agents' cycles take at that size (``--prefill`` fills their 15-minute window first).
+
     .venv/bin/python benchmarks/bench_hub_http.py [--edges 1,10,50,200] [--seconds 10] [--trials 30]
+    .venv/bin/python benchmarks/bench_hub_http.py --fleet 200x100 --agents separate --prefill [--workers 2]
 """
 
 from __future__ import annotations
@@ -185,19 +190,29 @@ def _free_port() -> int:
 
 # -- the load client (a process of its own) -----------------------------------------------------------
 
-def batch_template(edge: dict[str, str], batch: int) -> bytes:
-    """A sync batch of ``batch`` readings (``batch / 4`` feeders x 4 metrics at one instant), with the
-    sequence number and the instant as markers to replace."""
-    devices = max(1, batch // len(METRICS))
+def batch_template(edge: dict[str, str], batch: int, instants: int = 1) -> bytes:
+    """A sync batch of ``batch`` readings: ``batch / instants / 4`` feeders x 4 metrics at each of
+    ``instants`` instants a second apart, with the sequence number and the instants as markers to
+    replace (:func:`ts_marks`; the first is also ``sent_at``)."""
+    per = max(1, batch // instants)  # series at each instant: feeder i // 4, metric i % 4
     rng = random.Random(edge["edge_id"])
-    ts = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
-    items = [Reading(ts=ts, substation=edge["substation"], device_id=f"F{d:03d}", metric=m, unit=u,
-                     value=round(nominal * (1 + rng.gauss(0, 0.005)), 4), quality=1.0, flags=0)
-             for d in range(devices) for m, u, nominal in METRICS][:batch]
-    body = encode(SyncBatch(edge_id=edge["edge_id"], substation=edge["substation"], sent_at=ts,
+    items = [Reading(ts=TS_BASE + timedelta(seconds=k), substation=edge["substation"], device_id=f"F{i // 4:03d}",
+                     metric=m, unit=u, value=round(nominal * (1 + rng.gauss(0, 0.005)), 4), quality=1.0, flags=0)
+             for k in range(instants) for i in range(per) for m, u, nominal in (METRICS[i % len(METRICS)],)]
+    body = encode(SyncBatch(edge_id=edge["edge_id"], substation=edge["substation"], sent_at=TS_BASE,
                             readings=ReadingRun(first_seq=987654321, items=items)))
-    assert body.count(SEQ_MARK) == 1 and body.count(TS_MARK) == len(items) + 1
+    marks = ts_marks(instants)
+    assert body.count(SEQ_MARK) == 1 and body.count(marks[0]) == per + 1, (body.count(marks[0]), per)
+    assert all(body.count(m) == per for m in marks[1:])
     return body
+
+
+TS_BASE = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+
+
+def ts_marks(instants: int) -> list[bytes]:
+    """The markers of a template's instants, in order (TS_MARK first)."""
+    return [(TS_BASE + timedelta(seconds=k)).strftime('"%Y-%m-%dT%H:%M:%SZ"').encode() for k in range(instants)]
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -212,8 +227,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 async def _edge(port: int, edge: dict[str, str], batch: int, start: datetime, deadline: float, interval: float,
-                out: dict[str, Any]) -> None:
-    template = batch_template(edge, batch)
+                out: dict[str, Any], instants: int = 1, realtime: bool = False) -> None:
+    template = batch_template(edge, batch, instants)
+    marks = ts_marks(instants)
     head = (f"POST {SYNC_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {edge['token']}\r\n"
             f"Content-Type: application/json\r\nContent-Length: ").encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -224,14 +240,18 @@ async def _edge(port: int, edge: dict[str, str], batch: int, start: datetime, de
             if interval:
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                 next_at += interval
-            ts = (start + timedelta(seconds=tick)).strftime('"%Y-%m-%dT%H:%M:%SZ"').encode()
-            body = template.replace(SEQ_MARK, b'"first_seq":%d' % seq).replace(TS_MARK, ts)
+            first = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=instants) if realtime else \
+                start + timedelta(seconds=tick * instants)
+            body = template.replace(SEQ_MARK, b'"first_seq":%d' % seq)
+            for k, mark in enumerate(marks):
+                body = body.replace(mark, (first + timedelta(seconds=k)).strftime('"%Y-%m-%dT%H:%M:%SZ"').encode())
             t0 = time.perf_counter()
             writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
             status, reply = await _read_response(reader)
             out["latency"].append(time.perf_counter() - t0)
             if status == 200:
                 out["readings"] += batch
+                out["late_s"] = max(out.get("late_s", 0.0), time.monotonic() - next_at) if interval else 0.0
                 seq, tick = seq + batch, tick + 1
             else:
                 out["errors"] += 1
@@ -249,7 +269,8 @@ def client_main(spec_path: str) -> None:
 
     async def main() -> None:
         deadline = time.monotonic() + spec["seconds"]
-        await asyncio.gather(*(_edge(spec["port"], e, spec["batch"], start, deadline, spec["interval"], out)
+        await asyncio.gather(*(_edge(spec["port"], e, spec["batch"], start, deadline, spec["interval"], out,
+                                     spec.get("instants", 1), spec.get("realtime", False))
                                for e in spec["edges"]))
 
     cpu0, t0 = time.process_time(), time.monotonic()
@@ -262,10 +283,10 @@ def client_main(spec_path: str) -> None:
 
 
 def start_client(hub: Hub, edges: list[dict[str, str]], batch: int, seconds: float, interval: float,
-                 tmp: Path) -> subprocess.Popen[str]:
+                 tmp: Path, instants: int = 1, realtime: bool = False) -> subprocess.Popen[str]:
     spec = tmp / f"client-{edges[0]['edge_id']}.json"
     spec.write_text(json.dumps({"port": hub.port, "edges": edges, "batch": batch, "seconds": seconds,
-                                "interval": interval}))
+                                "interval": interval, "instants": instants, "realtime": realtime}))
     return subprocess.Popen([sys.executable, __file__, "--client", str(spec)], stdout=subprocess.PIPE, text=True)
 
 
@@ -436,6 +457,75 @@ class LatencyRig:
         self.log.close()
 
 
+# -- a fleet at its real rate --------------------------------------------------------------------------
+
+AGENT_WINDOWS = {"grid_monitor": 900.0, "anomaly_detector": 3600.0}  # AgentSettings' 1 Hz windows
+
+
+def fleet_run(hub: Hub, database_url: str, server: PostgresServer, tmp: Path, n_edges: int, points: int,
+              sync_s: int, seconds: float, prefill: bool, record: Any) -> None:
+    """``n_edges`` edges of ``points`` points at 1 Hz, each syncing ``points x sync_s`` readings every
+    ``sync_s`` s (as ``sentinel edge run`` does), stamped with the wall clock so the agents see them:
+    does the hub keep up (stored against offered readings/s, how late the edges fall behind their
+    schedule), at what CPU, and how long the agents' cycles take at that size (beside a raw binary
+    read of the same window)."""
+    if prefill:  # the agents' 15-minute window full from the start, as on a hub that has run a while
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_agents import fill
+
+        from hub.storage import open_storage
+
+        storage = open_storage(database_url)
+        t0 = time.perf_counter()
+        sizes = fill(storage, n_edges * points, now=datetime.now(UTC))
+        storage.close()
+        print(f"prefilled {sizes['window']:,} readings (15 min of {n_edges * points:,} points) in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+    edges = hub.add_edges("fleet", n_edges)
+    meters = {"hub": CpuMeter(hub.proc.pid), "pg": CpuMeter(postmaster_pid(server))}
+    if hub.agents is not None:
+        meters["agents"] = CpuMeter(hub.agents.pid)
+    client = start_client(hub, edges, points * sync_s, seconds, float(sync_s), tmp, instants=sync_s, realtime=True)
+    cycles: dict[str, list[float]] = {}
+    states: dict[str, set[str]] = {}
+    last_runs: dict[str, int] = {}
+    while client.poll() is None:
+        time.sleep(2.0)
+        try:
+            agents = hub.http.get("/agents").json().get("agents", [])
+        except (httpx.HTTPError, ValueError):
+            continue
+        for a in agents:
+            states.setdefault(a["name"], set()).add(a["state"])
+            if a.get("runs", 0) > last_runs.get(a["name"], 0) and a.get("elapsed_ms") is not None:
+                cycles.setdefault(a["name"], []).append(a["elapsed_ms"])
+            last_runs[a["name"]] = a.get("runs", 0)
+    res = client_result(client)
+    shares = ", ".join(f"{k} {m.share():.2f}" for k, m in meters.items()) + f", client {res['cpu_share']:.2f} cores"
+    offered = n_edges * points
+    record(Figure(f"fleet_ingest_{n_edges}x{points}", res["readings"] / res["wall_s"], "rows/s", offered),
+           f"(baseline: offered) POST p50 {res['p50_ms']:.1f} ms p99 {res['p99_ms']:.1f} ms; furthest behind "
+           f"schedule {res.get('late_s', 0.0):.1f} s; {shares}; errors {res['errors']}")
+    now = datetime.now(UTC)
+    with psycopg.connect(database_url) as conn:
+        for name, window_s in AGENT_WINDOWS.items():
+            t0 = time.perf_counter()
+            rows = conn.execute("SELECT ts, substation, device_id, metric, value, anomaly_score, anomaly_type"
+                                " FROM readings WHERE ts >= %s AND ts < %s",
+                                (now - timedelta(seconds=window_s), now), binary=True).fetchall()
+            raw_ms = (time.perf_counter() - t0) * 1000
+            done = cycles.get(name, [])
+            if done:
+                record(Figure(f"fleet_agent_{name}_cycle", float(np.median(done)), "ms", raw_ms),
+                       f"(baseline: raw binary read of its {len(rows):,}-row window now) {len(done)} cycles, "
+                       f"longest {max(done):,.0f} ms; states seen {sorted(states.get(name, []))}")
+            else:
+                print(f"fleet_agent_{name}_cycle: no cycle finished in {seconds:g} s (states seen "
+                      f"{sorted(states.get(name, []))}; raw read of its {len(rows):,}-row window {raw_ms:,.0f} ms)",
+                      flush=True)
+            del rows
+
+
 # -- main ---------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -448,6 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--background", type=float, default=10_000, help="readings/s of load during the trials")
     parser.add_argument("--agents", choices=("in-process", "separate", "off"), default="in-process")
     parser.add_argument("--workers", type=int, default=1, help="hub worker processes (default 1)")
+    parser.add_argument("--fleet", metavar="EDGESxPOINTS", default=None,
+                        help="instead of the runs above: EDGES edges of POINTS points at 1 Hz at their real rate "
+                             "(e.g. 200x100), for --fleet-seconds; with the agents' cycle times")
+    parser.add_argument("--fleet-seconds", type=float, default=120.0, help="length of the fleet run (default 120)")
+    parser.add_argument("--sync-s", type=int, default=2, help="the fleet's edges sync every N s (default 2)")
+    parser.add_argument("--prefill", action="store_true",
+                        help="fill the agents' 15-minute window at the fleet's size before the run")
     args = parser.parse_args(argv)
     if args.client:
         client_main(args.client)
@@ -464,10 +561,15 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         baseline = raw_copy_rate(server)
         print(f"{'raw binary COPY (baseline)':<34} {baseline:>14,.0f} rows/s", flush=True)
-        hub = Hub(server.create_database(), tmp, args.agents, args.workers)
+        database_url = server.create_database()
+        hub = Hub(database_url, tmp, args.agents, args.workers)
         try:
             pg = postmaster_pid(server)
-            for n in (int(x) for x in args.edges.split(",") if x.strip()):
+            if args.fleet:
+                n_edges, points = (int(x) for x in args.fleet.lower().split("x"))
+                fleet_run(hub, database_url, server, tmp, n_edges, points, args.sync_s, args.fleet_seconds,
+                          args.prefill, record)
+            for n in (int(x) for x in args.edges.split(",") if x.strip() and not args.fleet):
                 edges = hub.add_edges(f"load{n}", n)
                 hub_cpu, pg_cpu = CpuMeter(hub.proc.pid), CpuMeter(pg)
                 res = client_result(start_client(hub, edges, args.batch, args.seconds, 0.0, tmp))
@@ -475,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                 record(Figure(f"ingest_http_{n}_edges", res["readings"] / res["wall_s"], "rows/s", baseline),
                        f"POST p50 {res['p50_ms']:.1f} ms p99 {res['p99_ms']:.1f} ms; {shares}; errors {res['errors']}"
                        + (f" (first: {res['first_error']})" if res.get("first_error") else ""))
-            if args.trials:
+            if args.trials and not args.fleet:
                 rig = LatencyRig(hub, tmp)
                 try:
                     idle_api, idle_ws = rig.trials(hub, args.trials)

@@ -62,7 +62,7 @@ class Settings:
     # (SENTINEL_MODEL_REGISTRY). Signing uses $SENTINEL_MODEL_SIGNING_KEY, read when training.
     model_registry: str = DEFAULT_MODEL_REGISTRY
     # The five agents: run by the orchestrator on new data and every interval_s (None: not run;
-    # the API still serves what is stored). SENTINEL_AGENT_INTERVAL_S, SENTINEL_SITE_CONFIG.
+    # the API still serves what is stored). SENTINEL_AGENT_INTERVAL_S, _BUDGET_S, SENTINEL_SITE_CONFIG.
     agents: OrchestratorSettings | None = field(default_factory=OrchestratorSettings)
     # Run the agents in this hub process (SENTINEL_AGENTS=on, the default), or not (off: they run in
     # `sentinel hub agents` on the same database, hub.insights.elsewhere, and ingest never waits on them).
@@ -120,6 +120,8 @@ class Settings:
         agents = OrchestratorSettings()
         if (interval := env_number("SENTINEL_AGENT_INTERVAL_S", above=0)) is not None:
             agents = replace(agents, interval_s=interval)
+        if (budget := env_number("SENTINEL_AGENT_BUDGET_S", above=0)) is not None:  # a cycle past it is discarded
+            agents = replace(agents, budget_s=budget)
         if os.environ.get("SENTINEL_SITE_CONFIG", "").strip():  # raises ConfigError naming file and key
             agents = replace(agents, agents=replace(agents.agents, site=load_site_config()))
         env["agents"] = agents

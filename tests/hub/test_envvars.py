@@ -39,6 +39,7 @@ def test_refuses_naming_the_variable(text: str, kwargs: dict, message: str) -> N
 @pytest.mark.parametrize(("var", "text", "message"), [
     ("SENTINEL_WS_HEARTBEAT_S", "-3", "SENTINEL_WS_HEARTBEAT_S: must be a number > 0, not -3"),
     ("SENTINEL_AGENT_INTERVAL_S", "0", "SENTINEL_AGENT_INTERVAL_S: must be a number > 0, not 0"),
+    ("SENTINEL_AGENT_BUDGET_S", "-5", "SENTINEL_AGENT_BUDGET_S: must be a number > 0, not -5"),
     ("SENTINEL_SESSION_TTL_S", "forever", "SENTINEL_SESSION_TTL_S: not a number: 'forever'"),
     ("SENTINEL_WEBHOOK_MAX_ATTEMPTS", "3.5", "SENTINEL_WEBHOOK_MAX_ATTEMPTS: not a whole number: '3.5'"),
     ("SENTINEL_LIVENESS_CHECK_S", "nan", "SENTINEL_LIVENESS_CHECK_S: not a finite number: 'nan'"),
@@ -49,6 +50,12 @@ def test_hub_settings_fail_at_start_naming_the_variable(monkeypatch: pytest.Monk
     with pytest.raises(ValueError) as err:
         Settings.from_env()
     assert message in str(err.value)
+
+
+def test_the_agents_budget_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().agents.budget_s == 30.0
+    monkeypatch.setenv("SENTINEL_AGENT_BUDGET_S", "120")
+    assert Settings.from_env().agents.budget_s == 120.0
 
 
 def test_an_ingest_rate_of_zero_still_means_no_limit(monkeypatch: pytest.MonkeyPatch) -> None:
