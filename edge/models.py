@@ -3,7 +3,8 @@
 Every ``[scoring] model_pull_interval_s`` the edge asks ``GET /models/{name}/latest``; a version it
 does not run yet is downloaded (``/models/{name}/{version}/files/...``), verified with the public
 key in the file ``$<public_key_env>`` names (signature over the manifest, then the ``.onnx`` hash,
-``models.signing.verify_model``), loaded off the event loop and swapped in with ``Scorer.swap``,
+``models.signing.verify_model``, run in a short-lived child process by ``models.verify_signature``:
+the edge never imports ``cryptography``), loaded off the event loop and swapped in with ``Scorer.swap``,
 which keeps the previous model for rollback. Scoring never waits for any of this: the batch being
 scored finishes with the model it started with, and no reading is dropped.
 
@@ -13,7 +14,9 @@ a substation cut off from the hub keeps its model.
 
 A model that fails verification or does not load is refused: scoring goes on with the model it
 had (or the detectors alone), the status says ``model refused: <reason>``, and the reason is logged
-once as an ERROR (again only if it changes). Imports ``models.runtime`` and ``models.signing`` only.
+once as an ERROR (again only if it changes); so is one the child process could not check (it did
+not answer within a minute, crashed or could not be started). Imports ``models.runtime``,
+``models.registry`` and ``models.verify_signature`` only.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -32,12 +36,8 @@ import msgspec
 from edge.hubclient import hub_client, read_capped
 from models.registry import Registry, RegistryError, write_model_files
 from models.runtime import ModelLoadError, Scorer, load_model
-from models.signing import (
-    ModelFiles,
-    ModelVerificationError,
-    load_public_key,
-    verify_model,
-)
+from models.signing import ModelFiles, ModelVerificationError
+from models.verify_signature import verify_model_in_child
 from protocols.config import FirmwareConfig
 
 __all__ = ["ModelPuller", "ModelRefused"]
@@ -149,7 +149,7 @@ class ModelPuller:
         if not path:
             raise ModelRefused(f"no public key to verify it with: ${self.key_env} is not set")
         try:
-            return Registry(self.cache.root, load_public_key(path)).load(self.name)
+            return Registry(self.cache.root, verifier=partial(verify_model_in_child, key_file=path)).load(self.name)
         except (ModelVerificationError, ModelLoadError, RegistryError, ValueError, OSError) as exc:
             raise ModelRefused(str(exc)) from exc
 
@@ -158,8 +158,7 @@ class ModelPuller:
         if not path:
             raise ModelRefused(f"no public key to verify it with: ${self.key_env} is not set")
         try:
-            key = load_public_key(path)
-            manifest = verify_model(files, key, where=f"{self.name} v{version} from the hub")
+            manifest = verify_model_in_child(files, path, where=f"{self.name} v{version} from the hub")
             if manifest.name != self.name or manifest.version != version:
                 raise ModelRefused(f"the hub served {manifest.label} as {self.name} v{version}")
             return load_model(manifest, files.onnx)

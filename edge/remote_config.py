@@ -340,13 +340,11 @@ class ConfigPuller:
         if not key_file:
             return "refused", (f"no public key to verify it: ${self.config.scoring.public_key_env} names none "
                                "(the file models are verified with)")
-        try:
-            from cryptography.exceptions import InvalidSignature
+        try:  # in a child process, off the event loop: the edge never imports cryptography
+            from models.verify_signature import verify_data_in_child
 
-            from models.signing import load_public_key
-
-            load_public_key(key_file).verify(bytes.fromhex(got.signature), got.toml.encode())
-        except (InvalidSignature, ValueError) as exc:
+            await asyncio.to_thread(verify_data_in_child, key_file, bytes.fromhex(got.signature), got.toml.encode())
+        except ValueError as exc:  # SignatureRefused too
             return "refused", f"its signature does not verify with {key_file}: {exc or 'altered or unsigned'}"
         try:
             new = parse_config(got.toml, f"config version {got.version}", templates=template_dirs(self.path))

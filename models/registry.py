@@ -11,7 +11,9 @@ The hub publishes (:meth:`Registry.publish` signs with its private key); anyone 
 key loads (:meth:`Registry.load` verifies the signature, then the ``.onnx`` hash, and refuses a
 tampered file with a :class:`~models.signing.ModelVerificationError` naming what failed). A version
 directory is written under a temporary name and renamed into place, so a reader never sees half
-of one. The edge imports this (numpy, onnxruntime, cryptography; no scikit-learn).
+of one. The edge imports this (numpy, onnxruntime; no scikit-learn) and verifies through a
+``verifier`` (:func:`models.verify_signature.verify_model_in_child`: ``cryptography`` in a child
+process) instead of a public key.
 
 Names and versions become paths, so every method checks them before touching the disk: a name must
 fit :data:`protocols.validation.NAME_PATTERN` (``grid-risk``; no ``/``, ``..``, NUL, upper case or
@@ -29,7 +31,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -43,11 +45,17 @@ if TYPE_CHECKING:
 
     from models.export import ExportedModel
 
-__all__ = ["MAX_VERSION", "NAME_PATTERN", "Registry", "RegistryEntry", "RegistryError", "write_model_files"]
+__all__ = ["MAX_VERSION", "NAME_PATTERN", "Registry", "RegistryEntry", "RegistryError", "Verifier", "write_model_files"]
 
 ONNX_FILE, MANIFEST_FILE, SIGNATURE_FILE, LATEST_FILE = "model.onnx", "manifest.json", "manifest.sig", "latest"
 MAX_VERSION = 999_999_999
 _VERSION_DIR = re.compile(r"[1-9][0-9]{0,8}")  # ASCII digits, no leading zero: the text of a version
+
+
+class Verifier(Protocol):
+    """Checks a version's files as :func:`models.signing.verify_model` does; returns the manifest."""
+
+    def __call__(self, files: ModelFiles, *, where: str) -> Manifest: ...
 
 
 class RegistryError(LookupError):
@@ -74,11 +82,14 @@ def write_model_files(directory: str | Path, files: ModelFiles) -> None:
 
 
 class Registry:
-    """Models under ``root``; ``public_key`` verifies what is loaded (required by :meth:`load`)."""
+    """Models under ``root``; ``public_key`` (or ``verifier``, which checks with a key of its own)
+    verifies what is loaded (one of them is required by :meth:`load`)."""
 
-    def __init__(self, root: str | Path, public_key: Ed25519PublicKey | None = None) -> None:
+    def __init__(self, root: str | Path, public_key: Ed25519PublicKey | None = None, *,
+                 verifier: Verifier | None = None) -> None:
         self.root = Path(root)
         self.public_key = public_key
+        self.verifier = verifier
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -151,12 +162,15 @@ class Registry:
 
     def verify(self, name: str, version: int | None = None) -> tuple[Manifest, ModelFiles]:
         """Check a version's signature and hash; returns its manifest and files."""
-        if self.public_key is None:
+        if self.public_key is None and self.verifier is None:
             raise ModelVerificationError("no public key configured: cannot verify models")
         version = self.latest(name) if version is None else version
         files = self.read_files(name, version)
         where = str(self._version_dir(name, version))
-        manifest = verify_model(files, self.public_key, where=where)
+        if self.verifier is not None:
+            manifest = self.verifier(files, where=where)
+        else:
+            manifest = verify_model(files, self.public_key, where=where)
         if manifest.name != name or manifest.version != version:
             raise ModelVerificationError(f"{where}: signed manifest is for {manifest.label}, not {name} v{version} "
                                          f"(files moved between versions)")
@@ -182,7 +196,7 @@ class Registry:
             for version in versions:
                 manifest, verified, problem = None, None, ""
                 try:
-                    if self.public_key is not None:
+                    if self.public_key is not None or self.verifier is not None:
                         manifest, _ = self.verify(name, version)
                         verified = True
                     else:

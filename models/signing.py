@@ -3,6 +3,11 @@
 The signature covers the manifest's exact bytes; the manifest names the ``.onnx`` file's sha256.
 :func:`verify_model` checks both and raises :class:`ModelVerificationError` naming what failed.
 
+``cryptography`` is imported by the functions that use it, not with this module: the edge imports
+this module for :class:`ModelFiles` and :class:`ModelVerificationError` and verifies in a short-lived
+child process (:mod:`models.verify_signature`, which calls :func:`verify_model`), so it never holds
+``cryptography``'s 6.7 MB (docs/edge-footprint.md). The hub and the tools verify in-process.
+
 Keys: the private key is a PKCS#8 PEM (``sentinel models keygen`` writes one, mode 0600) or, from
 an environment variable, the PEM text itself; the public key a SubjectPublicKeyInfo PEM.
 """
@@ -13,13 +18,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from models.manifest import Manifest, decode_manifest
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = [
     "PRIVATE_KEY_ENV", "PUBLIC_KEY_ENV", "ModelFiles", "ModelVerificationError", "generate_keypair", "key_id",
@@ -45,6 +51,9 @@ class ModelFiles:
 
 def generate_keypair() -> tuple[bytes, bytes]:
     """A new ed25519 key pair as ``(private PEM, public PEM)``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     private = Ed25519PrivateKey.generate()
     private_pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())
@@ -52,11 +61,16 @@ def generate_keypair() -> tuple[bytes, bytes]:
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def key_id(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
     """First 16 hex digits of the sha256 of the raw public key: names a key in manifests and errors."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
@@ -64,6 +78,9 @@ def key_id(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
 
 def load_private_key(path: str | Path | None = None) -> Ed25519PrivateKey:
     """The signing key from a PEM file, or (no path) from ``$SENTINEL_MODEL_SIGNING_KEY`` (PEM text)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     if path is not None:
         data, where = Path(path).read_bytes(), str(path)
     else:
@@ -82,6 +99,9 @@ def load_private_key(path: str | Path | None = None) -> Ed25519PrivateKey:
 
 def load_public_key(path: str | Path | None = None) -> Ed25519PublicKey:
     """The verification key from a PEM file, or (no path) from the file ``$SENTINEL_MODEL_PUBLIC_KEY`` names."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     if path is None:
         path = os.environ.get(PUBLIC_KEY_ENV)
         if not path:
@@ -104,6 +124,8 @@ def verify_model(files: ModelFiles, public_key: Ed25519PublicKey, *, where: str 
 
     Returns the decoded manifest; raises :class:`ModelVerificationError` naming what failed.
     """
+    from cryptography.exceptions import InvalidSignature
+
     try:
         public_key.verify(files.signature, files.manifest)
     except InvalidSignature:
