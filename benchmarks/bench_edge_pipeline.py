@@ -8,6 +8,7 @@ Every poll goes through the edge's own code: ``DeviceCodec.decode`` (registers -
 tuples), then per writer batch (50 polls drained at once, as under load) ``EdgeScoring.score``
 (detectors, one call per batch) and ``Buffer.append`` (one transaction). The baseline inserts the
 same rows, with the same scores, in the same batches, with executemany into an identical table.
+Figures, and where the pipeline's time goes: docs/scaling.md.
 
     python benchmarks/bench_edge_pipeline.py [--polls N]
 """

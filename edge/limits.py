@@ -30,8 +30,10 @@ class LimitMonitor:
         names = [sensor_type(s.metric) for s in self.specs]
         self.groups = sorted(set(names))
         self.group_of = np.array([self.groups.index(n) for n in names], dtype=np.int64)
+        self._members = [np.flatnonzero(self.group_of == g) for g in range(len(self.groups))]
         # per group: (direction, severity) currently raised; (0, 0) when normal
         self.state: list[tuple[int, int]] = [(0, 0)] * len(self.groups)
+        self._raised_groups: set[int] = set()  # groups whose state is not (0, 0)
         nominal = np.array([s.nominal or np.nan for s in self.specs])
         with np.errstate(invalid="ignore"):  # -inf + inf where a point has no bands
             mid = (self.table.low_warn + self.table.high_warn) / 2
@@ -39,16 +41,24 @@ class LimitMonitor:
 
     def check(self, ts: float, values: np.ndarray) -> list[Event]:
         direction, severity = gridcode.evaluate(self.table, values)
-        _, still = gridcode.evaluate(self.table, values, margin=HYSTERESIS)
+        # only groups with a value outside its band now, or raised before, can make an event: in
+        # the usual poll (everything inside, nothing raised) that is none, and no more work is done
+        visit = self._raised_groups.union(self.group_of[severity != 0].tolist()) if severity.any() \
+            else self._raised_groups
+        if not visit:
+            return []
+        still = None
         events: list[Event] = []
-        for g in range(len(self.groups)):
-            members = np.flatnonzero(self.group_of == g)
+        for g in sorted(visit):
+            members = self._members[g]
             worst_sev = int(severity[members].max())
             prev_dir, prev_sev = self.state[g]
             if worst_sev == 0:
+                if still is None:
+                    _, still = gridcode.evaluate(self.table, values, margin=HYSTERESIS)
                 if prev_sev and not still[members].any():
                     events.append(self._event(ts, members, values, "cleared", prev_dir, prev_sev))
-                    self.state[g] = (0, 0)
+                    self._set_state(g, 0, 0)
                 continue
             # the worst point: highest severity, then largest relative deviation
             dev = np.abs(values[members] - self._center[members]) / np.maximum(np.abs(self._center[members]), 1e-9)
@@ -60,8 +70,15 @@ class LimitMonitor:
                 prev_sev = 0
             if d != prev_dir or worst_sev > prev_sev:
                 events.append(self._raised(ts, row, values[row], d, worst_sev))
-                self.state[g] = (d, worst_sev)
+                self._set_state(g, d, worst_sev)
         return events
+
+    def _set_state(self, group: int, direction: int, severity: int) -> None:
+        self.state[group] = (direction, severity)
+        if severity:
+            self._raised_groups.add(group)
+        else:
+            self._raised_groups.discard(group)
 
     def _raised(self, ts: float, row: int, value: float, direction: int, severity: int) -> Event:
         spec = self.specs[row]

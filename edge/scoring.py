@@ -114,23 +114,31 @@ class EdgeScoring:
         """Scores and types of ``rows`` (in time order per series) in one scorer call, and the events."""
         if not rows:
             return ([], []), []
-        per_key: dict[tuple[str, str], list[int]] = {}
-        values = np.empty(len(rows))
-        for i, r in enumerate(rows):
-            per_key.setdefault((r[1], r[2]), []).append(i)
-            values[i] = np.nan if r[3] is None or (r[6] & _BAD) else r[3]
-        score = np.zeros(len(rows), dtype=np.float32)
-        codes = np.zeros(len(rows), dtype=np.int8)
+        n = len(rows)
+        _, devices, metrics, raw, _, _, flags = zip(*rows)
+        values = np.array(raw, dtype=np.float64)  # None -> NaN
+        values[(np.array(flags, dtype=np.int64) & _BAD) != 0] = np.nan
+        # the series (in order of first appearance) and each row's series
+        index: dict[tuple[str, str], int] = {}
+        series = np.fromiter((index.setdefault(k, len(index)) for k in zip(devices, metrics)), dtype=np.intp, count=n)
+        keys = list(index)
+        # at[k, j]: the row of series k's j-th reading in the batch
+        counts = np.bincount(series, minlength=len(keys))
+        order = np.argsort(series, kind="stable")
+        at = np.zeros((len(keys), int(counts.max())), dtype=np.intp)
+        at[series[order], np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)] = order
+        score = np.zeros(n, dtype=np.float32)
+        codes = np.zeros(n, dtype=np.int8)
         # a series may appear several times in a batch (several polls drained at once): blocks of
         # the series that have at least n readings advance together, as Scorer.score_readings does
         if self.settings.points:
-            self._configure([k for k in per_key if k not in self._configured])
-        counts = sorted({len(v) for v in per_key.values()})
+            self._configure([k for k in keys if k not in self._configured])
         done = 0
-        for count in counts:
-            keys = [k for k, idx in per_key.items() if len(idx) >= count]
-            take = np.asarray([per_key[k][done:count] for k in keys], dtype=np.intp)
-            out = self.scorer.score_block(keys, values[take])
+        for count in np.unique(counts).tolist():
+            sel = np.flatnonzero(counts >= count)
+            take = at[sel, done:count]
+            out = self.scorer.score_block(keys if len(sel) == len(keys) else [keys[k] for k in sel.tolist()],
+                                          values[take])
             score[take], codes[take] = out.score, out.type
             done = count
         self.calls += 1

@@ -48,6 +48,7 @@ calibration, exactly.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -82,6 +83,7 @@ SLOPE_MIN = 0.5  # the shallowest tail extrapolated: u per unit of the statistic
 SLOPE_MAX = U_ALARM  # the steepest: the nominal tail's
 
 _NEVER = np.iinfo(np.int64).min // 4
+_CHUNK_SAMPLES = 4096  # series x samples of a block scored in one pass (DetectorBank.update)
 _MAD_TO_SIGMA = 1.4826
 _MEAN_ABS_TO_SIGMA = 1.2533  # sqrt(pi / 2): mean absolute deviation of a Gaussian -> its sigma
 
@@ -301,6 +303,17 @@ class DetectorBank:
             return DetectorOutput(empty, np.zeros((s, b), dtype=np.int8), empty.copy(),
                                   np.zeros((s, b, len(DETECTORS)), dtype=np.float32),
                                   np.zeros((s, b, len(DETECTORS)), dtype=np.float32))
+        # a few dozen series at a time, so that the many intermediate arrays of a pass stay in the
+        # CPU's cache (every statistic is per series: the scores do not depend on the split)
+        per = max(1, _CHUNK_SAMPLES // b)
+        if s <= per or len(np.unique(rows)) < s:  # (a row twice in one call: as one pass, as ever)
+            return self._update(x, v, rows)
+        parts = [self._update(x[i:i + per], v[i:i + per], rows[i:i + per]) for i in range(0, s, per)]
+        return DetectorOutput(*(np.concatenate([getattr(p, f.name) for p in parts])
+                                for f in dataclasses.fields(DetectorOutput)))
+
+    def _update(self, x: np.ndarray, v: np.ndarray, rows: np.ndarray) -> DetectorOutput:
+        s, b = x.shape
         c = self.config
         st = {name: getattr(self, name)[rows] for name in (*_FIELDS_1D, *_FIELDS_2D)}
         w, h = c.window, self._h
@@ -320,7 +333,7 @@ class DetectorBank:
         xf = ext[:, h:]
 
         # --- running median (robust level) and the spike window before each sample
-        med_short = np.median(trailing_windows(ext, c.median_len, b), axis=2)
+        med_short = _running_median(trailing_windows(ext, c.median_len, b))
         win_prev = trailing_windows(ext, w, b, end_offset=1)
         med_prev = np.median(win_prev, axis=2)
         mad_prev = np.median(np.abs(win_prev - med_prev[..., None]), axis=2)
@@ -662,6 +675,17 @@ def _ewmas(alpha: float, *pairs: tuple[np.ndarray, np.ndarray]) -> list[np.ndarr
     out = ewma(np.concatenate([u for u, _ in pairs]), alpha, np.concatenate([st for _, st in pairs]))
     cuts = np.cumsum([len(u) for u, _ in pairs])[:-1]
     return np.split(out, cuts)
+
+
+def _running_median(windows: np.ndarray) -> np.ndarray:
+    """``np.median(windows, axis=2)`` (windows hold no NaN); for 5 samples, the default, with seven
+    minimum and maximum operations (the same value, a tenth of the work)."""
+    if windows.shape[2] != 5:
+        return np.median(windows, axis=2)
+    a, b, c, d, e = (windows[..., i] for i in range(5))
+    lo = np.maximum(np.minimum(a, b), np.minimum(c, d))  # the median is the median of e, lo and hi
+    hi = np.minimum(np.maximum(a, b), np.maximum(c, d))
+    return np.maximum(np.minimum(e, lo), np.minimum(np.maximum(e, lo), hi))
 
 
 def _shift(series: np.ndarray, before: np.ndarray) -> np.ndarray:
