@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import edge._halt_imports  # noqa: F401  (before any subcommand module imports httpx: the box never runs its CLI)
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = REPO / "firmware_configs"
 

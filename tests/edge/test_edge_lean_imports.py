@@ -75,3 +75,14 @@ def test_an_edge_with_metrics_imports_the_prometheus_client(tmp_path: Path) -> N
     modules = _modules(_config('[metrics]\nlisten = "127.0.0.1:0"'), tmp_path)
     assert "prometheus_client" in modules and "edge.metrics" in modules
     assert not {"cryptography", "onnxruntime", "click", "rich"} & {m.split(".")[0] for m in modules}
+
+
+def test_the_command_line_halts_httpx_cli_before_its_subcommands_import_httpx() -> None:
+    """``sentinel edge run`` builds the whole parser first, whose modules import httpx: httpx's own
+    command line (click, rich, pygments: about 6 MB on the box) must be halted before they do."""
+    code = ("import sys; from sentinel_cli.main import build_parser; build_parser(); "
+            "print(' '.join(sorted(m for m in ('httpx', 'click', 'rich', 'pygments') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         check=True).stdout.split()
+    assert "httpx" in out  # the parser's modules did import httpx: the check below means something
+    assert not {"click", "rich", "pygments"} & set(out), out
