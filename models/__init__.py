@@ -1,6 +1,7 @@
 """Anomaly detection: features, streaming detectors, training, ONNX export, a signed registry, runtime.
 
-The edge imports only what needs numpy, onnxruntime and cryptography (never scikit-learn):
+The edge imports only what needs numpy and onnxruntime (never scikit-learn; signatures are checked
+with cryptography in a short-lived child, ``models.verify_signature``, so the daemon never loads it):
 
 - ``models.runtime``: ``Scorer`` (detectors + an optional ONNX model, hot swap, rollback), ``Model``,
   ``load_model``
