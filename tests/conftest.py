@@ -44,7 +44,16 @@ def timescale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["obje
     """A throwaway PostgreSQL server with TimescaleDB preloaded (the hub then uses its hypertable
     layout). Skipped, saying why, where the extension is not installed: ``make test`` builds it
     from ../shared/timescaledb/ when that is there (scripts/timescaledb.sh)."""
-    from sentinel_cli.pgserver import PostgresServer, PostgresNotFound, find_bindir
+    from sentinel_cli.pgserver import PostgresServer
+
+    with PostgresServer(tmp_path_factory.mktemp("tsdb"), settings=timescaledb_settings_or_skip()) as server:
+        yield server
+
+
+def timescaledb_settings_or_skip() -> dict[str, str]:
+    """The server settings that preload TimescaleDB (``sentinel_cli.pgserver.TIMESCALEDB_SETTINGS``);
+    skips the calling test, saying why, where PostgreSQL or the extension is not installed."""
+    from sentinel_cli.pgserver import TIMESCALEDB_SETTINGS, PostgresNotFound, find_bindir
 
     try:
         libdir = find_bindir().parent / "lib"
@@ -53,10 +62,7 @@ def timescale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["obje
     if not any(libdir.glob("timescaledb*.so")):
         pytest.skip(f"TimescaleDB is not installed in {libdir} (scripts/timescaledb.sh builds it from "
                     "../shared/timescaledb/): the TimescaleDB layout is not tested")
-    settings = {"shared_preload_libraries": "'timescaledb'", "timescaledb.telemetry_level": "off",
-                "max_worker_processes": "16", "timescaledb.max_background_workers": "4"}
-    with PostgresServer(tmp_path_factory.mktemp("tsdb"), settings=settings) as server:
-        yield server
+    return dict(TIMESCALEDB_SETTINGS)
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ from hub.settings import Settings
 from hub.storage.postgres import PostgresStorage
 from protocols.reading import Reading
 from protocols.wire import ReadingRun, SyncBatch
-from sentinel_cli.pgserver import TIMESCALEDB_SETTINGS, PostgresNotFound, PostgresServer, find_bindir
+from sentinel_cli.pgserver import PostgresServer
+from tests.conftest import timescaledb_settings_or_skip
 from tests.support.hub_auth import ADMIN_KEY, edge_headers, role_headers
 
 EDGE, SUB, DEV = "edge-rr-1", "NAIROBI-S1", "FEEDER-F12"
@@ -51,14 +52,7 @@ def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     """A primary and its streaming standby, one pair per layout for the whole module."""
     settings = dict(LOG_ALL)
     if request.param == "postgres-timescaledb":
-        try:
-            libdir = find_bindir().parent / "lib"
-        except PostgresNotFound as exc:
-            pytest.skip(f"PostgreSQL not installed: {exc}")
-        if not any(libdir.glob("timescaledb*.so")):
-            pytest.skip(f"TimescaleDB is not installed in {libdir} (scripts/timescaledb.sh builds it from "
-                        "../shared/timescaledb/): the TimescaleDB layout is not tested")
-        settings.update(TIMESCALEDB_SETTINGS)
+        settings.update(timescaledb_settings_or_skip())
     with PostgresServer(tmp_path_factory.mktemp("rr"), settings, replication=True) as primary, \
             primary.standby() as standby:
         yield Pair(primary, standby, request.param)
