@@ -380,8 +380,9 @@ class _Context:
                                 np.array([qty[sensor_type(m.metric)] for m in metas]), self.config.correlation_slack_s)
         members = self._members(eps)
         out = []
-        for label in np.unique(labels):
-            group = [members[k] for k in np.flatnonzero(labels == label)]
+        order = np.argsort(labels, kind="stable")  # by group, in episode order within each: not a pass per group
+        for idx in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
+            group = [members[k] for k in idx.tolist()]
             if len({m["_sensor"] for m in group}) > 1:
                 out.append(self._group_finding(group))
             else:
