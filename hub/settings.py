@@ -122,6 +122,11 @@ class Settings:
             agents = replace(agents, interval_s=interval)
         if (budget := env_number("SENTINEL_AGENT_BUDGET_S", above=0)) is not None:  # a cycle past it is discarded
             agents = replace(agents, budget_s=budget)
+        if (incremental := os.environ.get("SENTINEL_AGENT_INCREMENTAL", "").strip().lower()):
+            if incremental not in ("on", "off"):
+                raise ValueError(f"SENTINEL_AGENT_INCREMENTAL: on (the agents keep their 1 Hz windows between "
+                                 f"cycles and read what is new) or off (they read them whole), not {incremental!r}")
+            agents = replace(agents, agents=replace(agents.agents, incremental_windows=incremental == "on"))
         if os.environ.get("SENTINEL_SITE_CONFIG", "").strip():  # raises ConfigError naming file and key
             agents = replace(agents, agents=replace(agents.agents, site=load_site_config()))
         env["agents"] = agents

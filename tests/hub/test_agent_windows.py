@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
-from hub.insights.agent_inputs import _windows
+from hub.insights.agent_inputs import WindowCache, _windows
 from hub.storage.base import Storage, series_of_key
 from protocols.reading import QualityFlag, Reading
 
@@ -73,3 +74,79 @@ def test_windows_are_per_series_arrays_with_unusable_values_missing(storage: Sto
 
 def test_an_empty_window_is_no_series(storage: Storage) -> None:
     assert _windows(storage, T0, T0 + timedelta(minutes=1)) == []
+
+
+def _same(a: list, b: list) -> None:
+    """Two lists of windows hold the same series and readings (NaN where the other has NaN)."""
+    by_a = {(w.substation, w.device_id, w.metric): w for w in a}
+    by_b = {(w.substation, w.device_id, w.metric): w for w in b}
+    assert set(by_a) == set(by_b)
+    for key, w in by_a.items():
+        v = by_b[key]
+        assert w.unit == v.unit, key
+        assert np.array_equal(w.ts, v.ts), key
+        assert np.array_equal(w.values, v.values, equal_nan=True), key
+        assert np.array_equal(w.scores, v.scores, equal_nan=True), key
+        assert w.types.tolist() == v.types.tolist(), key
+
+
+def _second(storage: Storage, i: int, device: str = "F1", value: float = 11.0) -> None:
+    storage.insert_readings([_reading(i, device, "voltage_l1", value + i / 1000, score=0.1)], "test")
+
+
+def test_the_cache_reads_what_is_new_and_answers_as_a_whole_read(storage: Storage) -> None:
+    cache = WindowCache(span_s=600, margin_s=30, full_every_s=10_000)
+    for i in range(0, 300):
+        _second(storage, i)
+    at = lambda i: T0 + timedelta(seconds=i)  # noqa: E731
+    _same(cache.windows(storage, at(0), at(300)), _windows(storage, at(0), at(300)))
+    assert cache.reads == {"full": 1, "incremental": 0, "direct": 0}
+    # a minute more, a new series, and a reading 20 s late (within the margin)
+    for i in range(300, 360):
+        _second(storage, i)
+        _second(storage, i, device="F2", value=11.2)
+    storage.insert_readings([_reading(285, "F3", "voltage_l1", 11.3)], "test")
+    for lo in (0, 200):  # the grid monitor's shorter window and the anomaly detector's longer one
+        _same(cache.windows(storage, at(lo), at(360)), _windows(storage, at(lo), at(360)))
+    assert cache.reads == {"full": 1, "incremental": 1, "direct": 0}
+    # far enough on that the oldest readings leave the span
+    for i in range(360, 700):
+        _second(storage, i)
+    _same(cache.windows(storage, at(100), at(700)), _windows(storage, at(100), at(700)))
+    # a question about an earlier time is read from storage, the cache untouched
+    _same(cache.windows(storage, at(0), at(200)), _windows(storage, at(0), at(200)))
+    assert cache.reads == {"full": 1, "incremental": 2, "direct": 1}
+
+
+def test_readings_later_than_the_margin_come_in_at_the_next_full_read(storage: Storage) -> None:
+    cache = WindowCache(span_s=600, margin_s=30, full_every_s=120)
+    at = lambda i: T0 + timedelta(seconds=i)  # noqa: E731
+    for i in range(0, 100):
+        _second(storage, i)
+    cache.windows(storage, at(0), at(100))
+    storage.insert_readings([_reading(10, "BACKLOG", "voltage_l1", 11.0)], "test")  # an edge's backlog, 90 s late
+    for i in range(100, 160):
+        _second(storage, i)
+    got = cache.windows(storage, at(0), at(160))
+    assert "BACKLOG" not in {w.device_id for w in got}  # not yet: older than the margin
+    for i in range(160, 230):
+        _second(storage, i)
+    _same(cache.windows(storage, at(0), at(230)), _windows(storage, at(0), at(230)))  # the full read, 120 s on
+    assert cache.reads["full"] == 2
+
+
+def test_the_agents_use_the_cache_only_when_asked(storage: Storage, monkeypatch) -> None:
+    from hub.insights.agent_inputs import AgentSettings, run_grid_monitor
+    from hub.settings import Settings
+
+    for i in range(0, 120):
+        _second(storage, i)
+    off, on = AgentSettings(), AgentSettings(incremental_windows=True)
+    a = run_grid_monitor(storage, off, T0 + timedelta(seconds=120))
+    b = run_grid_monitor(storage, on, T0 + timedelta(seconds=120))
+    assert a.summary == b.summary and a.summary["series"] == 1
+    monkeypatch.setenv("SENTINEL_AGENT_INCREMENTAL", "on")
+    assert Settings.from_env().agents.agents.incremental_windows is True
+    monkeypatch.setenv("SENTINEL_AGENT_INCREMENTAL", "sometimes")
+    with pytest.raises(ValueError, match="SENTINEL_AGENT_INCREMENTAL: on .* not 'sometimes'"):
+        Settings.from_env()
