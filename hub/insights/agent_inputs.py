@@ -186,7 +186,8 @@ class WindowCache:
             elif hi > self._read_to:
                 self._merge(storage, hi)
                 self.reads["incremental"] += 1
-            return [w for w in (_slice(w, lo, hi) for w in self._series.values()) if w is not None]
+            # copies: an agent may change its input in place, the cache must not see it
+            return [w for w in (_slice(w, lo, hi, copy=True) for w in self._series.values()) if w is not None]
 
     def _merge(self, storage: Storage, hi: float) -> None:
         assert self._read_to is not None
@@ -210,15 +211,16 @@ class WindowCache:
         self._series, self._read_to = merged, hi
 
 
-def _slice(w: _Window, lo: float, hi: float) -> _Window | None:
-    """``w``'s readings with lo <= ts < hi; None if none."""
+def _slice(w: _Window, lo: float, hi: float, *, copy: bool = False) -> _Window | None:
+    """``w``'s readings with lo <= ts < hi (views of its arrays, or copies); None if none."""
     a, b = np.searchsorted(w.ts, [lo, hi], side="left")
     if a >= b:
         return None
-    if a == 0 and b == len(w.ts):
+    if a == 0 and b == len(w.ts) and not copy:
         return w
-    return _Window(w.substation, w.device_id, w.metric, w.unit, w.ts[a:b], w.values[a:b], w.scores[a:b],
-                   w.types[a:b])
+    cut = (lambda x: x[a:b].copy()) if copy else (lambda x: x[a:b])  # noqa: E731
+    return _Window(w.substation, w.device_id, w.metric, w.unit, cut(w.ts), cut(w.values), cut(w.scores),
+                   cut(w.types))
 
 
 _CACHES: weakref.WeakKeyDictionary[Any, WindowCache] = weakref.WeakKeyDictionary()

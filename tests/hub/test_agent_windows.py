@@ -150,3 +150,13 @@ def test_the_agents_use_the_cache_only_when_asked(storage: Storage, monkeypatch)
     monkeypatch.setenv("SENTINEL_AGENT_INCREMENTAL", "sometimes")
     with pytest.raises(ValueError, match="SENTINEL_AGENT_INCREMENTAL: on .* not 'sometimes'"):
         Settings.from_env()
+
+
+def test_what_the_cache_hands_out_is_the_agents_to_change(storage: Storage) -> None:
+    cache = WindowCache(span_s=600)
+    for i in range(0, 60):
+        _second(storage, i)
+    (w,) = cache.windows(storage, T0, T0 + timedelta(seconds=60))
+    w.values[:] = np.nan  # an agent marking samples in place
+    (again,) = cache.windows(storage, T0, T0 + timedelta(seconds=60))
+    assert not np.isnan(again.values).any()
