@@ -22,7 +22,9 @@ Counted as it happens, one increment per request or batch, never per reading:
 Read at scrape time from what the hub keeps anyway (cheap queries, in the handler's worker thread):
 
 - per edge (``storage.edge_states()``): ``sentinel_hub_edge_sync_lag_seconds`` (now minus its
-  last sync), ``sentinel_hub_edge_readings_acked_through``, ``sentinel_hub_edge_sequence_gaps``;
+  last sync), ``sentinel_hub_edge_readings_acked_through``, ``sentinel_hub_edge_sequence_gaps``,
+  ``sentinel_hub_edge_backlog_readings`` (after an outage: the sequence numbers between the hub's mark
+  and the live range it holds, still to come; 0 in step; :mod:`hub.fleet.catchup`);
 - incidents: ``sentinel_hub_incidents_active{status,severity,type}`` (not resolved yet) and
   ``sentinel_hub_incidents_total{severity,type}`` (every incident recorded);
 - agents (the orchestrator's status): ``sentinel_hub_agent_consecutive_failures{agent}``;
@@ -69,6 +71,7 @@ from prometheus_client.registry import Collector
 
 from hub.auth import VIEWER
 from hub.auth.guards import allow
+from hub.fleet.catchup import live_backlog
 
 __all__ = ["INGEST_SOURCES", "HubMetrics", "RequestTimer", "prometheus_metrics"]
 
@@ -275,12 +278,16 @@ class _StateCollector(Collector):
         gaps = GaugeMetricFamily("sentinel_hub_edge_sequence_gaps",
                                  "Sequence numbers the edge declared lost (its buffer dropped them before sending)",
                                  labels=edge_labels)
+        backlog = GaugeMetricFamily("sentinel_hub_edge_backlog_readings",
+                                    "After an outage: readings (sequence numbers) between the hub's mark and the live "
+                                    "range it holds for the edge, still to come; 0 when in step", labels=edge_labels)
         for edge in storage.edge_states():
             labels = [edge.edge_id, edge.substation]
             if edge.last_sync is not None:
                 lag.add_metric(labels, max(0.0, (now - edge.last_sync).total_seconds()))
             acked.add_metric(labels, edge.readings_acked_through)
             gaps.add_metric(labels, edge.gaps)
+            backlog.add_metric(labels, live_backlog(edge))
         active = GaugeMetricFamily("sentinel_hub_incidents_active", "Incidents not resolved yet",
                                    labels=["status", "severity", "type"])
         for status in ACTIVE_STATUSES:
@@ -293,7 +300,7 @@ class _StateCollector(Collector):
                                        labels=["severity", "type"])
         for (kind, severity), n in sorted(storage.incident_counts().items()):
             recorded.add_metric([severity, kind], n)
-        return [lag, acked, gaps, active, recorded]
+        return [lag, acked, gaps, backlog, active, recorded]
 
 
 @get("/metrics", guards=[allow(VIEWER)], sync_to_thread=True, media_type=MediaType.TEXT,

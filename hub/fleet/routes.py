@@ -1,6 +1,7 @@
 """``GET /fleet``: every edge, substation and device, when the hub last heard from each, and which
 are offline or stale (:mod:`hub.fleet.liveness`); and each edge's latest health report (software,
-model, backlog and its age, drops, devices), sent with its syncs."""
+model, backlog and its age, drops, devices), sent with its syncs; and whether each edge is catching up
+after an outage (:mod:`hub.fleet.catchup`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from litestar.datastructures import State
 
 from hub.auth import VIEWER
 from hub.auth.guards import allow
+from hub.fleet.catchup import EdgeCatchUp, catch_up
 from hub.fleet.configs import ROUTES as CONFIG_ROUTES
 from hub.fleet.liveness import DeviceLiveness, EdgeLiveness, Liveness, SubstationLiveness
 from protocols.wire import DeviceState
@@ -42,6 +44,8 @@ class Fleet(msgspec.Struct, frozen=True, kw_only=True):
     substations: dict[str, SubstationLiveness]
     devices: list[DeviceLiveness]
     reports: dict[str, EdgeReport] = {}  # per edge id: the health it reported with its latest sync
+    # per edge id that ever synced: in step, or catching up after an outage (its live range, the backlog to come)
+    catch_up: dict[str, EdgeCatchUp] = {}
 
 
 @get("/fleet", guards=[allow(VIEWER)], sync_to_thread=True,
@@ -49,12 +53,17 @@ class Fleet(msgspec.Struct, frozen=True, kw_only=True):
 def fleet(state: State) -> Fleet:
     """An edge is offline after ``offline_after_s`` of silence (a multiple of the sync interval the
     hub learnt from its syncs, at least ``offline_floor_s``); a substation is stale when none of its
-    edges is online or, without an edge, when its newest reading is older than ``telemetry_stale_s``."""
+    edges is online or, without an edge, when its newest reading is older than ``telemetry_stale_s``.
+    ``catch_up``: per edge, ``in_step``, or ``catching_up`` after an outage: the live range the hub
+    holds past its mark, the backlog still to come below it, the oldest reading still missing as far
+    as the edge's latest report tells."""
     liveness: Liveness = state.liveness
     now = datetime.now(UTC)
-    edges = liveness.edges(now)
+    states = state.storage.edge_states()
+    edges = liveness.edges(now, states)
+    health = state.storage.edge_health()
     reports = {}
-    for edge_id, (at, h) in state.storage.edge_health().items():
+    for edge_id, (at, h) in health.items():
         lag = 0.0 if not h.readings_pending else (
             max(0.0, (at - h.oldest_pending).total_seconds()) if h.oldest_pending is not None else None)
         reports[edge_id] = EdgeReport(received_at=at, software=h.software, model=h.model,
@@ -63,7 +72,8 @@ def fleet(state: State) -> Fleet:
                                       devices=h.devices, config_version=h.config_version)
     return Fleet(checked_at=liveness.last_check, offline_floor_s=liveness.settings.offline_floor_s,
                  telemetry_stale_s=liveness.settings.telemetry_after_s, edges=edges,
-                 substations=liveness.substations(now, edges), devices=liveness.devices(now), reports=reports)
+                 substations=liveness.substations(now, edges), devices=liveness.devices(now), reports=reports,
+                 catch_up={s.edge_id: catch_up(s, health.get(s.edge_id)) for s in states})
 
 
 ROUTES = [fleet, *CONFIG_ROUTES]  # and remote config (hub.fleet.configs)

@@ -114,6 +114,8 @@ class EdgeState(msgspec.Struct, frozen=True, kw_only=True):
     gaps: int
     last_sync: datetime | None
     ot_logs_acked_through: int = 0
+    live_lo: int = 0  # the live range held past the readings mark (0, 0: none; "Live first" in protocols.wire)
+    live_hi: int = 0
 
 
 IncidentMaker = Callable[[Sequence[Event]], list[NewIncident]]

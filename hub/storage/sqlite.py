@@ -858,12 +858,13 @@ class SQLiteStorage:
         with self._lock:
             rows = self._db.execute(
                 "SELECT edge_id, substation, readings_acked_through, events_acked_through, gaps, last_sync,"
-                " ot_logs_acked_through"
+                " ot_logs_acked_through, live_lo, live_hi"
                 " FROM edge_sync ORDER BY edge_id"
             ).fetchall()
         return [
             EdgeState(edge_id=r[0], substation=r[1], readings_acked_through=r[2], events_acked_through=r[3],
-                      gaps=r[4], last_sync=_utc(r[5]) if r[5] is not None else None, ot_logs_acked_through=r[6])
+                      gaps=r[4], last_sync=_utc(r[5]) if r[5] is not None else None, ot_logs_acked_through=r[6],
+                      live_lo=r[7], live_hi=r[8])
             for r in rows
         ]
 

@@ -455,8 +455,8 @@
     for (const d of fleet.devices) newest[d.substation] = Math.max(newest[d.substation] || 0, secs(d.last_reading));
     const models = S.models.length ? S.models.map((m) => `${m.name} v${m.latest}`).join(", ") : "none published";
     const body = $("#edges tbody");
-    if (!fleet.edges.length) return body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "empty", text: "No edge registered." })));
-    const reports = fleet.reports || {};
+    if (!fleet.edges.length) return body.replaceChildren(el("tr", {}, el("td", { colspan: 8, class: "empty", text: "No edge registered." })));
+    const reports = fleet.reports || {}, catchUp = fleet.catch_up || {};
     body.replaceChildren(...fleet.edges.map((e) => {
       const r = reports[e.edge_id];  // what the edge itself reported with a sync (newer edges only)
       const seen = e.last_sync ? Math.min(secs(e.last_sync), fleet.checked_at ? secs(fleet.checked_at) : Infinity) : null;
@@ -478,8 +478,20 @@
         el("td", { text: e.last_sync ? `${time(e.last_sync)} (${ago(e.last_sync)})` : "never", title: e.last_sync || "" }),
         el("td", { class: "num", text: e.sync_interval_s ? `${fmt(e.sync_interval_s)} s` : "—" }),
         el("td", { class: "num", text: backlog, title: r ? `reported ${ago(r.received_at)}` : "" }),
+        catchUpCell(catchUp[e.edge_id]),
         el("td", { class: "model", text: model }));
     }));
+  }
+
+  // After an outage the edge sends its newest readings first: the hub holds them as a live range past
+  // its mark, and the backlog between the two is still to come (hub/fleet/catchup.py).
+  function catchUpCell(c) {
+    if (!c) return el("td", { class: "catchup", text: "—" });  // never synced
+    if (c.state !== "catching_up") return el("td", { class: "catchup", text: "in step" });
+    const oldest = c.oldest_missing ? `; oldest missing from ${time(c.oldest_missing)} or later` : "";
+    return el("td", { class: "catchup", title: c.reported_at ? `as the edge reported ${ago(c.reported_at)}` : "" },
+      label("WARNING", "catching up"),
+      ` live #${fmt(c.live_lo)}–#${fmt(c.live_hi)} held; ${fmt(c.backlog)} readings of backlog to come${oldest}`);
   }
 
   // -- start -----------------------------------------------------------------------------------
