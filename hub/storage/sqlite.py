@@ -552,7 +552,9 @@ class SQLiteStorage:
         if not incidents:
             return []
         with self._lock:
-            self._db.execute("BEGIN")
+            # IMMEDIATE: the upsert reads, then writes; a deferred transaction could not take the write
+            # lock after another process wrote (SQLITE_BUSY at once, not after the busy timeout)
+            self._db.execute("BEGIN IMMEDIATE")
             try:
                 numbers = self._insert_incidents(incidents)
                 self._db.execute("COMMIT")
