@@ -13,13 +13,23 @@ throwaway PostgreSQL server (sentinel_cli.pgserver), the baseline a psycopg ``SE
 of the same rows. ``--agents`` picks the agents to time (the two that read the 1 Hz window are the
 ones that grow with the points).
 
+``--shards N``: then each agent's cycle in N processes that split the substations (``--shard I/N``,
+hub/insights/shards.py), started together and run at the same time, beside the same cycle in one
+process over every substation (also a process of its own, alone), in the same run. The figures
+are each shard's cycle (ms) with that unsharded cycle as baseline; ``--substations`` spreads the
+points over that many substations (the fleet's 100 points an edge: points / 100).
+
     python benchmarks/bench_agents.py [--points N] [--backend sqlite|postgres|timescaledb] [--agents a,b]
+                                      [--incremental] [--shards N --substations K]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -43,7 +53,7 @@ from protocols.reading import Reading
 NOW = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
 
 
-def fill(storage: Storage, points: int, now: datetime = NOW) -> dict[str, int]:
+def fill(storage: Storage, points: int, now: datetime = NOW, substations: int = 4) -> dict[str, int]:
     """The agents' window before ``now`` (15 minutes of ``points`` at 1 Hz, with edge anomaly scores)
     and a week of minute history of 4 feeders' load and transformers' temperatures; rows of each."""
     rng = np.random.default_rng(1)
@@ -60,9 +70,10 @@ def fill(storage: Storage, points: int, now: datetime = NOW) -> dict[str, int]:
             kind = m.split("_l")[0]
             values = base[kind] * (1 + 0.002 * rng.standard_normal(900))
             scores = np.clip(rng.random(900) ** 8, 0, 1)
-            rows += [Reading(ts=start + timedelta(seconds=i), substation=f"SUB-{d % 4}", device_id=f"FEEDER-{d}",
-                             metric=m, value=float(values[i]), unit=units[kind], anomaly_score=float(scores[i]),
-                             anomaly_type="spike" if scores[i] > 0.8 else None) for i in range(900)]
+            rows += [Reading(ts=start + timedelta(seconds=i), substation=f"SUB-{d % substations}",
+                             device_id=f"FEEDER-{d}", metric=m, value=float(values[i]), unit=units[kind],
+                             anomaly_score=float(scores[i]), anomaly_type="spike" if scores[i] > 0.8 else None)
+                     for i in range(900)]
         window += len(rows)
         storage.insert_readings(rows, "bench")
     week = []
@@ -90,7 +101,17 @@ def main() -> None:
     ap.add_argument("--incremental", action="store_true",
                     help="then a minute more of every point, and each 1 Hz agent's cycle with its windows kept "
                          "(AgentSettings.incremental_windows) beside the same cycle reading them whole")
+    ap.add_argument("--shards", type=int, default=0, metavar="N",
+                    help="then each agent's cycle in N processes splitting the substations, at the same time, "
+                         "beside one process over all of them (default 0: not measured)")
+    ap.add_argument("--substations", type=int, default=4, metavar="K",
+                    help="substations the points are spread over (default 4)")
+    ap.add_argument("--worker", nargs=2, metavar=("URL", "SHARD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return shard_worker(args.worker[0], args.worker[1], args.agents.split(","), args.repeat)
+    if args.shards < 0 or args.shards == 1 or args.substations < 1:
+        ap.error("--shards: 2 or more (or 0: not measured); --substations: 1 or more")
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
     if unknown := sorted(set(agents) - set(READS)):
         ap.error(f"--agents: unknown {', '.join(unknown)}; known: {', '.join(READS)}")
@@ -116,13 +137,84 @@ def main() -> None:
         stack.callback(storage.close)
         stack.callback(raw.close)
         started = time.perf_counter()
-        sizes = fill(storage, args.points)
+        sizes = fill(storage, args.points, substations=args.substations)
         print(f"filled {sizes['window']:,} window readings and {sizes['week']:,} week readings "
               f"in {time.perf_counter() - started:.1f} s", flush=True)
         figures = measure(storage, fetch, param, stamp, sizes, agents, args.repeat)
+        if args.shards:
+            url = f"sqlite:///{path}" if args.backend == "sqlite" else url
+            figures += measure_shards(url, args.shards, agents, args.repeat)
         if args.incremental:
             figures += measure_incremental(storage, args.points, [a for a in agents if a in AGENT_WINDOWED])
     print_json_lines(figures)
+
+
+def shard_worker(url: str, shard: str, agents: list[str], repeat: int) -> None:
+    """One agents process (``--worker``): opens the storage, says so, waits for a line on stdin (so the
+    shards start together), times each agent's cycle for its shard (best of ``repeat``), prints JSON."""
+    from hub.insights.shards import Shard
+
+    split = None if shard == "all" else Shard.parse(shard)
+    settings = AgentSettings(shard=split)
+    storage = open_storage(url)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    out: dict[str, Any] = {}
+    for name in agents:
+        if split is not None and not split.runs(name):
+            continue
+        best, cpu, summary = float("inf"), float("inf"), {}
+        for _ in range(repeat):
+            t0, c0 = time.perf_counter(), time.process_time()
+            summary = RUNNERS[name](storage, settings, NOW).summary
+            best, cpu = min(best, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+        counted = next((f"{summary[k]} {k}" for k in ("series", "forecasts", "assets") if k in summary), "")
+        out[name] = {"ms": best * 1000, "cpu_ms": cpu * 1000, "series": counted,
+                     "substations": len(summary["status"]) if "status" in summary else None}
+    storage.close()
+    print(json.dumps(out), flush=True)
+
+
+def _agent_processes(url: str, shards: list[str], agents: list[str], repeat: int,
+                     together: bool = True) -> list[dict[str, Any]]:
+    """One worker process per shard, started together (or one after another); their results in order."""
+    if not together:
+        return [r for s in shards for r in _agent_processes(url, [s], agents, repeat)]
+    cmd = [sys.executable, __file__, "--agents", ",".join(agents), "--repeat", str(repeat), "--worker", url]
+    procs = [subprocess.Popen([*cmd, s], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for s in shards]
+    for p in procs:  # each has imported and opened its storage
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    results = []
+    for s, p in zip(shards, procs):
+        out, _ = p.communicate(timeout=3600)
+        if p.returncode != 0:
+            raise SystemExit(f"the agents process of shard {s} failed (exit {p.returncode})")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def measure_shards(url: str, n: int, agents: list[str], repeat: int) -> list[Figure]:
+    """Each agent's cycle in ``n`` processes of one shard each, run at the same time (and each
+    alone, as on machines of their own), beside the same cycle in one process over every substation
+    (alone), in the same run; with each process's own CPU time (the database's not counted)."""
+    (whole,) = _agent_processes(url, ["all"], agents, repeat)
+    labels = [f"{i}/{n}" for i in range(n)]
+    figures = []
+    for how, together in (("together", True), ("alone", False)):
+        shards = _agent_processes(url, labels, agents, repeat, together)
+        for name in agents:
+            for i, got in enumerate(shards):
+                if name not in got:
+                    continue  # looks across substations: runs in shard 0 only
+                g, w = got[name], whole[name]
+                figures.append(Figure(f"hub_agent_{name}_shard_{i}_of_{n}_{how}", g["ms"], "ms", w["ms"]))
+                subs = f", {g['substations']} substations" if g["substations"] is not None else ""
+                print(figures[-1].human() + f"   ({g['series']}{subs}, CPU {g['cpu_ms']:,.0f} ms; baseline: one "
+                      f"process, all substations, {w['series']}, alone, CPU {w['cpu_ms']:,.0f} ms)", flush=True)
+    return figures
 
 
 AGENT_WINDOWED = ("grid_monitor", "anomaly_detector")  # the agents that read the 1 Hz windows

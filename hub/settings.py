@@ -127,6 +127,10 @@ class Settings:
                 raise ValueError(f"SENTINEL_AGENT_INCREMENTAL: on (the agents keep their 1 Hz windows between "
                                  f"cycles and read what is new) or off (they read them whole), not {incremental!r}")
             agents = replace(agents, agents=replace(agents.agents, incremental_windows=incremental == "on"))
+        if (shard := os.environ.get("SENTINEL_AGENT_SHARD", "").strip()):  # I/N: this process's substations
+            from hub.insights.shards import Shard
+
+            agents = replace(agents, agents=replace(agents.agents, shard=Shard.parse(shard, "SENTINEL_AGENT_SHARD")))
         if os.environ.get("SENTINEL_SITE_CONFIG", "").strip():  # raises ConfigError naming file and key
             agents = replace(agents, agents=replace(agents.agents, site=load_site_config()))
         env["agents"] = agents

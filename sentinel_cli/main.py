@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -126,6 +127,15 @@ def _serve_workers(args: argparse.Namespace, settings, sock, cert: str | None, k
     return 3 if any(p.exitcode == 3 for p in supervisor.processes) else 0  # a worker could not start
 
 
+def _shard_arg(text: str):  # noqa: ANN202  (argparse type: its error names the flag, exit 2)
+    from hub.insights.shards import Shard
+
+    try:
+        return Shard.parse(text, "")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(": ")) from None
+
+
 def cmd_hub_agents(args: argparse.Namespace) -> int:
     from hub.insights.elsewhere import run_agents_process
     from hub.settings import Settings
@@ -136,10 +146,17 @@ def cmd_hub_agents(args: argparse.Namespace) -> int:
     parse_database_url(settings.database_url)
     if settings.agents is None:
         raise CliError("the agents are turned off in these settings")
+    if args.shard is not None:  # the flag wins over $SENTINEL_AGENT_SHARD
+        agents = settings.agents
+        settings = dataclasses.replace(settings, agents=dataclasses.replace(
+            agents, agents=dataclasses.replace(agents.agents, shard=args.shard)))
+    shard = settings.agents.agents.shard
+    part = "" if shard is None or not shard.split else (
+        f", shard {shard.label}: the substations whose crc32 mod {shard.count} is {shard.index}")
 
     def ready() -> None:
-        print(f"agents: running against {settings.database_url} (one process holds the agents' leader lock and "
-              f"runs them, on new data and every {settings.agents.interval_s:g} s; others stand by)", flush=True)
+        print(f"agents: running against {settings.database_url}{part} (one process holds the agents' leader lock "
+              f"and runs them, on new data and every {settings.agents.interval_s:g} s; others stand by)", flush=True)
 
     try:
         asyncio.run(run_agents_process(settings, on_ready=ready))
@@ -315,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "off`. Same environment as `hub serve`. See docs/scaling.md.")
     s.add_argument("--database", default=None,
                    help="the hub's database URL (default $SENTINEL_DATABASE_URL or sqlite:///var/hub.db)")
+    s.add_argument("--shard", type=_shard_arg, default=None, metavar="I/N",
+                   help="run the agents for shard I of N only: the substations whose crc32 mod N is I (the "
+                        "anomaly detector and cyber sentinel, which look across substations, run in shard 0); "
+                        "start one process per shard, two for standby (default $SENTINEL_AGENT_SHARD or all "
+                        "substations); see docs/scaling.md")
     s.set_defaults(func=cmd_hub_agents)
     from sentinel_cli.hub_admin import add_parsers as add_hub_admin_parsers
 

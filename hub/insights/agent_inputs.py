@@ -23,6 +23,7 @@ import numpy as np
 from agents import anomaly_detector, cyber_sentinel, demand_forecaster, grid_monitor, maintenance_predictor
 from agents.findings import Finding
 from hub.insights.explanations import explain_findings
+from hub.insights.shards import Shard
 from hub.site import SiteConfig
 from hub.storage.base import Document, HourlyMean, Storage, series_of_key
 from protocols import gridcode
@@ -62,6 +63,9 @@ class AgentSettings:
     site: SiteConfig = field(default_factory=SiteConfig)
     # the model registry whose IsolationForests explain multivariate anomalies (hub.insights.explanations)
     model_registry: str | None = None
+    # this process's share of the substations (`sentinel hub agents --shard I/N`, SENTINEL_AGENT_SHARD;
+    # hub/insights/shards.py); None: every substation
+    shard: Shard | None = None
 
 
 @dataclass
@@ -91,16 +95,19 @@ class _Window:
     types: np.ndarray  # the edge's anomaly types (object: str or None)
 
 
-def _windows(storage: Storage, start: datetime, end: datetime, chunk_rows: int = 200_000) -> list[_Window]:
-    """Every series' readings in [start, end), read in chunks and shaped into arrays: one dict lookup
-    per row for its series (and one for its unit), the rest numpy; no Reading per row, and a window
-    of millions of rows is read whole, not cut at a row limit. Series in order of their first key
-    seen, readings in time order."""
+def _windows(storage: Storage, start: datetime, end: datetime, chunk_rows: int = 200_000, *,
+             substations: Sequence[str] | None = None) -> list[_Window]:
+    """Every series' readings in [start, end) (of ``substations`` only, if given), read in chunks
+    and shaped into arrays: one dict lookup per row for its series (and one for its unit), the rest
+    numpy; no Reading per row, and a window of millions of rows is read whole, not cut at a row
+    limit. Series in order of their first key seen, readings in time order."""
     series: dict[str, int] = {}  # key -> the number of the row that first held it (unique, increasing)
     units: dict[str, int] = {}
     rows_seen, units_seen = itertools.count(), itertools.count()
     parts: list[tuple[np.ndarray, ...]] = []
-    for rows in storage.iter_window_rows(start, end, chunk_rows):
+    chunks = (storage.iter_window_rows(start, end, chunk_rows) if substations is None
+              else storage.iter_window_rows(start, end, chunk_rows, substations=substations))
+    for rows in chunks:
         ts, keys, values, unit, flags, scores, types = zip(*rows)
         n = len(rows)
         del rows
@@ -167,21 +174,28 @@ class WindowCache:
     def __init__(self, span_s: float, *, margin_s: float = 120.0, full_every_s: float = 600.0) -> None:
         self.span_s, self.margin_s, self.full_every_s = span_s, margin_s, full_every_s
         self._series: dict[tuple[str, str, str], _Window] = {}
+        self._substations: frozenset[str] | None = None  # what the held windows are of (None: all)
         self._read_to: float | None = None
         self._full_at = -np.inf
         self._lock = threading.Lock()
         self.reads = {"full": 0, "incremental": 0, "direct": 0}  # what the windows came from
 
-    def windows(self, storage: Storage, start: datetime, end: datetime) -> list[_Window]:
+    def windows(self, storage: Storage, start: datetime, end: datetime,
+                substations: Sequence[str] | None = None) -> list[_Window]:
+        """The windows of ``substations`` (None: all); when they differ from those held (a shard's
+        substations changed), the span is read whole again."""
         lo, hi = start.timestamp(), end.timestamp()
+        subs = None if substations is None else frozenset(substations)
         with self._lock:
             if hi - lo > self.span_s or (self._read_to is not None and hi < self._read_to):
                 self.reads["direct"] += 1
-                return _windows(storage, start, end)
-            if self._read_to is None or hi - self._full_at >= self.full_every_s:
+                return _windows(storage, start, end, substations=substations)
+            if self._read_to is None or hi - self._full_at >= self.full_every_s or subs != self._substations:
                 self._series = {(w.substation, w.device_id, w.metric): w
-                                for w in _windows(storage, end - timedelta(seconds=self.span_s), end)}
+                                for w in _windows(storage, end - timedelta(seconds=self.span_s), end,
+                                                  substations=substations)}
                 self._read_to = self._full_at = hi
+                self._substations = subs
                 self.reads["full"] += 1
             elif hi > self._read_to:
                 self._merge(storage, hi)
@@ -192,8 +206,10 @@ class WindowCache:
     def _merge(self, storage: Storage, hi: float) -> None:
         assert self._read_to is not None
         since = max(self._read_to - self.margin_s, hi - self.span_s)
+        subs = None if self._substations is None else sorted(self._substations)
         fresh = {(w.substation, w.device_id, w.metric): w
-                 for w in _windows(storage, datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(hi, UTC))}
+                 for w in _windows(storage, datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(hi, UTC),
+                                   substations=subs)}
         merged: dict[tuple[str, str, str], _Window] = {}
         for key in [*self._series, *(k for k in fresh if k not in self._series)]:
             old, new = self._series.get(key), fresh.get(key)
@@ -223,27 +239,63 @@ def _slice(w: _Window, lo: float, hi: float, *, copy: bool = False) -> _Window |
                    cut(w.types))
 
 
-_CACHES: weakref.WeakKeyDictionary[Any, WindowCache] = weakref.WeakKeyDictionary()
+# per storage: the cache of every substation's windows ("all") and that of a shard's ("shard")
+_CACHES: weakref.WeakKeyDictionary[Any, dict[str, WindowCache]] = weakref.WeakKeyDictionary()
 _CACHES_LOCK = threading.Lock()
 
 
-def _agent_windows(storage: Storage, s: AgentSettings, start: datetime, end: datetime) -> list[_Window]:
-    """The window [start, end): from this storage's :class:`WindowCache` with
-    ``s.incremental_windows``, else read whole."""
+def _agent_windows(storage: Storage, s: AgentSettings, start: datetime, end: datetime,
+                   substations: Sequence[str] | None = None) -> list[_Window]:
+    """The window [start, end) of ``substations`` (None: all): from this storage's
+    :class:`WindowCache` with ``s.incremental_windows``, else read whole."""
     if not s.incremental_windows:
-        return _windows(storage, start, end)
+        return _windows(storage, start, end, substations=substations)
     with _CACHES_LOCK:
-        cache = _CACHES.get(storage)
-        if cache is None:
-            cache = _CACHES[storage] = WindowCache(max(s.grid_window_s, s.anomaly_window_s))
-    return cache.windows(storage, start, end)
+        caches = _CACHES.setdefault(storage, {})
+        tag = "all" if substations is None else "shard"
+        cache = caches.get(tag)
+        if cache is None:  # a shard's windows are the grid monitor's only (the anomaly detector reads all)
+            cache = caches[tag] = WindowCache(max(s.grid_window_s, s.anomaly_window_s) if tag == "all"
+                                              else s.grid_window_s)
+    return cache.windows(storage, start, end, substations)
+
+
+def _split(s: AgentSettings) -> Shard | None:
+    """This process's shard when the fleet is split (None: every substation is this process's)."""
+    return s.shard if s.shard is not None and s.shard.split else None
+
+
+def _grid_scope(storage: Storage, s: AgentSettings, start: datetime, end: datetime
+                ) -> tuple[list[str] | None, set[str] | None]:
+    """(the substations whose windows the grid monitor reads, those it reports on); (None, None):
+    all. A shard reads its own substations, and those holding a feeder adjacent to one of its
+    feeders (site config): a load-transfer recommendation weighs that feeder's present load."""
+    shard = _split(s)
+    if shard is None:
+        return None, None
+    devices = storage.devices_between(start, end)
+    own = {sub for sub, _ in devices if shard.holds(sub)}
+    read = set(own)
+    adjacency = s.site.adjacency()
+    if adjacency:
+        ties: dict[str, set[str]] = defaultdict(set)  # undirected, as the grid monitor reads them
+        for a, bs in adjacency.items():
+            for b in bs:
+                ties[a].add(b)
+                ties[b].add(a)
+        mine = {dev for sub, dev in devices if sub in own and dev in ties}
+        wanted = set().union(*(ties[dev] for dev in mine))
+        read |= {sub for sub, dev in devices if dev in wanted}
+    return sorted(read), own
 
 
 # -- grid monitor -----------------------------------------------------------------------------------
 
 def run_grid_monitor(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
     series = []
-    for w in _agent_windows(storage, s, now - timedelta(seconds=s.grid_window_s), now):
+    start = now - timedelta(seconds=s.grid_window_s)
+    read, own = _grid_scope(storage, s, start, now)
+    for w in _agent_windows(storage, s, start, now, read):
         nominal = None
         if sensor_type(w.metric) == "voltage" and np.isfinite(w.values).any():
             nominal = gridcode.infer_nominal_voltage(float(np.nanmedian(w.values)), w.unit)
@@ -255,11 +307,15 @@ def run_grid_monitor(storage: Storage, s: AgentSettings, now: datetime) -> Agent
                for name, f in s.site.feeders.items()]
     snapshot = grid_monitor.GridSnapshot(series=series, feeders=feeders, adjacency=s.site.adjacency())
     report = grid_monitor.analyse(snapshot, grid_monitor.GridMonitorConfig(limits=s.limits))
+    status, findings = report.substation_status, report.findings
+    if own is not None:  # a shard reports on its own substations only (it read some others' feeders)
+        status = {sub: st for sub, st in status.items() if sub in own}
+        findings = [f for f in findings if f.substation in own]
+        series = [x for x in series if x.substation in own]
     docs = [Document(kind="grid_status", key=sub, timestamp=now,
-                     body={"status": status, "devices": report.device_status.get(sub, {})})
-            for sub, status in report.substation_status.items()]
-    return AgentOutput(findings=report.findings, documents=docs,
-                       summary={"series": len(series), "status": report.substation_status})
+                     body={"status": st, "devices": report.device_status.get(sub, {})})
+            for sub, st in status.items()]
+    return AgentOutput(findings=findings, documents=docs, summary={"series": len(series), "status": status})
 
 
 # -- anomaly detector -------------------------------------------------------------------------------
@@ -295,8 +351,10 @@ def _hourly_series(rows: Sequence[HourlyMean]) -> tuple[list[datetime], list[flo
 def run_demand_forecaster(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
     out = AgentOutput()
     by_series: dict[tuple[str, str], list[HourlyMean]] = defaultdict(list)
+    shard = _split(s)
     for h in storage.hourly_means(LOAD_METRICS, now - timedelta(days=s.load_history_days), now):
-        by_series[(h.substation, h.device_id)].append(h)
+        if shard is None or shard.holds(h.substation):
+            by_series[(h.substation, h.device_id)].append(h)
     for (sub, dev), rows in sorted(by_series.items()):
         times, values = _hourly_series(rows)
         if len(times) < 24:
@@ -342,8 +400,10 @@ def substation_load_forecasts(docs: Sequence[Document]) -> dict[str, maintenance
 
 def run_maintenance_predictor(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
     by_device: dict[tuple[str, str], dict[str, list[HourlyMean]]] = defaultdict(lambda: defaultdict(list))
+    shard = _split(s)
     for h in storage.hourly_means(TRANSFORMER_METRICS, now - timedelta(days=s.history_days), now):
-        by_device[(h.substation, h.device_id)][h.metric].append(h)
+        if shard is None or shard.holds(h.substation):
+            by_device[(h.substation, h.device_id)][h.metric].append(h)
     forecasts = substation_load_forecasts(storage.latest_documents("forecast"))
     assets = []
     for (sub, dev), metrics in sorted(by_device.items()):

@@ -131,17 +131,21 @@ class AgentsElsewhere:
         and a budget (the leader reports after every cycle, at least every ``interval_s``)."""
         if not docs:
             return self._unreported("none has reported to this database yet")
-        by_name = {d.key: d for d in docs}
-        newest = max(d.timestamp for d in docs)
         s = self.settings
-        late = datetime.now(UTC) - newest > timedelta(seconds=2 * s.interval_s + s.budget_s + 5)
+        cutoff = datetime.now(UTC) - timedelta(seconds=2 * s.interval_s + s.budget_s + 5)
+        by_name: dict[str, list[Any]] = {}
+        for d in docs:  # an agent's status, or one per shard (key ``name#shard I/N``) when the fleet is split
+            by_name.setdefault(d.key.split("#", 1)[0], []).append(d)
+        newest = max(d.timestamp for d in docs)
+        late = newest < cutoff
         out = []
         for name in self.runners:
-            doc = by_name.get(name)
-            if doc is None:
+            mine = by_name.get(name)
+            if not mine:
                 out.append(AgentStatus(name=name, state="unknown", last_error="not reported yet"))
                 continue
-            st = msgspec.json.decode(msgspec.json.encode(doc.body), type=AgentStatus)
+            fresh = [d for d in mine if d.timestamp >= cutoff] or mine  # a shard's process stopped: left out
+            st = _merged([msgspec.json.decode(msgspec.json.encode(d.body), type=AgentStatus) for d in fresh])
             if late:
                 st = msgspec.structs.replace(st, state="unknown", last_error=(
                     f"the agents process {st.process} has not reported since {newest.isoformat()}; "
@@ -176,6 +180,27 @@ class AgentsElsewhere:
             if self._notify_failing:
                 log.info("notifying the agents process of new data works again")
                 self._notify_failing = False
+
+
+_STATE_RANK = {"failed": 5, "timed_out": 4, "running": 3, "unknown": 2, "standby": 1}  # worst first
+
+
+def _merged(statuses: list[AgentStatus]) -> AgentStatus:
+    """One agent's status from its shards' (one each): the worst state, with its error; runs,
+    findings and incidents added up; the summary per process; the processes named."""
+    if len(statuses) == 1:
+        return statuses[0]
+    statuses = sorted(statuses, key=lambda st: st.process)
+    worst = max(statuses, key=lambda st: _STATE_RANK.get(st.state, 0))
+    oks = [st.last_ok for st in statuses if st.last_ok is not None]
+    runs = [st.last_run for st in statuses if st.last_run is not None]
+    times = [st.elapsed_ms for st in statuses if st.elapsed_ms is not None]
+    return msgspec.structs.replace(
+        worst, runs=sum(st.runs for st in statuses), failures=max(st.failures for st in statuses),
+        last_run=max(runs) if runs else None, last_ok=min(oks) if len(oks) == len(statuses) else None,
+        elapsed_ms=max(times) if times else None, findings=sum(st.findings for st in statuses),
+        incidents=[i for st in statuses for i in st.incidents], summary={st.process: st.summary for st in statuses},
+        process=", ".join(st.process for st in statuses))
 
 
 # -- the agents process ----------------------------------------------------------------------------

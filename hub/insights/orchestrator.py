@@ -16,7 +16,9 @@ hub that does not run the agents itself can say how they run elsewhere (:mod:`hu
 
 Several processes on one database (hub replicas, ``sentinel hub agents``) run the cycles once: only
 the holder of the agents' leader lock runs them; the others stand by, try the lock every
-``min_gap_s`` and take over when its holder goes.
+``min_gap_s`` and take over when its holder goes. With a shard (``AgentSettings.shard``,
+:mod:`hub.insights.shards`) the orchestrator runs the agents of that shard only, for its substations,
+under that shard's own leader lock, and stores its statuses under keys naming the shard.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ import msgspec
 from agents.findings import Finding
 from hub.incidents.service import incident_from_finding
 from hub.insights.agent_inputs import RUNNERS, AgentOutput, AgentSettings
+from hub.insights.shards import Shard
 from hub.storage.base import Document, Incident, Storage
 
-__all__ = ["STATUS_KIND", "AgentStatus", "Orchestrator", "OrchestratorSettings", "process_name"]
+__all__ = ["STATUS_KIND", "AgentStatus", "Orchestrator", "OrchestratorSettings", "process_name", "status_key"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,11 @@ STATUS_KIND = "agent_status"  # documents: each agent's status after a cycle (ke
 def process_name() -> str:
     """This process as the agents' statuses name it: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def status_key(agent: str, shard: Shard | None = None) -> str:
+    """The key of an agent's stored status: its name, and ``#shard I/N`` for a shard's."""
+    return agent if shard is None or not shard.split else f"{agent}#shard {shard.label}"
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,11 @@ class Orchestrator:
         self.narrator = narrator
         self.on_run = on_run
         self.share_status = share_status
-        me = process_name()
+        shard = self.settings.agents.shard
+        self.shard = shard if shard is not None and shard.split else None
+        if self.shard is not None:  # shards past 0 run the per-substation agents only
+            self.runners = {n: r for n, r in self.runners.items() if self.shard.runs(n)}
+        me = process_name() if self.shard is None else f"{process_name()} shard {self.shard.label}"
         self._status = {name: AgentStatus(name=name, process=me) for name in self.runners}
         self._busy: dict[str, asyncio.Future[AgentOutput]] = {}
         # threads of its own: agents never queue the hub's (or an embedding edge's) worker threads
@@ -102,8 +114,10 @@ class Orchestrator:
         self._cycle = asyncio.Lock()
         self._last_cycle = 0.0
         # several hub replicas on one database: only the holder of this lock runs the scheduled cycles
+        # (with a shard: that shard's lock; processes of other shards run beside this one)
         make_lock = getattr(storage, "leader_lock", None)
-        self._leader = make_lock("agents") if make_lock is not None else None
+        lock_name = "agents" if self.shard is None else self.shard.lock_name
+        self._leader = make_lock(lock_name) if make_lock is not None else None
         self.leading: bool | None = None  # None: not asked yet
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
@@ -184,8 +198,8 @@ class Orchestrator:
         """Store the statuses for hubs that do not run the agents (a failure is logged, not raised:
         the agents' products are stored already)."""
         now = datetime.now(UTC)
-        docs = [Document(kind=STATUS_KIND, key=st.name, timestamp=now, body=msgspec.to_builtins(st))
-                for st in statuses]
+        docs = [Document(kind=STATUS_KIND, key=status_key(st.name, self.shard), timestamp=now,
+                         body=msgspec.to_builtins(st)) for st in statuses]
         try:
             await self.loop.run_in_executor(self._pool, self.storage.put_documents, docs)
         except Exception as exc:  # noqa: BLE001

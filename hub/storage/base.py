@@ -374,12 +374,19 @@ class Storage(Protocol):
         Holds a database connection until exhausted or closed: close it when stopping early."""
         ...
 
-    def iter_window_rows(self, start: datetime, end: datetime, chunk_rows: int = 200_000) -> Iterator[list[tuple]]:
+    def iter_window_rows(self, start: datetime, end: datetime, chunk_rows: int = 200_000, *,
+                         substations: Sequence[str] | None = None) -> Iterator[list[tuple]]:
         """Every reading with start <= ts < end as rows of :data:`WINDOW_COLUMNS` (ts in epoch
         seconds; the series as one key, :func:`series_of_key`), in chunks of about ``chunk_rows`` in
         no particular order, read in short queries over :class:`TimeWindows` (no lock held between
         chunks). For readers that shape whole windows into arrays (the agents) without a Reading or
-        a tuple of names per row. Holds a database connection until exhausted or closed."""
+        a tuple of names per row. Holds a database connection until exhausted or closed.
+        ``substations``: only theirs (None: every substation's; an agents' shard, hub/insights/shards.py)."""
+        ...
+
+    def devices_between(self, start: datetime, end: datetime) -> list[tuple[str, str]]:
+        """Every (substation, device_id) with a reading in start <= ts < end, whatever its flags;
+        in no particular order (computed by the database: what an agents' shard splits)."""
         ...
 
     def iter_buckets(

@@ -1185,18 +1185,30 @@ class PostgresStorage:
         return self._iter_windows(windows, query, lambda lo, hi: (from_epoch_us(lo), from_epoch_us(hi), *args),
                                   chunk, chunk_rows)
 
-    def iter_window_rows(self, start: datetime, end: datetime, chunk_rows: int = 200_000) -> Iterator[list[tuple]]:
+    def iter_window_rows(self, start: datetime, end: datetime, chunk_rows: int = 200_000, *,
+                         substations: Sequence[str] | None = None) -> Iterator[list[tuple]]:
         check_chunking(chunk_rows)
         query = f"SELECT date_part('epoch', ts), {WINDOW_COLUMNS} FROM readings WHERE ts >= %s AND ts < %s"
+        extra: tuple = ()
+        if substations is not None:  # a hashed semi-join, whatever the plan: not a scan of the list per row
+            if not substations:
+                return iter(())
+            query += " AND substation IN (SELECT unnest(%s::text[]))"
+            extra = (list(dict.fromkeys(substations)),)
         windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows, first_us=WINDOW_FIRST_US)
-        return self._iter_window_rows(windows, query)
+        return self._iter_window_rows(windows, query, extra)
 
-    def _iter_window_rows(self, windows: TimeWindows, query: str) -> Iterator[list[tuple]]:
+    def devices_between(self, start: datetime, end: datetime) -> list[tuple[str, str]]:
+        rows = self._read("devices_between", lambda conn: conn.execute(
+            "SELECT DISTINCT substation, device_id FROM readings WHERE ts >= %s AND ts < %s", (start, end)).fetchall())
+        return [(r[0], r[1]) for r in rows]
+
+    def _iter_window_rows(self, windows: TimeWindows, query: str, extra: tuple = ()) -> Iterator[list[tuple]]:
         # a plain query a slice, on a pooled connection (the replica's when it has caught up): no
         # cursor held over, so nothing is materialised twice on the server
         for lo, hi in windows:
             rows = self._read("window_rows", lambda conn, lo=lo, hi=hi: conn.execute(
-                query, (from_epoch_us(lo), from_epoch_us(hi)), binary=True).fetchall())
+                query, (from_epoch_us(lo), from_epoch_us(hi), *extra), binary=True).fetchall())
             windows.done(len(rows))
             if rows:
                 yield rows

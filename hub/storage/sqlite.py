@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sqlite3
@@ -701,16 +702,29 @@ class SQLiteStorage:
         windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows, next_us=self._next_reading_us)
         return self._iter_readings(windows, *_series_where(substations, devices, metrics), chunk_rows)
 
-    def iter_window_rows(self, start: datetime, end: datetime, chunk_rows: int = 200_000) -> Iterator[list[tuple]]:
+    def iter_window_rows(self, start: datetime, end: datetime, chunk_rows: int = 200_000, *,
+                         substations: Sequence[str] | None = None) -> Iterator[list[tuple]]:
         check_chunking(chunk_rows)
+        query, extra = _WINDOW_ROWS, ()
+        if substations is not None:  # the list as one JSON argument: no limit on the number of variables
+            if not substations:
+                return iter(())
+            query += " AND substation IN (SELECT value FROM json_each(?))"
+            extra = (json.dumps(list(dict.fromkeys(substations))),)
         windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows, first_us=WINDOW_FIRST_US,
                               next_us=self._next_reading_us)
-        return self._iter_window_rows(windows)
+        return self._iter_window_rows(windows, query, extra)
 
-    def _iter_window_rows(self, windows: TimeWindows) -> Iterator[list[tuple]]:
+    def devices_between(self, start: datetime, end: datetime) -> list[tuple[str, str]]:
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT substation, device_id FROM readings WHERE ts >= ? AND ts < ?",
+                                    (start.timestamp(), end.timestamp())).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def _iter_window_rows(self, windows: TimeWindows, query: str, extra: tuple = ()) -> Iterator[list[tuple]]:
         for lo, hi in windows:
             with self._lock:
-                rows = self._db.execute(_WINDOW_ROWS, (lo / 10**6, hi / 10**6)).fetchall()
+                rows = self._db.execute(query, (lo / 10**6, hi / 10**6, *extra)).fetchall()
             windows.done(len(rows))
             if rows:
                 yield rows
