@@ -36,7 +36,9 @@ Calibration, per series (``DetectorConfig.calibrate``): each statistic ``r`` bec
 ``u = -log10 p``, ``p`` the probability of an episode this high in this series, learned online from
 the series' own history (:func:`_calibrated`: upcrossing rates of a grid of levels with hysteresis,
 and a peaks-over-threshold exponential tail beyond the highest level seen often enough, both
-starting from the nominal tail ``u = 6 r`` the thresholds were designed for, and never above it).
+starting from the nominal tail ``u = 6 r`` the thresholds were designed for, and never above it;
+a series whose own episodes have reached its nominal threshold has shown a heavy tail, and past
+its highest anchored level the tail is a generalised Pareto of shape ``tail_shape``).
 The spike detector's scale is never finer than the series' resolution (its smallest change), so a
 move of one quantum is at most 1/6.5 of the spike threshold. :func:`combine` merges
 the detectors' surprises by Fisher's method (agreement counts; ``combine="max"``: the largest),
@@ -121,6 +123,9 @@ class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     calib_span: Annotated[int, msgspec.Meta(ge=16, le=10_000_000)] = 16_384  # memory of the tail estimate
     prior_samples: PositiveFloat = 2000.0  # weight of the nominal tail, in samples
     tail_min: PositiveFloat = 5.0  # upcrossings a level needs before it anchors the tail
+    # shape of the tail past the highest anchored level of a series whose own episodes have reached
+    # its nominal threshold (generalised Pareto; 0: the exponential), steady series excepted
+    tail_shape: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.25  # a Student-t with 4 degrees of freedom
 
     def __post_init__(self) -> None:
         if not self.fast_span < self.slow_span <= self.scale_span:
@@ -495,11 +500,14 @@ class DetectorBank:
         cal = {name: st[name] for name in _CAL_FIELDS}
         if c.calibrate:
             eligible = v & (nv >= c.warmup)
+            # a series the grid holds at a level (steady) keeps the exponential tail: its extremes
+            # are what the detectors are for, however often they come
+            shape = np.where(st["steady"], 0.0, c.tail_shape)
             cal = {name: arr.copy() for name, arr in cal.items()}
             for i, k in enumerate(CALIBRATED):
                 u[..., k], *after = _calibrated(stats[..., k], eligible, start,
                                                 *(st[name][:, i] for name in _CAL_FIELDS),
-                                                self._a_cal, c.prior_samples, c.tail_min, k == DRIFT)
+                                                self._a_cal, c.prior_samples, c.tail_min, k == DRIFT, shape)
                 for name, arr in zip(_CAL_FIELDS, after):
                     cal[name][:, i] = arr
         u = np.where(st["enabled"][:, None, :], u, 0.0)
@@ -557,7 +565,7 @@ class DetectorBank:
 def _calibrated(r: np.ndarray, eligible: np.ndarray, start: np.ndarray, up0: np.ndarray, den0: np.ndarray,
                 hi0: np.ndarray, lo0: np.ndarray, nx0: np.ndarray, sx0: np.ndarray, pk0: np.ndarray,
                 alpha: float, prior: float,
-                tail_min: float, smooth: bool = False) -> tuple[np.ndarray, ...]:
+                tail_min: float, smooth: bool = False, shape: float | np.ndarray = 0.0) -> tuple[np.ndarray, ...]:
     """Surprise ``-log10 p`` of each sample's statistic ``r`` (rows, B) against this series' own history.
 
     For each level ``L_j`` the series keeps an EWMA (span ``calib_span``) of its upcrossings (the
@@ -568,8 +576,14 @@ def _calibrated(r: np.ndarray, eligible: np.ndarray, start: np.ndarray, up0: np.
     ``tail_min`` upcrossings (data plus prior), and beyond it an exponential tail (peaks over
     threshold, generalised Pareto of shape 0) whose scale is the mean excess of past episodes'
     peaks over that level (each episode adds its peak when it ends; the prior adds the nominal
-    tail's); ``smooth`` statistics (drift) use the slope between the last two such levels instead.
-    The slope is kept within [SLOPE_MIN, SLOPE_MAX] surprise units per threshold. The surprise never exceeds
+    tail's); ``smooth`` statistics (drift) take the nominal slope past the anchor instead: their
+    few, long episodes set the rate at the anchor, and the slope between two low levels (the
+    bulk's decay) let an hourly series' drift of 20 sigmas pass (ETTh1, docs/detection.md).
+    The slope is kept within [SLOPE_MIN, SLOPE_MAX] surprise units per threshold. A series whose
+    anchor is at or past the nominal threshold (level 1.0: at least ``tail_min`` episodes that high,
+    where the nominal tail expects one in a million samples) has shown a heavy tail: past its anchor
+    a non-smooth statistic's tail is a generalised Pareto of ``shape`` (per series, or one for all;
+    0: the exponential) with the same initial slope. The surprise never exceeds
     the nominal one: calibration only removes alarms a series' own noise explains. Only samples
     before ``t`` inform the score at ``t``.
     Returns the surprise and the EWMA states after the block.
@@ -621,15 +635,18 @@ def _calibrated(r: np.ndarray, eligible: np.ndarray, start: np.ndarray, up0: np.
     nx = _shift(flat_nx, nx0.reshape(s * nj)).reshape(s, nj, b) / alpha + prior_n[None, :, None]
     sx = _shift(flat_sx, sx0.reshape(s * nj)).reshape(s, nj, b) / alpha + \
         (prior_n / (U_ALARM * np.log(10.0)))[None, :, None]
-    if smooth:  # a smoothed statistic (drift) stays above a level long: the slope between levels
-        lower = -np.take_along_axis(logf, np.maximum(jj - 1, 0)[:, None, :], axis=1)[:, 0]
-        gap = LEVELS[jj] - LEVELS[np.maximum(jj - 1, 0)]
-        slope = np.where(jj >= 1, (anchor - lower) / np.where(gap > 0, gap, 1.0), U_ALARM)
+    if smooth:  # a smoothed statistic (drift): its own rate at the anchor, the designed decay past it
+        slope = np.full(r.shape, U_ALARM)
     else:
         mean_excess = np.take_along_axis(sx / nx, jj[:, None, :], axis=1)[:, 0]
         slope = 1.0 / (mean_excess * np.log(10.0))
     slope = np.clip(slope, SLOPE_MIN, SLOPE_MAX)
-    u = np.where(j >= 0, anchor + slope * (r - LEVELS[jj]), U_ALARM * r)
+    beyond = slope * np.maximum(r - LEVELS[jj], 0.0)  # the exponential tail's surprise past the anchor
+    # a generalised Pareto past the anchor of a series whose episodes reach its threshold
+    xi = np.where(LEVELS[jj] >= 1.0, np.broadcast_to(np.asarray(shape, dtype=np.float64), (s,))[:, None], 0.0)
+    if not smooth and (xi > 0).any():
+        beyond = np.where(xi > 0, np.log10(1.0 + xi * np.log(10.0) * beyond) / np.where(xi > 0, xi, 1.0), beyond)
+    u = np.where(j >= 0, anchor + beyond, U_ALARM * r)
     u = np.where(ok, np.minimum(u, U_ALARM * r), 0.0)
     return (u, flat_up[:, -1].reshape(s, nj), den[:, -1], last_high[:, -1].reshape(s, nj),
             last_low[:, -1].reshape(s, nj), flat_nx[:, -1].reshape(s, nj), flat_sx[:, -1].reshape(s, nj),

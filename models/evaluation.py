@@ -183,6 +183,13 @@ def _print_table(title: str, results: list[InjectionResult]) -> None:
         print(f"| {r.injection.label} | {r.detected}/{r.copies} | {delay} | {100 * r.typed:.0f} % | {100 * r.named:.0f} % |")
 
 
+SCORINGS = {
+    "calibrated": DetectorConfig(),
+    "exponential": DetectorConfig(tail_shape=0.0),
+    "uncalibrated": DetectorConfig(calibrate=False, combine="max", quiet_warmup=0),
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="detection rate, delay and false alarms on a real series")
     ap.add_argument("--csv", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ett" / "ETTh1.csv"))
@@ -193,6 +200,9 @@ def main() -> None:
                     help="also score with a model trained on the first --train-rows rows")
     ap.add_argument("--load", default=None,
                     help="the model also reads this load column (oil temperature against load), e.g. HUFL")
+    ap.add_argument("--scoring", choices=tuple(SCORINGS), default="calibrated",
+                    help="the detectors' scoring: calibrated (the default), calibrated with the exponential "
+                         "tail throughout (tail_shape 0), or the scoring before calibration")
     args = ap.parse_args()
 
     from models.tabular import read_csv
@@ -230,7 +240,7 @@ def main() -> None:
     scale = float(np.std(np.diff(train[np.isfinite(train)])))  # typical change per sample
     series = table.values([args.column, args.load]) if args.load else x
     results, clean, codes = evaluate(series, default_injections(scale), start=args.train_rows, copies=args.copies,
-                                     model=model, avoid=avoid)
+                                     model=model, avoid=avoid, config=SCORINGS[args.scoring])
     onsets = alarm_onsets(clean)
     onsets = onsets[onsets >= 500]  # after warm-up
     in_frozen = np.zeros(len(x), dtype=bool)

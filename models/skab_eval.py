@@ -235,6 +235,8 @@ def default_methods(threshold: float = 0.8) -> dict[str, Method]:
         "calibrated detectors (fisher)": lambda v: detector_scores(v, DetectorConfig()),
         "calibrated detectors, channels combined (fisher)": lambda v: channels_fisher(
             detector_scores(v, DetectorConfig())),
+        "calibrated, exponential tail throughout (tail_shape 0)": lambda v: detector_scores(
+            v, DetectorConfig(tail_shape=0.0)),
         "before calibration (max)": lambda v: detector_scores(
             v, DetectorConfig(calibrate=False, combine="max", quiet_warmup=0)),
         "rolling z-score (100 rows, |z| > 3)": lambda v: rolling_zscore(v),
