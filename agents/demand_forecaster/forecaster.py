@@ -84,7 +84,7 @@ class ForecastConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     horizon_hours: int = 48
     input_hours: int = 168  # the model's input: one week of hours
     min_model_hours: int = 504  # three weeks of history before a model is trained
-    max_history_days: int = 730  # the day-ahead model trains on at most the last two years
+    max_history_days: int = 1095  # the day-ahead model trains on at most the last three years
     holidays: tuple[date, ...] = ()  # local dates that behave like a Sunday
     utc_offset_h: float = 0.0  # local time for calendar features and holidays
     interval: tuple[float, float] = (0.1, 0.9)

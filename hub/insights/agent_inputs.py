@@ -49,8 +49,9 @@ class AgentSettings:
     baseline_days: float = 30.0  # hourly history for the anomaly detector's baselines
     history_days: float = 28.0  # hourly transformer history (health)
     # hourly load history for the demand forecaster: its day-ahead MAPE on real PJM zones falls from
-    # about 6 % with 28 days to 3-3.6 % with 730 (docs/forecasting.md); it uses whatever is stored
-    load_history_days: float = 730.0
+    # about 6 % with 28 days to 2.8-4.2 % with 730 and 2.7-4.2 % with 1,095 (docs/forecasting.md); it
+    # uses whatever is stored
+    load_history_days: float = 1095.0
     cyber_window_s: float = 86_400.0
     # keep the 1 Hz windows between cycles and read only what arrived since (WindowCache;
     # SENTINEL_AGENT_INCREMENTAL=on): for regions of thousands of points, where reading the windows
