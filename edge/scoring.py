@@ -160,4 +160,4 @@ class EdgeScoring:
 def detector_config(settings: ScoringSettings) -> DetectorConfig:
     """The detectors' configuration the edge's scoring settings name."""
     return DetectorConfig(detectors=tuple(settings.detectors), combine=settings.combine,
-                          calibrate=settings.calibrate, quiet_warmup=settings.warmup)
+                          calibrate=settings.calibrate, quiet_warmup=settings.warmup, tail_shape=settings.tail_shape)

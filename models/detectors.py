@@ -133,6 +133,8 @@ class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                              f"{self.slow_span}, {self.scale_span}")
         if self.median_len > self.window:
             raise ValueError(f"median_len {self.median_len} exceeds window {self.window}")
+        if not 0.0 <= self.tail_shape <= 1.0:
+            raise ValueError(f"tail_shape {self.tail_shape:g}: expected 0 to 1")
         unknown = [d for d in self.detectors if d not in DETECTORS]
         if unknown:
             raise ValueError(f"unknown detector(s) {unknown}; known: {', '.join(DETECTORS)}")

@@ -224,11 +224,13 @@ class ScoringSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     model_pull_interval_s: Seconds = 300.0
     public_key_env: Annotated[str, msgspec.Meta(pattern=r"^[A-Z_][A-Z0-9_]*$")] = "SENTINEL_MODEL_PUBLIC_KEY"
     # detectors that score every point; how their scores (and a model's) combine: "fisher" (agreement
-    # counts) or "max"; calibration of each detector per series; samples before any alarm
+    # counts) or "max"; calibration of each detector per series; samples before any alarm; the tail
+    # shape past the anchor of a series that has shown a heavy tail (0: exponential; docs/detection.md)
     detectors: tuple[str, ...] = DETECTOR_NAMES
     combine: Literal["fisher", "max"] = "fisher"
     calibrate: bool = True
     warmup: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 128
+    tail_shape: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.25
     points: dict[str, PointScoring] = {}
 
     def __post_init__(self) -> None:

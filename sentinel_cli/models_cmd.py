@@ -67,7 +67,8 @@ def _load_model(args: argparse.Namespace) -> Any:
 
 
 def _detector_config(args: argparse.Namespace) -> Any:
-    """The ``DetectorConfig`` that ``models score``'s --detectors, --combine, --no-calibration and --warmup name."""
+    """The ``DetectorConfig`` that ``models score``'s --detectors, --combine, --no-calibration, --warmup and
+    --tail-shape name."""
     from models.detectors import DetectorConfig
 
     detectors = tuple(d.strip() for d in args.detectors.split(",") if d.strip()) if args.detectors else None
@@ -76,6 +77,10 @@ def _detector_config(args: argparse.Namespace) -> Any:
         kw["detectors"] = detectors
     if args.warmup is not None:
         kw["quiet_warmup"] = args.warmup
+    if args.tail_shape is not None:
+        if not 0.0 <= args.tail_shape <= 1.0:
+            raise ValueError(f"--tail-shape {args.tail_shape:g}: expected 0 to 1 (0: the exponential tail)")
+        kw["tail_shape"] = args.tail_shape
     return DetectorConfig(**kw)
 
 
@@ -330,6 +335,9 @@ def add_parser(subparsers: Any) -> None:
                    help="score the raw statistics against their nominal thresholds (with --combine max "
                         "--warmup 0: the scoring before per-series calibration)")
     s.add_argument("--warmup", type=int, default=None, help="valid samples per series before any alarm (default 128)")
+    s.add_argument("--tail-shape", type=float, default=None, metavar="XI",
+                   help="tail shape (0 to 1) past the anchor of a series that has shown a heavy tail; 0: the "
+                        "exponential (default 0.25; docs/detection.md)")
     s.add_argument("--strict", action="store_true",
                    help="refuse a file whose times step back or repeat (default: sort them, average repeats, report)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

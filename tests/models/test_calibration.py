@@ -172,6 +172,10 @@ def test_edge_settings_name_detectors_combination_and_per_point_thresholds() -> 
         "current_l1": {"threshold": 0.85}}}, ScoringSettings)
     config = detector_config(settings)
     assert config.combine == "max" and config.quiet_warmup == 50 and config.calibrate
+    assert config.tail_shape == 0.25
+    assert detector_config(msgspec.convert({"tail_shape": 0.0}, ScoringSettings)).tail_shape == 0.0
+    with pytest.raises(msgspec.ValidationError, match="tail_shape"):
+        msgspec.convert({"tail_shape": 1.5}, ScoringSettings)
     mon = AnomalyMonitor("S1", settings)
     assert mon.thresholds("F12", "voltage_l1") == (0.9, 0.97)
     assert mon.thresholds("F13", "current_l1") == (0.85, settings.critical_threshold)
@@ -213,6 +217,8 @@ def test_models_score_selects_detectors_combination_and_threshold(tmp_path: Path
     assert "spike" in alarms("--no-calibration", "--combine", "max", "--warmup", "0")
     assert alarms("--threshold", "1.0") == []  # the threshold sets the alarm, not only a label
     assert main(["models", "score", str(src), "--detectors", "spikes", "--no-progress"]) == 2
+    assert "spike" in alarms("--tail-shape", "0")
+    assert main(["models", "score", str(src), "--tail-shape", "1.5", "--no-progress"]) == 2
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/skab not present")
