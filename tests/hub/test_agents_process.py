@@ -27,16 +27,6 @@ from tests.conftest import free_port
 from tests.support.hub_auth import ADMIN, ADMIN_KEY
 from tests.support.procs import sentinel_process
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     # interval of an hour: a cycle within the test comes from new data (or the start), not the schedule
     return {**{k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")},
