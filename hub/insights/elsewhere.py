@@ -77,6 +77,7 @@ class AgentsElsewhere:
         self._statuses: list[AgentStatus] = self._unreported("none has reported to this database yet")
         self._conn: Any = None
         self._notify_failing = False
+        self._split_warned: frozenset[int] = frozenset()  # the disagreeing shard counts last warned of
 
     def notify(self) -> None:
         """New data was stored (on the loop's thread)."""
@@ -151,6 +152,19 @@ class AgentsElsewhere:
                     f"the agents process {st.process} has not reported since {newest.isoformat()}; "
                     f"is `sentinel hub agents` running?"))
             out.append(st)
+        # processes reporting now that split the fleet differently (one --shard 0/2, another 0/3 or
+        # none) each run their share as if alone: some substations twice, or all of them again
+        counts = frozenset(_shard_count(d.key) for d in docs if d.timestamp >= cutoff)
+        if len(counts) > 1:
+            note = (f"the agents processes on this database split the fleet differently ("
+                    f"{', '.join('unsplit' if n == 1 else f'{n} shards' for n in sorted(counts))}): every "
+                    f"`sentinel hub agents` must use the same N in --shard I/N, or some substations are "
+                    f"judged twice")
+            if counts != self._split_warned:
+                log.warning("%s", note)
+            out = [msgspec.structs.replace(st, last_error=f"{note}; {st.last_error}" if st.last_error else note)
+                   for st in out]
+        self._split_warned = counts if len(counts) > 1 else frozenset()
         return out
 
     async def _send_notifications(self) -> None:
@@ -180,6 +194,15 @@ class AgentsElsewhere:
             if self._notify_failing:
                 log.info("notifying the agents process of new data works again")
                 self._notify_failing = False
+
+
+def _shard_count(key: str) -> int:
+    """N of a stored status's key ``name#shard I/N`` (1: a process that does not split the fleet)."""
+    _, _, shard = key.partition("#shard ")
+    try:
+        return int(shard.split("/", 1)[1]) if shard else 1
+    except (IndexError, ValueError):
+        return 1
 
 
 _STATE_RANK = {"failed": 5, "timed_out": 4, "running": 3, "unknown": 2, "standby": 1}  # worst first

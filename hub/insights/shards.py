@@ -18,7 +18,8 @@ What is per substation, and what is not:
 
 Each (agents, shard) pair has its own leader lock (``agents.shard-I-of-N``): two processes of the
 same shard run each cycle once (one stands by), processes of different shards run side by side.
-Every agents process on one database must use the same N.
+Every agents process on one database must use the same N; ``GET /agents`` names the counts when
+they differ (``hub.insights.elsewhere``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ one shard run each cycle once (the shard's leader lock)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -129,6 +130,38 @@ def test_two_shards_split_the_fleet_and_raise_each_incident_once(db_url: str, st
     assert by_name["grid_monitor"].findings == len(SUBSTATIONS)  # both shards' findings, added up
     assert "shard 0/2" in by_name["grid_monitor"].process and "shard 1/2" in by_name["grid_monitor"].process
     assert by_name["cyber_sentinel"].process.endswith("shard 0/2")
+    assert not any("same N" in st.last_error for st in served)
+
+
+def test_processes_that_split_the_fleet_differently_are_named_on_every_status(db_url: str, store: Storage,
+                                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """One agents process with --shard 0/2 and another without: each runs its share as if alone (the
+    unsplit one judges every substation again), so GET /agents says so on every agent's status."""
+    store.insert_readings(_swells(SUBSTATIONS), "test")
+
+    async def both() -> list:
+        stores = [open_storage(db_url) for _ in range(2)]
+        orchs = [Orchestrator(st, _settings(shard), share_status=True) for st, shard in zip(stores, ("0/2", None))]
+        try:
+            await asyncio.gather(*(o.run_once(NOW) for o in orchs))
+            elsewhere = AgentsElsewhere(store, db_url, OrchestratorSettings())
+            task = asyncio.create_task(elsewhere.run())
+            await asyncio.sleep(0.3)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return elsewhere.status()
+        finally:
+            for o, st in zip(orchs, stores):
+                await o.aclose()
+                st.close()
+
+    with caplog.at_level(logging.WARNING, logger="hub.insights.elsewhere"):
+        served = asyncio.run(both())
+    assert len(served) == 5
+    for st in served:
+        assert "split the fleet differently (unsplit, 2 shards)" in st.last_error, st
+        assert "must use the same N in --shard I/N" in st.last_error
+    assert sum("split the fleet differently" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_a_shard_weighs_an_adjacent_feeder_in_another_shards_substation(store: Storage) -> None:
