@@ -604,22 +604,28 @@ def _calibrated(r: np.ndarray, eligible: np.ndarray, start: np.ndarray, up0: np.
     lh_prev = _shift(last_high.astype(np.float64), hi0.reshape(s * nj))
     ll_prev = _shift(last_low.astype(np.float64), lo0.reshape(s * nj))
     up = (high & (ll_prev > lh_prev)).reshape(s, nj, b) & eligible[:, None, :]
-    # declustered peaks over each level: an episode (above L_j, until the statistic falls to L_j / 2)
-    # adds its peak's excess over L_j when it ends, so a long episode counts once and never
-    # informs its own scores. The peak is the running maximum since the last low sample: a
-    # segmented scan, with the segment number as the high part of a monotone key.
-    rr = np.minimum(np.repeat(r, nj, axis=0).reshape(s, nj, b).reshape(s * nj, b), _PEAK_CAP)
-    seg = np.cumsum(low, axis=1)
-    key = np.concatenate([pk0.reshape(s * nj)[:, None], seg * (_PEAK_CAP + 1.0) + rr], axis=1)
-    seg_ext = np.concatenate([np.zeros((s * nj, 1)), seg], axis=1)
-    peak = np.maximum.accumulate(key, axis=1) - seg_ext * (_PEAK_CAP + 1.0)  # running max, sample t-1 at t
-    peak_prev, peak_end = peak[:, :-1], np.where(low[:, -1], 0.0, peak[:, -1])
-    ends = low & (lh_prev > ll_prev) & np.repeat(eligible, nj, axis=0).reshape(s * nj, b)
-    excess = np.where(ends, np.maximum(peak_prev - np.repeat(LEVELS[None, :], s, axis=0).reshape(s * nj)[:, None],
-                                       0.0), 0.0)
-    flat_up, den, flat_nx, flat_sx = _ewmas(
-        alpha, (up.reshape(s * nj, b).astype(np.float64), up0.reshape(s * nj)), (eligible.astype(np.float64), den0),
-        (ends.astype(np.float64), nx0.reshape(s * nj)), (excess, sx0.reshape(s * nj)))
+    if smooth:  # the drift takes the nominal slope past its anchor: its episodes' peaks are not needed
+        flat_up, den = _ewmas(alpha, (up.reshape(s * nj, b).astype(np.float64), up0.reshape(s * nj)),
+                              (eligible.astype(np.float64), den0))
+        nx_end, sx_end, peak_end = nx0.reshape(s * nj), sx0.reshape(s * nj), pk0.reshape(s * nj)
+    else:
+        # declustered peaks over each level: an episode (above L_j, until the statistic falls to L_j / 2)
+        # adds its peak's excess over L_j when it ends, so a long episode counts once and never
+        # informs its own scores. The peak is the running maximum since the last low sample: a
+        # segmented scan, with the segment number as the high part of a monotone key.
+        rr = np.minimum(np.repeat(r, nj, axis=0).reshape(s, nj, b).reshape(s * nj, b), _PEAK_CAP)
+        seg = np.cumsum(low, axis=1)
+        key = np.concatenate([pk0.reshape(s * nj)[:, None], seg * (_PEAK_CAP + 1.0) + rr], axis=1)
+        seg_ext = np.concatenate([np.zeros((s * nj, 1)), seg], axis=1)
+        peak = np.maximum.accumulate(key, axis=1) - seg_ext * (_PEAK_CAP + 1.0)  # running max, sample t-1 at t
+        peak_prev, peak_end = peak[:, :-1], np.where(low[:, -1], 0.0, peak[:, -1])
+        ends = low & (lh_prev > ll_prev) & np.repeat(eligible, nj, axis=0).reshape(s * nj, b)
+        excess = np.where(ends, np.maximum(peak_prev - np.repeat(LEVELS[None, :], s, axis=0).reshape(s * nj)[:, None],
+                                           0.0), 0.0)
+        flat_up, den, flat_nx, flat_sx = _ewmas(
+            alpha, (up.reshape(s * nj, b).astype(np.float64), up0.reshape(s * nj)), (eligible.astype(np.float64), den0),
+            (ends.astype(np.float64), nx0.reshape(s * nj)), (excess, sx0.reshape(s * nj)))
+        nx_end, sx_end = flat_nx[:, -1], flat_sx[:, -1]
     prev_up = _shift(flat_up, up0.reshape(s * nj)).reshape(s, nj, b) / alpha  # decayed counts before t
     prev_n = _shift(den, den0) / alpha
     q = 10.0 ** (-U_ALARM * LEVELS)
@@ -633,26 +639,26 @@ def _calibrated(r: np.ndarray, eligible: np.ndarray, start: np.ndarray, up0: np.
     # the exponential tail beyond the anchor (peaks over threshold, GPD with shape 0): its scale is
     # the mean excess of the episodes' peaks over the level, with the nominal tail's (1 / (6 ln 10))
     # weighted in as prior episodes; a heavy tail has a large mean excess, so a shallow slope
-    prior_n = prior * q
-    nx = _shift(flat_nx, nx0.reshape(s * nj)).reshape(s, nj, b) / alpha + prior_n[None, :, None]
-    sx = _shift(flat_sx, sx0.reshape(s * nj)).reshape(s, nj, b) / alpha + \
-        (prior_n / (U_ALARM * np.log(10.0)))[None, :, None]
     if smooth:  # a smoothed statistic (drift): its own rate at the anchor, the designed decay past it
-        slope = np.full(r.shape, U_ALARM)
+        slope = U_ALARM
     else:
+        prior_n = prior * q
+        nx = _shift(flat_nx, nx0.reshape(s * nj)).reshape(s, nj, b) / alpha + prior_n[None, :, None]
+        sx = _shift(flat_sx, sx0.reshape(s * nj)).reshape(s, nj, b) / alpha + \
+            (prior_n / (U_ALARM * np.log(10.0)))[None, :, None]
         mean_excess = np.take_along_axis(sx / nx, jj[:, None, :], axis=1)[:, 0]
-        slope = 1.0 / (mean_excess * np.log(10.0))
-    slope = np.clip(slope, SLOPE_MIN, SLOPE_MAX)
+        slope = np.clip(1.0 / (mean_excess * np.log(10.0)), SLOPE_MIN, SLOPE_MAX)
     beyond = slope * np.maximum(r - LEVELS[jj], 0.0)  # the exponential tail's surprise past the anchor
-    # a generalised Pareto past the anchor of a series whose episodes reach its threshold
-    xi = np.where(LEVELS[jj] >= 1.0, np.broadcast_to(np.asarray(shape, dtype=np.float64), (s,))[:, None], 0.0)
-    if not smooth and (xi > 0).any():
-        beyond = np.where(xi > 0, np.log10(1.0 + xi * np.log(10.0) * beyond) / np.where(xi > 0, xi, 1.0), beyond)
+    if not smooth and np.any(shape):  # a generalised Pareto past the anchor of a series whose episodes
+        # reach its threshold
+        xi = np.where(LEVELS[jj] >= 1.0, np.broadcast_to(np.asarray(shape, dtype=np.float64), (s,))[:, None], 0.0)
+        heavy = xi > 0
+        if heavy.any():
+            beyond = np.where(heavy, np.log10(1.0 + xi * np.log(10.0) * beyond) / np.where(heavy, xi, 1.0), beyond)
     u = np.where(j >= 0, anchor + beyond, U_ALARM * r)
     u = np.where(ok, np.minimum(u, U_ALARM * r), 0.0)
     return (u, flat_up[:, -1].reshape(s, nj), den[:, -1], last_high[:, -1].reshape(s, nj),
-            last_low[:, -1].reshape(s, nj), flat_nx[:, -1].reshape(s, nj), flat_sx[:, -1].reshape(s, nj),
-            peak_end.reshape(s, nj))
+            last_low[:, -1].reshape(s, nj), nx_end.reshape(s, nj), sx_end.reshape(s, nj), peak_end.reshape(s, nj))
 
 
 def combine(u: np.ndarray, method: str = "fisher", agreement_cost: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
