@@ -150,8 +150,10 @@ def cmd_hub_agents(args: argparse.Namespace) -> int:
         agents = settings.agents
         settings = dataclasses.replace(settings, agents=dataclasses.replace(
             agents, agents=dataclasses.replace(agents.agents, shard=args.shard)))
-    shard = settings.agents.agents.shard
-    part = "" if shard is None or not shard.split else (
+    from hub.insights.shards import splitting
+
+    shard = splitting(settings.agents.agents.shard)
+    part = "" if shard is None else (
         f", shard {shard.label}: the substations whose crc32 mod {shard.count} is {shard.index}")
 
     def ready() -> None:

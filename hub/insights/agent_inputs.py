@@ -23,7 +23,7 @@ import numpy as np
 from agents import anomaly_detector, cyber_sentinel, demand_forecaster, grid_monitor, maintenance_predictor
 from agents.findings import Finding
 from hub.insights.explanations import explain_findings
-from hub.insights.shards import Shard
+from hub.insights.shards import Shard, splitting
 from hub.site import SiteConfig
 from hub.storage.base import Document, HourlyMean, Storage, series_of_key
 from protocols import gridcode
@@ -106,9 +106,7 @@ def _windows(storage: Storage, start: datetime, end: datetime, chunk_rows: int =
     units: dict[str, int] = {}
     rows_seen, units_seen = itertools.count(), itertools.count()
     parts: list[tuple[np.ndarray, ...]] = []
-    chunks = (storage.iter_window_rows(start, end, chunk_rows) if substations is None
-              else storage.iter_window_rows(start, end, chunk_rows, substations=substations))
-    for rows in chunks:
+    for rows in storage.iter_window_rows(start, end, chunk_rows, substations=substations):
         ts, keys, values, unit, flags, scores, types = zip(*rows)
         n = len(rows)
         del rows
@@ -261,17 +259,12 @@ def _agent_windows(storage: Storage, s: AgentSettings, start: datetime, end: dat
     return cache.windows(storage, start, end, substations)
 
 
-def _split(s: AgentSettings) -> Shard | None:
-    """This process's shard when the fleet is split (None: every substation is this process's)."""
-    return s.shard if s.shard is not None and s.shard.split else None
-
-
 def _grid_scope(storage: Storage, s: AgentSettings, start: datetime, end: datetime
                 ) -> tuple[list[str] | None, set[str] | None]:
     """(the substations whose windows the grid monitor reads, those it reports on); (None, None):
     all. A shard reads its own substations, and those holding a feeder adjacent to one of its
     feeders (site config): a load-transfer recommendation weighs that feeder's present load."""
-    shard = _split(s)
+    shard = splitting(s.shard)
     if shard is None:
         return None, None
     devices = storage.devices_between(start, end)
@@ -352,7 +345,7 @@ def _hourly_series(rows: Sequence[HourlyMean]) -> tuple[list[datetime], list[flo
 def run_demand_forecaster(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
     out = AgentOutput()
     by_series: dict[tuple[str, str], list[HourlyMean]] = defaultdict(list)
-    shard = _split(s)
+    shard = splitting(s.shard)
     for h in storage.hourly_means(LOAD_METRICS, now - timedelta(days=s.load_history_days), now):
         if shard is None or shard.holds(h.substation):
             by_series[(h.substation, h.device_id)].append(h)
@@ -401,7 +394,7 @@ def substation_load_forecasts(docs: Sequence[Document]) -> dict[str, maintenance
 
 def run_maintenance_predictor(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
     by_device: dict[tuple[str, str], dict[str, list[HourlyMean]]] = defaultdict(lambda: defaultdict(list))
-    shard = _split(s)
+    shard = splitting(s.shard)
     for h in storage.hourly_means(TRANSFORMER_METRICS, now - timedelta(days=s.history_days), now):
         if shard is None or shard.holds(h.substation):
             by_device[(h.substation, h.device_id)][h.metric].append(h)

@@ -39,7 +39,7 @@ import msgspec
 from agents.findings import Finding
 from hub.incidents.service import incident_from_finding
 from hub.insights.agent_inputs import RUNNERS, AgentOutput, AgentSettings
-from hub.insights.shards import Shard
+from hub.insights.shards import Shard, splitting
 from hub.storage.base import Document, Incident, Storage
 
 __all__ = ["STATUS_KIND", "AgentStatus", "Orchestrator", "OrchestratorSettings", "process_name", "status_key"]
@@ -61,7 +61,8 @@ def process_name() -> str:
 
 def status_key(agent: str, shard: Shard | None = None) -> str:
     """The key of an agent's stored status: its name, and ``#shard I/N`` for a shard's."""
-    return agent if shard is None or not shard.split else f"{agent}#shard {shard.label}"
+    shard = splitting(shard)
+    return agent if shard is None else f"{agent}#shard {shard.label}"
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,7 @@ class Orchestrator:
         self.narrator = narrator
         self.on_run = on_run
         self.share_status = share_status
-        shard = self.settings.agents.shard
-        self.shard = shard if shard is not None and shard.split else None
+        self.shard = splitting(self.settings.agents.shard)
         if self.shard is not None:  # shards past 0 run the per-substation agents only
             self.runners = {n: r for n, r in self.runners.items() if self.shard.runs(n)}
         me = process_name() if self.shard is None else f"{process_name()} shard {self.shard.label}"

@@ -29,11 +29,16 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["SHARDED_AGENTS", "Shard", "shard_of"]
+__all__ = ["SHARDED_AGENTS", "Shard", "shard_of", "splitting"]
 
 # the agents that judge each substation on its own data; the others run whole, in shard 0
 SHARDED_AGENTS = frozenset({"grid_monitor", "demand_forecaster", "maintenance_predictor"})
 _FORM = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+def splitting(shard: Shard | None) -> Shard | None:
+    """``shard`` if it splits the fleet; None for no shard and for 1/1 (every substation is this process's)."""
+    return shard if shard is not None and shard.split else None
 
 
 def shard_of(substation: str, count: int) -> int:
