@@ -7,10 +7,10 @@ streamed body passes the limit. JSON nested deeper than ``max_json_depth`` is an
 a few kilobytes of ``[[[[...`` must not reach them. Both answers have the hub's error shape
 (``status_code``, ``detail``) and are logged as any refused request is.
 
-The depth is found by a byte scan, not a parse (:func:`json_depth`): numpy over 1 MiB chunks marks
-the quotes that open or close strings (a quote after an odd run of backslashes does not), the
-brackets outside strings, and their running depth; 70-140 ms for 10 MiB whatever the bytes are,
-run in a worker thread for large bodies. Garbage gets a depth too; the decoder refuses it afterwards
+The depth is found by a byte scan, not a parse (:func:`json_depth`): bytes methods drop escaped
+quotes and everything but brackets and quotes; numpy adds up the brackets outside strings among
+what is left. 45 us for an edge's 36 KB sync (a numpy scan of every byte took 340), run in a worker thread
+for large bodies. Garbage gets a depth too; the decoder refuses it afterwards
 with a 400 of its own.
 
     Litestar(..., middleware=[body_limits(max_body_bytes=10 * MiB, max_json_depth=64)])
@@ -34,8 +34,9 @@ DEFAULT_MAX_JSON_DEPTH = 64
 _STEP = np.zeros(256, dtype=np.int8)  # a byte's change of depth
 _STEP[list(b"[{")] = 1
 _STEP[list(b"]}")] = -1
-_BACKSLASH, _QUOTE = ord("\\"), ord('"')
-_CHUNK = 1 << 20  # bytes per step: bounds the temporary arrays (a few MiB)
+_QUOTE = ord('"')
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'[]{}"')))  # what json_depth deletes before it looks
+_CHUNK = 1 << 20  # brackets per step: bounds the temporary arrays (a few MiB)
 _THREAD_ABOVE = 256 * 1024  # bodies larger than this are scanned off the event loop
 # bodies that are not JSON (none of the hub's routes takes one yet): size-checked only
 _NOT_JSON = ("multipart/", "application/octet-stream", "application/x-www-form-urlencoded")
@@ -43,26 +44,20 @@ _NOT_JSON = ("multipart/", "application/octet-stream", "application/x-www-form-u
 
 def json_depth(body: bytes, chunk: int = _CHUNK) -> int:
     """The deepest nesting of arrays and objects in ``body`` (``[]`` is 1, ``[{}]`` 2); brackets
-    inside strings do not count. Chunk by chunk, carrying the depth, whether a string is open and
-    the run of backslashes the chunk ended with."""
-    a = np.frombuffer(body, dtype=np.uint8)
-    deepest = depth = run = 0
+    inside strings do not count. Bytes methods, in C, go first: escapes (``\\\\`` pairs, then
+    ``\\"``: what is left of a run of backslashes before a quote is the one escaping it), every byte
+    but brackets and quotes, and adjacent quotes (an empty string, or two strings made one: what was
+    inside either stays inside). What is left is mostly the brackets, often a few hundred bytes;
+    numpy marks the strings among it by the parity of the quotes and adds up the brackets outside
+    them, ``chunk`` bytes at a time, carrying the depth and whether a string is open."""
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    a = np.frombuffer(body.translate(None, _NOT_MARKS).replace(b'""', b""), dtype=np.uint8)
+    deepest = depth = 0
     in_string = False
     for lo in range(0, a.size, chunk):
         c = a[lo:lo + chunk]
-        n = c.size
-        quote = c == _QUOTE
-        if run or body.find(b"\\", lo, lo + n) >= 0:  # a quote after an odd run of backslashes is escaped
-            idx = np.arange(n, dtype=np.int32)
-            last = np.where(c == _BACKSLASH, np.int32(-1), idx)  # the last byte at or before i that is not one
-            np.maximum.accumulate(last, out=last)
-            before = np.empty(n + 1, dtype=np.int32)  # backslashes right before byte i (and after the last)
-            before[0] = run
-            np.subtract(idx, last, out=before[1:])
-            before[1:][last < 0] += run
-            run = int(before[-1])
-            quote &= (before[:-1] & 1) == 0
-        inside = np.cumsum(quote, dtype=np.uint8)  # parity of the quotes so far: 1 inside a string
+        inside = np.cumsum(c == _QUOTE, dtype=np.uint8)  # parity of the quotes so far: 1 inside a string
         inside &= 1
         if in_string:
             inside ^= 1

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio.to_thread
 import msgspec
@@ -38,6 +38,7 @@ from litestar.openapi.spec import (Components, OpenAPIHeader, OpenAPIMediaType, 
                                    Operation, Reference, Schema, SecurityScheme)
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
+from litestar.utils.scope.state import ScopeState
 
 from hub.auth import VIEWER
 from hub.auth.guards import allow, policy_of
@@ -228,38 +229,47 @@ async def strict_json_body(request: Request) -> None:
     """``before_request``: a JSON body is held to the types the document gives it. Litestar converts
     bodies leniently (``"sent_at": 0`` becomes 1970, ``"window": "32"`` becomes 32); what only that
     leniency would accept is refused here, 400 naming the field. Anything else is left to Litestar
-    (it answers, with its own words, what strict decoding refuses too)."""
+    (it answers, with its own words, what strict decoding refuses too).
+
+    A body that decodes strictly to a struct is decoded once: the struct is left where Litestar
+    keeps a request's decoded JSON, and its conversion of the handler's arguments takes a struct of
+    the type it wants as it is (an edge's sync of 200 readings was decoded three times: 230 us)."""
     field = request.route_handler.parsed_fn_signature.parameters.get("data")
     if field is None or not (body := await request.body()):
         return None
     if len(body) <= _THREAD_ABOVE:
-        refused = _only_leniently(field.annotation, body)
+        decoded = _strictly(field.annotation, body)
     else:  # a large sync batch: decoding it takes milliseconds, off the event loop
-        refused = await anyio.to_thread.run_sync(_only_leniently, field.annotation, body)
-    if refused is not None:
-        key, message = refused
+        decoded = await anyio.to_thread.run_sync(_strictly, field.annotation, body)
+    if isinstance(decoded, _Refused):
         raise ValidationException(detail=f"Validation failed for {request.method} {request.url.path}",
-                                  extra=[{"key": key, "source": "body", "message": message}])
+                                  extra=[{"key": decoded.key, "source": "body", "message": decoded.message}])
+    if isinstance(decoded, msgspec.Struct):
+        ScopeState.from_scope(request.scope).json = decoded
     return None
 
 
 _THREAD_ABOVE = 256 * 1024
 
 
-def _only_leniently(t: Any, body: bytes) -> tuple[str, str] | None:
-    """Where and why ``body`` is a ``t`` only to a lenient decoder; None if it is one strictly, or
-    not even leniently."""
+class _Refused(NamedTuple):
+    key: str
+    message: str
+
+
+def _strictly(t: Any, body: bytes) -> Any:
+    """``body`` decoded strictly as a ``t``; a :class:`_Refused` saying where and why if it is a
+    ``t`` only to a lenient decoder; None if it is not one even leniently (Litestar answers that)."""
     strict, lax = _decoders(t)
     try:
-        strict.decode(body)
-        return None
+        return strict.decode(body)
     except msgspec.ValidationError as exc:
         try:
             lax.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return None
         message, _, where = str(exc).partition(" - at `$")
-        return where.rstrip("`").lstrip(".") or "data", message
+        return _Refused(where.rstrip("`").lstrip(".") or "data", message)
     except msgspec.DecodeError:
         return None
 

@@ -47,3 +47,34 @@ def test_json_depth_is_the_nesting_of_any_json(value: object, chunk: int) -> Non
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="body limits must be >= 1"):
         BodyLimits(None, max_json_depth=0)
+
+
+def _scan(body: bytes) -> int:
+    """The depth the slow way, a byte at a time: what json_depth must give on any bytes at all. A
+    backslash takes the meaning from a quote or backslash after it, inside strings and out (outside
+    one it is garbage anyway)."""
+    deepest = depth = 0
+    in_string = escaped = False
+    for b in body:
+        was_escaped, escaped = escaped, False
+        if was_escaped and b in b'"\\':
+            pass
+        elif b == ord("\\"):
+            escaped = True
+        elif b == ord('"'):
+            in_string = not in_string
+        elif in_string:
+            pass
+        elif b in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif b in b"]}":
+            depth -= 1
+    return deepest
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=80).map(lambda b: bytes(b'[]{}"\\a'[x % 7] for x in b)), st.integers(min_value=1, max_value=9))
+def test_json_depth_of_any_bytes_is_the_byte_by_byte_scan(body: bytes, chunk: int) -> None:
+    """Garbage too: escapes, unbalanced quotes and brackets, backslashes outside strings."""
+    assert json_depth(body, chunk=chunk) == _scan(body)
