@@ -19,10 +19,16 @@ SECRET_WORDS = re.compile(r"(PASSWORD|SECRET|TOKEN|_KEY)\b", re.I)
 def test_docker_compose_has_no_default_secrets() -> None:
     text = (REPO / "docker-compose.yml").read_text()
     compose = yaml.safe_load(text)
-    assert {"hub-1", "hub-2", "agents", "proxy", "mosquitto", "credentials", "edge-nairobi", "edge-mombasa",
+    assert {"hub-1", "hub-2", "agents-0", "agents-1", "proxy", "mosquitto", "credentials", "edge-nairobi", "edge-mombasa",
             "db"} <= set(compose["services"])
     # the agents in a process of their own, the replicas without them (an agent cycle never slows ingest)
-    assert compose["services"]["agents"]["command"] == "sentinel hub agents"
+    # two shards of the substations (tests/hub/test_agents_process.py runs them so)
+    for i in (0, 1):
+        agents = compose["services"][f"agents-{i}"]
+        assert agents["command"] == "sentinel hub agents"
+        assert agents["environment"]["SENTINEL_AGENT_SHARD"] == f"{i}/2"
+        assert agents["environment"]["SENTINEL_DATABASE_URL"] == compose["services"]["hub-1"]["environment"][
+            "SENTINEL_DATABASE_URL"]
     assert all("--agents off" in compose["services"][h]["command"] for h in ("hub-1", "hub-2"))
     # ${VAR:-default} / ${VAR-default} give a secret a value in the file; ${VAR:?message} refuses to start
     for var, default in re.findall(r"\$\{(\w+):?-([^}]*)\}", text):
@@ -61,7 +67,7 @@ def test_docker_compose_config_is_valid_and_refuses_to_run_without_each_secret()
             assert service.get("restart") == "unless-stopped", name
     for name, mount in (("db", "/var/lib/postgresql/data"), ("mosquitto", "/mosquitto/data"),
                         ("hub-1", "/var/lib/sentinel/models"), ("hub-2", "/var/lib/sentinel/models"),
-                        ("agents", "/var/lib/sentinel/models"),
+                        ("agents-0", "/var/lib/sentinel/models"), ("agents-1", "/var/lib/sentinel/models"),
                         ("edge-nairobi", "/app/var"), ("edge-mombasa", "/app/var")):
         assert mount in {_named_volume_target(v, compose) for v in services[name]["volumes"]}, (name, mount)
     for hub in ("hub-1", "hub-2"):
@@ -98,6 +104,8 @@ def test_each_compose_service_runs_a_command_the_end_to_end_tests_run() -> None:
         assert runs, f"{name} runs {command!r}, which no end-to-end test runs"
         for c in runs:
             assert tested[c] in e2e, f"no end-to-end test runs {c}"
+        if "SENTINEL_AGENT_SHARD" in service.get("environment", {}):  # the shards too, as configured here
+            assert "SENTINEL_AGENT_SHARD=" in e2e, f"{name} runs a shard, which no end-to-end test runs"
 
 
 def test_no_config_or_script_in_the_repo_holds_a_secret_value() -> None:

@@ -125,6 +125,41 @@ def test_a_hub_serving_without_agents_and_agents_processes_on_its_database_raise
         _stop(hub)
 
 
+def test_two_agents_processes_each_a_shard_split_the_agents_as_docker_compose_runs_them(
+        postgres_url: str, tmp_path: Path) -> None:
+    """docker-compose.yml's agents-0 and agents-1: `sentinel hub agents` with SENTINEL_AGENT_SHARD
+    0/2 and 1/2 beside a hub serving without agents. Both report through the database; the hub
+    answers for the five agents with both shards named; an alert is raised once."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    host = socket.gethostname()
+    with sentinel_process("hub", "serve", "--agents", "off", "--port", str(port), "--database", postgres_url,
+                          cwd=tmp_path, env=_env(tmp_path)) as hub:
+        _wait(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, why="the hub answers")
+        with sentinel_process("hub", "agents", "--database", postgres_url, cwd=tmp_path,
+                              env=_env(tmp_path, SENTINEL_AGENT_SHARD="0/2")) as shard0, \
+                sentinel_process("hub", "agents", "--database", postgres_url, cwd=tmp_path,
+                                 env=_env(tmp_path, SENTINEL_AGENT_SHARD="1/2")) as shard1:
+            def both_report() -> bool:
+                agents = {a["name"]: a for a in _get(url, "/agents")["agents"]}
+                grid = agents.get("grid_monitor", {}).get("process", "")
+                return (f"{host}:{shard0.pid} shard 0/2" in grid and f"{host}:{shard1.pid} shard 1/2" in grid
+                        and agents["cyber_sentinel"]["process"] == f"{host}:{shard0.pid} shard 0/2")
+            _wait(both_report, 30, "both shards report, the cyber sentinel from shard 0 only")
+            r = httpx.post(f"{url}/ot-logs", json=_failed_logins("RTU-MOM03"), headers=ADMIN, timeout=5)
+            assert r.status_code == 200, r.text
+            alert = _wait(lambda: _agent_incident(url, "RTU-MOM03"), 30, "the cyber sentinel's incident")
+            assert alert["type"] == "brute_force", alert
+            time.sleep(1.0)  # a second process raising it too would show by now
+            mine = [i for i in _get(url, "/incidents?limit=500")["incidents"] if i["device_id"] == "RTU-MOM03"]
+            assert len(mine) == 1, mine
+            agents = _get(url, "/agents")["agents"]
+            assert len(agents) == 5 and not any("same N" in a["last_error"] for a in agents), agents
+            _stop(shard1)
+            _stop(shard0)
+        _stop(hub)
+
+
 def _read_some(proc: subprocess.Popen[str]) -> str:
     """The process's stderr so far (it logs with -v), read by a thread of its own."""
     lines = proc.__dict__.get("_lines")
