@@ -345,10 +345,10 @@ def _hourly_series(rows: Sequence[HourlyMean]) -> tuple[list[datetime], list[flo
 def run_demand_forecaster(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
     out = AgentOutput()
     by_series: dict[tuple[str, str], list[HourlyMean]] = defaultdict(list)
-    shard = splitting(s.shard)
-    for h in storage.hourly_means(LOAD_METRICS, now - timedelta(days=s.load_history_days), now):
-        if shard is None or shard.holds(h.substation):
-            by_series[(h.substation, h.device_id)].append(h)
+    shard = splitting(s.shard)  # this shard's substations, filtered by the query
+    for h in storage.hourly_means(LOAD_METRICS, now - timedelta(days=s.load_history_days), now,
+                                  shard=None if shard is None else shard.spec):
+        by_series[(h.substation, h.device_id)].append(h)
     for (sub, dev), rows in sorted(by_series.items()):
         times, values = _hourly_series(rows)
         if len(times) < 24:
@@ -394,10 +394,10 @@ def substation_load_forecasts(docs: Sequence[Document]) -> dict[str, maintenance
 
 def run_maintenance_predictor(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
     by_device: dict[tuple[str, str], dict[str, list[HourlyMean]]] = defaultdict(lambda: defaultdict(list))
-    shard = splitting(s.shard)
-    for h in storage.hourly_means(TRANSFORMER_METRICS, now - timedelta(days=s.history_days), now):
-        if shard is None or shard.holds(h.substation):
-            by_device[(h.substation, h.device_id)][h.metric].append(h)
+    shard = splitting(s.shard)  # this shard's substations, filtered by the query
+    for h in storage.hourly_means(TRANSFORMER_METRICS, now - timedelta(days=s.history_days), now,
+                                  shard=None if shard is None else shard.spec):
+        by_device[(h.substation, h.device_id)][h.metric].append(h)
     forecasts = substation_load_forecasts(storage.latest_documents("forecast"))
     assets = []
     for (sub, dev), metrics in sorted(by_device.items()):

@@ -1,7 +1,8 @@
 """The agents' work split by substation across processes: ``sentinel hub agents --shard I/N``.
 
-A substation belongs to shard ``crc32(substation id) mod N``: the same in every process, on every
-machine and Python version (not Python's salted ``hash()``). A process of shard I runs each
+A substation belongs to shard ``md5(substation id)[:4] mod N`` (``hub.storage.base.shard_of``): the
+same in every process, on every machine and Python version (not Python's salted ``hash()``), and
+in the databases, which filter a shard's history reads in the query. A process of shard I runs each
 per-substation agent for the substations of shard I only, so N processes split the fleet and
 each incident, forecast and maintenance result comes from exactly one of them.
 
@@ -25,9 +26,10 @@ they differ (``hub.insights.elsewhere``).
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from hub.storage.base import ShardSpec, shard_of
 
 __all__ = ["SHARDED_AGENTS", "Shard", "shard_of", "splitting"]
 
@@ -39,11 +41,6 @@ _FORM = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 def splitting(shard: Shard | None) -> Shard | None:
     """``shard`` if it splits the fleet; None for no shard and for 1/1 (every substation is this process's)."""
     return shard if shard is not None and shard.split else None
-
-
-def shard_of(substation: str, count: int) -> int:
-    """The shard (0 to ``count`` - 1) a substation belongs to: crc32 of its id, mod ``count``."""
-    return zlib.crc32(substation.encode("utf-8")) % count
 
 
 @dataclass(frozen=True)
@@ -85,6 +82,11 @@ class Shard:
     def lock_name(self) -> str:
         """The leader lock of this shard's cycles (unsplit: the agents' one lock, as before)."""
         return f"agents.shard-{self.index}-of-{self.count}" if self.split else "agents"
+
+    @property
+    def spec(self) -> ShardSpec | None:
+        """What the storage's reads take to keep to this shard's substations; None: all of them."""
+        return (self.index, self.count) if self.split else None
 
     def holds(self, substation: str) -> bool:
         return not self.split or shard_of(substation, self.count) == self.index

@@ -10,6 +10,7 @@ starts its marks again at 0 (see :mod:`protocols.wire`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -104,6 +105,23 @@ class SubstationSummary(msgspec.Struct, frozen=True, kw_only=True):
 
 class IncidentError(ValueError):
     """An incident that does not exist, or a status change the lifecycle does not allow."""
+
+
+def shard_of(substation: str, count: int) -> int:
+    """The shard (0 to ``count`` - 1) a substation belongs to (``sentinel hub agents --shard I/N``):
+    the first 32 bits of the MD5 of its id in UTF-8, mod ``count``. Stable on every machine and
+    Python version (not Python's salted ``hash()``), and computed the same by the databases
+    (:data:`SHARD_SQL_POSTGRES`, SQLite's ``sentinel_shard_of``), so a shard's reads are filtered
+    where the rows are."""
+    return int.from_bytes(hashlib.md5(substation.encode("utf-8"), usedforsecurity=False).digest()[:4], "big") % count
+
+
+# ``shard_of(substation, %s) = %s`` in PostgreSQL's words (``bit(32)::bigint`` is unsigned)
+SHARD_SQL_POSTGRES = "mod(('x' || left(md5(substation), 8))::bit(32)::bigint, %s) = %s"
+# the same on SQLite, with the function SQLiteStorage registers
+SHARD_SQL_SQLITE = "sentinel_shard_of(substation, ?) = ?"
+ShardSpec = tuple[int, int]
+"""(index, count): the substations with ``shard_of(substation, count) == index``."""
 
 
 class EdgeState(msgspec.Struct, frozen=True, kw_only=True):
@@ -413,9 +431,11 @@ class Storage(Protocol):
         from the rollups where the range holds whole buckets of a rolled-up width (1 min, 1 h, 1 d)."""
         ...
 
-    def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime) -> list[HourlyMean]:
+    def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime, *,
+                     shard: ShardSpec | None = None) -> list[HourlyMean]:
         """Mean value per (substation, device, metric) and UTC hour, for the given metrics, over
-        start <= ts < end; readings without a value, or flagged INVALID, are left out. Ordered by series, then hour."""
+        start <= ts < end; readings without a value, or flagged INVALID, are left out. Ordered by series, then hour.
+        ``shard``: of the substations of that shard only (:func:`shard_of`), filtered in the query."""
         ...
 
     def put_documents(self, docs: Sequence[Document]) -> None:

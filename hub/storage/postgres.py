@@ -63,6 +63,8 @@ from hub.storage.base import (
     ROLLUP_WIDTHS,
     ReadingBucket,
     SeriesExtent,
+    SHARD_SQL_POSTGRES,
+    ShardSpec,
     SqlTx,
     StatusChange,
     SubstationSummary,
@@ -851,11 +853,14 @@ class PostgresStorage:
                 conn.autocommit = False
 
     def rollup_rows(self, width: int, start: datetime, end: datetime, metrics: Sequence[str], *,
-                    device_id: str | None = None, substation: str | None = None) -> list[RollupRow]:
+                    device_id: str | None = None, substation: str | None = None,
+                    shard: ShardSpec | None = None) -> list[RollupRow]:
         where, args = "", []
         for column, value in (("device_id", device_id), ("substation", substation)):
             if value is not None:
                 where, args = where + f" AND {column} = %s", [*args, value]
+        if shard is not None:
+            where, args = where + f" AND {SHARD_SQL_POSTGRES}", [*args, shard[1], shard[0]]
         if self.backend == "timescaledb":  # refreshed first: readings that came late, or twice, are counted as stored
             self._refresh_aggregates([w for w in ROLLUP_WIDTHS if w <= width], start, end)
             query, params = _CAGG_ROWS.format(view=_CAGG_WIDTHS[width], where=where), (list(metrics), *args, start, end)
@@ -1130,10 +1135,13 @@ class PostgresStorage:
                 for r in rows]
 
     def raw_buckets(self, start: datetime, end: datetime, width: int, metrics: Sequence[str], *,
-                    device_id: str | None = None, substation: str | None = None) -> list[ReadingBucket]:
+                    device_id: str | None = None, substation: str | None = None,
+                    shard: ShardSpec | None = None) -> list[ReadingBucket]:
         # iter_buckets' query on a pooled connection (iter_buckets opens one of its own: a few ms)
         where, args = _series_where(None if substation is None else [substation],
                                     None if device_id is None else [device_id], metrics)
+        if shard is not None:
+            where, args = where + f" AND {SHARD_SQL_POSTGRES}", [*args, shard[1], shard[0]]
         w = width * 10**6
         base = epoch_us(start) // w * w
         rows = self._read("raw_buckets", lambda conn: conn.execute(_EXPORT_BUCKETS.format(where=where),
@@ -1144,8 +1152,9 @@ class PostgresStorage:
                        substation: str | None = None) -> list[ReadingBucket]:
         return rollups.series_buckets(self, start, end, bucket_s, device_id, metric, substation)
 
-    def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime) -> list[HourlyMean]:
-        return rollups.hourly_means(self, metrics, start, end)
+    def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime, *,
+                     shard: ShardSpec | None = None) -> list[HourlyMean]:
+        return rollups.hourly_means(self, metrics, start, end, shard)
 
     def readings_between(self, start: datetime, end: datetime, limit: int = 2_000_000) -> list[Reading]:
         rows = self._read("readings_between", lambda conn: conn.execute(

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
-from hub.storage.base import ROLLUP_WIDTHS, HourlyMean, ReadingBucket, rollup_span
+from hub.storage.base import ROLLUP_WIDTHS, HourlyMean, ReadingBucket, ShardSpec, rollup_span
 
 __all__ = ["RollupRow", "RollupSource", "hourly_means", "series_buckets"]
 
@@ -44,14 +44,16 @@ class RollupSource(Protocol):
     """What an engine gives the shared questions."""
 
     def rollup_rows(self, width: int, start: datetime, end: datetime, metrics: Sequence[str], *,
-                    device_id: str | None = None, substation: str | None = None) -> list[RollupRow]:
+                    device_id: str | None = None, substation: str | None = None,
+                    shard: ShardSpec | None = None) -> list[RollupRow]:
         """The rollups of ``width`` seconds over [start, end) (whole buckets of it) of the given metrics
-        (and device, substation), up to date with every reading stored; ordered by bucket, then
-        substation."""
+        (and device, substation, shard's substations), up to date with every reading stored; ordered
+        by bucket, then substation."""
         ...
 
     def raw_buckets(self, start: datetime, end: datetime, width: int, metrics: Sequence[str], *,
-                    device_id: str | None = None, substation: str | None = None) -> list[ReadingBucket]:
+                    device_id: str | None = None, substation: str | None = None,
+                    shard: ShardSpec | None = None) -> list[ReadingBucket]:
         """``iter_buckets`` of a short range (under two buckets: a ragged end), in one query on a
         connection the engine holds already."""
         ...
@@ -90,7 +92,8 @@ def series_buckets(source: RollupSource, start: datetime, end: datetime, bucket_
             *from_readings(b, end)]
 
 
-def hourly_means(source: RollupSource, metrics: Sequence[str], start: datetime, end: datetime) -> list[HourlyMean]:
+def hourly_means(source: RollupSource, metrics: Sequence[str], start: datetime, end: datetime,
+                 shard: ShardSpec | None = None) -> list[HourlyMean]:
     """``Storage.hourly_means``: the 1-hour rollups over the whole hours, raw readings at the ragged
     ends; ordered by series, then hour."""
     if not metrics:
@@ -99,8 +102,8 @@ def hourly_means(source: RollupSource, metrics: Sequence[str], start: datetime, 
     span = rollup_span(start, end, 3600)
     pieces = [(start, end)] if span is None else [(start, span[0]), (span[1], end)]
     out = [HourlyMean(b.substation, b.device_id, b.metric, b.bucket_start, b.avg, b.count)
-           for lo, hi in pieces if lo < hi for b in source.raw_buckets(lo, hi, 3600, metrics)]
+           for lo, hi in pieces if lo < hi for b in source.raw_buckets(lo, hi, 3600, metrics, shard=shard)]
     if span is not None:
         out += [HourlyMean(r.substation, r.device_id, r.metric, r.bucket, _mean(r), r.n)
-                for r in source.rollup_rows(3600, span[0], span[1], metrics)]
+                for r in source.rollup_rows(3600, span[0], span[1], metrics, shard=shard)]
     return sorted(out, key=lambda h: (h.substation, h.device_id, h.metric, h.hour))

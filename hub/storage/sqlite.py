@@ -30,6 +30,8 @@ from hub.storage.base import (
     QUESTION_CHUNK_HOURS,
     ReadingBucket,
     SeriesExtent,
+    SHARD_SQL_SQLITE,
+    ShardSpec,
     SqlTx,
     StatusChange,
     SubstationSummary,
@@ -47,6 +49,7 @@ from hub.storage.base import (
     plan_sync,
     reading_rows,
     readings_from_rows,
+    shard_of,
     upsert_incidents,
 )
 from hub.storage.leader import FileLeaderLock
@@ -282,6 +285,7 @@ class SQLiteStorage:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.create_function("sentinel_shard_of", 2, shard_of, deterministic=True)  # SHARD_SQL_SQLITE
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: each commit is on disk before it returns, so an ack to an edge (which then forgets
         # the data) survives a power cut too; NORMAL would survive only a crash of this process
@@ -605,13 +609,16 @@ class SQLiteStorage:
                              (narrative, parse_incident_id(incident_id)))
 
     def rollup_rows(self, width: int, start: datetime, end: datetime, metrics: Sequence[str], *,
-                    device_id: str | None = None, substation: str | None = None) -> list[RollupRow]:
+                    device_id: str | None = None, substation: str | None = None,
+                    shard: ShardSpec | None = None) -> list[RollupRow]:
         for m in dict.fromkeys(metrics):  # the marked hours of the range first: exact answers
             self.refresh_rollups(device_id=device_id, metric=m, substation=substation, start=start, end=end)
         where, args = "", []
         for column, value in (("device_id", device_id), ("substation", substation)):
             if value is not None:
                 where, args = where + f" AND {column} = ?", [*args, value]
+        if shard is not None:
+            where, args = where + f" AND {SHARD_SQL_SQLITE}", [*args, shard[1], shard[0]]
         with self._lock:
             rows = self._db.execute(_ROLLUP_ROWS.format(marks=",".join("?" * len(metrics)), where=where),
                                     (width, *metrics, *args, epoch_us(start) // 10**6,
@@ -619,18 +626,21 @@ class SQLiteStorage:
         return [RollupRow(EPOCH + timedelta(seconds=r[0]), *r[1:]) for r in rows]
 
     def raw_buckets(self, start: datetime, end: datetime, width: int, metrics: Sequence[str], *,
-                    device_id: str | None = None, substation: str | None = None) -> list[ReadingBucket]:
+                    device_id: str | None = None, substation: str | None = None,
+                    shard: ShardSpec | None = None) -> list[ReadingBucket]:
         return [b for chunk in self.iter_buckets(start, end, width, metrics=metrics,
                                                  devices=None if device_id is None else [device_id],
-                                                 substations=None if substation is None else [substation])
+                                                 substations=None if substation is None else [substation],
+                                                 shard=shard)
                 for b in chunk]
 
     def series_buckets(self, start: datetime, end: datetime, bucket_s: int, device_id: str, metric: str,
                        substation: str | None = None) -> list[ReadingBucket]:
         return rollups.series_buckets(self, start, end, bucket_s, device_id, metric, substation)
 
-    def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime) -> list[HourlyMean]:
-        return rollups.hourly_means(self, metrics, start, end)
+    def hourly_means(self, metrics: Sequence[str], start: datetime, end: datetime, *,
+                     shard: ShardSpec | None = None) -> list[HourlyMean]:
+        return rollups.hourly_means(self, metrics, start, end, shard)
 
     def put_documents(self, docs: Sequence[Document]) -> None:
         rows = [(d.kind, d.key, d.timestamp.timestamp(), _json(d.body)) for d in docs]
@@ -758,12 +768,16 @@ class SQLiteStorage:
 
     def iter_buckets(self, start: datetime, end: datetime, bucket_s: int, *,
                      substations: Sequence[str] | None = None, devices: Sequence[str] | None = None,
-                     metrics: Sequence[str] | None = None, chunk_rows: int = 50_000) -> Iterator[list[ReadingBucket]]:
+                     metrics: Sequence[str] | None = None, chunk_rows: int = 50_000,
+                     shard: ShardSpec | None = None) -> Iterator[list[ReadingBucket]]:
         check_chunking(chunk_rows, bucket_s)
         bucket_us = int(bucket_s) * 10**6
         windows = TimeWindows(epoch_us(start), epoch_us(end), chunk_rows, align_us=bucket_us,
                               next_us=self._next_reading_us)
-        return self._iter_buckets(windows, bucket_us, *_series_where(substations, devices, metrics), chunk_rows)
+        where, args = _series_where(substations, devices, metrics)
+        if shard is not None:
+            where, args = where + f" AND {SHARD_SQL_SQLITE}", [*args, shard[1], shard[0]]
+        return self._iter_buckets(windows, bucket_us, where, args, chunk_rows)
 
     def _iter_buckets(self, windows: TimeWindows, bucket_us: int, where: str, args: list[str],
                       chunk_rows: int) -> Iterator[list[ReadingBucket]]:

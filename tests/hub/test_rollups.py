@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hub.storage import open_storage
-from hub.storage.base import QUESTION_CHUNK_HOURS, ROLLUP_WIDTHS, Storage, rollup_span
+from hub.storage.base import QUESTION_CHUNK_HOURS, ROLLUP_WIDTHS, Storage, rollup_span, shard_of
 from protocols.reading import Reading
 from protocols.wire import ReadingRun, SyncBatch
 
@@ -69,6 +69,26 @@ def test_rollup_answers_equal_raw_answers_however_the_readings_came(storage: Sto
     # a bucket width that is not rolled up is answered from the readings, the same way
     _same(storage.series_buckets(T0, T0 + timedelta(days=1), 300, "F1", "voltage_l1"),
           _raw(storage, T0, T0 + timedelta(days=1), 300, "F1"))
+
+
+def test_a_shards_hourly_means_are_its_substations_filtered_by_the_database(storage: Storage) -> None:
+    """``hourly_means(shard=(i, n))``: the database computes the shard of each row's substation as
+    Python does (``shard_of``: whatever the name's characters), over the rollups and the ragged ends."""
+    rng = random.Random(11)
+    names = [f"SUB-{i:02d}" for i in range(30)] + ["Ñairobi-Ω", "mombasa s1", "東京-7", "a'b\"c", ""]
+    storage.insert_readings([
+        Reading(ts=T0 + timedelta(minutes=rng.uniform(0, 300)), substation=name, device_id="T1",
+                metric="oil_temperature", value=60.0 + rng.random(), unit="C", quality=1.0, flags=0)
+        for name in names for _ in range(12)], "http")
+    start, end = T0 + timedelta(minutes=13), T0 + timedelta(hours=4, minutes=41)  # whole hours and ragged ends
+    everything = storage.hourly_means(["oil_temperature"], start, end)
+    assert {h.substation for h in everything} == set(names)
+    for count in (2, 3, 7):
+        got = [storage.hourly_means(["oil_temperature"], start, end, shard=(i, count)) for i in range(count)]
+        for i, part in enumerate(got):
+            assert part == [h for h in everything if shard_of(h.substation, count) == i], (i, count)
+        assert sum(len(part) for part in got) == len(everything)
+        assert sum(1 for part in got if part) > 1  # the names do spread over the shards
 
 
 def test_hourly_means_from_the_rollups_equal_the_readings(storage: Storage) -> None:
