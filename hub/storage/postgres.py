@@ -32,6 +32,7 @@ A partial unique index (one not-RESOLVED incident per condition) backs that up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import select
@@ -138,15 +139,16 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (  -- hours with readings the rollups do
     PRIMARY KEY (device_id, metric, substation, hour)
 )"""
 _HOUR = "date_bin('1 hour', {ts}, timestamptz '1970-01-01 00:00:00+00')"
-# the hours of {source} (as s) marked; DO UPDATE, not DO NOTHING: it locks the mark, so a refresh that
-# takes it either waits for this transaction's readings or leaves the mark for the next refresh. WHERE
-# false: the mark is locked but not rewritten (a row lock, no new row version): marking took 1.83 ms of
-# PostgreSQL time per sync of 200 series with `SET marks = marks + 1`, 0.82 ms so (bench_hub_http.py)
+# the hours of {source} (as s) marked. A mark a refresh has claimed (marks < 0: its hour is being
+# recomputed, see _claim_marks) is marked again (marks = 1), so the refresh leaves it for the next one
+# (the recompute may not have seen these readings). Otherwise the mark is locked but not rewritten (a
+# row lock, no new row version): marking took 1.83 ms of PostgreSQL time per sync of 200 series with
+# `SET marks = marks + 1`, 0.82 ms so (bench_hub_http.py)
 _MARK_DIRTY = """
 INSERT INTO rollup_dirty AS t (device_id, metric, substation, hour)
 SELECT DISTINCT s.device_id, s.metric, s.substation, """ + _HOUR.format(ts="s.ts") + """ FROM {source}
 ORDER BY 1, 2, 3, 4
-ON CONFLICT (device_id, metric, substation, hour) DO UPDATE SET marks = t.marks WHERE false"""
+ON CONFLICT (device_id, metric, substation, hour) DO UPDATE SET marks = 1 WHERE t.marks < 0"""
 # the (series, hour) pairs as one JSON array of [device_id, metric, substation, epoch seconds]: one
 # string for psycopg to send (as four arrays, dumping them was 12 % of the hub's CPU in a sync)
 _MARK_DIRTY_JSON = _MARK_DIRTY.format(
@@ -544,6 +546,10 @@ class PostgresStorage:
         except BaseException:
             self._pool.close()
             raise
+        if self.backend != "timescaledb":  # claims of a refresh that died with its process: for the refresher again
+            with self._pool.connection() as conn:
+                conn.execute("DO $$ BEGIN IF to_regclass('rollup_dirty') IS NOT NULL THEN"
+                             " UPDATE rollup_dirty SET marks = 1 WHERE marks < 0; END IF; END $$")
         log.info("hub storage: PostgreSQL at %s, layout %s", self._where, self.backend)
         if read_url is not None:
             self._replica = ReadReplica(read_url, self._pool, where=_where(read_url), max_wait_s=read_wait_s,
@@ -804,35 +810,67 @@ class PostgresStorage:
             where, args = where + " AND hour > %s", [*args, start - timedelta(hours=1)]
         if end is not None:
             where, args = where + " AND hour < %s", [*args, end]
-        if limit is None:  # a question: every mark of its range, a chunk per transaction (see below)
-            total = 0
-            while (n := self._refresh_marks(where, args, QUESTION_CHUNK_HOURS, skip_locked=False)) >= \
-                    QUESTION_CHUNK_HOURS:
-                total += n
-            return total + n
-        return self._refresh_marks(where, args, limit, skip_locked=True)
+        if limit is None:  # a question: every mark of its range, folded a chunk per transaction (see below)
+            taken = self._claim_marks(where, args, None)
+            for i in range(0, len(taken), QUESTION_CHUNK_HOURS):
+                self._fold_marks(taken[i:i + QUESTION_CHUNK_HOURS])
+            return len(taken)
+        taken = self._claim_marks(where, args, limit)
+        self._fold_marks(taken)
+        return len(taken)
 
-    def _refresh_marks(self, where: str, args: list[Any], limit: int, *, skip_locked: bool) -> int:
-        """Fold up to ``limit`` marked hours matching ``where`` in one transaction; how many."""
+    def _claim_marks(self, where: str, args: list[Any], limit: int | None) -> list[tuple]:
+        """Claim the marked hours matching ``where`` (``marks = -1``) in a transaction of its own;
+        the claimed (device_id, metric, substation, hour).
+
+        Marks are folded in two transactions, so that ingest never waits for a recompute: this one
+        claims them and commits at once; :meth:`_fold_marks` recomputes their hours from the readings
+        and deletes the marks still claimed. A sync that marks a claimed hour meanwhile sets it back to
+        1 (``_MARK_DIRTY``): that mark stays for the next refresh. Before, one transaction took the
+        marks (``DELETE ... FOR UPDATE``) and held them through the recompute (0.2-0.4 s for hours of
+        1 Hz data), and every sync marking one of those hours waited for it: under 10,000 readings/s
+        the syncs queued on the marks, held every pooled connection, and `GET /incidents` took
+        0.4-2.3 s (docs/scaling.md, "Rollup marks under load").
+
+        ``limit`` (the background refresher): up to that many unclaimed marks, skipping those another
+        transaction holds. None (a question): every mark of the range, claimed or not, as it stands
+        now; the question recomputes them itself, so its answer is exact even while another refresh
+        recomputes the same hours. A claim left by a refresh that died is folded by the next question
+        over it, or made unclaimed again when a hub opens the database."""
         with self._pool.connection() as conn, conn.cursor() as cur:
             if cur.execute(f"SELECT 1 FROM rollup_dirty WHERE {where} LIMIT 1", args).fetchone() is None:
-                return 0  # the usual case when asked: nothing to do
-            cur.execute(_TODO_TABLE)
-            # take the marks (a concurrent ingest's mark waits for this, or stays for the next refresh).
-            # In batches (the background refresher): skip marks another refresh holds. Otherwise (a
-            # question about to read the rollups) wait for it: its hours are folded when it commits.
-            lock = " LIMIT %s FOR UPDATE" + (" SKIP LOCKED" if skip_locked else "")
-            taken = cur.execute(
-                "WITH taken AS (DELETE FROM rollup_dirty WHERE (device_id, metric, substation, hour) IN"
-                f" (SELECT device_id, metric, substation, hour FROM rollup_dirty WHERE {where}"
-                " ORDER BY device_id, metric, substation, hour" + lock + ")"
-                " RETURNING device_id, metric, substation, hour)"
-                " INSERT INTO rollup_todo SELECT * FROM taken", [*args, limit]).rowcount
-            days = [r[0] for r in cur.execute(f"SELECT DISTINCT {_DAY.format(ts='hour')} FROM rollup_todo ORDER BY 1")]
-            for day in days:
-                cur.execute(_RECOMPUTE_HOURS, {"lo": day, "hi": day + timedelta(days=1)})
-            cur.execute(_RECOMPUTE_DAYS)
-        return taken
+                return []  # the usual case when asked: nothing to do
+            pick = " ORDER BY device_id, metric, substation, hour FOR UPDATE" if limit is None else \
+                " AND marks > 0 ORDER BY device_id, metric, substation, hour LIMIT %s FOR UPDATE SKIP LOCKED"
+            return cur.execute(
+                "UPDATE rollup_dirty SET marks = -1 WHERE (device_id, metric, substation, hour) IN"
+                f" (SELECT device_id, metric, substation, hour FROM rollup_dirty WHERE {where}{pick})"
+                " RETURNING device_id, metric, substation, hour", args if limit is None else [*args, limit]).fetchall()
+
+    def _fold_marks(self, taken: list[tuple]) -> None:
+        """Recompute the rollups of the claimed hours ``taken`` in one transaction, and delete their
+        marks if still claimed (:meth:`_claim_marks`); on failure, unclaim them for the next refresh."""
+        if not taken:
+            return
+        claimed = _json([[d, m, sub, h.isoformat()] for d, m, sub, h in taken])
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                cur.execute(_TODO_TABLE)
+                cur.execute("INSERT INTO rollup_todo SELECT e ->> 0, e ->> 1, e ->> 2, (e ->> 3)::timestamptz"
+                            " FROM json_array_elements(%s::json) AS e", (claimed,))
+                days = [r[0] for r in cur.execute(f"SELECT DISTINCT {_DAY.format(ts='hour')} FROM rollup_todo ORDER BY 1")]
+                for day in days:
+                    cur.execute(_RECOMPUTE_HOURS, {"lo": day, "hi": day + timedelta(days=1)})
+                cur.execute(_RECOMPUTE_DAYS)
+                cur.execute("DELETE FROM rollup_dirty AS d USING rollup_todo AS t WHERE d.device_id = t.device_id"
+                            " AND d.metric = t.metric AND d.substation = t.substation AND d.hour = t.hour"
+                            " AND d.marks < 0")
+        except BaseException:
+            with contextlib.suppress(Exception), self._pool.connection() as conn:  # unclaimed again, if it can
+                conn.execute("UPDATE rollup_dirty AS d SET marks = 1 FROM json_array_elements(%s::json) AS e"
+                             " WHERE d.device_id = e ->> 0 AND d.metric = e ->> 1 AND d.substation = e ->> 2"
+                             " AND d.hour = (e ->> 3)::timestamptz AND d.marks < 0", (claimed,))
+            raise
 
     def _refresh_aggregates(self, widths: Iterable[int], start: datetime | None, end: datetime | None) -> None:
         """TimescaleDB: bring the continuous aggregates of these widths up to date over [start, end)

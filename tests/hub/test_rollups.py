@@ -7,6 +7,7 @@ answered from the raw readings, on every backend."""
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -233,3 +234,52 @@ def test_readings_that_arrive_after_a_refresh_are_counted_at_once(storage: Stora
     got = storage.hourly_means(["voltage_l1"], *span)
     assert sum(h.count for h in got) == sum(b.count for c in storage.iter_buckets(*span, 3600, metrics=["voltage_l1"])
                                             for b in c)
+
+
+@pytest.mark.postgres
+def test_a_sync_marking_an_hour_being_recomputed_does_not_wait_for_the_recompute(postgres_url: str) -> None:
+    """The background refresh claims its marks in a transaction of its own and recomputes in a
+    second: a sync marking one of those hours meanwhile goes through at once, and its mark stays for
+    the next refresh. (When one transaction held the marks through the recompute, the syncs of 1 Hz
+    series queued behind every recompute; docs/scaling.md, "Rollup marks under load".) The recompute
+    is held here by another session's lock on the rollups."""
+    import threading
+
+    import psycopg
+
+    from hub.storage.postgres import PostgresStorage
+
+    storage = PostgresStorage(postgres_url)
+    blocker = psycopg.connect(postgres_url, autocommit=True)
+    try:
+        storage.insert_readings(_readings(random.Random(8), 500, 3000), "http")  # T0's hour, two series
+        blocker.execute("BEGIN")
+        blocker.execute("LOCK TABLE rollups IN SHARE MODE")  # the recompute's INSERT waits for this
+        refresh = threading.Thread(target=storage.refresh_rollups, kwargs={"limit": 100})
+        refresh.start()
+        deadline = time.monotonic() + 10
+        while not blocker.execute("SELECT count(*) FROM rollup_dirty WHERE marks < 0").fetchone()[0]:
+            assert time.monotonic() < deadline, "the refresh never claimed the marks"
+            time.sleep(0.02)
+        late = Reading(ts=T0 + timedelta(minutes=59), substation="S1", device_id="F1", metric="voltage_l1",
+                       value=99.0, unit="kV", quality=1.0, flags=0)
+        sync = threading.Thread(target=storage.apply_sync, args=(SyncBatch(
+            edge_id="e1", substation="S1", sent_at=T0, readings=ReadingRun(first_seq=1, items=[late])), lambda _: []))
+        sync.start()
+        sync.join(10)
+        assert not sync.is_alive(), "the sync waited for the recompute"
+        assert refresh.is_alive()  # still held: the sync went through while the hour was being recomputed
+        blocker.execute("COMMIT")
+        refresh.join(10)
+        assert not refresh.is_alive()
+        # the sync's mark survived the refresh that claimed its hour: the next one folds the late reading
+        assert blocker.execute("SELECT count(*) FROM rollup_dirty WHERE device_id = 'F1' AND substation = 'S1'"
+                               " AND marks > 0").fetchone()[0] == 1
+        assert storage.refresh_rollups(limit=100) >= 1
+        _same(storage.series_buckets(T0, T0 + timedelta(hours=1), 3600, "F1", "voltage_l1"),
+              _raw(storage, T0, T0 + timedelta(hours=1), 3600, "F1"))
+        assert max(b.max for b in storage.series_buckets(T0, T0 + timedelta(hours=1), 60, "F1", "voltage_l1",
+                                                         substation="S1")) == 99.0
+    finally:
+        blocker.close()
+        storage.close()
