@@ -163,7 +163,7 @@ def test_a_snapshot_on_connect_then_updates_as_things_change(live: LiveHub) -> N
             posted = time.monotonic()
             await hub.post("NAIROBI-S1", ["FEEDER-F13"])  # new data: a new incident
             update = await next_message(ws, lambda m: "FEEDER-F13" in devices_of(m))
-            assert time.monotonic() - posted < 1.5
+            assert time.monotonic() - posted < 3.0  # promptly: well before the 5 s heartbeat
             assert set(update) == FIELDS and update["alerts"][0]["device_id"] == "FEEDER-F13"  # newest first
             # the substation, just heard from, shows in that update or a later one (the liveness check's)
             if "NAIROBI-S1" not in update["grid_status"]:
@@ -202,20 +202,20 @@ def test_a_client_may_ask_for_some_substations_only(live: LiveHub) -> None:
 
 
 def test_a_new_incident_does_not_wait_out_the_streams_gap(tmp_path: Path) -> None:
-    """Under load the stream reads the state at most every ``min_gap_s`` (here 3 s). A change that
+    """Under load the stream reads the state at most every ``min_gap_s`` (here 6 s). A change that
     is only new readings waits for that; a new incident does not: it is on the WebSocket within a
-    second of being stored, though the stream read the state just before."""
+    few seconds of being stored, though the stream read the state just before."""
     async def scenario(hub: Hub) -> None:
         async with hub.listen() as ws:
             await recv(ws)  # the snapshot
             await hub.post("MOMBASA-S1", ["BUS-1"], value=220.0)  # a substation heard: a change, not urgent
             await next_message(ws, lambda m: "MOMBASA-S1" in m["grid_status"], timeout_s=10)
-            posted = time.monotonic()  # the stream has just read: its gap of 3 s starts now
+            posted = time.monotonic()  # the stream has just read: its gap of 6 s starts now
             await hub.post("NAIROBI-S1", ["FEEDER-F12"])  # a sag: a new incident
             await next_message(ws, lambda m: "FEEDER-F12" in devices_of(m), timeout_s=10)
-            assert time.monotonic() - posted < 1.5, "the new incident waited for the stream's gap"
+            assert time.monotonic() - posted < 3.0, "the new incident waited for the stream's gap"
 
-    with own_hub(tmp_path, min_gap_s=3.0, poll_s=10.0) as hub:
+    with own_hub(tmp_path, min_gap_s=6.0, poll_s=20.0) as hub:
         run(hub, scenario)
 
 
