@@ -78,6 +78,10 @@ class Settings:
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
     # WS /ws/grid-status (hub.stream): heartbeats (SENTINEL_WS_HEARTBEAT_S), reads, slow clients.
     stream: StreamSettings = field(default_factory=StreamSettings)
+    # Freeze what start-up made out of the garbage collector's sight (gc.freeze), so a full collection
+    # walks only what came since: set by the processes that serve (`sentinel hub serve` and its workers),
+    # not by a hub built in a process that makes many (tests), whose objects it would keep forever.
+    freeze_gc: bool = False
 
     def __post_init__(self) -> None:
         if self.read_database_url is not None:  # ValueError naming the setting and what is wrong

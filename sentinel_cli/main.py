@@ -51,8 +51,8 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
     from hub.storage import parse_database_url
 
     agents = {"on": True, "off": False}.get(args.agents or "")
-    settings = Settings.from_env(database_url=args.database, agents_in_process=agents,
-                                 read_database_url=args.read_database_url)  # ValueError: one line, exit 2
+    settings = Settings.from_env(database_url=args.database, agents_in_process=agents,  # ValueError: exit 2
+                                 read_database_url=args.read_database_url, freeze_gc=True)
     kind, _ = parse_database_url(settings.database_url)  # a bad URL fails here, before the server starts
     if args.workers < 1:
         raise CliError(f"--workers: a number of processes, 1 or more, not {args.workers}")

@@ -9,7 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ import msgspec
 
 from hub.storage import rollups
 from hub.storage.base import (
-    EPOCH,
     Document,
     EdgeState,
     HourlyMean,
@@ -55,7 +54,7 @@ from hub.storage.base import (
 from hub.storage.leader import FileLeaderLock
 from hub.storage.migrations import (SCHEMA_TABLE_SQLITE, Migration, MigrationStatus,
                                     pending_after)
-from hub.storage.rollups import RollupRow
+from hub.storage.rollups import ROLLUP_MEAN
 from protocols.mqtt.codec import DeadLetter
 from protocols.otlog import OtLogEvent
 from protocols.reading import Reading
@@ -251,9 +250,10 @@ FROM (SELECT h.bucket / 86400 * 86400 AS day, h.substation, h.device_id, h.metri
                    ORDER BY h.last_ts DESC, h.last_value DESC, h.bucket DESC))
 WHERE true
 GROUP BY day, substation, device_id, metric""" + _REPLACE
-_ROLLUP_ROWS = """
-SELECT bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_value FROM rollups
-WHERE width = ? AND metric IN ({marks}){where} AND bucket >= ? AND bucket < ?
+_ROLLUP_BUCKETS = f"""
+SELECT bucket, substation, device_id, metric, vmin, vmax, {ROLLUP_MEAN.format(least="min", greatest="max")},
+       last_value, n FROM rollups
+WHERE width = ? AND metric IN ({{marks}}){{where}} AND bucket >= ? AND bucket < ?
 ORDER BY bucket, substation"""
 
 
@@ -608,9 +608,9 @@ class SQLiteStorage:
             self._db.execute("UPDATE incidents SET narrative = ? WHERE number = ?",
                              (narrative, parse_incident_id(incident_id)))
 
-    def rollup_rows(self, width: int, start: datetime, end: datetime, metrics: Sequence[str], *,
-                    device_id: str | None = None, substation: str | None = None,
-                    shard: ShardSpec | None = None) -> list[RollupRow]:
+    def rollup_buckets(self, width: int, start: datetime, end: datetime, metrics: Sequence[str], *,
+                       device_id: str | None = None, substation: str | None = None,
+                       shard: ShardSpec | None = None) -> list[ReadingBucket]:
         for m in dict.fromkeys(metrics):  # the marked hours of the range first: exact answers
             self.refresh_rollups(device_id=device_id, metric=m, substation=substation, start=start, end=end)
         where, args = "", []
@@ -620,10 +620,11 @@ class SQLiteStorage:
         if shard is not None:
             where, args = where + f" AND {SHARD_SQL_SQLITE}", [*args, shard[1], shard[0]]
         with self._lock:
-            rows = self._db.execute(_ROLLUP_ROWS.format(marks=",".join("?" * len(metrics)), where=where),
+            rows = self._db.execute(_ROLLUP_BUCKETS.format(marks=",".join("?" * len(metrics)), where=where),
                                     (width, *metrics, *args, epoch_us(start) // 10**6,
                                      epoch_us(end) // 10**6)).fetchall()
-        return [RollupRow(EPOCH + timedelta(seconds=r[0]), *r[1:]) for r in rows]
+        make, utc = ReadingBucket._make, datetime.fromtimestamp
+        return [make((utc(t, UTC), sub, dev, m, lo, hi, avg, last, n)) for t, sub, dev, m, lo, hi, avg, last, n in rows]
 
     def raw_buckets(self, start: datetime, end: datetime, width: int, metrics: Sequence[str], *,
                     device_id: str | None = None, substation: str | None = None,
