@@ -12,21 +12,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from datetime import UTC, datetime
 
 from hub.storage import Storage
 
-__all__ = ["BATCH_HOURS", "TARGET_S", "refresh_rollups_forever"]
+__all__ = ["BATCH_HOURS", "FILLING_EVERY_S", "TARGET_S", "refresh_rollups_forever"]
 
 log = logging.getLogger(__name__)
 
 BATCH_HOURS = 2_000  # the most marked (series, hour) pairs folded per transaction
 TARGET_S = 0.05  # how long one refresh transaction should take
+FILLING_EVERY_S = 60.0  # how often the hour still filling is folded (every round: the hours before it)
 
 
-async def refresh_rollups_forever(storage: Storage, interval_s: float = 5.0) -> None:
+async def refresh_rollups_forever(storage: Storage, interval_s: float = 5.0,
+                                  filling_every_s: float = FILLING_EVERY_S) -> None:
     """Fold every marked hour, then again every ``interval_s``; an error is logged once per kind and
     retried at the next round.
+
+    The hour still filling (the current UTC hour, and any later one an edge's clock puts readings
+    in) is folded at most every ``filling_every_s``: each sync marks it again, and each fold
+    recomputes the whole hour so far, so folding it every round re-read up to an hour of every
+    series' readings every few seconds, CPU taken from ingest and the API under load. Questions do
+    not wait for it: a question over the current hour reads that hour's readings (the ragged end),
+    and a question's own whole hours are folded first.
 
     Each transaction folds as many marks as take about ``TARGET_S`` (learned from the last one: an
     hour of 1 Hz readings costs far more than an hour of minute ones), and the refresher rests as
@@ -36,11 +47,16 @@ async def refresh_rollups_forever(storage: Storage, interval_s: float = 5.0) -> 
     connection, so the whole hub stalled (benchmarks/bench_hub_http.py found it)."""
     said = ""
     batch = 16
+    filled_at = -math.inf  # monotonic: when the hours still filling were last folded
     while True:
         try:
+            everything = time.monotonic() - filled_at >= filling_every_s
+            # None: every hour; else the hours before the current one
+            before = None if everything else datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+            round_started = time.monotonic()
             while True:
                 started = time.monotonic()
-                n = await asyncio.to_thread(storage.refresh_rollups, limit=batch)
+                n = await asyncio.to_thread(storage.refresh_rollups, limit=batch, end=before)
                 took = time.monotonic() - started
                 full = n >= batch
                 if n:
@@ -48,6 +64,8 @@ async def refresh_rollups_forever(storage: Storage, interval_s: float = 5.0) -> 
                 if not full:
                     break
                 await asyncio.sleep(took)  # half the time at most: ingest and questions go between
+            if everything:
+                filled_at = round_started
             said = ""
         except Exception as exc:  # noqa: BLE001  (the database may be restarting: next round)
             if type(exc).__name__ != said:

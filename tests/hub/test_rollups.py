@@ -170,6 +170,54 @@ def test_the_hub_folds_marked_hours_in_the_background(tmp_path) -> None:  # noqa
         storage.close()
 
 
+def test_the_background_refresher_folds_the_hour_still_filling_less_often(storage: Storage) -> None:
+    """Every round folds the hours before the current one; the current hour (each sync marks it
+    again, each fold recomputes all of it so far) only every ``filling_every_s``, and at the first
+    round. A question over the current hour is exact meanwhile."""
+    import asyncio
+
+    from hub.readings.rollups import refresh_rollups_forever
+
+    if storage.backend == "timescaledb":
+        pytest.skip("nothing marked: TimescaleDB's own jobs refresh its continuous aggregates")
+    now = datetime.now(UTC)
+    if now.minute == 59 and now.second >= 45:  # the hour must not turn while the test runs
+        time.sleep(61 - now.second)
+        now = datetime.now(UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+
+    def some(at: datetime, seed: int) -> list[Reading]:
+        rng = random.Random(seed)
+        return [Reading(ts=at + timedelta(seconds=rng.uniform(0, 30)), substation="S1", device_id="F1",
+                        metric="voltage_l1", value=round(rng.gauss(11.0, 0.3), 4), unit="kV") for _ in range(20)]
+
+    async def run(rounds_s: float, filling_every_s: float) -> None:
+        task = asyncio.create_task(refresh_rollups_forever(storage, interval_s=0.05, filling_every_s=filling_every_s))
+        await asyncio.sleep(rounds_s)
+        task.cancel()
+
+    storage.insert_readings(some(hour - timedelta(hours=2), 1) + some(hour, 2), "http")
+    asyncio.run(run(0.5, 3600.0))
+    assert storage.refresh_rollups() == 0  # the first round folded both hours
+    storage.insert_readings(some(hour - timedelta(hours=2), 3) + some(hour, 4), "http")  # both marked again
+    asyncio.run(run(0.5, 3600.0))  # a fresh refresher: its first round folds everything again
+    assert storage.refresh_rollups() == 0
+
+    async def later_rounds() -> None:  # one refresher: its first round, then new readings, then more rounds
+        task = asyncio.create_task(refresh_rollups_forever(storage, interval_s=0.05, filling_every_s=3600.0))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(storage.insert_readings, some(hour - timedelta(hours=2), 5) + some(hour, 6), "http")
+        await asyncio.sleep(0.5)
+        task.cancel()
+
+    asyncio.run(later_rounds())
+    # the past hour was folded by a later round; the current one was left for filling_every_s
+    assert storage.refresh_rollups(start=hour - timedelta(hours=2), end=hour - timedelta(hours=1)) == 0
+    _same(storage.series_buckets(hour - timedelta(hours=3), now + timedelta(minutes=1), 3600, "F1", "voltage_l1"),
+          _raw(storage, hour - timedelta(hours=3), now + timedelta(minutes=1), 3600, "F1"))  # exact meanwhile
+    assert storage.refresh_rollups(start=hour, end=hour + timedelta(hours=1)) == 1  # still marked: folded now
+
+
 def _materialized(storage: Storage, view: str) -> str:
     with storage.transaction() as tx:
         schema, table = tx.execute("SELECT materialization_hypertable_schema, materialization_hypertable_name"
@@ -282,4 +330,31 @@ def test_a_sync_marking_an_hour_being_recomputed_does_not_wait_for_the_recompute
                                                          substation="S1")) == 99.0
     finally:
         blocker.close()
+        storage.close()
+
+
+def test_a_serving_hub_freezes_what_start_up_made_and_a_hub_built_in_a_test_does_not(tmp_path) -> None:  # noqa: ANN001
+    """``freeze_gc`` (set by `sentinel hub serve` and its workers): what exists once the hub has
+    started is out of the collector's sight, so a full collection during a year's question walks only
+    what came since (docs/rollups.md); a hub built without it freezes nothing."""
+    import gc
+
+    from litestar.testing import TestClient
+
+    from hub.app import create_app
+    from hub.settings import Settings
+    from hub.storage.sqlite import SQLiteStorage
+    from tests.support.hub_auth import ADMIN_KEY
+
+    storage = SQLiteStorage(tmp_path / "hub.db")
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(Settings(admin_key=ADMIN_KEY, agents=None, webhooks=None), storage=storage)):
+            assert gc.get_freeze_count() == 0
+        with TestClient(create_app(Settings(admin_key=ADMIN_KEY, agents=None, webhooks=None, freeze_gc=True),
+                                   storage=storage)) as client:
+            assert gc.get_freeze_count() > 1000  # the app, its routes, the modules: everything then alive
+            assert client.get("/healthz").status_code == 200
+    finally:
+        gc.unfreeze()
         storage.close()
