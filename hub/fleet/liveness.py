@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import statistics
 import threading
 import time
@@ -89,9 +90,15 @@ class LivenessSettings:
     telemetry_stale_s: float | None = None
     critical_multiple: float = 10.0  # edge_offline turns CRITICAL after this many offline_after of silence
     window_s: float = 300.0  # each check reads the readings of the last window_s (by their timestamps)
+    # between whole-window reads (at least every full_read_s), a read goes back only overlap_s before
+    # the last one: at 10,000 readings/s the whole window took 100-300 ms of the database a read, and
+    # the views read it every second (docs/scaling.md)
+    overlap_s: float = 10.0
+    full_read_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("sync_interval_s", "offline_multiple", "check_interval_s", "critical_multiple", "window_s"):
+        for name in ("sync_interval_s", "offline_multiple", "check_interval_s", "critical_multiple", "window_s",
+                     "overlap_s", "full_read_s"):
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"liveness: {name} must be > 0, not {value}")
@@ -186,6 +193,8 @@ class Liveness:
         self._failing = False
         self._merging = threading.Lock()  # one read of the readings at a time
         self._merged_at = 0.0  # monotonic: the last read
+        self._read_to: datetime | None = None  # the `now` of the last read (reading timestamps)
+        self._full_at = -math.inf  # monotonic: the last read of the whole window
 
     # -- thresholds -------------------------------------------------------------------------------
 
@@ -345,10 +354,22 @@ class Liveness:
 
     def _merge_readings(self, now: datetime) -> None:
         """The newest reading of each device over the last ``window_s`` (and up to the future skew
-        the ingest accepts), merged into what is known and kept."""
-        self._merged_at = time.monotonic()
-        rows = self.storage.latest_reading_times(now - timedelta(seconds=self.settings.window_s),
-                                                 now + timedelta(seconds=DEFAULT_MAX_FUTURE_SKEW_S))
+        the ingest accepts), merged into what is known and kept.
+
+        The whole window is read at the first read and at least every ``full_read_s``; a read between
+        goes back ``overlap_s`` before the last read's time. A device's newest reading that arrives
+        more than ``overlap_s`` after its own timestamp (a clock that lags) is therefore seen up to
+        ``full_read_s`` late; every other is seen as before."""
+        s = self.settings
+        self._merged_at = mono = time.monotonic()
+        start = now - timedelta(seconds=s.window_s)
+        full = self._read_to is None or now < self._read_to or mono - self._full_at >= s.full_read_s
+        if not full:
+            start = max(start, self._read_to - timedelta(seconds=s.overlap_s))
+        rows = self.storage.latest_reading_times(start, now + timedelta(seconds=DEFAULT_MAX_FUTURE_SKEW_S))
+        if full:
+            self._full_at = mono
+        self._read_to = now
         changed: list[tuple[str, str, float]] = []
         with self._lock:
             for sub, dev, ts in rows:

@@ -262,3 +262,32 @@ def test_bad_liveness_settings_name_the_variable(var: str, value: str, message: 
     good = settings_from_env({"SENTINEL_EDGE_SYNC_INTERVAL_S": "60", "SENTINEL_OFFLINE_MULTIPLE": "4"})
     assert (good.offline_floor_s, good.telemetry_after_s) == (240.0, 240.0)
     assert settings_from_env({}).offline_floor_s == 90.0  # 3 x 30 s
+
+
+def test_between_whole_window_reads_a_read_goes_back_only_the_overlap(storage: Storage) -> None:
+    """At 10,000 readings/s a read of the whole window (300 s) took 100-300 ms of the database, and
+    the views read every second. Between whole-window reads (every ``full_read_s``) a read goes back
+    ``overlap_s`` before the last one: a device's newest reading is seen at once if it arrives within
+    ``overlap_s`` of its timestamp, and at the next whole-window read if later (a lagging clock)."""
+    from hub.fleet import Liveness
+
+    liveness = Liveness(storage, LivenessSettings(overlap_s=10.0, full_read_s=3.0, check_interval_s=3600.0))
+    now = datetime.now(UTC)
+    liveness.check(now)  # the first read: the whole window (nothing yet)
+
+    def reading(device: str, ts: datetime) -> Reading:
+        return Reading(ts=ts, substation="S1", device_id=device, metric="voltage_l1", value=11.0, unit="kV")
+
+    def seen(at: datetime) -> dict[str, datetime]:
+        liveness.refresh(at, max_age_s=0.0, wait=True)
+        return {d.device_id: d.last_reading for d in liveness.devices(at)}
+
+    storage.insert_readings([reading("PROMPT", now - timedelta(seconds=2)),
+                             reading("LAGGING", now - timedelta(seconds=60))], "http")
+    assert seen(now + timedelta(seconds=1)) == {"PROMPT": now - timedelta(seconds=2)}  # read back 10 s, not 300
+    time.sleep(3.1)  # full_read_s passes: the next read is of the whole window
+    assert seen(now + timedelta(seconds=2)) == {"PROMPT": now - timedelta(seconds=2),
+                                                "LAGGING": now - timedelta(seconds=60)}
+    # a `now` earlier than the last read's (a clock stepped back): the whole window again
+    storage.insert_readings([reading("BACKDATED", now - timedelta(seconds=100))], "http")
+    assert "BACKDATED" in seen(now)
