@@ -804,8 +804,8 @@ class PostgresStorage:
     def refresh_rollups(self, *, device_id: str | None = None, metric: str | None = None,
                         substation: str | None = None, start: datetime | None = None, end: datetime | None = None,
                         limit: int | None = None) -> int:
-        if self.backend == "timescaledb":  # nothing marked: refresh the range asked (TimescaleDB's jobs do the rest)
-            if start is not None or end is not None:
+        if self.backend == "timescaledb":  # nothing marked: a question's range refreshed (TimescaleDB's jobs do the
+            if limit is None and (start is not None or end is not None):  # rest, the background refresher's part)
                 self._refresh_aggregates(ROLLUP_WIDTHS, start, end)
             return 0
         where, args = "true", []
