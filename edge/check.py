@@ -112,8 +112,7 @@ async def _request(src: ModbusSource, block: Block) -> list[int]:
             "coil": client.read_coils, "discrete": client.read_discrete_inputs}[block.register_type]
     await conn.ensure_connected(dev.id, dev.timeout_s)
     try:
-        async with asyncio.timeout(dev.timeout_s):
-            rr = await conn.request(call(block.start, count=block.count, device_id=dev.unit_id))
+        rr = await conn.request(call(block.start, count=block.count, device_id=dev.unit_id), dev.timeout_s)
     except TimeoutError as exc:
         reason = conn.timeout_reason(dev.timeout_s)
         conn.after_timeout()

@@ -41,6 +41,9 @@ EXCEPTION_CODES = {
     11: "gateway target device failed to respond",
 }
 
+_SETTLE_ITERATIONS = 5
+"""Loop iterations a deadline waits for an answer already read to come out of pymodbus (one or two)."""
+
 FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 """The read request of each register type; its answer carries the same code (+0x80 for an exception)."""
 
@@ -90,22 +93,34 @@ class ModbusConnection:
         if not connected and lost is not None and not lost.done():
             lost.set_result(None)
 
-    async def request(self, call: Awaitable[ModbusPDU]) -> ModbusPDU:
-        """The answer to ``call`` (a pymodbus read). Raises ConnectionError as soon as the connection
-        drops before the answer is complete: the device hung up, or pymodbus closed the connection
-        on a frame it could not decode (it does not fail the request then: it would wait out the
-        timeout)."""
+    async def request(self, call: Awaitable[ModbusPDU], timeout_s: float) -> ModbusPDU:
+        """The answer to ``call`` (a pymodbus read) within ``timeout_s``, else TimeoutError. Raises
+        ConnectionError as soon as the connection drops before the answer is complete: the device
+        hung up, or pymodbus closed the connection on a frame it could not decode (it does not fail
+        the request then: it would wait out the timeout).
+
+        The wait is bounded here rather than by cancelling from outside, and the deadline lets the
+        loop turn a few times before it is called: on a busy machine (or a device answering at the
+        last moment) the answer's bytes and the deadline fall due in the same loop iteration, and
+        pymodbus hands a decoded answer on through two futures. That answer is the answer, not a
+        timeout with its bytes already in hand."""
         lost = self._lost = asyncio.get_running_loop().create_future()
         answer = asyncio.ensure_future(call)
         answer.add_done_callback(_retrieve)  # an answer that fails after we stopped waiting is not news
         try:
-            await asyncio.wait((answer, lost), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((answer, lost), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            for _ in range(_SETTLE_ITERATIONS):
+                if answer.done() or lost.done():
+                    break
+                await asyncio.sleep(0)  # bytes read in this iteration still travel through pymodbus's futures
         finally:
             self._lost = None
             if not answer.done():
                 answer.cancel()
-        if answer.done():
+        if answer.done() and not answer.cancelled():
             return answer.result()
+        if not lost.done():
+            raise TimeoutError(self.timeout_reason(timeout_s))
         got = self._received
         raise ConnectionError(
             f"connection lost after {len(got)} bytes of an incomplete or undecodable answer: {_hex(got)}" if got
@@ -177,9 +192,9 @@ class ModbusSource:
             regs: list[list[int]] = []
             for block in self.blocks:
                 try:
-                    async with asyncio.timeout(dev.timeout_s):
-                        rr = await conn.request(
-                            calls[block.register_type](block.start, count=block.count, device_id=dev.unit_id))
+                    rr = await conn.request(
+                        calls[block.register_type](block.start, count=block.count, device_id=dev.unit_id),
+                        dev.timeout_s)
                 except TimeoutError as exc:
                     reason = conn.timeout_reason(dev.timeout_s)
                     conn.after_timeout()

@@ -11,14 +11,16 @@ around the bad ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import random
 import re
 import sqlite3
 import struct
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -92,8 +94,10 @@ class HostileModbusServer:
     register word or bit), answering each request as ``answer(request number, function code)`` says
     (one of :data:`MODES`). ``log`` keeps (function code, mode) per request."""
 
-    def __init__(self, answer: Callable[[int, int], str], seed: int = 0) -> None:
+    def __init__(self, answer: Callable[[int, int], str], seed: int = 0,
+                 before_answer: Callable[[int], Awaitable[None]] | None = None) -> None:
         self.answer = answer
+        self.before_answer = before_answer  # awaited with the request number before each answer
         self.image: dict[tuple[int, int], int] = {}
         self.log: list[tuple[int, str]] = []
         self.port = 0
@@ -137,6 +141,8 @@ class HostileModbusServer:
                 mode = self.answer(len(self.log), fc)
                 self.log.append((fc, mode))
                 frame = self._frame(mode, tid, unit, fc, start, count)
+                if self.before_answer is not None:
+                    await self.before_answer(len(self.log) - 1)
                 if mode == "late":
                     self._late.add(asyncio.create_task(self._send_late(writer, frame)))
                 elif frame:
@@ -304,6 +310,65 @@ def test_one_hostile_answer_fails_that_poll_by_name_and_the_next_poll_reads_true
                 conn.close()
 
     asyncio.run(main())
+
+
+@contextlib.contextmanager
+def server_in_a_thread(answer: Callable[[int, int], str],
+                       before_answer: Callable[[int], Awaitable[None]] | None = None) -> Iterator[HostileModbusServer]:
+    """A HostileModbusServer on its own event loop in another thread: it answers on time even while
+    the client's loop is stalled."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = HostileModbusServer(answer, before_answer=before_answer)
+    asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(5)
+    try:
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.__aexit__(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+@pytest.mark.parametrize("mode", ["good", "exception:2"])
+def test_an_answer_that_arrives_as_the_deadline_passes_is_the_answer_not_a_timeout(mode: str) -> None:
+    """A busy box: the loop stalls past the deadline while the device's answer sits in the socket.
+    When the loop runs again the answer and the deadline are due together; the answer wins (it used
+    to be reported as "timeout ...; 9 bytes arrived but no valid answer" with the answer's bytes)."""
+
+    async def main(server: HostileModbusServer) -> None:
+        dev = modbus_device(server.port)
+        conn = ModbusConnection(dev)
+        source = ModbusSource(dev, conn)
+        client_loop.append(asyncio.get_running_loop())
+        try:
+            want = serve(server, 0)
+            assert_values((await read_once(source))[0], want)  # connected
+            want = serve(server, 1)
+            n = len(server.log)
+            result, _ = await read_once(source)
+            assert server.log[n] == (1, mode)
+            reason = expected_reason(mode, 1)
+            if reason is None:
+                assert_values(result, want)
+            else:
+                assert isinstance(result, SourceReadError), result
+                assert re.search(reason, result.reason), result.reason
+        finally:
+            conn.close()
+
+    client_loop: list[asyncio.AbstractEventLoop] = []
+
+    async def stall_the_client(n: int) -> None:
+        """Request 4 (the second poll's first): the client's loop stalls past its deadline, and the
+        answer is sent while it is stalled."""
+        if n == 4:
+            client_loop[0].call_soon_threadsafe(time.sleep, TIMEOUT_S * 2)
+            await asyncio.sleep(TIMEOUT_S / 4)
+
+    with server_in_a_thread(lambda n, fc: mode if n == 4 else "good", stall_the_client) as server:
+        asyncio.run(main(server))
 
 
 def test_values_the_device_cannot_vouch_for_are_flagged_invalid_and_the_others_kept() -> None:
