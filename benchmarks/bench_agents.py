@@ -166,9 +166,16 @@ def shard_worker(url: str, shard: str, agents: list[str], repeat: int) -> None:
         best, cpu, summary = float("inf"), float("inf"), {}
         for _ in range(repeat):
             t0, c0 = time.perf_counter(), time.process_time()
-            summary = RUNNERS[name](storage, settings, NOW).summary
+            output = RUNNERS[name](storage, settings, NOW)
+            if output.documents:  # a shard's anomaly episodes: what shard 0 reads back and correlates
+                storage.put_documents(output.documents)
             best, cpu = min(best, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+        summary = output.summary
         counted = next((f"{summary[k]} {k}" for k in ("series", "forecasts", "assets") if k in summary), "")
+        if "episodes" in summary:
+            counted += f", {summary['episodes']} episodes"
+            if "episodes_from_other_shards" in summary:
+                counted += f" + {summary['episodes_from_other_shards']} from other shards"
         out[name] = {"ms": best * 1000, "cpu_ms": cpu * 1000, "series": counted,
                      "substations": len(summary["status"]) if "status" in summary else None}
     storage.close()
@@ -203,12 +210,17 @@ def measure_shards(url: str, n: int, agents: list[str], repeat: int) -> list[Fig
     (whole,) = _agent_processes(url, ["all"], agents, repeat)
     labels = [f"{i}/{n}" for i in range(n)]
     figures = []
-    for how, together in (("together", True), ("alone", False)):
-        shards = _agent_processes(url, labels, agents, repeat, together)
+    # alone first, shard 0 last: it correlates the others' anomaly episodes, stored as they ran
+    # (the same NOW each time, so they are fresh); run together, it reads those of that first round,
+    # as it reads those of the others' previous cycles when they run side by side
+    for how, together in (("alone", False), ("together", True)):
+        order = [*labels[1:], labels[0]] if not together else labels
+        got_by = dict(zip(order, _agent_processes(url, order, agents, repeat, together)))
+        shards = [got_by[label] for label in labels]
         for name in agents:
             for i, got in enumerate(shards):
                 if name not in got:
-                    continue  # looks across substations: runs in shard 0 only
+                    continue  # looks across substations (the cyber sentinel): runs in shard 0 only
                 g, w = got[name], whole[name]
                 figures.append(Figure(f"hub_agent_{name}_shard_{i}_of_{n}_{how}", g["ms"], "ms", w["ms"]))
                 subs = f", {g['substations']} substations" if g["substations"] is not None else ""

@@ -335,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--database", default=None,
                    help="the hub's database URL (default $SENTINEL_DATABASE_URL or sqlite:///var/hub.db)")
     s.add_argument("--shard", type=_shard_arg, default=None, metavar="I/N",
-                   help="run the agents for shard I of N only: the substations whose crc32 mod N is I (the "
-                        "anomaly detector and cyber sentinel, which look across substations, run in shard 0); "
+                   help="run the agents for shard I of N only: the substations whose hash (md5) mod N is I "
+                        "(shard 0 also correlates every shard's anomaly episodes and runs the cyber sentinel, "
+                        "which looks across substations); "
                         "start one process per shard, two for standby (default $SENTINEL_AGENT_SHARD or all "
                         "substations); see docs/scaling.md")
     s.set_defaults(func=cmd_hub_agents)

@@ -11,13 +11,24 @@ days of history) and gets :class:`~agents.findings.Finding` s back:
 - ``correlated_anomaly``: overlapping episodes on several sensors of one device, several devices of
   one substation, or several substations (a grid-wide event) (:mod:`.correlate`).
 
+A fleet split across processes (the hub's agents by substation) runs :func:`analyse_part` on each
+part (its deviations, and its episodes as JSON-ready dicts) and :func:`correlate_episodes` once
+over every part's episodes: the findings are those of :func:`analyse` over the whole fleet.
+
 :func:`alert_text` gives a finding's one-line operator alert ("ANOMALY DETECTED: Transformer TR-07
 showing unexpected temperature spike. ...").
 """
 
 from __future__ import annotations
 
-from agents.anomaly_detector.analyse import alert_text, analyse
+from agents.anomaly_detector.analyse import (
+    alert_text,
+    analyse,
+    analyse_part,
+    check_episodes,
+    correlate_episodes,
+    ordered,
+)
 from agents.anomaly_detector.baseline import (
     Baseline,
     compute_baseline,
@@ -46,11 +57,15 @@ __all__ = [
     "SensorSeries",
     "alert_text",
     "analyse",
+    "analyse_part",
+    "check_episodes",
+    "correlate_episodes",
     "compute_baseline",
     "find_episodes",
     "group_episodes",
     "grouped_median",
     "hour_of_week",
+    "ordered",
     "scope_of",
     "week_over_week_scale",
 ]

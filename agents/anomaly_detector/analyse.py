@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -63,7 +63,7 @@ from agents.findings import Finding, severity_rank
 from models.detectors import ANOMALY_TYPES
 from protocols.reading import sensor_type
 
-__all__ = ["alert_text", "analyse"]
+__all__ = ["alert_text", "analyse", "analyse_part", "check_episodes", "correlate_episodes", "ordered"]
 
 _TYPE_WORDS = {"multivariate": "anomaly", "frozen": "frozen value", "unclassified": "anomaly"}
 _GROUP_SEVERITY = {("device", False): "WARNING", ("device", True): "CRITICAL",
@@ -80,21 +80,90 @@ def analyse(data: AnomalyInput, config: AnomalyConfig = AnomalyConfig(), now: da
     left out, the deviation period is the ``deviation_window_s`` before it, and the baselines' windows
     end where that period begins. Ordered by severity (worst first), then start, then key.
     """
+    deviations, members = analyse_part(data, config, now)
+    return ordered(deviations + correlate_episodes(members, config, data.model))
+
+
+def analyse_part(data: AnomalyInput, config: AnomalyConfig = AnomalyConfig(), now: datetime | None = None
+                 ) -> tuple[list[Finding], list[dict[str, Any]]]:
+    """What one part of the fleet shows on its own: its ``baseline_deviation`` findings, and its
+    score episodes as JSON-ready dicts for :func:`correlate_episodes` (which may be given the
+    episodes of several parts: a hub whose agents are split by substation correlates them across
+    the grid in one place). ``analyse`` is this and that over one part."""
     if now is not None and now.utcoffset() is None:
         raise ValueError("now: a time-zone aware datetime is needed (e.g. datetime.now(UTC))")
     d = _Data.of(data, None if now is None else now.timestamp())
     if d is None:
-        return []
+        return [], []
     end = d.now - config.deviation_window_s
     baselines = [compute_baseline(d.hsid, d.ht, d.hv, len(d.meta), end=end, window_days=w,
                                   min_count=config.min_bucket_count, min_coverage=config.min_window_coverage,
                                   utc_offset_hours=config.utc_offset_hours)
                  for w in config.baseline_windows_days]
-    ctx = _Context(d, config, baselines, data.model)
-    findings = ctx.deviations()
+    ctx = _Context(d, config, baselines)
     episodes = find_episodes(d.sid, d.t, d.score, d.code, len(d.types), threshold=config.score_threshold,
                              gap_s=config.episode_gap_s)
-    findings += ctx.episode_findings(episodes)
+    return ctx.deviations(), ctx.members(episodes) if len(episodes) else []
+
+
+def correlate_episodes(members: list[dict[str, Any]], config: AnomalyConfig = AnomalyConfig(), model: str = ""
+                       ) -> list[Finding]:
+    """The episode findings of ``members`` (from :func:`analyse_part`, of one part or several):
+    overlapping episodes of several sensors are one ``correlated_anomaly``, a lone one an
+    ``anomaly_<type>``. ``model`` names the score in the text, as :class:`AnomalyInput`'s."""
+    if not members:
+        return []
+    members = sorted(members, key=lambda m: (m["_start"], m["_end"], *m["_series"]))
+    series = {key: k for k, key in enumerate(sorted({tuple(m["_series"]) for m in members}))}
+    subs = {name: k for k, name in enumerate(sorted({m["substation"] for m in members}))}
+    qty = {name: k for k, name in enumerate(sorted({sensor_type(m["metric"]) for m in members}))}
+    labels = group_episodes(np.array([m["_start"] for m in members]), np.array([m["_end"] for m in members]),
+                            np.array([series[tuple(m["_series"])] for m in members]),
+                            np.array([subs[m["substation"]] for m in members]),
+                            np.array([qty[sensor_type(m["metric"])] for m in members]), config.correlation_slack_s)
+    words = _EpisodeText(config, model)
+    out = []
+    order = np.argsort(labels, kind="stable")  # by group, in episode order within each: not a pass per group
+    for idx in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
+        group = [members[k] for k in idx.tolist()]
+        if len({tuple(m["_series"]) for m in group}) > 1:
+            out.append(words.group_finding(group))
+        else:
+            out += [words.lone_finding(m) for m in group]
+    return out
+
+
+class _EpisodeEntry(msgspec.Struct):
+    """What :func:`correlate_episodes` reads of an episode's entry (the rest is carried as facts)."""
+
+    substation: str
+    device_id: str
+    metric: str
+    unit: str
+    type: str
+    peak_score: float
+    value_at_peak: float | None
+    baseline: dict[str, Any] | None
+    scored_share: float
+    _series: Annotated[list[str], msgspec.Meta(min_length=3, max_length=3)]
+    _kind: str
+    _start: float
+    _end: float
+
+
+def check_episodes(entries: Any, where: str) -> list[dict[str, Any]]:
+    """``entries`` if it is a list of episode entries as :func:`analyse_part` makes them (read back
+    from storage, written by another process); ValueError naming ``where``, the entry and the field
+    otherwise."""
+    try:
+        msgspec.convert(entries, list[_EpisodeEntry])
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{where}: not anomaly episodes: {exc}") from None
+    return entries
+
+
+def ordered(findings: list[Finding]) -> list[Finding]:
+    """Worst first, then by start, then by condition key: the order :func:`analyse` returns."""
     return sorted(findings, key=lambda f: (-severity_rank(f.severity), f.start or f.timestamp, f.condition_key()))
 
 
@@ -268,7 +337,6 @@ class _Context:
     d: _Data
     config: AnomalyConfig
     baselines: list[Baseline]
-    model: str
 
     # -- 1. sustained deviation from the hour-of-week baseline --
 
@@ -369,28 +437,10 @@ class _Context:
 
     # -- 2 and 3. episodes and their correlation --
 
-    def episode_findings(self, eps: Episodes) -> list[Finding]:
-        if len(eps) == 0:
-            return []
-        d = self.d
-        metas = [d.meta[int(i)] for i in eps.sensor]
-        subs = {name: k for k, name in enumerate(sorted({m.substation for m in metas}))}
-        qty = {name: k for k, name in enumerate(sorted({sensor_type(m.metric) for m in metas}))}
-        labels = group_episodes(eps.start, eps.end, eps.sensor, np.array([subs[m.substation] for m in metas]),
-                                np.array([qty[sensor_type(m.metric)] for m in metas]), self.config.correlation_slack_s)
-        members = self._members(eps)
-        out = []
-        order = np.argsort(labels, kind="stable")  # by group, in episode order within each: not a pass per group
-        for idx in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
-            group = [members[k] for k in idx.tolist()]
-            if len({m["_sensor"] for m in group}) > 1:
-                out.append(self._group_finding(group))
-            else:
-                out += [self._lone_finding(m) for m in group]
-        return out
-
-    def _members(self, eps: Episodes) -> list[dict[str, Any]]:
-        """One facts entry per episode, with the peak reading's place against every baseline."""
+    def members(self, eps: Episodes) -> list[dict[str, Any]]:
+        """One facts entry per episode, with the peak reading's place against every baseline; the
+        keys that start with ``_`` are for :func:`correlate_episodes` (the series, its equipment
+        kind, the episode's span in epoch seconds), not facts."""
         d, cfg = self.d, self.config
         p = eps.peak_index
         how = hour_of_week(d.t[p], cfg.utc_offset_hours)
@@ -427,34 +477,41 @@ class _Context:
                 "baseline_windows": windows, "scored_share": float(eps.scored_share[k]),
                 "readings": [{"ts": _utc(d.t[j]).isoformat(), "value": _num(d.v[j]), "score": float(d.score[j]),
                               "type": d.types[int(d.code[j])]} for j in top.tolist()],
-                "_sensor": i, "_start": float(eps.start[k]), "_end": float(eps.end[k]),
+                "_series": [meta.substation, meta.device_id, meta.metric], "_kind": meta.device_kind,
+                "_start": float(eps.start[k]), "_end": float(eps.end[k]),
             })
         return out
 
+
+@dataclass(frozen=True)
+class _EpisodeText:
+    """The findings of episodes, from their facts entries (:meth:`_Context.members`) alone."""
+
+    config: AnomalyConfig
+    model: str
+
     def _headline(self, lead: dict[str, Any]) -> list[str]:
         """"Transformer TR-07 showing unexpected temperature spike. Temperature: 65°C (+12% from baseline)."."""
-        meta = self.d.meta[lead["_sensor"]]
-        kind = text.device_kind(meta.device_id, meta.device_kind)
-        q = text.quantity(meta.metric)
+        kind = text.device_kind(lead["device_id"], lead["_kind"])
+        q = text.quantity(lead["metric"])
         what = _TYPE_WORDS.get(lead["type"], lead["type"])
-        out = [f"{kind} {meta.device_id} showing unexpected {q} {what}."]
+        out = [f"{kind} {lead['device_id']} showing unexpected {q} {what}."]
         if lead["value_at_peak"] is not None:
             shift = ""
             base = lead["baseline"]
             if base is not None and base["deviation_pct"] is not None:
                 shift = f" ({text.format_pct(base['deviation_pct'])} from baseline)"
-            out.append(f"{q[:1].upper()}{q[1:]}: {text.format_value(lead['value_at_peak'], meta.unit)}{shift}.")
+            out.append(f"{q[:1].upper()}{q[1:]}: {text.format_value(lead['value_at_peak'], lead['unit'])}{shift}.")
         return out
 
     def _score_sentence(self, peak: float) -> str:
         return f"{text.MODEL_NAMES.get(self.model, 'Anomaly')} score: {peak:.2f}."
 
     def _recommendation(self, m: dict[str, Any]) -> str:
-        meta = self.d.meta[m["_sensor"]]
-        return text.recommendation(meta.metric, m["type"], text.device_kind(meta.device_id, meta.device_kind),
-                                   meta.device_id, meta.substation)
+        return text.recommendation(m["metric"], m["type"], text.device_kind(m["device_id"], m["_kind"]),
+                                   m["device_id"], m["substation"])
 
-    def _lone_finding(self, m: dict[str, Any]) -> Finding:
+    def lone_finding(self, m: dict[str, Any]) -> Finding:
         cfg = self.config
         sentences = [*self._headline(m), self._score_sentence(m["peak_score"])]
         rec = self._recommendation(m)
@@ -472,7 +529,7 @@ class _Context:
             key=f"{AGENT}:episode:{m['substation']}:{m['device_id']}:{m['metric']}",
         )
 
-    def _group_finding(self, group: list[dict[str, Any]]) -> Finding:
+    def group_finding(self, group: list[dict[str, Any]]) -> Finding:
         cfg = self.config
         group = sorted(group, key=lambda m: (-m["peak_score"], m["_start"], m["substation"], m["device_id"],
                                              m["metric"]))
@@ -533,7 +590,7 @@ class _Context:
         """"Oil quality also degrading.", "FEEDER-F12 current also showing a step.": one per other quantity."""
         phrases: list[str] = []
         for m in group:
-            if m["_sensor"] == lead["_sensor"]:
+            if m["_series"] == lead["_series"]:
                 continue
             q = text.quantity(m["metric"])
             what = _TYPE_WORDS.get(m["type"], m["type"])

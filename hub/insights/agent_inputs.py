@@ -9,6 +9,7 @@ Each ``run_*`` function takes the storage, the agents' settings and ``now``, and
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import weakref
 from collections import defaultdict
@@ -31,7 +32,9 @@ from protocols.config import Limits
 from protocols.reading import QualityFlag, sensor_type
 from protocols.validation import physical_range
 
-__all__ = ["AgentOutput", "AgentSettings", "RUNNERS"]
+__all__ = ["AgentOutput", "AgentSettings", "EPISODES_KIND", "RUNNERS"]
+
+log = logging.getLogger(__name__)
 
 # what the maintenance predictor reads of a transformer; DGA monitors report ppm as dga_<gas>
 DGA_METRICS = {f"dga_{gas.lower()}": gas for gas in maintenance_predictor.GASES}
@@ -67,6 +70,9 @@ class AgentSettings:
     # this process's share of the substations (`sentinel hub agents --shard I/N`, SENTINEL_AGENT_SHARD;
     # hub/insights/shards.py); None: every substation
     shard: Shard | None = None
+    # split: how old another shard's stored episodes may be for shard 0 to correlate them (a few of
+    # its cycles); older ones are of a shard whose process stopped
+    shard_episodes_max_age_s: float = 300.0
 
 
 @dataclass
@@ -244,18 +250,21 @@ _CACHES_LOCK = threading.Lock()
 
 
 def _agent_windows(storage: Storage, s: AgentSettings, start: datetime, end: datetime,
-                   substations: Sequence[str] | None = None) -> list[_Window]:
+                   substations: Sequence[str] | None = None, agent: str = "grid_monitor") -> list[_Window]:
     """The window [start, end) of ``substations`` (None: all): from this storage's
-    :class:`WindowCache` with ``s.incremental_windows``, else read whole."""
+    :class:`WindowCache` with ``s.incremental_windows``, else read whole. The unsplit agents share
+    one cache; a shard's grid monitor and anomaly detector read different substations (the grid
+    monitor's adjacent feeders too) and windows, so each has its own."""
     if not s.incremental_windows:
         return _windows(storage, start, end, substations=substations)
     with _CACHES_LOCK:
         caches = _CACHES.setdefault(storage, {})
-        tag = "all" if substations is None else "shard"
+        tag = "all" if substations is None else f"shard {agent}"
         cache = caches.get(tag)
-        if cache is None:  # a shard's windows are the grid monitor's only (the anomaly detector reads all)
-            cache = caches[tag] = WindowCache(max(s.grid_window_s, s.anomaly_window_s) if tag == "all"
-                                              else s.grid_window_s)
+        if cache is None:
+            cache = caches[tag] = WindowCache(
+                max(s.grid_window_s, s.anomaly_window_s) if tag == "all"
+                else s.anomaly_window_s if agent == "anomaly_detector" else s.grid_window_s)
     return cache.windows(storage, start, end, substations)
 
 
@@ -314,26 +323,72 @@ def run_grid_monitor(storage: Storage, s: AgentSettings, now: datetime) -> Agent
 
 # -- anomaly detector -------------------------------------------------------------------------------
 
+EPISODES_KIND = "anomaly_episodes"  # documents: a shard's score episodes (key: the shard, ``I/N``)
+
+
 def run_anomaly_detector(storage: Storage, s: AgentSettings, now: datetime) -> AgentOutput:
-    windows = _agent_windows(storage, s, now - timedelta(seconds=s.anomaly_window_s), now)
-    if not windows:
+    """Deviations and episodes of the substations this process holds; episode findings from
+    correlating them across the grid. Split by substation (``s.shard``), every shard finds its own
+    deviations and episodes; shards past 0 store their episodes (a document of kind
+    :data:`EPISODES_KIND`) and shard 0 correlates its own with the others' latest: so a grid-wide
+    event seen in several shards is still one incident, raised once, by shard 0."""
+    shard = splitting(s.shard)
+    start = now - timedelta(seconds=s.anomaly_window_s)
+    own = None if shard is None else shard.select(sub for sub, _ in storage.devices_between(start, now))
+    windows = _agent_windows(storage, s, start, now, own, agent="anomaly_detector") if own != [] else []
+    deviations: list[Finding] = []
+    members: list[dict[str, Any]] = []
+    if windows:
+        metrics = sorted({w.metric for w in windows})
+        history: dict[tuple[str, str, str], list[HourlyMean]] = defaultdict(list)
+        for h in storage.hourly_means(metrics, now - timedelta(days=s.baseline_days), now,
+                                      shard=None if shard is None else shard.spec):
+            history[(h.substation, h.device_id, h.metric)].append(h)
+        series = []
+        for w in windows:
+            hist = history.get((w.substation, w.device_id, w.metric), [])
+            series.append(anomaly_detector.SensorSeries(
+                substation=w.substation, device_id=w.device_id, metric=w.metric, unit=w.unit, timestamps=w.ts,
+                values=w.values, scores=w.scores, types=[t or "" for t in w.types.tolist()],
+                history_timestamps=np.array([h.hour.timestamp() + 1800.0 for h in hist]) if hist else None,
+                history_values=np.array([h.mean for h in hist]) if hist else None,
+            ))
+        deviations, members = anomaly_detector.analyse_part(anomaly_detector.AnomalyInput(series=series), now=now)
+    summary: dict[str, Any] = {"series": len(windows), "episodes": len(members)}
+    if shard is not None and shard.index != 0:  # shard 0 correlates these with every other shard's
+        doc = Document(kind=EPISODES_KIND, key=shard.label, timestamp=now, body={"episodes": members})
+        return AgentOutput(findings=explain_findings(storage, s.model_registry, deviations), documents=[doc],
+                           summary=summary)
+    if shard is not None:
+        others, problems = _other_shards_episodes(storage, s, shard, now)
+        summary["episodes_from_other_shards"] = sum(len(m) for m in others.values())
+        summary["shards_heard"] = sorted(others)
+        if problems:
+            summary["unreadable"] = problems
+        members += [m for got in others.values() for m in got]
+    if not windows and not members:
         return AgentOutput(summary={"series": 0})
-    metrics = sorted({w.metric for w in windows})
-    history: dict[tuple[str, str, str], list[HourlyMean]] = defaultdict(list)
-    for h in storage.hourly_means(metrics, now - timedelta(days=s.baseline_days), now):
-        history[(h.substation, h.device_id, h.metric)].append(h)
-    series = []
-    for w in windows:
-        hist = history.get((w.substation, w.device_id, w.metric), [])
-        series.append(anomaly_detector.SensorSeries(
-            substation=w.substation, device_id=w.device_id, metric=w.metric, unit=w.unit, timestamps=w.ts,
-            values=w.values, scores=w.scores, types=[t or "" for t in w.types.tolist()],
-            history_timestamps=np.array([h.hour.timestamp() + 1800.0 for h in hist]) if hist else None,
-            history_values=np.array([h.mean for h in hist]) if hist else None,
-        ))
-    findings = anomaly_detector.analyse(anomaly_detector.AnomalyInput(series=series), now=now)
-    findings = explain_findings(storage, s.model_registry, findings)
-    return AgentOutput(findings=findings, summary={"series": len(series)})
+    findings = anomaly_detector.ordered(deviations + anomaly_detector.correlate_episodes(members))
+    return AgentOutput(findings=explain_findings(storage, s.model_registry, findings), summary=summary)
+
+
+def _other_shards_episodes(storage: Storage, s: AgentSettings, shard: Shard, now: datetime
+                           ) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """The latest episodes stored by each other shard of this split (by shard label), if its cycle
+    was at most ``s.shard_episodes_max_age_s`` from ``now``: a shard whose process stopped adds
+    nothing (its status in ``GET /agents`` says so) rather than the same old episodes again. And
+    what could not be read (written by another process, perhaps another release): left out, named."""
+    wanted = {Shard(i, shard.count).label for i in range(shard.count) if i != shard.index}
+    out, problems = {}, []
+    for doc in storage.latest_documents(EPISODES_KIND):
+        if doc.key in wanted and abs((now - doc.timestamp).total_seconds()) <= s.shard_episodes_max_age_s:
+            try:
+                out[doc.key] = anomaly_detector.check_episodes(doc.body.get("episodes"),
+                                                               f"shard {doc.key}'s stored episodes")
+            except ValueError as exc:
+                problems.append(str(exc))
+                log.warning("left out of this cycle's correlation: %s", exc)
+    return out, problems
 
 
 # -- demand forecaster ------------------------------------------------------------------------------

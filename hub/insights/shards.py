@@ -13,8 +13,11 @@ What is per substation, and what is not:
   The grid monitor's load-transfer advice may name an adjacent feeder in another shard's
   substation; the shard reads that substation's window too, for the feeder's present load, and
   reports nothing of it.
-- ``anomaly_detector`` links episodes across substations (one grid-wide event, one incident) and
-  ``cyber_sentinel`` counts a master's commands across substations: they stay whole and run in
+- ``anomaly_detector``: every shard finds its own substations' baseline deviations and score
+  episodes (the costly part: an hour of every point); shards past 0 store their episodes, and
+  shard 0 correlates its own with every other shard's latest, so a grid-wide event seen in several
+  shards is one incident, raised by shard 0 (a shard's episodes reach it within a cycle or two).
+- ``cyber_sentinel`` counts a master's commands across substations: it stays whole and runs in
   shard 0 only, over every substation.
 
 Each (agents, shard) pair has its own leader lock (``agents.shard-I-of-N``): two processes of the
@@ -33,8 +36,9 @@ from hub.storage.base import ShardSpec, shard_of
 
 __all__ = ["SHARDED_AGENTS", "Shard", "shard_of", "splitting"]
 
-# the agents that judge each substation on its own data; the others run whole, in shard 0
-SHARDED_AGENTS = frozenset({"grid_monitor", "demand_forecaster", "maintenance_predictor"})
+# the agents every shard runs, over its own substations (the anomaly detector's episodes are then
+# correlated across shards by shard 0); the others run whole, in shard 0
+SHARDED_AGENTS = frozenset({"grid_monitor", "anomaly_detector", "demand_forecaster", "maintenance_predictor"})
 _FORM = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 

@@ -53,7 +53,7 @@ class Document(msgspec.Struct, frozen=True, kw_only=True):
     """A stored agent product: a demand forecast, a maintenance prediction, an agent run's report.
     ``body`` is the product's JSON; ``kind`` and ``key`` (e.g. the device) say what it is of."""
 
-    kind: str  # "forecast" | "maintenance" | "agent_run" | "agent_status" (hub.insights.elsewhere)
+    kind: str  # "forecast" | "maintenance" | "agent_run" | "agent_status" (hub.insights.elsewhere) | "anomaly_episodes"
     key: str
     timestamp: datetime
     body: dict[str, Any]

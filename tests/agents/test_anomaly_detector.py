@@ -397,6 +397,43 @@ def test_several_devices_of_one_substation_are_a_substation_group() -> None:
                              "spike. Anomaly score: 0.96.")
 
 
+def test_the_fleet_analysed_in_parts_then_correlated_gives_the_findings_of_the_whole() -> None:
+    """A hub whose agents are split by substation: each part finds its own deviations and episodes,
+    its episodes travel as JSON (a stored document), and one place correlates them all. Every way
+    of splitting four substations gives exactly the findings of the whole: a grid-wide event across
+    parts, a substation group, a device group, lone episodes and a baseline deviation."""
+    ht, hv = history(95, weekly)
+    t = last_hour(64.0)
+    series = [
+        scored("frequency", [(3000, 3060, 0.91, "step")], device="BUS-220", substation="NAIROBI-S1", unit="Hz",
+               level=49.6),
+        scored("frequency", [(3010, 3070, 0.97, "step")], device="BUS-132", substation="MOMBASA-S1", unit="Hz",
+               level=49.6),
+        scored("frequency", [(2950, 3040, 0.88, "step")], device="BUS-132", substation="KISUMU-S1", unit="Hz",
+               level=49.6),
+        scored("oil_temperature", [(1000, 1100, 0.9, "spike")]),
+        scored("current_l1", [(1050, 1100, 0.96, "step")], device="FEEDER-F12", unit="A", level=350.0),
+        scored("oil_temperature", [(500, 600, 0.9, "drift")], device="TR-01", substation="NAKURU-S1"),
+        scored("winding_temperature", [(650, 700, 0.85, "drift")], device="TR-01", substation="NAKURU-S1"),
+        scored("load_current", [(6000, 6060, 0.88, "step")], device="FEEDER-K3", substation="KISUMU-S1", unit="A"),
+        sensor("voltage_l1", device="FEEDER-M1", substation="MOMBASA-S1", unit="kV", timestamps=t,
+               values=np.full(t.size, 64.0 + 6 * SCALE), history_timestamps=ht, history_values=hv),
+    ]
+    whole = msgspec.to_builtins(ad.analyse(ad.AnomalyInput(series=series), now=NOW))
+    assert {f["type"] for f in whole} == {"correlated_anomaly", "anomaly_step", "baseline_deviation"}
+    assert {f["facts"].get("scope") for f in whole} == {"grid", "substation", "device", None}
+    subs = sorted({x.substation for x in series})
+    for mask in range(1, 2 ** len(subs)):  # every split of the substations into two parts (and none)
+        part = {sub for k, sub in enumerate(subs) if mask >> k & 1}
+        deviations, members = [], []
+        for side in (part, set(subs) - part):
+            devs, eps = ad.analyse_part(ad.AnomalyInput(series=[x for x in series if x.substation in side]), now=NOW)
+            deviations += devs
+            members += msgspec.json.decode(msgspec.json.encode(eps))  # as stored and read back
+        got = ad.ordered(deviations + ad.correlate_episodes(members))
+        assert msgspec.to_builtins(got) == whole, sorted(part)
+
+
 # -- the seed's example ------------------------------------------------------------------------------
 
 

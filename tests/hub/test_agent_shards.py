@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from hub.insights.agent_inputs import AgentOutput, AgentSettings, run_grid_monitor
+from hub.insights.agent_inputs import EPISODES_KIND, AgentOutput, AgentSettings, run_anomaly_detector, run_grid_monitor
 from hub.insights.elsewhere import AgentsElsewhere
 from hub.insights.orchestrator import Orchestrator, OrchestratorSettings
 from hub.insights.shards import SHARDED_AGENTS, Shard, shard_of
@@ -109,7 +110,7 @@ def test_two_shards_split_the_fleet_and_raise_each_incident_once(db_url: str, st
     names0, names1, runs, served = asyncio.run(both())
     assert sorted(names0) == sorted(["grid_monitor", "anomaly_detector", "demand_forecaster",
                                      "maintenance_predictor", "cyber_sentinel"])
-    assert sorted(names1) == sorted(SHARDED_AGENTS)  # the agents that look across substations run in shard 0
+    assert sorted(names1) == sorted(SHARDED_AGENTS)  # the cyber sentinel looks across substations: shard 0 only
     for i in (0, 1):
         grid = next(st for st in runs[i] if st.name == "grid_monitor")
         assert grid.state == "ok", grid
@@ -163,6 +164,56 @@ def test_processes_that_split_the_fleet_differently_are_named_on_every_status(db
         assert "split the fleet differently (unsplit, 2 shards)" in st.last_error, st
         assert "must use the same N in --shard I/N" in st.last_error
     assert sum("split the fleet differently" in r.getMessage() for r in caplog.records) == 1
+
+
+def _frequency_event(substations: list[str], at_s: float = 1200.0) -> list[Reading]:
+    """Twenty minutes of each substation's bus frequency at 1 Hz, scored by its edge; from ``at_s``
+    seconds before NOW, a minute of steps (score 0.93) at every one of them: one grid-wide event."""
+    return [Reading(ts=NOW - timedelta(seconds=1200 - i), substation=sub, device_id=f"BUS-{sub}",
+                    metric="frequency", value=49.6 if hit else 50.0, unit="Hz",
+                    anomaly_score=0.93 if hit else 0.1, anomaly_type="step" if hit else None)
+            for sub in substations for i in range(1200)
+            for hit in [1200 - at_s <= i < 1260 - at_s]]
+
+
+def test_the_anomaly_detector_split_correlates_a_grid_wide_event_across_shards_once(store: Storage) -> None:
+    """Each shard finds its own substations' episodes; shard 1 stores them, shard 0 correlates them
+    with its own: one grid-wide incident naming every substation, as the unsplit detector raises.
+    A lone episode in shard 1's substation is raised once, by shard 0. Episodes of a shard whose
+    last cycle is too old are left out."""
+    lone_at = next(s for s in SUBSTATIONS if shard_of(s, 2) == 1)
+    store.insert_readings(_frequency_event(SUBSTATIONS, at_s=600.0), "test")
+    store.insert_readings([Reading(ts=NOW - timedelta(seconds=1200 - i), substation=lone_at, device_id="TR-9",
+                                   metric="oil_temperature", value=60.0, unit="degC",
+                                   anomaly_score=0.9 if 100 <= i < 130 else 0.1,
+                                   anomaly_type="spike" if 100 <= i < 130 else None) for i in range(1200)], "test")
+    whole = run_anomaly_detector(store, AgentSettings(), NOW)
+    assert sorted((f.type, f.facts.get("scope")) for f in whole.findings) == [
+        ("anomaly_spike", None), ("correlated_anomaly", "grid")]
+    one = run_anomaly_detector(store, AgentSettings(shard=Shard(1, 2)), NOW - timedelta(seconds=20))
+    assert one.findings == []  # its episodes are shard 0's to raise
+    assert one.summary["episodes"] == sum(shard_of(s, 2) == 1 for s in SUBSTATIONS) + 1
+    (doc,) = one.documents
+    assert (doc.kind, doc.key) == (EPISODES_KIND, "1/2")
+    alone = run_anomaly_detector(store, AgentSettings(shard=Shard(0, 2)), NOW)  # before shard 1 stored any
+    (grid,) = [f for f in alone.findings if f.type == "correlated_anomaly"]
+    assert set(grid.facts["substations"]) == {s for s in SUBSTATIONS if shard_of(s, 2) == 0}
+    store.put_documents(one.documents)
+    zero = run_anomaly_detector(store, AgentSettings(shard=Shard(0, 2)), NOW)
+    assert msgspec.to_builtins(zero.findings) == msgspec.to_builtins(whole.findings)
+    assert zero.summary["shards_heard"] == ["1/2"]
+    # what another process stored is read as untrusted: a malformed entry leaves that shard out, named
+    bad = msgspec.structs.replace(doc, timestamp=doc.timestamp + timedelta(seconds=1),
+                                  body={"episodes": [{**doc.body["episodes"][0], "_start": "soon"}]})
+    store.put_documents([bad])
+    odd = run_anomaly_detector(store, AgentSettings(shard=Shard(0, 2)), NOW)
+    assert odd.summary["shards_heard"] == [] and odd.summary["episodes_from_other_shards"] == 0
+    (why,) = odd.summary["unreadable"]
+    assert why.startswith("shard 1/2's stored episodes: not anomaly episodes: ") and "$[0]._start" in why, why
+    assert len([f for f in odd.findings if f.type == "correlated_anomaly"]) == 1  # its own, as before
+    # shard 1's process stopped 10 minutes ago: its last episodes are not correlated again
+    late = run_anomaly_detector(store, AgentSettings(shard=Shard(0, 2)), NOW + timedelta(minutes=10))
+    assert late.summary["shards_heard"] == [] and not any(f.type == "anomaly_spike" for f in late.findings)
 
 
 def test_a_shard_weighs_an_adjacent_feeder_in_another_shards_substation(store: Storage) -> None:
