@@ -19,6 +19,9 @@ disk ones) and ``sentinel hub serve`` in its own process, then measures:
    ``WS /ws/grid-status`` update, ``--trials`` times (each incident resolved before the next sag),
    while ``--background`` readings/s (default 10,000) arrive from 50 other edges. Baseline: the same
    trials with no background load, same run. The poll interval alone adds 0-100 ms (50 on average).
+   With ``--soak MINUTES``, the load stays on that much longer and the trials run again
+   (``..._after_<M>_min``, baseline: the first trials under load): a hub that has run a while, its
+   tables, rollups and liveness reads grown, beside the same hub fresh.
 
 ``--agents in-process`` (default, as shipped) runs the five agents in the hub process;
 ``separate`` runs them in ``sentinel hub agents`` beside it; ``off`` not at all. ``--workers N``
@@ -526,6 +529,13 @@ def fleet_run(hub: Hub, database_url: str, server: PostgresServer, tmp: Path, n_
             del rows
 
 
+def hub_readings(database_url: str) -> int:
+    """Readings the hub holds now (counted after the trials: a scan of them all)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM readings").fetchone()
+    return int(row[0] or 0)
+
+
 # -- main ---------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -543,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(e.g. 200x100), for --fleet-seconds; with the agents' cycle times")
     parser.add_argument("--fleet-seconds", type=float, default=120.0, help="length of the fleet run (default 120)")
     parser.add_argument("--sync-s", type=int, default=2, help="the fleet's edges sync every N s (default 2)")
+    parser.add_argument("--soak", type=float, default=0.0, metavar="MINUTES",
+                        help="after the trials under load, keep the load on MINUTES more and run them again: "
+                             "a hub that has run a while, beside the same hub fresh (default 0: not run)")
     parser.add_argument("--prefill", action="store_true",
                         help="fill the agents' 15-minute window at the fleet's size before the run")
     args = parser.parse_args(argv)
@@ -583,11 +596,18 @@ def main(argv: list[str] | None = None) -> int:
                     idle_api, idle_ws = rig.trials(hub, args.trials)
                     load_edges = hub.add_edges("bg", 50)
                     interval = 50 * args.batch / args.background
-                    client = start_client(hub, load_edges, args.batch, args.trials * 4.0 + 60, interval, tmp)
+                    length = args.trials * 4.0 + 60 + (args.soak * 60 + args.trials * 4.0 + 60 if args.soak else 0)
+                    client = start_client(hub, load_edges, args.batch, length, interval, tmp)
                     time.sleep(5)
                     hub_cpu = CpuMeter(hub.proc.pid)
                     api, ws = rig.trials(hub, args.trials)
                     share = hub_cpu.share()
+                    soaked = None
+                    if args.soak:  # the same load on, then the trials again: a hub that has run a while
+                        print(f"soaking: {args.background:,.0f} readings/s for {args.soak:g} min", flush=True)
+                        time.sleep(args.soak * 60)
+                        soak_cpu = CpuMeter(hub.proc.pid)
+                        soaked = (*rig.trials(hub, args.trials), soak_cpu)
                     client.terminate()
                     client.wait(30)
                 finally:
@@ -597,6 +617,15 @@ def main(argv: list[str] | None = None) -> int:
                         record(Figure(f"sensor_to_incident_{name}_p{q}", float(np.percentile(busy, q)), "ms",
                                       float(np.percentile(idle, q))),
                                f"(baseline: no load; {len(busy)} trials; hub {share:.2f} cores under load)")
+                if soaked is not None:
+                    late_api, late_ws, soak_cpu = soaked
+                    stored = hub_readings(database_url)
+                    for name, late, fresh in (("api", late_api, api), ("ws", late_ws, ws)):
+                        for q in (50, 99):
+                            record(Figure(f"sensor_to_incident_{name}_p{q}_after_{args.soak:g}_min",
+                                          float(np.percentile(late, q)), "ms", float(np.percentile(fresh, q))),
+                                   f"(baseline: the same load's first minutes; {len(late)} trials; "
+                                   f"{stored:,} readings stored; hub {soak_cpu.share():.2f} cores)")
         except BaseException:
             for log in ("hub.log", "edge.log"):
                 if (tmp / log).exists():
