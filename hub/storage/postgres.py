@@ -139,47 +139,71 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (  -- hours with readings the rollups do
     PRIMARY KEY (device_id, metric, substation, hour)
 )"""
 _HOUR = "date_bin('1 hour', {ts}, timestamptz '1970-01-01 00:00:00+00')"
-# the hours of {source} (as s) marked. A mark a refresh has claimed (marks < 0: its hour is being
-# recomputed, see _claim_marks) is marked again (marks = 1), so the refresh leaves it for the next one
-# (the recompute may not have seen these readings). Otherwise the mark is locked but not rewritten (a
-# row lock, no new row version): marking took 1.83 ms of PostgreSQL time per sync of 200 series with
-# `SET marks = marks + 1`, 0.82 ms so (bench_hub_http.py)
+# the hours of {source} (as s) marked, each with the earliest of its readings (since): a fold adds
+# only the readings after the hour's newest folded one when since is later than that (see _fold_marks).
+# A mark a refresh has claimed (marks < 0: its hour is being folded, see _claim_marks) is marked again
+# (marks = 1), since its new readings' earliest, so the refresh leaves it for the next one (the fold may
+# not have seen these readings). Otherwise the mark is locked, and rewritten only when a reading comes
+# earlier than its since (no new row version as readings come in order): marking took 1.83 ms of
+# PostgreSQL time per sync of 200 series with `SET marks = marks + 1`, 0.82 ms so (bench_hub_http.py).
+# A since of NULL (marks made before migration 6, or left by a fold that failed) stays NULL: that
+# hour is recomputed whole.
 _MARK_DIRTY = """
-INSERT INTO rollup_dirty AS t (device_id, metric, substation, hour)
-SELECT DISTINCT s.device_id, s.metric, s.substation, """ + _HOUR.format(ts="s.ts") + """ FROM {source}
-ORDER BY 1, 2, 3, 4
-ON CONFLICT (device_id, metric, substation, hour) DO UPDATE SET marks = 1 WHERE t.marks < 0"""
-# the (series, hour) pairs as one JSON array of [device_id, metric, substation, epoch seconds]: one
-# string for psycopg to send (as four arrays, dumping them was 12 % of the hub's CPU in a sync)
+INSERT INTO rollup_dirty AS t (device_id, metric, substation, hour, since)
+SELECT s.device_id, s.metric, s.substation, """ + _HOUR.format(ts="s.ts") + """, min(s.ts) FROM {source}
+GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+ON CONFLICT (device_id, metric, substation, hour) DO UPDATE
+SET marks = 1, since = excluded.since
+WHERE t.marks < 0 OR excluded.since < t.since"""
+# the (series, earliest reading) pairs of each hour as one JSON array of [device_id, metric, substation,
+# ISO time] (exact to the microsecond): one string for psycopg to send (as four arrays, dumping them
+# was 12 % of the hub's CPU in a sync)
 _MARK_DIRTY_JSON = _MARK_DIRTY.format(
     source="(SELECT e ->> 0 AS device_id, e ->> 1 AS metric, e ->> 2 AS substation,"
-           " to_timestamp((e ->> 3)::float8) AS ts FROM json_array_elements(%s::json) AS e) AS s")
-_TODO_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS rollup_todo (device_id text, metric text, substation text,"
-               " hour timestamptz, PRIMARY KEY (device_id, metric, substation, hour)) ON COMMIT DELETE ROWS")
+           " (e ->> 3)::timestamptz AS ts FROM json_array_elements(%s::json) AS e) AS s")
+# migration 2's marks, as that release made them (migration 6 adds since)
+_MARK_ALL_V2 = """
+INSERT INTO rollup_dirty AS t (device_id, metric, substation, hour)
+SELECT DISTINCT s.device_id, s.metric, s.substation, """ + _HOUR.format(ts="s.ts") + """ FROM readings AS s
+ORDER BY 1, 2, 3, 4
+ON CONFLICT (device_id, metric, substation, hour) DO NOTHING"""
+# the marks a fold does: folded is the newest reading its hour's rollups count, when only readings after it
+# are to be added (else NULL: the hour recomputed whole)
+_TODO_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS rollup_todo_v6 (device_id text, metric text, substation text,"
+               " hour timestamptz, since timestamptz, folded timestamptz,"
+               " PRIMARY KEY (device_id, metric, substation, hour)) ON COMMIT DELETE ROWS")
 _REPLACE = """
 ON CONFLICT (width, device_id, metric, substation, bucket) DO UPDATE SET vmin = excluded.vmin, vmax = excluded.vmax,
     vsum = excluded.vsum, n = excluded.n, last_ts = excluded.last_ts, last_value = excluded.last_value"""
 _BIN = "date_bin(make_interval(secs => w.width), r.ts, timestamptz '1970-01-01 00:00:00+00')"
 # the 1-minute and 1-hour rollups of the hours to do, from the readings; sums in a fixed order (as
-# SQLite adds them: the same bits on both); rows written in key order (no deadlock between refreshes)
-_RECOMPUTE_HOURS = f"""
+# SQLite adds them: the same bits on both); rows written in key order (no deadlock between refreshes).
+# _RECOMPUTE_HOURS: the hours to recompute whole, from all their readings. _ADD_TO_HOURS: the hours
+# folded before, from their readings after the newest folded (its minute's rollup merged, the later
+# minutes new), so the hour still filling costs the readings that came since its last fold, not all of it
+_HOURS_FROM_READINGS = f"""
 INSERT INTO rollups (width, bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_ts, last_value)
 SELECT width, b, substation, device_id, metric, min(value), max(value), max(CASE WHEN rn = 1 THEN total END),
        count(*), max(ts), max(CASE WHEN rn = 1 THEN value END)
 FROM (SELECT w.width, {_BIN} AS b, r.substation, r.device_id, r.metric, r.value, r.ts, row_number() OVER p AS rn,
              sum(r.value) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
-      FROM rollup_todo AS d
-      JOIN readings AS r ON r.device_id = d.device_id AND r.metric = d.metric AND r.ts >= d.hour
+      FROM rollup_todo_v6 AS d
+      JOIN readings AS r ON r.device_id = d.device_id AND r.metric = d.metric AND r.ts {{after}}
            AND r.ts < d.hour + interval '1 hour' AND r.substation = d.substation
       CROSS JOIN (VALUES (60), (3600)) AS w (width)
-      WHERE r.value IS NOT NULL AND r.value <> 'NaN'::float8 AND (r.flags & 1) = 0
+      WHERE r.value IS NOT NULL AND r.value <> 'NaN'::float8 AND (r.flags & 1) = 0 AND {{which}}
         -- one UTC day at a time, its bounds as values: the planner keeps that day's partitions only
         -- (for a join parameter it cannot, and every marked hour would probe every day's index)
         AND d.hour >= %(lo)s AND d.hour < %(hi)s AND r.ts >= %(lo)s AND r.ts < %(hi)s
       WINDOW p AS (PARTITION BY w.width, r.device_id, r.metric, r.substation, {_BIN}
                    ORDER BY r.ts DESC, r.value DESC)) AS x
 GROUP BY width, b, substation, device_id, metric
-ORDER BY width, device_id, metric, substation, b""" + _REPLACE
+ORDER BY width, device_id, metric, substation, b"""
+_RECOMPUTE_HOURS = _HOURS_FROM_READINGS.format(after=">= d.hour", which="d.folded IS NULL") + _REPLACE
+_ADD_TO_HOURS = _HOURS_FROM_READINGS.format(after="> d.folded", which="d.folded IS NOT NULL") + """
+ON CONFLICT (width, device_id, metric, substation, bucket) DO UPDATE SET vmin = least(rollups.vmin, excluded.vmin),
+    vmax = greatest(rollups.vmax, excluded.vmax), vsum = rollups.vsum + excluded.vsum, n = rollups.n + excluded.n,
+    last_ts = excluded.last_ts, last_value = excluded.last_value"""
 # the 1-day rollups of their days, from the hours
 _DAY = "date_bin('1 day', {ts}, timestamptz '1970-01-01 00:00:00+00')"
 _RECOMPUTE_DAYS = f"""
@@ -189,13 +213,25 @@ SELECT 86400, day, substation, device_id, metric, min(vmin), max(vmax), max(CASE
 FROM (SELECT {_DAY.format(ts="h.bucket")} AS day, h.substation, h.device_id, h.metric, h.vmin, h.vmax, h.n,
              h.last_ts, h.last_value, row_number() OVER p AS rn,
              sum(h.vsum) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
-      FROM (SELECT DISTINCT device_id, metric, substation, {_DAY.format(ts="hour")} AS day FROM rollup_todo) AS d
+      FROM (SELECT DISTINCT device_id, metric, substation, {_DAY.format(ts="hour")} AS day FROM rollup_todo_v6) AS d
       JOIN rollups AS h ON h.width = 3600 AND h.device_id = d.device_id AND h.metric = d.metric
            AND h.substation = d.substation AND h.bucket >= d.day AND h.bucket < d.day + interval '1 day'
       WINDOW p AS (PARTITION BY h.device_id, h.metric, h.substation, {_DAY.format(ts="h.bucket")}
                    ORDER BY h.last_ts DESC, h.last_value DESC, h.bucket DESC)) AS x
 GROUP BY day, substation, device_id, metric
 ORDER BY device_id, metric, substation, day""" + _REPLACE
+# the 1-hour rollups of the hours to do locked, in key order (no deadlock between refreshes), and each
+# one's newest reading counted noted where its mark's earliest is later: those hours get only their
+# newer readings added. A rollup another refresh holds is waited for, and read as it committed it
+_LOCK_AND_NOTE_FOLDED = """
+WITH h AS MATERIALIZED (
+    SELECT h.device_id, h.metric, h.substation, h.bucket, h.last_ts FROM rollup_todo_v6 AS d
+    JOIN rollups AS h ON h.width = 3600 AND h.device_id = d.device_id AND h.metric = d.metric
+         AND h.substation = d.substation AND h.bucket = d.hour
+    ORDER BY h.device_id, h.metric, h.substation, h.bucket FOR UPDATE OF h)
+UPDATE rollup_todo_v6 AS d SET folded = h.last_ts FROM h
+WHERE h.device_id = d.device_id AND h.metric = d.metric AND h.substation = d.substation AND h.bucket = d.hour
+      AND d.since > h.last_ts"""
 _PG_MEAN = ROLLUP_MEAN.format(least="least", greatest="greatest")
 _ROLLUP_BUCKETS = f"""
 SELECT bucket, substation, device_id, metric, vmin, vmax, {_PG_MEAN}, last_value, n FROM rollups
@@ -555,7 +591,7 @@ class PostgresStorage:
         if self.backend != "timescaledb":  # claims of a refresh that died with its process: for the refresher again
             with self._pool.connection() as conn:
                 conn.execute("DO $$ BEGIN IF to_regclass('rollup_dirty') IS NOT NULL THEN"
-                             " UPDATE rollup_dirty SET marks = 1 WHERE marks < 0; END IF; END $$")
+                             " UPDATE rollup_dirty SET marks = 1, since = NULL WHERE marks < 0; END IF; END $$")
         log.info("hub storage: PostgreSQL at %s, layout %s", self._where, self.backend)
         if read_url is not None:
             self._replica = ReadReplica(read_url, self._pool, where=_where(read_url), max_wait_s=read_wait_s,
@@ -797,9 +833,14 @@ class PostgresStorage:
     @staticmethod
     def _dirty_hours(rows: list[tuple]) -> list[str]:
         """The parameter of ``_MARK_DIRTY_JSON`` for stored reading rows (``_READING_COLUMNS``
-        order): their (series, hour) pairs; a batch holds few of them."""
-        hours = {(r[2], r[3], r[1], r[0].timestamp() // 3600 * 3600) for r in rows}
-        return [msgspec.json.encode(list(hours)).decode()]
+        order): their (series, hour) pairs, each with its earliest reading; a batch holds few of them."""
+        since: dict[tuple, datetime] = {}
+        for r in rows:
+            ts = r[0]
+            key = (r[2], r[3], r[1], ts.timestamp() // 3600)
+            if (held := since.get(key)) is None or ts < held:
+                since[key] = ts
+        return [msgspec.json.encode([[d, m, sub, ts] for (d, m, sub, _), ts in since.items()]).decode()]
 
     def refresh_rollups(self, *, device_id: str | None = None, metric: str | None = None,
                         substation: str | None = None, start: datetime | None = None, end: datetime | None = None,
@@ -851,31 +892,49 @@ class PostgresStorage:
             return cur.execute(
                 "UPDATE rollup_dirty SET marks = -1 WHERE (device_id, metric, substation, hour) IN"
                 f" (SELECT device_id, metric, substation, hour FROM rollup_dirty WHERE {where}{pick})"
-                " RETURNING device_id, metric, substation, hour", args if limit is None else [*args, limit]).fetchall()
+                " RETURNING device_id, metric, substation, hour, since", args if limit is None else [*args, limit]).fetchall()
 
     def _fold_marks(self, taken: list[tuple]) -> None:
-        """Recompute the rollups of the claimed hours ``taken`` in one transaction, and delete their
-        marks if still claimed (:meth:`_claim_marks`); on failure, unclaim them for the next refresh."""
+        """Fold the claimed hours ``taken`` (:meth:`_claim_marks`) into the rollups in one
+        transaction, and delete their marks if still claimed; on failure, unclaim them for the next
+        refresh, to be recomputed whole.
+
+        An hour's 1-hour rollup is locked first (in key order: no deadlock between refreshes), then
+        read: it holds the newest reading folded (``last_ts``). When the mark's earliest reading is
+        later than that, every reading the rollups do not count yet is too (each unfolded reading
+        is in a mark no later than it; a reading that came during a fold and was counted by it is
+        no later than that fold's newest, so its new mark asks for a whole recompute), and only the
+        readings after it are added (``_ADD_TO_HOURS``). Otherwise (a late reading, a mark without
+        ``since``, an hour not folded yet) the hour is recomputed whole. The lock makes two refreshes
+        of one hour (the refresher's and a question's) add the same readings once: the second reads
+        the first's ``last_ts`` after it commits."""
         if not taken:
             return
-        claimed = _json([[d, m, sub, h.isoformat()] for d, m, sub, h in taken])
+        claimed = _json([[d, m, sub, h.isoformat(), None if since is None else since.isoformat()]
+                         for d, m, sub, h, since in taken])
         try:
             with self._pool.connection() as conn, conn.cursor() as cur:
                 cur.execute(_TODO_TABLE)
-                cur.execute("INSERT INTO rollup_todo SELECT e ->> 0, e ->> 1, e ->> 2, (e ->> 3)::timestamptz"
+                cur.execute("INSERT INTO rollup_todo_v6 (device_id, metric, substation, hour, since)"
+                            " SELECT e ->> 0, e ->> 1, e ->> 2, (e ->> 3)::timestamptz, (e ->> 4)::timestamptz"
                             " FROM json_array_elements(%s::json) AS e", (claimed,))
-                days = [r[0] for r in cur.execute(f"SELECT DISTINCT {_DAY.format(ts='hour')} FROM rollup_todo ORDER BY 1")]
-                for day in days:
-                    cur.execute(_RECOMPUTE_HOURS, {"lo": day, "hi": day + timedelta(days=1)})
+                cur.execute(_LOCK_AND_NOTE_FOLDED)
+                days = cur.execute(f"SELECT {_DAY.format(ts='hour')}, bool_or(folded IS NULL), bool_or(folded IS NOT NULL)"
+                                   " FROM rollup_todo_v6 GROUP BY 1 ORDER BY 1").fetchall()
+                for day, whole, added in days:
+                    if whole:
+                        cur.execute(_RECOMPUTE_HOURS, {"lo": day, "hi": day + timedelta(days=1)})
+                    if added:
+                        cur.execute(_ADD_TO_HOURS, {"lo": day, "hi": day + timedelta(days=1)})
                 cur.execute(_RECOMPUTE_DAYS)
-                cur.execute("DELETE FROM rollup_dirty AS d USING rollup_todo AS t WHERE d.device_id = t.device_id"
+                cur.execute("DELETE FROM rollup_dirty AS d USING rollup_todo_v6 AS t WHERE d.device_id = t.device_id"
                             " AND d.metric = t.metric AND d.substation = t.substation AND d.hour = t.hour"
                             " AND d.marks < 0")
         except BaseException:
             with contextlib.suppress(Exception), self._pool.connection() as conn:  # unclaimed again, if it can
-                conn.execute("UPDATE rollup_dirty AS d SET marks = 1 FROM json_array_elements(%s::json) AS e"
+                conn.execute("UPDATE rollup_dirty AS d SET marks = 1, since = NULL FROM json_array_elements(%s::json) AS e"
                              " WHERE d.device_id = e ->> 0 AND d.metric = e ->> 1 AND d.substation = e ->> 2"
-                             " AND d.hour = (e ->> 3)::timestamptz AND d.marks < 0", (claimed,))
+                             " AND d.hour = (e ->> 3)::timestamptz", (claimed,))
             raise
 
     def _refresh_aggregates(self, widths: Iterable[int], start: datetime | None, end: datetime | None) -> None:
@@ -1351,7 +1410,7 @@ def _rollups(conn: psycopg.Connection) -> None:
     """Migration 2: the rollups and their dirty hours; every hour held is marked (the first question,
     or the hub's refresher, fills it)."""
     conn.execute(_ROLLUPS_SCHEMA)
-    conn.execute(_MARK_DIRTY.format(source="readings AS s"))
+    conn.execute(_MARK_ALL_V2)
 
 
 def _edge_health_table(conn: psycopg.Connection) -> None:
@@ -1384,6 +1443,13 @@ def _live_range_columns(conn: psycopg.Connection) -> None:
                  " ADD COLUMN IF NOT EXISTS live_hi bigint NOT NULL DEFAULT 0")
 
 
+def _marks_since(conn: psycopg.Connection) -> None:
+    """Migration 6: each rollup mark's earliest reading (``since``), so that an hour folded before
+    gets only its newer readings added; marks made before it have none (recomputed whole). Nothing on
+    the TimescaleDB layout (no marks)."""
+    conn.execute("ALTER TABLE IF EXISTS rollup_dirty ADD COLUMN IF NOT EXISTS since timestamptz")
+
+
 # each migration's step on PostgreSQL, by version (hub.storage.migrations.MIGRATIONS)
 MIGRATION_STEPS = {1: _legacy_upgrades, 2: _rollups, 3: _edge_health_table, 4: _continuous_aggregates,
-                   5: _live_range_columns}
+                   5: _live_range_columns, 6: _marks_since}

@@ -204,37 +204,56 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (  -- hours with readings the rollups do
     marks INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (device_id, metric, substation, hour)
 ) WITHOUT ROWID"""
-# the hours of the readings matching {where}, marked (k: whole microseconds, as every bucket here counts).
-# DO NOTHING: SQLite has one writer, and a refresh holds the write lock from taking marks to commit
+# the hours of the readings matching {where}, marked (k: whole microseconds, as every bucket here counts),
+# each with its earliest reading (since): a fold adds only the readings after the hour's newest folded
+# one when since is later than that (see _refresh_marks). A since of NULL (marks made before migration
+# 6) stays NULL: that hour is recomputed whole. SQLite has one writer, and a refresh holds the write
+# lock from taking marks to commit: a mark is never claimed while a reading comes
 _MARK_DIRTY = """
+INSERT INTO rollup_dirty (device_id, metric, substation, hour, since)
+SELECT device_id, metric, substation, (CAST(round(ts * 1000000) AS INTEGER) / 3600000000) * 3600, min(ts)
+FROM readings WHERE {where} GROUP BY 1, 2, 3, 4
+ON CONFLICT (device_id, metric, substation, hour) DO UPDATE SET since = excluded.since WHERE excluded.since < since"""
+# migration 2's marks, as that release made them (migration 6 adds since)
+_MARK_ALL_V2 = """
 INSERT INTO rollup_dirty (device_id, metric, substation, hour)
 SELECT DISTINCT device_id, metric, substation, (CAST(round(ts * 1000000) AS INTEGER) / 3600000000) * 3600
-FROM readings WHERE {where}
+FROM readings WHERE 1 = 1
 ON CONFLICT (device_id, metric, substation, hour) DO NOTHING"""
-_TODO_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS rollup_todo (device_id TEXT, metric TEXT, substation TEXT,"
-               " hour INTEGER, PRIMARY KEY (device_id, metric, substation, hour)) WITHOUT ROWID")
+# the marks a fold does: folded is the newest reading its hour's rollups count, when only readings after it
+# are to be added (else NULL: the hour recomputed whole)
+_TODO_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS rollup_todo_v6 (device_id TEXT, metric TEXT, substation TEXT,"
+               " hour INTEGER, since REAL, folded REAL, PRIMARY KEY (device_id, metric, substation, hour)) WITHOUT ROWID")
 _REPLACE = """
 ON CONFLICT (width, device_id, metric, substation, bucket) DO UPDATE SET vmin = excluded.vmin, vmax = excluded.vmax,
     vsum = excluded.vsum, n = excluded.n, last_ts = excluded.last_ts, last_value = excluded.last_value"""
 # the 1-minute and 1-hour rollups of the hours to do, from the readings; sums in a fixed order (as
-# PostgreSQL adds them: the same bits on both)
-_RECOMPUTE_HOURS = """
+# PostgreSQL adds them: the same bits on both). _RECOMPUTE_HOURS: the hours to recompute whole, from all
+# their readings. _ADD_TO_HOURS: the hours folded before, from their readings after the newest folded
+# (its minute's rollup merged, the later minutes new): the hour still filling costs the readings that
+# came since its last fold, not all of it
+_HOURS_FROM_READINGS = """
 INSERT INTO rollups (width, bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_ts, last_value)
 SELECT width, k * width, substation, device_id, metric, min(value), max(value), max(CASE WHEN rn = 1 THEN total END),
        count(*), max(ts), max(CASE WHEN rn = 1 THEN value END)
 FROM (SELECT w.width, CAST(round(r.ts * 1000000) AS INTEGER) / (w.width * 1000000) AS k, r.substation, r.device_id,
              r.metric, r.value, r.ts, row_number() OVER p AS rn,
              sum(r.value) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
-      FROM rollup_todo AS d
-      JOIN readings AS r ON r.device_id = d.device_id AND r.metric = d.metric AND r.ts >= d.hour - 1
+      FROM rollup_todo_v6 AS d
+      JOIN readings AS r ON r.device_id = d.device_id AND r.metric = d.metric AND r.ts {after}
            AND r.ts < d.hour + 3601 AND r.substation = d.substation
            AND CAST(round(r.ts * 1000000) AS INTEGER) / 3600000000 = d.hour / 3600
       CROSS JOIN (SELECT 60 AS width UNION ALL SELECT 3600) AS w
-      WHERE r.value IS NOT NULL AND (r.flags & 1) = 0
+      WHERE r.value IS NOT NULL AND (r.flags & 1) = 0 AND {which}
       WINDOW p AS (PARTITION BY w.width, r.device_id, r.metric, r.substation,
                    CAST(round(r.ts * 1000000) AS INTEGER) / (w.width * 1000000) ORDER BY r.ts DESC, r.value DESC))
 WHERE true
-GROUP BY width, k, substation, device_id, metric""" + _REPLACE
+GROUP BY width, k, substation, device_id, metric"""
+_RECOMPUTE_HOURS = _HOURS_FROM_READINGS.format(after=">= d.hour - 1", which="d.folded IS NULL") + _REPLACE
+_ADD_TO_HOURS = _HOURS_FROM_READINGS.format(after="> d.folded", which="d.folded IS NOT NULL") + """
+ON CONFLICT (width, device_id, metric, substation, bucket) DO UPDATE SET vmin = min(vmin, excluded.vmin),
+    vmax = max(vmax, excluded.vmax), vsum = vsum + excluded.vsum, n = n + excluded.n, last_ts = excluded.last_ts,
+    last_value = excluded.last_value"""
 # the 1-day rollups of their days, from the hours
 _RECOMPUTE_DAYS = """
 INSERT INTO rollups (width, bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_ts, last_value)
@@ -243,7 +262,7 @@ SELECT 86400, day, substation, device_id, metric, min(vmin), max(vmax), max(CASE
 FROM (SELECT h.bucket / 86400 * 86400 AS day, h.substation, h.device_id, h.metric, h.vmin, h.vmax, h.n, h.last_ts,
              h.last_value, row_number() OVER p AS rn,
              sum(h.vsum) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
-      FROM (SELECT DISTINCT device_id, metric, substation, hour / 86400 * 86400 AS day FROM rollup_todo) AS d
+      FROM (SELECT DISTINCT device_id, metric, substation, hour / 86400 * 86400 AS day FROM rollup_todo_v6) AS d
       JOIN rollups AS h ON h.width = 3600 AND h.device_id = d.device_id AND h.metric = d.metric
            AND h.substation = d.substation AND h.bucket >= d.day AND h.bucket < d.day + 86400
       WINDOW p AS (PARTITION BY h.device_id, h.metric, h.substation, h.bucket / 86400
@@ -353,7 +372,7 @@ class SQLiteStorage:
         question, or the hub's refresher, fills it)."""
         for statement in _ROLLUPS_SCHEMA.split(";"):  # not executescript: that would commit the migration's transaction
             self._db.execute(statement)
-        self._db.execute(_MARK_DIRTY.format(where="1 = 1"))
+        self._db.execute(_MARK_ALL_V2)
 
     def _edge_health_table(self) -> None:
         """Migration 3: each edge's latest health report."""
@@ -398,7 +417,12 @@ class SQLiteStorage:
         return self._refresh_marks(where, args, limit)
 
     def _refresh_marks(self, where: str, args: list[Any], limit: int) -> int:
-        """Fold up to ``limit`` marked hours matching ``where`` in one transaction; how many."""
+        """Fold up to ``limit`` marked hours matching ``where`` in one transaction; how many.
+
+        An hour whose mark's earliest reading is later than the newest its 1-hour rollup counts
+        (``last_ts``) gets only the readings after that added (``_ADD_TO_HOURS``): every reading not
+        counted yet is in that mark. Otherwise (a late reading, a mark without ``since``, an hour not
+        folded yet) it is recomputed whole."""
         with self._lock:
             db = self._db
             if db.execute(f"SELECT 1 FROM rollup_dirty WHERE {where} LIMIT 1", args).fetchone() is None:
@@ -406,14 +430,23 @@ class SQLiteStorage:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute(_TODO_TABLE)
-                db.execute("DELETE FROM rollup_todo")
-                db.execute(f"INSERT INTO rollup_todo SELECT device_id, metric, substation, hour FROM rollup_dirty"
+                db.execute("DELETE FROM rollup_todo_v6")
+                db.execute(f"INSERT INTO rollup_todo_v6 (device_id, metric, substation, hour, since)"
+                           f" SELECT device_id, metric, substation, hour, since FROM rollup_dirty"
                            f" WHERE {where} ORDER BY hour LIMIT ?", [*args, limit])
                 n = db.execute("DELETE FROM rollup_dirty WHERE (device_id, metric, substation, hour) IN"
-                               " (SELECT device_id, metric, substation, hour FROM rollup_todo)").rowcount
-                db.execute(_RECOMPUTE_HOURS)
+                               " (SELECT device_id, metric, substation, hour FROM rollup_todo_v6)").rowcount
+                db.execute("UPDATE rollup_todo_v6 SET folded = (SELECT h.last_ts FROM rollups AS h WHERE h.width = 3600"
+                           " AND h.device_id = rollup_todo_v6.device_id AND h.metric = rollup_todo_v6.metric"
+                           " AND h.substation = rollup_todo_v6.substation AND h.bucket = rollup_todo_v6.hour"
+                           " AND h.last_ts < rollup_todo_v6.since)")
+                whole, added = db.execute("SELECT max(folded IS NULL), max(folded IS NOT NULL) FROM rollup_todo_v6").fetchone()
+                if whole:
+                    db.execute(_RECOMPUTE_HOURS)
+                if added:
+                    db.execute(_ADD_TO_HOURS)
                 db.execute(_RECOMPUTE_DAYS)
-                db.execute("DELETE FROM rollup_todo")
+                db.execute("DELETE FROM rollup_todo_v6")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -1007,7 +1040,14 @@ def _incident(r: tuple) -> Incident:
     return incident_from_row(r, ts=_utc)
 
 
+def _marks_since(storage: SQLiteStorage) -> None:
+    """Migration 6: each rollup mark's earliest reading (``since``), so that an hour folded before gets
+    only its newer readings added; marks made before it have none (recomputed whole)."""
+    if "since" not in {r[1] for r in storage._db.execute("PRAGMA table_info(rollup_dirty)")}:  # noqa: SLF001
+        storage._db.execute("ALTER TABLE rollup_dirty ADD COLUMN since REAL")  # noqa: SLF001
+
+
 # each migration's step on SQLite, by version (hub.storage.migrations.MIGRATIONS)
 MIGRATION_STEPS = {1: SQLiteStorage._legacy_upgrades, 2: SQLiteStorage._rollups, 3: SQLiteStorage._edge_health_table,
                    4: lambda storage: None,  # 4: continuous aggregates, on TimescaleDB only
-                   5: SQLiteStorage._live_range_columns}
+                   5: SQLiteStorage._live_range_columns, 6: _marks_since}

@@ -9,6 +9,7 @@ f7adf07 (before edge scoring, incident correlation, OT logs) with tests/hub/lega
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -222,3 +223,30 @@ def test_a_timescaledb_database_of_the_previous_version_gets_continuous_aggregat
     with psycopg.connect(timescale_url) as conn:
         assert [r[0] for r in conn.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates"
                                            " ORDER BY view_name")] == ["rollups_1d", "rollups_1h", "rollups_1m"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", pytest.param("postgres-plain", marks=pytest.mark.postgres)],
+                         indirect=True)
+def test_rollup_marks_of_the_release_before_are_folded_whole_after_migration_6(database_url: str) -> None:
+    """A database at version 5 holds marks without their earliest reading: after the upgrade they are
+    recomputed whole (nothing is known of what they hold), and later marks have it."""
+    hour = T0.replace(minute=0)
+    readings = [Reading(ts=hour + timedelta(seconds=30 * i), substation="S1", device_id="TX-1",
+                        metric="oil_temperature", value=60.0 + i % 7, unit="degC") for i in range(100)]
+    with closing(open_storage(database_url)) as storage:
+        storage.insert_readings(readings[:50], "http")
+        assert storage.refresh_rollups() == 1
+        storage.insert_readings(readings[50:], "http")  # marked, after the hour's newest folded
+        with storage.transaction() as tx:  # as version 5 left it: no since, and a folded reading gone since
+            tx.execute("DELETE FROM readings WHERE ts = ?", [readings[10].ts if storage.backend != "sqlite"
+                                                              else readings[10].ts.timestamp()])
+            tx.execute("ALTER TABLE rollup_dirty DROP COLUMN since")
+            tx.execute("DELETE FROM schema_migrations WHERE version = 6")
+    with closing(open_storage(database_url)) as storage:
+        assert storage.migration_status().version == LATEST
+        (b,) = storage.series_buckets(hour, hour + timedelta(hours=1), 3600, "TX-1", "oil_temperature")
+        assert b.count == 99  # recomputed whole: the reading removed is not counted
+        storage.insert_readings([Reading(ts=hour + timedelta(minutes=55), substation="S1", device_id="TX-1",
+                                         metric="oil_temperature", value=90.0, unit="degC")], "http")
+        (b,) = storage.series_buckets(hour, hour + timedelta(hours=1), 3600, "TX-1", "oil_temperature")
+        assert (b.count, b.max, b.last) == (100, 90.0, 90.0)

@@ -34,7 +34,7 @@ from tests.support.hub_auth import ADMIN_KEY, edge_headers, role_headers
 EDGE, SUB, DEV = "edge-rr-1", "NAIROBI-S1", "FEEDER-F12"
 # the statements of the history reads (query_readings, the extent, latest, summaries, exports: readings;
 # the rollups: table rollups or the continuous aggregates rollups_1m/1h/1d); the primary's rollup folding
-# and refreshes (rollup_dirty, rollup_todo, CALL refresh_continuous_aggregate) say neither
+# and refreshes (rollup_dirty, rollup_todo_v6, CALL refresh_continuous_aggregate) say neither
 READ_MARKS = ("FROM readings", "FROM rollups")
 LOG_ALL = {"log_statement": "'all'"}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -368,4 +369,126 @@ def test_a_serving_hub_freezes_what_start_up_made_and_a_hub_built_in_a_test_does
             assert client.get("/healthz").status_code == 200
     finally:
         gc.unfreeze()
+        storage.close()
+
+
+FOLDED = [pytest.param("sqlite"), pytest.param("postgres-plain", marks=pytest.mark.postgres)]  # the hub's own rollups
+
+
+def _at(hour: datetime, seconds: float, value: float | None, *, device: str = "F1", flags: int = 0) -> Reading:
+    return Reading(ts=hour + timedelta(microseconds=round(seconds * 1e6)), substation="S1", device_id=device,
+                   metric="voltage_l1", value=value, unit="kV", quality=1.0, flags=flags)
+
+
+@pytest.mark.parametrize("storage", FOLDED, indirect=True)
+def test_an_hour_folded_before_gets_only_its_newer_readings_added(storage: Storage) -> None:
+    """Readings after the newest an hour's rollups count are added to them, without the hour's
+    readings read again; a reading before it (late, or at the same instant) has the hour recomputed
+    whole. Seen here by removing a folded reading behind the rollups' back: an addition keeps
+    counting it, a recompute does not."""
+    hour = T0 + timedelta(hours=5)
+
+    def hour_bucket() -> tuple[int, float, float]:
+        (b,) = storage.series_buckets(hour, hour + timedelta(hours=1), 3600, "F1", "voltage_l1")
+        return b.count, b.max, b.last
+
+    storage.insert_readings([_at(hour, 10, 11.0), _at(hour, 70, 77.0), _at(hour, 130, 11.2)], "http")
+    assert hour_bucket() == (3, 77.0, 11.2)  # the first fold: the whole hour
+    with storage.transaction() as tx:
+        tx.execute("DELETE FROM readings WHERE value = ?", [77.0])
+    storage.insert_readings([_at(hour, 190, 11.4)], "http")  # after the newest folded: added
+    assert hour_bucket() == (4, 77.0, 11.4)  # the removed reading is still counted: the hour was not re-read
+    minutes = storage.series_buckets(hour, hour + timedelta(minutes=4), 60, "F1", "voltage_l1")
+    assert [(b.count, b.max) for b in minutes] == [(1, 11.0), (1, 77.0), (1, 11.2), (1, 11.4)]
+    storage.insert_readings([_at(hour, 100, 11.1)], "http")  # late: before the newest folded
+    assert hour_bucket() == (4, 11.4, 11.4)  # recomputed whole, from the readings as they are
+    _same(storage.series_buckets(hour, hour + timedelta(hours=1), 60, "F1", "voltage_l1"),
+          _raw(storage, hour, hour + timedelta(hours=1), 60, "F1"))
+
+
+def test_an_hour_filling_in_rounds_is_exact_after_every_fold(storage: Storage) -> None:
+    """An hour filled in rounds, as edges sync it, folded after each: mostly readings after the newest
+    folded (added), some at the same instant (an edge's repeat, a larger value: the new last), some
+    late, some without a value or flagged invalid, over HTTP and edge syncs. After every fold each
+    width's answer equals the raw readings'."""
+    rng = random.Random(17)
+    hour = T0 + timedelta(hours=2)
+    newest, seq = 0.0, 1
+    for round_ in range(14):
+        batch = []
+        for _ in range(rng.randint(1, 30)):
+            kind = rng.random()
+            seconds = newest if kind < 0.1 else rng.uniform(0, newest) if kind < 0.25 else \
+                min(3599.0, newest + rng.uniform(0.001, 240))
+            value = None if rng.random() < 0.05 else round(rng.gauss(11.0, 0.3), 3)
+            batch.append(_at(hour, seconds, value, device=rng.choice(["F1", "F2"]),
+                             flags=1 if rng.random() < 0.05 else 0))
+        newest = max([newest] + [(r.ts - hour).total_seconds() for r in batch])
+        if round_ % 2:
+            storage.insert_readings(batch, "http")
+        else:
+            batch.sort(key=lambda r: r.ts)
+            storage.apply_sync(SyncBatch(edge_id="e1", substation="S1", sent_at=T0,
+                                         readings=ReadingRun(first_seq=seq, items=batch)), lambda events: [])
+            seq += len(batch)
+        for width in ROLLUP_WIDTHS:
+            for device in ("F1", "F2"):
+                _same(storage.series_buckets(T0, T0 + timedelta(days=1), width, device, "voltage_l1"),
+                      _raw(storage, T0, T0 + timedelta(days=1), width, device))
+
+
+@pytest.mark.postgres
+def test_refreshes_racing_over_a_filling_hour_add_each_reading_once(postgres_url: str) -> None:
+    """The background refresher (two replicas' worth) and questions fold the same filling hour while
+    syncs keep coming: each hour's rollups lock before they are read, so no reading is added twice
+    or missed, and no refresh deadlocks another."""
+    import threading
+
+    from hub.storage.postgres import PostgresStorage
+
+    storage = PostgresStorage(postgres_url)
+    hour = T0 + timedelta(hours=3)
+    done, errors = threading.Event(), []
+
+    def ingest() -> None:
+        rng, seq = random.Random(23), 1
+        for i in range(150):
+            batch = [_at(hour, i * 20 + j * 3 + rng.random(), round(rng.gauss(11, 0.3), 3), device=device)
+                     for j in range(6) for device in ("F1", "F2")]
+            if i % 10 == 9:  # now and then a late one
+                batch.append(_at(hour, rng.uniform(0, i * 20), 50.0 + i, device="F2"))
+            if i % 2:
+                storage.insert_readings(batch, "http")
+            else:
+                batch.sort(key=lambda r: r.ts)
+                storage.apply_sync(SyncBatch(edge_id="e1", substation="S1", sent_at=T0,
+                                             readings=ReadingRun(first_seq=seq, items=batch)), lambda events: [])
+                seq += len(batch)
+
+    def keep(step: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                while not done.is_set():
+                    step()
+            except Exception as exc:  # noqa: BLE001  (reported below)
+                errors.append(exc)
+        return run
+
+    racers = [threading.Thread(target=keep(lambda: storage.refresh_rollups(limit=3))) for _ in range(2)]
+    racers.append(threading.Thread(target=keep(lambda: storage.series_buckets(
+        hour, hour + timedelta(hours=1), 60, "F2", "voltage_l1"))))
+    try:
+        for t in racers:
+            t.start()
+        ingest()
+        done.set()
+        for t in racers:
+            t.join(30)
+        assert not errors, errors
+        for width in ROLLUP_WIDTHS:
+            for device in ("F1", "F2"):
+                _same(storage.series_buckets(T0, T0 + timedelta(days=1), width, device, "voltage_l1"),
+                      _raw(storage, T0, T0 + timedelta(days=1), width, device))
+    finally:
+        done.set()
         storage.close()
