@@ -51,11 +51,19 @@ class PostgresLeaderLock:
         return self.held
 
     def release(self) -> None:
-        self.held = False
+        """Give the lock up: unlocked first, then the session ends. Closing alone releases it only
+        when the server has ended the session, after close() returns: another replica trying at once
+        could still find it held."""
+        held, self.held = self.held, False
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                conn.close()  # the session ends: the server releases the lock
+                if held and not conn.closed:
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LEADER_LOCK_CLASS, self._key))
+            except Exception:  # noqa: BLE001  (a lost session has released it already)
+                pass
+            try:
+                conn.close()  # the session ends: the server releases anything still held
             except Exception:  # noqa: BLE001
                 pass
 
