@@ -46,8 +46,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                  "from 1 minute, 1 day from 1 hour) with refresh and compression policies; nothing elsewhere"),
     Migration(5, "live ranges: live_lo and live_hi on edge_sync, the newest readings an edge sent ahead of its "
                  "backlog after an outage (0: none)"),
-    Migration(6, "rollup marks carry their earliest reading (since): an hour folded before gets only its newer "
-                 "readings added, not recomputed whole"),
+    Migration(6, "rollup marks carry their earliest reading (since): a fold recomputes an hour's minutes from "
+                 "there on and the hour from its minutes, not the whole hour from its readings"),
 )
 LATEST = MIGRATIONS[-1].version
 

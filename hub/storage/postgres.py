@@ -139,15 +139,14 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (  -- hours with readings the rollups do
     PRIMARY KEY (device_id, metric, substation, hour)
 )"""
 _HOUR = "date_bin('1 hour', {ts}, timestamptz '1970-01-01 00:00:00+00')"
-# the hours of {source} (as s) marked, each with the earliest of its readings (since): a fold adds
-# only the readings after the hour's newest folded one when since is later than that (see _fold_marks).
-# A mark a refresh has claimed (marks < 0: its hour is being folded, see _claim_marks) is marked again
-# (marks = 1), since its new readings' earliest, so the refresh leaves it for the next one (the fold may
-# not have seen these readings). Otherwise the mark is locked, and rewritten only when a reading comes
-# earlier than its since (no new row version as readings come in order): marking took 1.83 ms of
-# PostgreSQL time per sync of 200 series with `SET marks = marks + 1`, 0.82 ms so (bench_hub_http.py).
-# A since of NULL (marks made before migration 6, or left by a fold that failed) stays NULL: that
-# hour is recomputed whole.
+# the hours of {source} (as s) marked, each with the earliest of its readings (since): a fold recomputes
+# the hour's minutes from since's on, and the hour from its minutes (see _fold_marks). A mark a refresh
+# has claimed (marks < 0: its hour is being folded, see _claim_marks) is marked again (marks = 1), since
+# its new readings' earliest, so the refresh leaves it for the next one (the fold may not have seen
+# these readings). Otherwise the mark is locked, and rewritten only when a reading comes earlier than
+# its since (no new row version as readings come in order): marking took 1.83 ms of PostgreSQL time per
+# sync of 200 series with `SET marks = marks + 1`, 0.82 ms so (bench_hub_http.py). A since of NULL
+# (marks made before migration 6, or left by a fold that failed) stays NULL: the whole hour is recomputed.
 _MARK_DIRTY = """
 INSERT INTO rollup_dirty AS t (device_id, metric, substation, hour, since)
 SELECT s.device_id, s.metric, s.substation, """ + _HOUR.format(ts="s.ts") + """, min(s.ts) FROM {source}
@@ -167,43 +166,51 @@ INSERT INTO rollup_dirty AS t (device_id, metric, substation, hour)
 SELECT DISTINCT s.device_id, s.metric, s.substation, """ + _HOUR.format(ts="s.ts") + """ FROM readings AS s
 ORDER BY 1, 2, 3, 4
 ON CONFLICT (device_id, metric, substation, hour) DO NOTHING"""
-# the marks a fold does: folded is the newest reading its hour's rollups count, when only readings after it
-# are to be added (else NULL: the hour recomputed whole)
+# the marks a fold does; lo: the first minute to recompute (since's, or the hour's first)
 _TODO_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS rollup_todo_v6 (device_id text, metric text, substation text,"
-               " hour timestamptz, since timestamptz, folded timestamptz,"
-               " PRIMARY KEY (device_id, metric, substation, hour)) ON COMMIT DELETE ROWS")
+               " hour timestamptz, lo timestamptz, PRIMARY KEY (device_id, metric, substation, hour))"
+               " ON COMMIT DELETE ROWS")
 _REPLACE = """
 ON CONFLICT (width, device_id, metric, substation, bucket) DO UPDATE SET vmin = excluded.vmin, vmax = excluded.vmax,
     vsum = excluded.vsum, n = excluded.n, last_ts = excluded.last_ts, last_value = excluded.last_value"""
-_BIN = "date_bin(make_interval(secs => w.width), r.ts, timestamptz '1970-01-01 00:00:00+00')"
-# the 1-minute and 1-hour rollups of the hours to do, from the readings; sums in a fixed order (as
-# SQLite adds them: the same bits on both); rows written in key order (no deadlock between refreshes).
-# _RECOMPUTE_HOURS: the hours to recompute whole, from all their readings. _ADD_TO_HOURS: the hours
-# folded before, from their readings after the newest folded (its minute's rollup merged, the later
-# minutes new), so the hour still filling costs the readings that came since its last fold, not all of it
-_HOURS_FROM_READINGS = f"""
+_MINUTE = "date_bin('1 minute', {ts}, timestamptz '1970-01-01 00:00:00+00')"
+# the 1-minute rollups of the hours to do from their first minute to recompute (lo) on, from the
+# readings; sums in a fixed order (as SQLite adds them: the same bits on both); rows written in key
+# order (no deadlock between refreshes). The minutes before lo hold no reading the mark is for, so
+# the hour still filling costs the minutes since its last fold, not all of it.
+_RECOMPUTE_MINUTES = f"""
 INSERT INTO rollups (width, bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_ts, last_value)
-SELECT width, b, substation, device_id, metric, min(value), max(value), max(CASE WHEN rn = 1 THEN total END),
+SELECT 60, b, substation, device_id, metric, min(value), max(value), max(CASE WHEN rn = 1 THEN total END),
        count(*), max(ts), max(CASE WHEN rn = 1 THEN value END)
-FROM (SELECT w.width, {_BIN} AS b, r.substation, r.device_id, r.metric, r.value, r.ts, row_number() OVER p AS rn,
-             sum(r.value) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
+FROM (SELECT {_MINUTE.format(ts="r.ts")} AS b, r.substation, r.device_id, r.metric, r.value, r.ts,
+             row_number() OVER p AS rn, sum(r.value) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+             AS total
       FROM rollup_todo_v6 AS d
-      JOIN readings AS r ON r.device_id = d.device_id AND r.metric = d.metric AND r.ts {{after}}
+      JOIN readings AS r ON r.device_id = d.device_id AND r.metric = d.metric AND r.ts >= d.lo
            AND r.ts < d.hour + interval '1 hour' AND r.substation = d.substation
-      CROSS JOIN (VALUES (60), (3600)) AS w (width)
-      WHERE r.value IS NOT NULL AND r.value <> 'NaN'::float8 AND (r.flags & 1) = 0 AND {{which}}
+      WHERE r.value IS NOT NULL AND r.value <> 'NaN'::float8 AND (r.flags & 1) = 0
         -- one UTC day at a time, its bounds as values: the planner keeps that day's partitions only
         -- (for a join parameter it cannot, and every marked hour would probe every day's index)
         AND d.hour >= %(lo)s AND d.hour < %(hi)s AND r.ts >= %(lo)s AND r.ts < %(hi)s
-      WINDOW p AS (PARTITION BY w.width, r.device_id, r.metric, r.substation, {_BIN}
+      WINDOW p AS (PARTITION BY r.device_id, r.metric, r.substation, {_MINUTE.format(ts="r.ts")}
                    ORDER BY r.ts DESC, r.value DESC)) AS x
-GROUP BY width, b, substation, device_id, metric
-ORDER BY width, device_id, metric, substation, b"""
-_RECOMPUTE_HOURS = _HOURS_FROM_READINGS.format(after=">= d.hour", which="d.folded IS NULL") + _REPLACE
-_ADD_TO_HOURS = _HOURS_FROM_READINGS.format(after="> d.folded", which="d.folded IS NOT NULL") + """
-ON CONFLICT (width, device_id, metric, substation, bucket) DO UPDATE SET vmin = least(rollups.vmin, excluded.vmin),
-    vmax = greatest(rollups.vmax, excluded.vmax), vsum = rollups.vsum + excluded.vsum, n = rollups.n + excluded.n,
-    last_ts = excluded.last_ts, last_value = excluded.last_value"""
+GROUP BY b, substation, device_id, metric
+ORDER BY device_id, metric, substation, b""" + _REPLACE
+# the 1-hour rollups of the hours to do, from their minutes (as the days from the hours)
+_RECOMPUTE_HOURS = f"""
+INSERT INTO rollups (width, bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_ts, last_value)
+SELECT 3600, hour, substation, device_id, metric, min(vmin), max(vmax), max(CASE WHEN rn = 1 THEN total END), sum(n),
+       max(last_ts), max(CASE WHEN rn = 1 THEN last_value END)
+FROM (SELECT d.hour, m.substation, m.device_id, m.metric, m.vmin, m.vmax, m.n, m.last_ts, m.last_value,
+             row_number() OVER p AS rn, sum(m.vsum) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+             AS total
+      FROM rollup_todo_v6 AS d
+      JOIN rollups AS m ON m.width = 60 AND m.device_id = d.device_id AND m.metric = d.metric
+           AND m.substation = d.substation AND m.bucket >= d.hour AND m.bucket < d.hour + interval '1 hour'
+      WINDOW p AS (PARTITION BY m.device_id, m.metric, m.substation, d.hour
+                   ORDER BY m.last_ts DESC, m.last_value DESC, m.bucket DESC)) AS x
+GROUP BY hour, substation, device_id, metric
+ORDER BY device_id, metric, substation, hour""" + _REPLACE
 # the 1-day rollups of their days, from the hours
 _DAY = "date_bin('1 day', {ts}, timestamptz '1970-01-01 00:00:00+00')"
 _RECOMPUTE_DAYS = f"""
@@ -220,18 +227,14 @@ FROM (SELECT {_DAY.format(ts="h.bucket")} AS day, h.substation, h.device_id, h.m
                    ORDER BY h.last_ts DESC, h.last_value DESC, h.bucket DESC)) AS x
 GROUP BY day, substation, device_id, metric
 ORDER BY device_id, metric, substation, day""" + _REPLACE
-# the 1-hour rollups of the hours to do locked, in key order (no deadlock between refreshes), and each
-# one's newest reading counted noted where its mark's earliest is later: those hours get only their
-# newer readings added. A rollup another refresh holds is waited for, and read as it committed it
-_LOCK_AND_NOTE_FOLDED = """
-WITH h AS MATERIALIZED (
-    SELECT h.device_id, h.metric, h.substation, h.bucket, h.last_ts FROM rollup_todo_v6 AS d
-    JOIN rollups AS h ON h.width = 3600 AND h.device_id = d.device_id AND h.metric = d.metric
-         AND h.substation = d.substation AND h.bucket = d.hour
-    ORDER BY h.device_id, h.metric, h.substation, h.bucket FOR UPDATE OF h)
-UPDATE rollup_todo_v6 AS d SET folded = h.last_ts FROM h
-WHERE h.device_id = d.device_id AND h.metric = d.metric AND h.substation = d.substation AND h.bucket = d.hour
-      AND d.since > h.last_ts"""
+# the 1-hour rollups of the hours to do locked, in key order (no deadlock between refreshes): two folds
+# of one hour (the refresher's and a question's, two replicas') run one after the other, the second
+# reading the readings as they are after the first committed, so an older view never overwrites a newer
+_LOCK_HOURS = """
+SELECT 1 FROM rollup_todo_v6 AS d
+JOIN rollups AS h ON h.width = 3600 AND h.device_id = d.device_id AND h.metric = d.metric
+     AND h.substation = d.substation AND h.bucket = d.hour
+ORDER BY h.device_id, h.metric, h.substation, h.bucket FOR UPDATE OF h"""
 _PG_MEAN = ROLLUP_MEAN.format(least="least", greatest="greatest")
 _ROLLUP_BUCKETS = f"""
 SELECT bucket, substation, device_id, metric, vmin, vmax, {_PG_MEAN}, last_value, n FROM rollups
@@ -899,15 +902,12 @@ class PostgresStorage:
         transaction, and delete their marks if still claimed; on failure, unclaim them for the next
         refresh, to be recomputed whole.
 
-        An hour's 1-hour rollup is locked first (in key order: no deadlock between refreshes), then
-        read: it holds the newest reading folded (``last_ts``). When the mark's earliest reading is
-        later than that, every reading the rollups do not count yet is too (each unfolded reading
-        is in a mark no later than it; a reading that came during a fold and was counted by it is
-        no later than that fold's newest, so its new mark asks for a whole recompute), and only the
-        readings after it are added (``_ADD_TO_HOURS``). Otherwise (a late reading, a mark without
-        ``since``, an hour not folded yet) the hour is recomputed whole. The lock makes two refreshes
-        of one hour (the refresher's and a question's) add the same readings once: the second reads
-        the first's ``last_ts`` after it commits."""
+        Each hour's minutes are recomputed from its mark's earliest reading's minute on (all of
+        them when the mark has no ``since``), the hour from its minutes, the day from its hours.
+        Every reading the rollups do not count yet is in a mark no later than it (a reading a fold
+        did not see has marked its hour again since the claim), so the minutes before stay right;
+        recomputing rather than adding makes a reading counted twice impossible, however the folds
+        and syncs interleave. The hours' rollups are locked first (``_LOCK_HOURS``)."""
         if not taken:
             return
         claimed = _json([[d, m, sub, h.isoformat(), None if since is None else since.isoformat()]
@@ -915,17 +915,15 @@ class PostgresStorage:
         try:
             with self._pool.connection() as conn, conn.cursor() as cur:
                 cur.execute(_TODO_TABLE)
-                cur.execute("INSERT INTO rollup_todo_v6 (device_id, metric, substation, hour, since)"
-                            " SELECT e ->> 0, e ->> 1, e ->> 2, (e ->> 3)::timestamptz, (e ->> 4)::timestamptz"
+                cur.execute("INSERT INTO rollup_todo_v6 SELECT e ->> 0, e ->> 1, e ->> 2, (e ->> 3)::timestamptz,"
+                            f" coalesce({_MINUTE.format(ts='(e ->> 4)::timestamptz')}, (e ->> 3)::timestamptz)"
                             " FROM json_array_elements(%s::json) AS e", (claimed,))
-                cur.execute(_LOCK_AND_NOTE_FOLDED)
-                days = cur.execute(f"SELECT {_DAY.format(ts='hour')}, bool_or(folded IS NULL), bool_or(folded IS NOT NULL)"
-                                   " FROM rollup_todo_v6 GROUP BY 1 ORDER BY 1").fetchall()
-                for day, whole, added in days:
-                    if whole:
-                        cur.execute(_RECOMPUTE_HOURS, {"lo": day, "hi": day + timedelta(days=1)})
-                    if added:
-                        cur.execute(_ADD_TO_HOURS, {"lo": day, "hi": day + timedelta(days=1)})
+                cur.execute(_LOCK_HOURS)
+                days = [r[0] for r in cur.execute(f"SELECT DISTINCT {_DAY.format(ts='hour')} FROM rollup_todo_v6"
+                                                  " ORDER BY 1")]
+                for day in days:
+                    cur.execute(_RECOMPUTE_MINUTES, {"lo": day, "hi": day + timedelta(days=1)})
+                cur.execute(_RECOMPUTE_HOURS)
                 cur.execute(_RECOMPUTE_DAYS)
                 cur.execute("DELETE FROM rollup_dirty AS d USING rollup_todo_v6 AS t WHERE d.device_id = t.device_id"
                             " AND d.metric = t.metric AND d.substation = t.substation AND d.hour = t.hour"
@@ -1444,9 +1442,9 @@ def _live_range_columns(conn: psycopg.Connection) -> None:
 
 
 def _marks_since(conn: psycopg.Connection) -> None:
-    """Migration 6: each rollup mark's earliest reading (``since``), so that an hour folded before
-    gets only its newer readings added; marks made before it have none (recomputed whole). Nothing on
-    the TimescaleDB layout (no marks)."""
+    """Migration 6: each rollup mark's earliest reading (``since``), so that a fold recomputes the
+    hour's minutes from there on; marks made before it have none (the whole hour). Nothing on the
+    TimescaleDB layout (no marks)."""
     conn.execute("ALTER TABLE IF EXISTS rollup_dirty ADD COLUMN IF NOT EXISTS since timestamptz")
 
 

@@ -205,10 +205,10 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (  -- hours with readings the rollups do
     PRIMARY KEY (device_id, metric, substation, hour)
 ) WITHOUT ROWID"""
 # the hours of the readings matching {where}, marked (k: whole microseconds, as every bucket here counts),
-# each with its earliest reading (since): a fold adds only the readings after the hour's newest folded
-# one when since is later than that (see _refresh_marks). A since of NULL (marks made before migration
-# 6) stays NULL: that hour is recomputed whole. SQLite has one writer, and a refresh holds the write
-# lock from taking marks to commit: a mark is never claimed while a reading comes
+# each with its earliest reading (since): a fold recomputes the hour's minutes from since's on, and the
+# hour from its minutes (see _refresh_marks). A since of NULL (marks made before migration 6) stays
+# NULL: the whole hour is recomputed. SQLite has one writer, and a refresh holds the write lock from
+# taking marks to commit: a mark is never claimed while a reading comes
 _MARK_DIRTY = """
 INSERT INTO rollup_dirty (device_id, metric, substation, hour, since)
 SELECT device_id, metric, substation, (CAST(round(ts * 1000000) AS INTEGER) / 3600000000) * 3600, min(ts)
@@ -220,40 +220,47 @@ INSERT INTO rollup_dirty (device_id, metric, substation, hour)
 SELECT DISTINCT device_id, metric, substation, (CAST(round(ts * 1000000) AS INTEGER) / 3600000000) * 3600
 FROM readings WHERE 1 = 1
 ON CONFLICT (device_id, metric, substation, hour) DO NOTHING"""
-# the marks a fold does: folded is the newest reading its hour's rollups count, when only readings after it
-# are to be added (else NULL: the hour recomputed whole)
+# the marks a fold does; lo: the first minute to recompute (since's, or the hour's first), epoch seconds
 _TODO_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS rollup_todo_v6 (device_id TEXT, metric TEXT, substation TEXT,"
-               " hour INTEGER, since REAL, folded REAL, PRIMARY KEY (device_id, metric, substation, hour)) WITHOUT ROWID")
+               " hour INTEGER, lo INTEGER, PRIMARY KEY (device_id, metric, substation, hour)) WITHOUT ROWID")
 _REPLACE = """
 ON CONFLICT (width, device_id, metric, substation, bucket) DO UPDATE SET vmin = excluded.vmin, vmax = excluded.vmax,
     vsum = excluded.vsum, n = excluded.n, last_ts = excluded.last_ts, last_value = excluded.last_value"""
-# the 1-minute and 1-hour rollups of the hours to do, from the readings; sums in a fixed order (as
-# PostgreSQL adds them: the same bits on both). _RECOMPUTE_HOURS: the hours to recompute whole, from all
-# their readings. _ADD_TO_HOURS: the hours folded before, from their readings after the newest folded
-# (its minute's rollup merged, the later minutes new): the hour still filling costs the readings that
-# came since its last fold, not all of it
-_HOURS_FROM_READINGS = """
+# the 1-minute rollups of the hours to do from their first minute to recompute (lo) on, from the
+# readings; sums in a fixed order (as PostgreSQL adds them: the same bits on both). The minutes before
+# lo hold no reading the mark is for, so the hour still filling costs the minutes since its last fold
+_RECOMPUTE_MINUTES = """
 INSERT INTO rollups (width, bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_ts, last_value)
-SELECT width, k * width, substation, device_id, metric, min(value), max(value), max(CASE WHEN rn = 1 THEN total END),
+SELECT 60, k * 60, substation, device_id, metric, min(value), max(value), max(CASE WHEN rn = 1 THEN total END),
        count(*), max(ts), max(CASE WHEN rn = 1 THEN value END)
-FROM (SELECT w.width, CAST(round(r.ts * 1000000) AS INTEGER) / (w.width * 1000000) AS k, r.substation, r.device_id,
+FROM (SELECT CAST(round(r.ts * 1000000) AS INTEGER) / 60000000 AS k, r.substation, r.device_id,
              r.metric, r.value, r.ts, row_number() OVER p AS rn,
              sum(r.value) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
       FROM rollup_todo_v6 AS d
-      JOIN readings AS r ON r.device_id = d.device_id AND r.metric = d.metric AND r.ts {after}
+      JOIN readings AS r ON r.device_id = d.device_id AND r.metric = d.metric AND r.ts >= d.lo - 1
            AND r.ts < d.hour + 3601 AND r.substation = d.substation
+           AND CAST(round(r.ts * 1000000) AS INTEGER) / 60000000 >= d.lo / 60
            AND CAST(round(r.ts * 1000000) AS INTEGER) / 3600000000 = d.hour / 3600
-      CROSS JOIN (SELECT 60 AS width UNION ALL SELECT 3600) AS w
-      WHERE r.value IS NOT NULL AND (r.flags & 1) = 0 AND {which}
-      WINDOW p AS (PARTITION BY w.width, r.device_id, r.metric, r.substation,
-                   CAST(round(r.ts * 1000000) AS INTEGER) / (w.width * 1000000) ORDER BY r.ts DESC, r.value DESC))
+      WHERE r.value IS NOT NULL AND (r.flags & 1) = 0
+      WINDOW p AS (PARTITION BY r.device_id, r.metric, r.substation, CAST(round(r.ts * 1000000) AS INTEGER) / 60000000
+                   ORDER BY r.ts DESC, r.value DESC))
 WHERE true
-GROUP BY width, k, substation, device_id, metric"""
-_RECOMPUTE_HOURS = _HOURS_FROM_READINGS.format(after=">= d.hour - 1", which="d.folded IS NULL") + _REPLACE
-_ADD_TO_HOURS = _HOURS_FROM_READINGS.format(after="> d.folded", which="d.folded IS NOT NULL") + """
-ON CONFLICT (width, device_id, metric, substation, bucket) DO UPDATE SET vmin = min(vmin, excluded.vmin),
-    vmax = max(vmax, excluded.vmax), vsum = vsum + excluded.vsum, n = n + excluded.n, last_ts = excluded.last_ts,
-    last_value = excluded.last_value"""
+GROUP BY k, substation, device_id, metric""" + _REPLACE
+# the 1-hour rollups of the hours to do, from their minutes (as the days from the hours)
+_RECOMPUTE_HOURS = """
+INSERT INTO rollups (width, bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_ts, last_value)
+SELECT 3600, hour, substation, device_id, metric, min(vmin), max(vmax), max(CASE WHEN rn = 1 THEN total END), sum(n),
+       max(last_ts), max(CASE WHEN rn = 1 THEN last_value END)
+FROM (SELECT d.hour, m.substation, m.device_id, m.metric, m.vmin, m.vmax, m.n, m.last_ts, m.last_value,
+             row_number() OVER p AS rn,
+             sum(m.vsum) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
+      FROM rollup_todo_v6 AS d
+      JOIN rollups AS m ON m.width = 60 AND m.device_id = d.device_id AND m.metric = d.metric
+           AND m.substation = d.substation AND m.bucket >= d.hour AND m.bucket < d.hour + 3600
+      WINDOW p AS (PARTITION BY m.device_id, m.metric, m.substation, d.hour
+                   ORDER BY m.last_ts DESC, m.last_value DESC, m.bucket DESC))
+WHERE true
+GROUP BY hour, substation, device_id, metric""" + _REPLACE
 # the 1-day rollups of their days, from the hours
 _RECOMPUTE_DAYS = """
 INSERT INTO rollups (width, bucket, substation, device_id, metric, vmin, vmax, vsum, n, last_ts, last_value)
@@ -419,10 +426,9 @@ class SQLiteStorage:
     def _refresh_marks(self, where: str, args: list[Any], limit: int) -> int:
         """Fold up to ``limit`` marked hours matching ``where`` in one transaction; how many.
 
-        An hour whose mark's earliest reading is later than the newest its 1-hour rollup counts
-        (``last_ts``) gets only the readings after that added (``_ADD_TO_HOURS``): every reading not
-        counted yet is in that mark. Otherwise (a late reading, a mark without ``since``, an hour not
-        folded yet) it is recomputed whole."""
+        Each hour's minutes are recomputed from its mark's earliest reading's minute on (all of them
+        when the mark has no ``since``), the hour from its minutes, the day from its hours: every
+        reading the rollups do not count yet is in a mark no later than it."""
         with self._lock:
             db = self._db
             if db.execute(f"SELECT 1 FROM rollup_dirty WHERE {where} LIMIT 1", args).fetchone() is None:
@@ -431,20 +437,13 @@ class SQLiteStorage:
             try:
                 db.execute(_TODO_TABLE)
                 db.execute("DELETE FROM rollup_todo_v6")
-                db.execute(f"INSERT INTO rollup_todo_v6 (device_id, metric, substation, hour, since)"
-                           f" SELECT device_id, metric, substation, hour, since FROM rollup_dirty"
-                           f" WHERE {where} ORDER BY hour LIMIT ?", [*args, limit])
+                db.execute(f"INSERT INTO rollup_todo_v6 SELECT device_id, metric, substation, hour,"
+                           f" coalesce((CAST(round(since * 1000000) AS INTEGER) / 60000000) * 60, hour)"
+                           f" FROM rollup_dirty WHERE {where} ORDER BY hour LIMIT ?", [*args, limit])
                 n = db.execute("DELETE FROM rollup_dirty WHERE (device_id, metric, substation, hour) IN"
                                " (SELECT device_id, metric, substation, hour FROM rollup_todo_v6)").rowcount
-                db.execute("UPDATE rollup_todo_v6 SET folded = (SELECT h.last_ts FROM rollups AS h WHERE h.width = 3600"
-                           " AND h.device_id = rollup_todo_v6.device_id AND h.metric = rollup_todo_v6.metric"
-                           " AND h.substation = rollup_todo_v6.substation AND h.bucket = rollup_todo_v6.hour"
-                           " AND h.last_ts < rollup_todo_v6.since)")
-                whole, added = db.execute("SELECT max(folded IS NULL), max(folded IS NOT NULL) FROM rollup_todo_v6").fetchone()
-                if whole:
-                    db.execute(_RECOMPUTE_HOURS)
-                if added:
-                    db.execute(_ADD_TO_HOURS)
+                db.execute(_RECOMPUTE_MINUTES)
+                db.execute(_RECOMPUTE_HOURS)
                 db.execute(_RECOMPUTE_DAYS)
                 db.execute("DELETE FROM rollup_todo_v6")
                 db.execute("COMMIT")
@@ -1041,8 +1040,8 @@ def _incident(r: tuple) -> Incident:
 
 
 def _marks_since(storage: SQLiteStorage) -> None:
-    """Migration 6: each rollup mark's earliest reading (``since``), so that an hour folded before gets
-    only its newer readings added; marks made before it have none (recomputed whole)."""
+    """Migration 6: each rollup mark's earliest reading (``since``), so that a fold recomputes the hour's
+    minutes from there on; marks made before it have none (the whole hour)."""
     if "since" not in {r[1] for r in storage._db.execute("PRAGMA table_info(rollup_dirty)")}:  # noqa: SLF001
         storage._db.execute("ALTER TABLE rollup_dirty ADD COLUMN since REAL")  # noqa: SLF001
 

@@ -380,12 +380,29 @@ def _at(hour: datetime, seconds: float, value: float | None, *, device: str = "F
                    metric="voltage_l1", value=value, unit="kV", quality=1.0, flags=flags)
 
 
+def _store(storage: Storage, batch: list[Reading], seq: int, *, over_http: bool) -> int:
+    """``batch`` stored over HTTP (de-duplicated) or as an edge's next sync (sorted, not); the next seq."""
+    if over_http:
+        storage.insert_readings(batch, "http")
+        return seq
+    batch = sorted(batch, key=lambda r: r.ts)
+    storage.apply_sync(SyncBatch(edge_id="e1", substation="S1", sent_at=T0,
+                                 readings=ReadingRun(first_seq=seq, items=batch)), lambda events: [])
+    return seq + len(batch)
+
+
+def _every_width_as_raw(storage: Storage) -> None:
+    for width in ROLLUP_WIDTHS:
+        for device in ("F1", "F2"):
+            _same(storage.series_buckets(T0, T0 + timedelta(days=1), width, device, "voltage_l1"),
+                  _raw(storage, T0, T0 + timedelta(days=1), width, device))
+
+
 @pytest.mark.parametrize("storage", FOLDED, indirect=True)
-def test_an_hour_folded_before_gets_only_its_newer_readings_added(storage: Storage) -> None:
-    """Readings after the newest an hour's rollups count are added to them, without the hour's
-    readings read again; a reading before it (late, or at the same instant) has the hour recomputed
-    whole. Seen here by removing a folded reading behind the rollups' back: an addition keeps
-    counting it, a recompute does not."""
+def test_a_fold_rereads_only_the_minutes_of_the_readings_that_came(storage: Storage) -> None:
+    """A fold recomputes an hour's minutes from its new readings' earliest on, and the hour from its
+    minutes: the minutes before are not read again. Seen here by removing a folded reading behind the
+    rollups' back: its minute keeps counting it until a reading comes in that minute."""
     hour = T0 + timedelta(hours=5)
 
     def hour_bucket() -> tuple[int, float, float]:
@@ -397,20 +414,20 @@ def test_an_hour_folded_before_gets_only_its_newer_readings_added(storage: Stora
     with storage.transaction() as tx:
         tx.execute("DELETE FROM readings WHERE value = ?", [77.0])
     storage.insert_readings([_at(hour, 190, 11.4)], "http")  # after the newest folded: added
-    assert hour_bucket() == (4, 77.0, 11.4)  # the removed reading is still counted: the hour was not re-read
+    assert hour_bucket() == (4, 77.0, 11.4)  # the removed reading is still counted: its minute was not re-read
     minutes = storage.series_buckets(hour, hour + timedelta(minutes=4), 60, "F1", "voltage_l1")
     assert [(b.count, b.max) for b in minutes] == [(1, 11.0), (1, 77.0), (1, 11.2), (1, 11.4)]
-    storage.insert_readings([_at(hour, 100, 11.1)], "http")  # late: before the newest folded
-    assert hour_bucket() == (4, 11.4, 11.4)  # recomputed whole, from the readings as they are
+    storage.insert_readings([_at(hour, 100, 11.1)], "http")  # late, in the removed reading's minute
+    assert hour_bucket() == (4, 11.4, 11.4)  # that minute recomputed, from the readings as they are
     _same(storage.series_buckets(hour, hour + timedelta(hours=1), 60, "F1", "voltage_l1"),
           _raw(storage, hour, hour + timedelta(hours=1), 60, "F1"))
 
 
 def test_an_hour_filling_in_rounds_is_exact_after_every_fold(storage: Storage) -> None:
     """An hour filled in rounds, as edges sync it, folded after each: mostly readings after the newest
-    folded (added), some at the same instant (an edge's repeat, a larger value: the new last), some
-    late, some without a value or flagged invalid, over HTTP and edge syncs. After every fold each
-    width's answer equals the raw readings'."""
+    folded, some at the same instant (an edge's repeat, a larger value: the new last), some late,
+    some without a value or flagged invalid, over HTTP and edge syncs. After every fold each width's
+    answer equals the raw readings'."""
     rng = random.Random(17)
     hour = T0 + timedelta(hours=2)
     newest, seq = 0.0, 1
@@ -424,24 +441,15 @@ def test_an_hour_filling_in_rounds_is_exact_after_every_fold(storage: Storage) -
             batch.append(_at(hour, seconds, value, device=rng.choice(["F1", "F2"]),
                              flags=1 if rng.random() < 0.05 else 0))
         newest = max([newest] + [(r.ts - hour).total_seconds() for r in batch])
-        if round_ % 2:
-            storage.insert_readings(batch, "http")
-        else:
-            batch.sort(key=lambda r: r.ts)
-            storage.apply_sync(SyncBatch(edge_id="e1", substation="S1", sent_at=T0,
-                                         readings=ReadingRun(first_seq=seq, items=batch)), lambda events: [])
-            seq += len(batch)
-        for width in ROLLUP_WIDTHS:
-            for device in ("F1", "F2"):
-                _same(storage.series_buckets(T0, T0 + timedelta(days=1), width, device, "voltage_l1"),
-                      _raw(storage, T0, T0 + timedelta(days=1), width, device))
+        seq = _store(storage, batch, seq, over_http=round_ % 2 == 1)
+        _every_width_as_raw(storage)
 
 
 @pytest.mark.postgres
 def test_refreshes_racing_over_a_filling_hour_add_each_reading_once(postgres_url: str) -> None:
     """The background refresher (two replicas' worth) and questions fold the same filling hour while
-    syncs keep coming: each hour's rollups lock before they are read, so no reading is added twice
-    or missed, and no refresh deadlocks another."""
+    syncs keep coming: each hour's rollups lock before they are read, so an older view of the
+    readings never overwrites a newer one, no reading is missed, and no refresh deadlocks another."""
     import threading
 
     from hub.storage.postgres import PostgresStorage
@@ -457,13 +465,7 @@ def test_refreshes_racing_over_a_filling_hour_add_each_reading_once(postgres_url
                      for j in range(6) for device in ("F1", "F2")]
             if i % 10 == 9:  # now and then a late one
                 batch.append(_at(hour, rng.uniform(0, i * 20), 50.0 + i, device="F2"))
-            if i % 2:
-                storage.insert_readings(batch, "http")
-            else:
-                batch.sort(key=lambda r: r.ts)
-                storage.apply_sync(SyncBatch(edge_id="e1", substation="S1", sent_at=T0,
-                                             readings=ReadingRun(first_seq=seq, items=batch)), lambda events: [])
-                seq += len(batch)
+            seq = _store(storage, batch, seq, over_http=i % 2 == 1)
 
     def keep(step: Callable[[], object]) -> Callable[[], None]:
         def run() -> None:
@@ -485,10 +487,7 @@ def test_refreshes_racing_over_a_filling_hour_add_each_reading_once(postgres_url
         for t in racers:
             t.join(30)
         assert not errors, errors
-        for width in ROLLUP_WIDTHS:
-            for device in ("F1", "F2"):
-                _same(storage.series_buckets(T0, T0 + timedelta(days=1), width, device, "voltage_l1"),
-                      _raw(storage, T0, T0 + timedelta(days=1), width, device))
+        _every_width_as_raw(storage)
     finally:
         done.set()
         storage.close()
