@@ -883,7 +883,10 @@ class PostgresStorage:
         0.4-2.3 s (docs/scaling.md, "Rollup marks under load").
 
         ``limit`` (the background refresher): up to that many unclaimed marks, skipping those another
-        transaction holds. None (a question): every mark of the range, claimed or not, as it stands
+        transaction holds, the longest waiting first (the earliest ``since``; none first). In key
+        order, a series at the front, marked again by each sync, was claimed again each time, and the
+        series behind it waited: their marks' readings went back to the start of the load, and each
+        of their folds, when it came, took seconds (bench_hub_http.py --soak). None (a question): every mark of the range, claimed or not, as it stands
         now; the question recomputes them itself, so its answer is exact even while another refresh
         recomputes the same hours. A claim left by a refresh that died is folded by the next question
         over it, or made unclaimed again when a hub opens the database."""
@@ -891,7 +894,7 @@ class PostgresStorage:
             if cur.execute(f"SELECT 1 FROM rollup_dirty WHERE {where} LIMIT 1", args).fetchone() is None:
                 return []  # the usual case when asked: nothing to do
             pick = " ORDER BY device_id, metric, substation, hour FOR UPDATE" if limit is None else \
-                " AND marks > 0 ORDER BY device_id, metric, substation, hour LIMIT %s FOR UPDATE SKIP LOCKED"
+                " AND marks > 0 ORDER BY since NULLS FIRST, hour LIMIT %s FOR UPDATE SKIP LOCKED"
             return cur.execute(
                 "UPDATE rollup_dirty SET marks = -1 WHERE (device_id, metric, substation, hour) IN"
                 f" (SELECT device_id, metric, substation, hour FROM rollup_dirty WHERE {where}{pick})"

@@ -424,7 +424,8 @@ class SQLiteStorage:
         return self._refresh_marks(where, args, limit)
 
     def _refresh_marks(self, where: str, args: list[Any], limit: int) -> int:
-        """Fold up to ``limit`` marked hours matching ``where`` in one transaction; how many.
+        """Fold up to ``limit`` marked hours matching ``where`` in one transaction, the longest waiting
+        first (the earliest ``since``; none first); how many.
 
         Each hour's minutes are recomputed from its mark's earliest reading's minute on (all of them
         when the mark has no ``since``), the hour from its minutes, the day from its hours: every
@@ -439,7 +440,7 @@ class SQLiteStorage:
                 db.execute("DELETE FROM rollup_todo_v6")
                 db.execute(f"INSERT INTO rollup_todo_v6 SELECT device_id, metric, substation, hour,"
                            f" coalesce((CAST(round(since * 1000000) AS INTEGER) / 60000000) * 60, hour)"
-                           f" FROM rollup_dirty WHERE {where} ORDER BY hour LIMIT ?", [*args, limit])
+                           f" FROM rollup_dirty WHERE {where} ORDER BY since, hour LIMIT ?", [*args, limit])
                 n = db.execute("DELETE FROM rollup_dirty WHERE (device_id, metric, substation, hour) IN"
                                " (SELECT device_id, metric, substation, hour FROM rollup_todo_v6)").rowcount
                 db.execute(_RECOMPUTE_MINUTES)

@@ -491,3 +491,27 @@ def test_refreshes_racing_over_a_filling_hour_count_each_reading_once(postgres_u
     finally:
         done.set()
         storage.close()
+
+
+@pytest.mark.parametrize("storage", FOLDED, indirect=True)
+def test_the_refresher_folds_the_longest_waiting_marks_first(storage: Storage) -> None:
+    """A series marked again by every sync must not keep the refresher from the others: it takes the
+    marks whose readings have waited longest (the earliest ``since``), not the first in key order,
+    where series A, folded and marked again each round, would be taken every time."""
+    hour = T0 + timedelta(hours=7)
+
+    def marked() -> set[str]:
+        with storage.transaction() as tx:
+            return {r[0] for r in tx.execute("SELECT device_id FROM rollup_dirty").fetchall()}
+
+    storage.insert_readings([_at(hour, 20, 11.0, device="B"), _at(hour, 10, 11.0, device="A"),
+                             _at(hour, 0, 11.0, device="C")], "http")
+    assert storage.refresh_rollups(limit=1) == 1 and marked() == {"A", "B"}  # C waited longest
+    storage.insert_readings([_at(hour, 30, 11.1, device="A")], "http")  # A's mark still from 10 s
+    assert storage.refresh_rollups(limit=1) == 1 and marked() == {"B"}
+    storage.insert_readings([_at(hour, 40, 11.2, device="A")], "http")  # A marked again, from 40 s
+    assert storage.refresh_rollups(limit=1) == 1 and marked() == {"A"}  # B (20 s) before A
+    assert storage.refresh_rollups(limit=1) == 1 and marked() == set()
+    for device in ("A", "B", "C"):
+        _same(storage.series_buckets(hour, hour + timedelta(hours=1), 60, device, "voltage_l1"),
+              _raw(storage, hour, hour + timedelta(hours=1), 60, device))
