@@ -448,8 +448,8 @@ def test_an_hour_filling_in_rounds_is_exact_after_every_fold(storage: Storage) -
 @pytest.mark.postgres
 def test_refreshes_racing_over_a_filling_hour_count_each_reading_once(postgres_url: str) -> None:
     """The background refresher (two replicas' worth) and questions fold the same filling hour while
-    syncs keep coming: each hour's rollups lock before they are read, so an older view of the
-    readings never overwrites a newer one, no reading is missed, and no refresh deadlocks another."""
+    syncs keep coming: folds run one at a time, so an older view of the readings never overwrites a
+    newer one, no reading is missed, and no refresh deadlocks another."""
     import threading
 
     from hub.storage.postgres import PostgresStorage
