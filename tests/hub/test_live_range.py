@@ -157,7 +157,7 @@ def test_migration_5_adds_the_live_range_to_a_database_of_version_4(database_url
         db = sqlite3.connect(database_url.removeprefix("sqlite:///"))
         db.execute("ALTER TABLE edge_sync DROP COLUMN live_lo")
         db.execute("ALTER TABLE edge_sync DROP COLUMN live_hi")
-        db.execute("DELETE FROM schema_migrations WHERE version = 5")
+        db.execute("DELETE FROM schema_migrations WHERE version >= 5")
         db.commit()
         db.close()
     else:
@@ -165,10 +165,10 @@ def test_migration_5_adds_the_live_range_to_a_database_of_version_4(database_url
 
         with psycopg.connect(database_url) as conn:
             conn.execute("ALTER TABLE edge_sync DROP COLUMN live_lo, DROP COLUMN live_hi")
-            conn.execute("DELETE FROM schema_migrations WHERE version = 5")
+            conn.execute("DELETE FROM schema_migrations WHERE version >= 5")
     with contextlib.closing(open_storage(database_url)) as storage:
         status = storage.migration_status()
-        assert (status.version, status.pending, status.applied[-1][0]) == (LATEST, [], 5)
+        assert (status.version, status.pending) == (LATEST, []) and 5 in {a[0] for a in status.applied}
         (state,) = storage.edge_states()
         assert state.readings_acked_through == 10
         ack = sync(storage, batch(run(11, 12), run(20, 25)))
