@@ -54,6 +54,7 @@ INCIDENTS_PER_AGENT = 5  # listed per agent in the final summary; the rest are c
 INCIDENT_LIMIT = 1000  # incidents the final summary asks the hub for
 LINE_WIDTH = 150  # an incident's first line is cut to about this many characters
 STORE_CHUNK = 20_000  # history readings per insert (each one batch)
+ROLLUP_CHUNK = 2_000  # marked hours folded per transaction when the history is rolled up
 FIRST_SYNC_WAIT_S = 15.0  # how long start-up waits for every edge's first sync
 API_TIMEOUT_S = 10.0
 
@@ -294,6 +295,13 @@ async def _load_history(storage: Storage, configs: list[FirmwareConfig], days: f
                                        step_s=HISTORY_STEP_S, progress=progress)
     with Progress("demo: storing history", total=len(rows), unit="readings", plain=out) as progress:
         await asyncio.to_thread(_store_history, storage, rows, progress)
+    # rolled up now, once: else the agents' first cycle folds the whole history (a question folds
+    # its range first) and on a slow machine ran past its budget
+    with Progress("demo: rolling the history up", unit="hours", plain=out) as progress:
+        folded = 0
+        while n := await asyncio.to_thread(storage.refresh_rollups, limit=ROLLUP_CHUNK):
+            folded += n
+            progress(folded)
     out(f"demo: {len(rows):,} history readings stored in {time.monotonic() - t0:.1f} s: forecasts and "
         "maintenance predictions come with the agents' first cycle")
 
