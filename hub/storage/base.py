@@ -338,7 +338,9 @@ class Storage(Protocol):
     def latest_reading_times(self, start: datetime, end: datetime) -> list[tuple[str, str, datetime]]:
         """(substation, device_id, newest ts) of each device's readings with start <= ts < end that
         measured something (not flagged INVALID or COMM_LOST): when the hub last heard from each
-        device (hub.fleet.liveness). Read on the ts index: keep the range short."""
+        device (hub.fleet.liveness). SQLite reads it on the ts index (keep the range short);
+        PostgreSQL from ``device_newest`` (hub.storage.newest): a device's newest reading that is in
+        the range (at most a second late when another process stored it)."""
         ...
 
     def query_readings(

@@ -48,6 +48,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                  "backlog after an outage (0: none)"),
     Migration(6, "rollup marks carry their earliest reading (since): a fold recomputes an hour's minutes from "
                  "there on and the hour from its minutes, not the whole hour from its readings"),
+    Migration(7, "device_newest (PostgreSQL): each device's newest reading for the liveness check, kept by the "
+                 "hub as it stores readings, not read off the readings table; filled from the last day's readings"),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -14,6 +14,9 @@ is chosen when the storage opens, and named in :attr:`PostgresStorage.backend`:
     safety net. A BRIN index on ``ts`` serves time ranges, a btree on ``(device_id, metric, ts)``
     serves one series.
 
+On both, ``device_newest`` holds each device's newest reading for the liveness check, written by
+each process at most every second (``hub.storage.newest``), not read off the readings.
+
 Readings arrive by binary COPY. ``apply_sync`` is one transaction that starts by locking the edge's
 ``edge_sync`` row, so two concurrent syncs from one edge are applied one after the other and cannot
 both store the same sequence numbers.
@@ -86,6 +89,7 @@ from hub.storage.base import (
 )
 from hub.storage.leader import PostgresLeaderLock
 from hub.storage.migrations import SCHEMA_TABLE_POSTGRES, MigrationStatus, pending_after
+from hub.storage.newest import NOT_HEARD_FLAGS, DeviceNewest
 from hub.storage.read_replica import ReadReplica
 from hub.storage.rollups import ROLLUP_MEAN
 from protocols.mqtt.codec import DeadLetter
@@ -593,6 +597,7 @@ class PostgresStorage:
             with self._pool.connection() as conn:
                 conn.execute("DO $$ BEGIN IF to_regclass('rollup_dirty') IS NOT NULL THEN"
                              " UPDATE rollup_dirty SET marks = 1, since = NULL WHERE marks < 0; END IF; END $$")
+        self._newest = DeviceNewest(self._write_newest)  # device_newest: see hub.storage.newest
         log.info("hub storage: PostgreSQL at %s, layout %s", self._where, self.backend)
         if read_url is not None:
             self._replica = ReadReplica(read_url, self._pool, where=_where(read_url), max_wait_s=read_wait_s,
@@ -601,6 +606,9 @@ class PostgresStorage:
                      self._replica.where)
 
     def close(self) -> None:
+        newest = getattr(self, "_newest", None)
+        if newest is not None:
+            newest.close()
         if self._replica is not None:
             self._replica.close()
         self._pool.close()
@@ -1013,6 +1021,7 @@ class PostgresStorage:
             r_hwm, e_hwm, gaps, o_hwm, buffer_id, live_lo, live_hi = cur.fetchone()
             # SequenceError: rolled back, nothing stored
             plan = plan_sync(batch, r_hwm, e_hwm, o_hwm, buffer_id, (live_lo, live_hi))
+            rows: list[tuple] = []
             last: list[str] = []  # statements sent with the marks' update, as CTEs: one round trip
             params: list[Any] = []
             if plan.readings or plan.live:
@@ -1050,6 +1059,7 @@ class PostgresStorage:
                  batch.edge_id),
             )
         # Leaving the pool's context committed the transaction (or rolled it back on an exception).
+        self._newest.note(rows)
         return plan.ack(batch.edge_id)
 
     def insert_readings(self, readings: Sequence[Reading], source: str) -> int:
@@ -1074,6 +1084,7 @@ class PostgresStorage:
                     copy.write_row((k, *row))
             insert = _INSERT_STAGED if self.backend == "timescaledb" else _INSERT_STAGED_MARKED
             new = [k for (k,) in cur.execute(insert).fetchall()]
+        self._newest.note(rows)  # committed (the ones held already are no newer)
         return [first[k] for k in new]
 
     def add_incidents(self, incidents: Sequence[NewIncident]) -> list[Incident]:
@@ -1174,11 +1185,17 @@ class PostgresStorage:
         ]
 
     def latest_reading_times(self, start: datetime, end: datetime) -> list[tuple[str, str, datetime]]:
+        """From ``device_newest`` (hub.storage.newest), not the readings: this process's notes are
+        written first; another process's show within a second."""
+        self._newest.flush()
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT substation, device_id, max(ts) FROM readings WHERE ts >= %s AND ts < %s AND (flags & 17) = 0"
-                " GROUP BY substation, device_id", (start, end)).fetchall()
+            rows = conn.execute("SELECT substation, device_id, ts FROM device_newest WHERE ts >= %s AND ts < %s",
+                                (start, end)).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
+
+    def _write_newest(self, rows: list[tuple[str, str, datetime]]) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(_NEWEST_UPSERT, ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
 
     def query_readings(self, device_id: str, metric: str, start: datetime | None = None,
                        end: datetime | None = None, limit: int = 10_000) -> list[Reading]:
@@ -1450,6 +1467,28 @@ def _marks_since(conn: psycopg.Connection) -> None:
     conn.execute("ALTER TABLE IF EXISTS rollup_dirty ADD COLUMN IF NOT EXISTS since timestamptz")
 
 
+_NEWEST_TABLE = """CREATE TABLE IF NOT EXISTS device_newest (
+    substation text NOT NULL,
+    device_id text NOT NULL,
+    ts timestamptz NOT NULL,  -- the newest reading that measured something (hub.storage.newest)
+    PRIMARY KEY (substation, device_id)
+)"""
+# rows in key order (unnest keeps it): two processes' upserts lock their rows in the same order
+_NEWEST_UPSERT = ("INSERT INTO device_newest AS t (substation, device_id, ts)"
+                  " SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[])"
+                  " ON CONFLICT (substation, device_id) DO UPDATE SET ts = excluded.ts WHERE excluded.ts > t.ts")
+
+
+def _device_newest(conn: psycopg.Connection) -> None:
+    """Migration 7: each device's newest reading, for the liveness check (``hub.storage.newest``),
+    filled from the readings of the last day (older ones are past any liveness window)."""
+    conn.execute(_NEWEST_TABLE)
+    conn.execute("INSERT INTO device_newest (substation, device_id, ts)"
+                 " SELECT substation, device_id, max(ts) FROM readings"
+                 f" WHERE ts >= now() - interval '1 day' AND (flags & {NOT_HEARD_FLAGS}) = 0 GROUP BY 1, 2"
+                 " ON CONFLICT (substation, device_id) DO UPDATE SET ts = greatest(device_newest.ts, excluded.ts)")
+
+
 # each migration's step on PostgreSQL, by version (hub.storage.migrations.MIGRATIONS)
 MIGRATION_STEPS = {1: _legacy_upgrades, 2: _rollups, 3: _edge_health_table, 4: _continuous_aggregates,
-                   5: _live_range_columns, 6: _marks_since}
+                   5: _live_range_columns, 6: _marks_since, 7: _device_newest}

@@ -1050,4 +1050,5 @@ def _marks_since(storage: SQLiteStorage) -> None:
 # each migration's step on SQLite, by version (hub.storage.migrations.MIGRATIONS)
 MIGRATION_STEPS = {1: SQLiteStorage._legacy_upgrades, 2: SQLiteStorage._rollups, 3: SQLiteStorage._edge_health_table,
                    4: lambda storage: None,  # 4: continuous aggregates, on TimescaleDB only
-                   5: SQLiteStorage._live_range_columns, 6: _marks_since}
+                   5: SQLiteStorage._live_range_columns, 6: _marks_since,
+                   7: lambda storage: None}  # 7: device_newest, on PostgreSQL only (its ts index serves it here)
