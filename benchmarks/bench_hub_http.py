@@ -23,6 +23,10 @@ disk ones) and ``sentinel hub serve`` in its own process, then measures:
    (``..._after_<M>_min``, baseline: the first trials under load): a hub that has run a while, its
    tables, rollups and liveness reads grown, beside the same hub fresh.
 
+``--pg-statements`` loads pg_stat_statements and prints, after each ingest run and each set of
+trials, the statements that took most of PostgreSQL's time (share of a core, calls, mean): where the
+database's part of a request goes.
+
 ``--agents in-process`` (default, as shipped) runs the five agents in the hub process;
 ``separate`` runs them in ``sentinel hub agents`` beside it; ``off`` not at all. ``--workers N``
 serves on N processes. Figures go to stdout as human lines, then JSON lines (``grep '^{'``).
@@ -536,6 +540,32 @@ def hub_readings(database_url: str) -> int:
     return int(row[0] or 0)
 
 
+# -- where PostgreSQL's time goes ---------------------------------------------------------------------
+
+STATEMENTS_SETTINGS = {"shared_preload_libraries": "'pg_stat_statements'", "pg_stat_statements.track": "all",
+                       "pg_stat_statements.max": "1000"}
+
+
+def reset_statements(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute("SELECT pg_stat_statements_reset()")
+
+
+def print_statements(database_url: str, wall_s: float, top: int = 12) -> None:
+    """The statements that took the most of PostgreSQL's time since the last reset (pg_stat_statements,
+    nested ones included: a CTE's or a function's parts appear both on their own and in their caller)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT total_exec_time, calls, rows, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements"
+            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " ORDER BY total_exec_time DESC LIMIT %s", (top,)).fetchall()
+    print(f"  PostgreSQL's busiest statements over {wall_s:.0f} s (share of one core, calls, mean):")
+    for total_ms, calls, n, query in rows:
+        print(f"  {total_ms / 1000 / wall_s:6.3f}  {calls:>9,}  {total_ms / max(calls, 1):8.3f} ms  {n:>10,} rows  "
+              f"{query[:150]}", flush=True)
+
+
 # -- main ---------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -556,6 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", type=float, default=0.0, metavar="MINUTES",
                         help="after the trials under load, keep the load on MINUTES more and run them again: "
                              "a hub that has run a while, beside the same hub fresh (default 0: not run)")
+    parser.add_argument("--pg-statements", action="store_true",
+                        help="load pg_stat_statements and print, after each ingest run and each set of trials, the "
+                             "statements that took the most of PostgreSQL's time")
     parser.add_argument("--prefill", action="store_true",
                         help="fill the agents' 15-minute window at the fleet's size before the run")
     args = parser.parse_args(argv)
@@ -570,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
         print(figure.human() + (f"  {extra}" if extra else ""), flush=True)
 
     print(f"# hub over HTTP: agents {args.agents}, {args.workers} worker(s); {machine()}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp_name, PostgresServer(tmp_name) as server:
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp_name, PostgresServer(
+            tmp_name, STATEMENTS_SETTINGS if args.pg_statements else None) as server:
         tmp = Path(tmp_name)
         baseline = raw_copy_rate(server)
         print(f"{'raw binary COPY (baseline)':<34} {baseline:>14,.0f} rows/s", flush=True)
@@ -584,12 +618,16 @@ def main(argv: list[str] | None = None) -> int:
                           args.prefill, record)
             for n in (int(x) for x in args.edges.split(",") if x.strip() and not args.fleet):
                 edges = hub.add_edges(f"load{n}", n)
+                if args.pg_statements:
+                    reset_statements(database_url)
                 hub_cpu, pg_cpu = CpuMeter(hub.proc.pid), CpuMeter(pg)
                 res = client_result(start_client(hub, edges, args.batch, args.seconds, 0.0, tmp))
                 shares = f"hub {hub_cpu.share():.2f} pg {pg_cpu.share():.2f} client {res['cpu_share']:.2f} cores"
                 record(Figure(f"ingest_http_{n}_edges", res["readings"] / res["wall_s"], "rows/s", baseline),
                        f"POST p50 {res['p50_ms']:.1f} ms p99 {res['p99_ms']:.1f} ms; {shares}; errors {res['errors']}"
                        + (f" (first: {res['first_error']})" if res.get("first_error") else ""))
+                if args.pg_statements:
+                    print_statements(database_url, res["wall_s"])
             if args.trials and not args.fleet:
                 rig = LatencyRig(hub, tmp)
                 try:
@@ -599,15 +637,23 @@ def main(argv: list[str] | None = None) -> int:
                     length = args.trials * 4.0 + 60 + (args.soak * 60 + args.trials * 4.0 + 60 if args.soak else 0)
                     client = start_client(hub, load_edges, args.batch, length, interval, tmp)
                     time.sleep(5)
-                    hub_cpu = CpuMeter(hub.proc.pid)
+                    if args.pg_statements:
+                        reset_statements(database_url)
+                    hub_cpu, t_load = CpuMeter(hub.proc.pid), time.monotonic()
                     api, ws = rig.trials(hub, args.trials)
                     share = hub_cpu.share()
+                    if args.pg_statements:
+                        print_statements(database_url, time.monotonic() - t_load)
                     soaked = None
                     if args.soak:  # the same load on, then the trials again: a hub that has run a while
                         print(f"soaking: {args.background:,.0f} readings/s for {args.soak:g} min", flush=True)
                         time.sleep(args.soak * 60)
-                        soak_cpu = CpuMeter(hub.proc.pid)
+                        if args.pg_statements:
+                            reset_statements(database_url)
+                        soak_cpu, t_soak = CpuMeter(hub.proc.pid), time.monotonic()
                         soaked = (*rig.trials(hub, args.trials), soak_cpu)
+                        if args.pg_statements:
+                            print_statements(database_url, time.monotonic() - t_soak)
                     client.terminate()
                     client.wait(30)
                 finally:

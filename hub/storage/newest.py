@@ -13,7 +13,9 @@ would rewrite a row per device per sync (MVCC: a new row version each time); ins
 notes the newest per device of what it stored (:meth:`DeviceNewest.note`, after the commit) and
 writes them with one upsert at most every ``every_s`` (:meth:`DeviceNewest.flush`), in key order
 (two processes' upserts cannot deadlock), never moving a device's time back. A read in the same
-process flushes first, so it is exact there; another process's readings show at most ``every_s``
+process lays the notes not yet written over what it read (:meth:`DeviceNewest.overlay`), so it is
+exact there without writing on the read's path (an upsert of 2,500 devices took up to 0.27 s under
+load, and the stream reads on every change); another process's readings show at most ``every_s``
 late. A failed write keeps the notes for the next one.
 
 Only readings that measured something count (not flagged INVALID or COMM_LOST), as before.
@@ -48,6 +50,7 @@ class DeviceNewest:
         self.every_s = every_s
         self._lock = threading.Lock()
         self._pending: Newest = {}
+        self._writing: list[Newest] = []  # taken by a flush, not committed yet (still laid over reads)
         self._timer: threading.Timer | None = None
         self._closed = False
         self._failing = False
@@ -98,10 +101,27 @@ class DeviceNewest:
         except Exception:  # kept for the next flush (logged there)
             pass
 
+    def overlay(self, rows: Iterable[tuple[str, str, datetime]], start: datetime,
+                end: datetime) -> list[tuple[str, str, datetime]]:
+        """``rows`` (substation, device_id, newest ts with start <= ts < end, as read from the table)
+        with the notes not written yet laid over them."""
+        newest = {(sub, dev): ts for sub, dev, ts in rows}
+        with self._lock:
+            notes = [self._pending, *self._writing]
+            for part in notes:
+                for key, ts in part.items():
+                    if start <= ts < end:
+                        held = newest.get(key)
+                        if held is None or ts > held:
+                            newest[key] = ts
+        return [(sub, dev, ts) for (sub, dev), ts in newest.items()]
+
     def flush(self) -> None:
         """Write what is noted now (raises if the write fails; the notes are kept)."""
         with self._lock:
             pending, self._pending = self._pending, {}
+            if pending:
+                self._writing.append(pending)
         if not pending:
             return
         try:
@@ -113,6 +133,9 @@ class DeviceNewest:
                 self._failing = True
             self._merge(pending)
             raise
+        finally:
+            with self._lock:
+                self._writing.remove(pending)
         if self._failing:
             log.info("the devices' newest reading times are written again")
             self._failing = False

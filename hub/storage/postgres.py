@@ -1185,13 +1185,12 @@ class PostgresStorage:
         ]
 
     def latest_reading_times(self, start: datetime, end: datetime) -> list[tuple[str, str, datetime]]:
-        """From ``device_newest`` (hub.storage.newest), not the readings: this process's notes are
-        written first; another process's show within a second."""
-        self._newest.flush()
+        """From ``device_newest`` (hub.storage.newest), not the readings, with this process's notes
+        not written yet laid over it; another process's show within a second."""
         with self._pool.connection() as conn:
             rows = conn.execute("SELECT substation, device_id, ts FROM device_newest WHERE ts >= %s AND ts < %s",
                                 (start, end)).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
+        return self._newest.overlay(rows, start, end)
 
     def _write_newest(self, rows: list[tuple[str, str, datetime]]) -> None:
         with self._pool.connection() as conn:

@@ -96,6 +96,11 @@ def test_a_failed_write_keeps_the_notes_for_the_next_one() -> None:
     with pytest.raises(ConnectionError):
         newest.flush()
     assert newest.pending == 1  # kept (B's reading was COMM_LOST: no sign of life)
+    # a read in this process sees the notes not written yet, over what the table holds
+    window = (NOW - timedelta(minutes=5), NOW + timedelta(minutes=1))
+    assert sorted(newest.overlay([("S1", "A", NOW - timedelta(seconds=3)), ("S1", "C", NOW)], *window)) == [
+        ("S1", "A", NOW), ("S1", "C", NOW)]
+    assert newest.overlay([], NOW + timedelta(seconds=1), NOW + timedelta(minutes=1)) == []  # out of the range
     newest.note([(NOW - timedelta(seconds=9), "S0", "Z", *row[3:])])
     failing.clear()
     deadline = time.monotonic() + 5.0
