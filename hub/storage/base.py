@@ -340,7 +340,7 @@ class Storage(Protocol):
         measured something (not flagged INVALID or COMM_LOST): when the hub last heard from each
         device (hub.fleet.liveness). SQLite reads it on the ts index (keep the range short);
         PostgreSQL from ``device_newest`` (hub.storage.newest): a device's newest reading that is in
-        the range (at most a second late when another process stored it)."""
+        the range (at most 5 s late when another process stored it)."""
         ...
 
     def query_readings(

@@ -15,7 +15,7 @@ is chosen when the storage opens, and named in :attr:`PostgresStorage.backend`:
     serves one series.
 
 On both, ``device_newest`` holds each device's newest reading for the liveness check, written by
-each process at most every second (``hub.storage.newest``), not read off the readings.
+each process at most every 5 s (``hub.storage.newest``), not read off the readings.
 
 Readings arrive by binary COPY. ``apply_sync`` is one transaction that starts by locking the edge's
 ``edge_sync`` row, so two concurrent syncs from one edge are applied one after the other and cannot
@@ -1186,7 +1186,7 @@ class PostgresStorage:
 
     def latest_reading_times(self, start: datetime, end: datetime) -> list[tuple[str, str, datetime]]:
         """From ``device_newest`` (hub.storage.newest), not the readings, with this process's notes
-        not written yet laid over it; another process's show within a second."""
+        not written yet laid over it; another process's show within 5 s."""
         with self._pool.connection() as conn:
             rows = conn.execute("SELECT substation, device_id, ts FROM device_newest WHERE ts >= %s AND ts < %s",
                                 (start, end)).fetchall()

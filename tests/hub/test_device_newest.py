@@ -50,15 +50,15 @@ def test_each_device_is_heard_at_its_newest_reading_that_measured_something(stor
 
 
 @pytest.mark.postgres
-def test_readings_one_hub_process_stores_are_heard_by_another_within_a_second(postgres_url: str) -> None:
+def test_readings_one_hub_process_stores_are_heard_by_another_within_seconds(postgres_url: str) -> None:
     """Two storage objects on one database, as two hub replicas or worker processes: the one that
-    did not store the readings sees them once the other's notes are written (at most every second),
+    did not store the readings sees them once the other's notes are written (at most every 5 s),
     without any read of the readings table."""
     with closing(open_storage(postgres_url)) as writer, closing(open_storage(postgres_url)) as reader:
         writer.insert_readings([_reading("A", NOW - timedelta(seconds=5))], "http")
         with writer.transaction() as tx:  # the readings are gone: only device_newest can answer
             tx.execute("DELETE FROM readings")
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 15.0
         while not (got := _heard(reader)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert got == {("S1", "A"): NOW - timedelta(seconds=5)}

@@ -328,3 +328,30 @@ def test_a_stuck_client_is_cut_off_and_forgotten(tmp_path: Path) -> None:
 
     with own_hub(tmp_path, send_timeout_s=1.0) as live:
         run(live, scenario)
+
+
+def test_a_new_incident_comes_with_the_agents_products_of_the_last_read_then_fresh_ones(tmp_path: Path) -> None:
+    """A read for a new incident takes the forecasts and maintenance predictions from the last read
+    when that is under ``poll_s`` old (with a forecast per feeder they were most of a read), and the
+    next regular read brings them up to date."""
+    from hub.storage.base import Document
+
+    def prediction(days: float) -> Document:
+        return Document(kind="maintenance", key="NAIROBI-S1/TX-1", timestamp=datetime.now(UTC),
+                        body={"transformer_id": "TX-1", "days_to_failure": days})
+
+    async def scenario(hub: Hub) -> None:
+        hub.live.storage.put_documents([prediction(30.0)])
+        async with hub.listen() as ws:
+            snapshot = await recv(ws)
+            assert [p["days_to_failure"] for p in snapshot["maintenance_predictions"]] == [30.0]
+            hub.live.storage.put_documents([prediction(3.0)])  # no notification: the agents' product changed
+            await hub.post("NAIROBI-S1", ["FEEDER-F12"])  # a sag: a new incident, an urgent read
+            m = await next_message(ws, lambda m: "FEEDER-F12" in devices_of(m))
+            assert [p["days_to_failure"] for p in m["maintenance_predictions"]] == [30.0]
+            await hub.post("NAIROBI-S1", ["BUS-9"], value=220.0)  # readings only: a regular read
+            m = await next_message(ws, lambda m: m["maintenance_predictions"][0]["days_to_failure"] == 3.0)
+            assert "FEEDER-F12" in devices_of(m)
+
+    with own_hub(tmp_path, min_gap_s=0.05, poll_s=20.0) as hub:
+        run(hub, scenario)
