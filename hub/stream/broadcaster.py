@@ -9,9 +9,10 @@ most every ``min_gap_s`` (but ``URGENT_GAP_S`` after a notification that new eve
 were stored: under load the stream reads every ``min_gap_s``, and a new incident waited out that gap
 before anyone saw it), and at least every ``poll_s`` while a client is connected (to see what
 changes without a notification: an incident's status, the agents' products). A read after new
-events or incidents takes the agents' products from the last read if that is under ``poll_s`` old. It reads it once per
-change for all clients, encodes it once per substation filter, and sends a filter's clients an
-``update`` only when their part changed (``last_seen`` and ``as_of`` moving on are no change).
+events or incidents takes the agents' products from the last read if that is under ``poll_s`` old.
+It reads it once per change for all clients, encodes it once per substation filter, and sends a
+filter's clients an ``update`` only when their part changed (``last_seen`` and ``as_of`` moving on
+are no change).
 
 Each client has a slot of one message, not a queue: a newer update replaces one the client has not
 taken yet (counted: ``sentinel_hub_ws_updates_coalesced_total``). A slow or stuck client therefore
