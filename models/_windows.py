@@ -60,8 +60,12 @@ def ewma(u: np.ndarray, alpha: float, state: np.ndarray) -> np.ndarray:
     """
     s, b = u.shape
     a = 1.0 - alpha
+    if b == 1:  # one sample a series (an edge scoring each poll as it comes): the recurrence itself
+        return (a * state + alpha * u[:, 0])[:, None].astype(np.float64, copy=False)
+    if a == 0:  # no memory: the input itself
+        return u.astype(np.float64, copy=True)
     out = np.empty((s, b), dtype=np.float64)
-    step = max(1, min(b, int(_MAX_LOG_GROWTH / -np.log(a)))) if a > 0 else 1
+    step = max(1, min(b, int(_MAX_LOG_GROWTH / -np.log(a))))
     prev = state.astype(np.float64, copy=True)
     j = np.arange(1, step + 1, dtype=np.float64)
     grow_full = a ** -j  # a^-(j+1) for j = 0..step-1
@@ -69,11 +73,8 @@ def ewma(u: np.ndarray, alpha: float, state: np.ndarray) -> np.ndarray:
     for lo in range(0, b, step):
         hi = min(b, lo + step)
         n = hi - lo
-        if a == 0:
-            out[:, lo:hi] = u[:, lo:hi]
-        else:
-            acc = np.cumsum(u[:, lo:hi] * grow_full[:n], axis=1)
-            out[:, lo:hi] = decay_full[:n] * (prev[:, None] + alpha * acc)
+        acc = np.cumsum(u[:, lo:hi] * grow_full[:n], axis=1)
+        out[:, lo:hi] = decay_full[:n] * (prev[:, None] + alpha * acc)
         prev = out[:, hi - 1]
     return out
 
@@ -92,6 +93,8 @@ def last_index(event: np.ndarray, start: np.ndarray, state: np.ndarray) -> np.nd
     from earlier blocks (use a large negative number for "never").
     """
     b = event.shape[1]
+    if b == 1:  # one sample a series: nothing to accumulate
+        return np.maximum(np.where(event[:, 0], start, np.iinfo(np.int64).min), state)[:, None]
     gidx = start[:, None] + np.arange(b)[None, :]
     idx = np.where(event, gidx, np.iinfo(np.int64).min)
     np.maximum.accumulate(idx, axis=1, out=idx)

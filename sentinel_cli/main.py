@@ -298,7 +298,30 @@ def _simulation_error() -> type[Exception]:
     return SimulationError
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = ("hub", "edge", "sim", "models", "export", "demo")
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names (its first word after the top-level flags), or None when it names
+    none of ``COMMANDS`` (no command, ``--help``, a typo: the whole parser is built to say so)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+        if arg in ("-h", "--help"):
+            return None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``command``, only that command's actions are complete.
+
+    Each command's module is imported only when its parser is built, and what a command imports stays
+    in the process for as long as it runs: ``sentinel edge run`` on a box would otherwise carry the
+    exporters', the fault rig's and the model tools' modules (numpy's file formats, the email
+    package through http.client, bz2, lzma, csv ...: docs/edge-footprint.md)."""
+    def wanted(name: str) -> bool:
+        return command is None or command == name
+
     p = argparse.ArgumentParser(prog="sentinel", description="SmartGrid Sentinel: substation edge, hub and simulator.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -341,12 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "start one process per shard, two for standby (default $SENTINEL_AGENT_SHARD or all "
                         "substations); see docs/scaling.md")
     s.set_defaults(func=cmd_hub_agents)
-    from sentinel_cli.hub_admin import add_parsers as add_hub_admin_parsers
+    if wanted("hub"):
+        from sentinel_cli.hub_admin import add_parsers as add_hub_admin_parsers
+        from sentinel_cli.hub_migrate import add_parser as add_hub_migrate_parser
 
-    add_hub_admin_parsers(hub)
-    from sentinel_cli.hub_migrate import add_parser as add_hub_migrate_parser
-
-    add_hub_migrate_parser(hub)
+        add_hub_admin_parsers(hub)
+        add_hub_migrate_parser(hub)
 
     edge = sub.add_parser("edge", help="the substation edge daemon").add_subparsers(dest="edge_command", required=True, metavar="ACTION")
     s = edge.add_parser("run", help="poll devices, check limits, buffer and sync to the hub")
@@ -359,14 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", type=float, default=5.0,
                    help="seconds to wait for pushed sources (MQTT, OPC-UA); points that got nothing by then fail")
     s.set_defaults(func=cmd_edge_check)
-    from sentinel_cli.edge_enrol import add_parser as add_edge_enrol_parser
-    from sentinel_cli.edge_init import add_parser as add_edge_init_parser
+    if wanted("edge"):
+        from sentinel_cli.edge_cert import add_parser as add_edge_cert_parser
+        from sentinel_cli.edge_enrol import add_parser as add_edge_enrol_parser
+        from sentinel_cli.edge_init import add_parser as add_edge_init_parser
 
-    add_edge_init_parser(edge)
-    add_edge_enrol_parser(edge)
-    from sentinel_cli.edge_cert import add_parser as add_edge_cert_parser
-
-    add_edge_cert_parser(edge)
+        add_edge_init_parser(edge)
+        add_edge_enrol_parser(edge)
+        add_edge_cert_parser(edge)
     s = edge.add_parser("status", help="device health, buffer depth, oldest unsent reading, last sync")
     s.add_argument("--config", required=True, help="firmware config (TOML)")
     s.add_argument("--buffer", default=None, help="override the config's buffer path")
@@ -390,18 +413,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --score: scenario seconds after an anomaly's end in which an alarm still counts (default 60)")
     s.add_argument("--report", default=None, help="with --score: also write the scoreboard as JSON to this file")
     s.set_defaults(func=cmd_sim_run)
+    if wanted("sim"):
+        from sentinel_cli.faults_cmd import add_parser as add_faults_parser
 
-    from sentinel_cli.faults_cmd import add_parser as add_faults_parser
+        add_faults_parser(sim)
+    if wanted("models"):
+        from sentinel_cli.models_cmd import add_parser as add_models_parser
 
-    add_faults_parser(sim)
+        add_models_parser(sub)
+    if wanted("export"):
+        from sentinel_cli.export_cmd import add_parser as add_export_parser
 
-    from sentinel_cli.models_cmd import add_parser as add_models_parser
-
-    add_models_parser(sub)
-
-    from sentinel_cli.export_cmd import add_parser as add_export_parser
-
-    add_export_parser(sub)
+        add_export_parser(sub)
 
     s = sub.add_parser("demo", help="hub + two simulated substations + their edges, running a scenario",
                        description="Prints the dashboard URL, a login (user admin, a password made for this "
@@ -426,7 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("OTEL_SDK_DISABLED", "true")
-    args = build_parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = build_parser(command_of(argv)).parse_args(argv)
     _setup_logging(args.verbose)
     from protocols.config import ConfigError
 

@@ -86,3 +86,48 @@ def test_the_command_line_halts_httpx_cli_before_its_subcommands_import_httpx() 
                          check=True).stdout.split()
     assert "httpx" in out  # the parser's modules did import httpx: the check below means something
     assert not {"click", "rich", "pygments"} & set(out), out
+
+
+def test_sentinel_edge_run_builds_only_the_edge_commands_parser() -> None:
+    """The other commands' modules (exporters, the fault rig, the model tools) stay out of a running
+    edge: what a command imports stays resident for as long as it runs."""
+    code = textwrap.dedent("""
+        import sys
+        from sentinel_cli.main import build_parser, command_of
+        argv = ["-v", "edge", "run", "--config", "box.toml"]
+        args = build_parser(command_of(argv)).parse_args(argv)
+        assert (args.command, args.edge_command, args.config, args.verbose) == ("edge", "run", "box.toml", 1), args
+        print(" ".join(sorted(sys.modules)))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    modules = set(out.stdout.split())
+    assert "sentinel_cli.edge_init" in modules  # the edge command's own actions are there
+    other = {"export", "export.readings", "sentinel_cli.faults", "sentinel_cli.faults_cmd", "sentinel_cli.models_cmd",
+             "sentinel_cli.export_cmd", "sentinel_cli.pgserver", "sentinel_cli.hub_admin", "csv"}
+    assert sorted(other & modules) == []
+
+
+def test_every_command_and_action_parses_whichever_command_is_named() -> None:
+    """Building one command's parser changes nothing a user sees: the top-level help lists every
+    command, each command's help its actions, and a typo is told the commands there are."""
+    from sentinel_cli.main import COMMANDS, build_parser, command_of
+
+    full = build_parser()
+    subs = full._subparsers._group_actions[0].choices  # noqa: SLF001 (argparse keeps its tree here)
+    assert sorted(subs) == sorted(COMMANDS)
+    for name, parser in subs.items():
+        actions = parser._subparsers._group_actions[0].choices if parser._subparsers else {}  # noqa: SLF001
+        alone = build_parser(command_of([name]))._subparsers._group_actions[0].choices[name]  # noqa: SLF001
+        alone_actions = alone._subparsers._group_actions[0].choices if alone._subparsers else {}  # noqa: SLF001
+        assert sorted(alone_actions) == sorted(actions), name
+    help_text = subprocess.run([sys.executable, "-m", "sentinel_cli.main", "--help"], cwd=REPO, capture_output=True,
+                               text=True, timeout=120)
+    assert help_text.returncode == 0 and all(c in help_text.stdout for c in COMMANDS), help_text.stdout
+    typo = subprocess.run([sys.executable, "-m", "sentinel_cli.main", "egde", "run"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert typo.returncode == 2 and "invalid choice: 'egde'" in typo.stderr and "models" in typo.stderr, typo.stderr
+    models = subprocess.run([sys.executable, "-m", "sentinel_cli.main", "models", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert models.returncode == 0 and "score" in models.stdout, models.stdout
+    assert command_of(["-v", "--help"]) is None and command_of(["-vv", "hub", "serve"]) == "hub"
