@@ -121,6 +121,7 @@ _READING_COLUMNS = ("ts, substation, device_id, metric, value, unit, quality, fl
                     " anomaly_type")
 _READING_TYPES = ["timestamptz", "text", "text", "text", "float8", "text", "float8", "int4", "text", "int8", "float8",
                   "text"]
+NEWEST_WRITE_WAIT_S = 5.0  # the longest device_newest's write waits for a pooled connection
 _COPY_READINGS = f"COPY readings ({_READING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _COPY_STAGED = f"COPY readings_staged (k, {_READING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 # insert_new_readings: the batch staged (k: its index), then only what readings does not hold yet, within
@@ -588,16 +589,16 @@ class PostgresStorage:
             raise PostgresUnavailable(
                 f"cannot connect to PostgreSQL at {self._where} within {connect_timeout_s:g} s"
             ) from exc
+        self._newest = DeviceNewest(self._write_newest)  # device_newest: see hub.storage.newest
         try:
             self.backend = self._create_schema()
+            if self.backend != "timescaledb":  # claims of a refresh that died with its process: for the refresher
+                with self._pool.connection() as conn:
+                    conn.execute("DO $$ BEGIN IF to_regclass('rollup_dirty') IS NOT NULL THEN"
+                                 " UPDATE rollup_dirty SET marks = 1, since = NULL WHERE marks < 0; END IF; END $$")
         except BaseException:
             self._pool.close()
             raise
-        if self.backend != "timescaledb":  # claims of a refresh that died with its process: for the refresher again
-            with self._pool.connection() as conn:
-                conn.execute("DO $$ BEGIN IF to_regclass('rollup_dirty') IS NOT NULL THEN"
-                             " UPDATE rollup_dirty SET marks = 1, since = NULL WHERE marks < 0; END IF; END $$")
-        self._newest = DeviceNewest(self._write_newest)  # device_newest: see hub.storage.newest
         log.info("hub storage: PostgreSQL at %s, layout %s", self._where, self.backend)
         if read_url is not None:
             self._replica = ReadReplica(read_url, self._pool, where=_where(read_url), max_wait_s=read_wait_s,
@@ -606,9 +607,7 @@ class PostgresStorage:
                      self._replica.where)
 
     def close(self) -> None:
-        newest = getattr(self, "_newest", None)
-        if newest is not None:
-            newest.close()
+        self._newest.close()  # its last write waits at most NEWEST_WRITE_WAIT_S for a connection
         if self._replica is not None:
             self._replica.close()
         self._pool.close()
@@ -1193,7 +1192,9 @@ class PostgresStorage:
         return self._newest.overlay(rows, start, end)
 
     def _write_newest(self, rows: list[tuple[str, str, datetime]]) -> None:
-        with self._pool.connection() as conn:
+        # not the pool's 30 s: with PostgreSQL down, closing the hub waited that long for this write,
+        # and a write that fails keeps its notes for the next one anyway
+        with self._pool.connection(timeout=NEWEST_WRITE_WAIT_S) as conn:
             conn.execute(_NEWEST_UPSERT, ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
 
     def query_readings(self, device_id: str, metric: str, start: datetime | None = None,

@@ -110,3 +110,22 @@ def test_a_failed_write_keeps_the_notes_for_the_next_one() -> None:
     newest.close()
     newest.note([row])
     assert newest.pending == 1 and written == [[("S0", "Z", NOW - timedelta(seconds=9)), ("S1", "A", NOW)]]
+
+
+@pytest.mark.postgres
+def test_closing_with_postgresql_down_gives_up_the_last_write_within_seconds(
+        tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: ANN001
+    """A hub stopping while its database is down (a failover, a restart) must not hang in the last
+    write of the notes for the pool's 30 s: it logs what it could not write and goes."""
+    from sentinel_cli.pgserver import PostgresServer
+
+    with PostgresServer(tmp_path / "pg") as server:
+        storage = open_storage(server.create_database())
+        storage.insert_readings([_reading("A", NOW - timedelta(seconds=1))], "http")  # noted, not yet written
+        server.stop("immediate")
+        started = time.monotonic()
+        with caplog.at_level("WARNING", logger="hub.storage.newest"):
+            storage.close()
+        took = time.monotonic() - started
+    assert took < 12.0, f"close took {took:.1f} s"
+    assert "1 devices' newest reading times not written" in caplog.text, caplog.text
