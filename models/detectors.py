@@ -617,7 +617,11 @@ def _calibrated(r: np.ndarray, eligible: np.ndarray, start: np.ndarray, up0: np.
         seg = np.cumsum(low, axis=1)
         key = np.concatenate([pk0.reshape(s * nj)[:, None], seg * (_PEAK_CAP + 1.0) + rr], axis=1)
         seg_ext = np.concatenate([np.zeros((s * nj, 1)), seg], axis=1)
-        peak = np.maximum.accumulate(key, axis=1) - seg_ext * (_PEAK_CAP + 1.0)  # running max, sample t-1 at t
+        if b == 1:  # (an accumulate along a 2-column axis is numpy's slow case: one sample a series at the edge)
+            running = np.stack([key[:, 0], np.maximum(key[:, 0], key[:, 1])], axis=1)
+        else:
+            running = np.maximum.accumulate(key, axis=1)
+        peak = running - seg_ext * (_PEAK_CAP + 1.0)  # running max, sample t-1 at t
         peak_prev, peak_end = peak[:, :-1], np.where(low[:, -1], 0.0, peak[:, -1])
         ends = low & (lh_prev > ll_prev) & np.repeat(eligible, nj, axis=0).reshape(s * nj, b)
         excess = np.where(ends, np.maximum(peak_prev - np.repeat(LEVELS[None, :], s, axis=0).reshape(s * nj)[:, None],
@@ -697,6 +701,8 @@ def combine(u: np.ndarray, method: str = "fisher", agreement_cost: float = 1.0) 
 
 def _ewmas(alpha: float, *pairs: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
     """Several EWMAs of the same ``alpha`` in one scan: ``(inputs (rows, B), state (rows,))`` each."""
+    if pairs and pairs[0][0].shape[1] == 1:  # one sample: the recurrence on each, not worth joining them
+        return [ewma(u, alpha, st) for u, st in pairs]
     out = ewma(np.concatenate([u for u, _ in pairs]), alpha, np.concatenate([st for _, st in pairs]))
     cuts = np.cumsum([len(u) for u, _ in pairs])[:-1]
     return np.split(out, cuts)
