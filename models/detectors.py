@@ -342,8 +342,8 @@ class DetectorBank:
         # --- running median (robust level) and the spike window before each sample
         med_short = _running_median(trailing_windows(ext, c.median_len, b))
         win_prev = trailing_windows(ext, w, b, end_offset=1)
-        med_prev = np.median(win_prev, axis=2)
-        mad_prev = np.median(np.abs(win_prev - med_prev[..., None]), axis=2)
+        med_prev = _median(win_prev)
+        mad_prev = _median(np.abs(win_prev - med_prev[..., None]))
 
         # --- baselines: bias-corrected EWMAs over valid samples (num/den), then shifted one sample
         wv = (v & seen).astype(np.float64)
@@ -708,11 +708,22 @@ def _ewmas(alpha: float, *pairs: tuple[np.ndarray, np.ndarray]) -> list[np.ndarr
     return np.split(out, cuts)
 
 
+def _median(windows: np.ndarray) -> np.ndarray:
+    """``np.median(windows, axis=-1)`` of windows without NaN: the same order statistics from one
+    partition, without np.median's NaN check and reduction machinery (a third of its time on the
+    edge's one-sample blocks)."""
+    n = windows.shape[-1]
+    if n % 2:
+        return np.partition(windows, n // 2, axis=-1)[..., n // 2]
+    part = np.partition(windows, (n // 2 - 1, n // 2), axis=-1)
+    return (part[..., n // 2 - 1] + part[..., n // 2]) / 2
+
+
 def _running_median(windows: np.ndarray) -> np.ndarray:
     """``np.median(windows, axis=2)`` (windows hold no NaN); for 5 samples, the default, with seven
     minimum and maximum operations (the same value, a tenth of the work)."""
     if windows.shape[2] != 5:
-        return np.median(windows, axis=2)
+        return _median(windows)
     a, b, c, d, e = (windows[..., i] for i in range(5))
     lo = np.maximum(np.minimum(a, b), np.minimum(c, d))  # the median is the median of e, lo and hi
     hi = np.minimum(np.maximum(a, b), np.maximum(c, d))

@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 
-from models.detectors import DetectorBank, DetectorConfig, _running_median
+from models.detectors import DetectorBank, DetectorConfig, _median, _running_median
 
 
 def test_a_block_split_into_passes_scores_each_series_as_if_alone() -> None:
@@ -46,3 +46,14 @@ def test_the_five_sample_median_is_numpys() -> None:
     np.testing.assert_array_equal(_running_median(windows), np.median(windows, axis=2))
     w = np.random.default_rng(0).standard_normal((4, 9, 6))
     np.testing.assert_array_equal(_running_median(w), np.median(w, axis=2))
+
+
+def test_the_window_median_is_numpys_to_the_bit() -> None:
+    """The spike detector's window median and MAD (``_median``) are np.median's, bit for bit, for
+    even and odd windows, quantised values with ties, one-sample and long blocks."""
+    rng = np.random.default_rng(12)
+    for width in (31, 32, 8, 5):
+        for b in (1, 50):
+            x = rng.normal(size=(40, b, width)) * rng.choice([1e-3, 1.0, 1e4], size=(40, 1, 1))
+            x[::3] = np.round(x[::3] * 4) / 4  # quantised: ties
+            np.testing.assert_array_equal(_median(x), np.median(x, axis=2))
