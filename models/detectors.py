@@ -322,7 +322,11 @@ class DetectorBank:
     def _update(self, x: np.ndarray, v: np.ndarray, rows: np.ndarray) -> DetectorOutput:
         s, b = x.shape
         c = self.config
-        st = {name: getattr(self, name)[rows] for name in (*_FIELDS_1D, *_FIELDS_2D)}
+        # the series' state: rows in one run (the usual case: every series, in order) as views, read
+        # only until the new state is written back at the end; else gathered
+        lo = int(rows[0])
+        mine = slice(lo, lo + s) if s and rows[-1] - lo == s - 1 and (np.diff(rows) == 1).all() else rows
+        st = {name: getattr(self, name)[mine] for name in (*_FIELDS_1D, *_FIELDS_2D)}
         w, h = c.window, self._h
         tiny = 1e-12
 
@@ -558,7 +562,7 @@ class DetectorBank:
         new["hist"] = np.where(never[:, None], np.nan, new["hist"])
         new["hist_clip"] = np.where(never[:, None], np.nan, new["hist_clip"])
         for name, arr in new.items():
-            getattr(self, name)[rows] = arr
+            getattr(self, name)[mine] = arr
 
         return DetectorOutput(score.astype(np.float32), (top + 1).astype(np.int8),
                               confidence.astype(np.float32), scores.astype(np.float32), u.astype(np.float32))
