@@ -14,6 +14,7 @@
   const S = {
     me: null, grid: {}, alerts: [], forecasts: [], maintenance: [], fleet: null, models: [], selected: null,
     windowS: 3600, charts: [], chartGen: 0, incidentId: null, incidents: [], backoff: 1000, live: false,
+    drafts: {}, sending: new Set(),  // notes being typed, status changes on their way (by incident)
   };
 
   // -- small helpers ---------------------------------------------------------------------------
@@ -362,24 +363,40 @@
     if (!S.me || !OPERATORS.has(S.me.role)) {  // the hub refuses a viewer anyway; no button to press
       return el("p", { class: "note", text: `Your role (${S.me ? S.me.role : "unknown"}) reads incidents; operators acknowledge and resolve them.` });
     }
-    const note = el("input", { type: "text", name: "note", placeholder: "Note (optional)", maxlength: 4096, "aria-label": "Note" });
+    // the stream re-renders this panel as incidents change: what the operator is typing, where the
+    // caret is, and a request on its way survive that
+    const typing = document.activeElement && document.activeElement.name === "note" && $("#incident").contains(document.activeElement)
+      ? document.activeElement : null;
+    const note = el("input", { type: "text", name: "note", placeholder: "Note (optional)", maxlength: 4096, "aria-label": "Note",
+      oninput: () => { S.drafts[inc.id] = note.value; } });
+    note.value = S.drafts[inc.id] || "";
+    if (typing) queueMicrotask(() => { note.focus(); note.setSelectionRange(typing.selectionStart, typing.selectionEnd); });
     const error = el("p", { class: "error", role: "alert", hidden: true });
     const steps = [["ACKNOWLEDGED", "Acknowledge", ["OPEN"]], ["IN_PROGRESS", "Start work", ["OPEN", "ACKNOWLEDGED"]],
       ["RESOLVED", "Resolve", ACTIVE]];
+    const busy = S.sending.has(inc.id);
     const buttons = steps.filter(([, , from]) => from.includes(inc.status)).map(([status, text]) => el("button", {
-      type: "button", "data-action": status, text,
+      type: "button", "data-action": status, text, disabled: busy,
       onclick: async (ev) => {
         for (const b of ev.target.parentNode.querySelectorAll("button")) b.disabled = true;
+        S.sending.add(inc.id);
         try {
           const after = await api(`/incidents/${encodeURIComponent(inc.id)}/status`, { method: "POST", body: JSON.stringify({ status, note: note.value }) });
+          S.sending.delete(inc.id);
+          delete S.drafts[inc.id];
           S.alerts = after.status === "RESOLVED" ? S.alerts.filter((i) => i.id !== after.id) : S.alerts.map((i) => (i.id === after.id ? after : i));
           renderIncidents();
           renderCyber();
           await openIncident(inc.id);
         } catch (e) {
-          error.textContent = e.status === 403 ? `Refused: ${e.message}` : e.message;
-          error.hidden = false;
-          for (const b of ev.target.parentNode.querySelectorAll("button")) b.disabled = false;
+          S.sending.delete(inc.id);
+          // the panel may have been drawn again meanwhile: the message goes to the one on the page
+          const shown = $("#incident").dataset.id === inc.id ? $("#incident").querySelector('p.error[role="alert"]') : null;
+          for (const target of new Set([error, shown].filter(Boolean))) {
+            target.textContent = e.status === 403 ? `Refused: ${e.message}` : e.message;
+            target.hidden = false;
+          }
+          for (const b of $("#incident").querySelectorAll("button[data-action]")) b.disabled = false;
         }
       },
     }));
