@@ -51,6 +51,7 @@ from hub.storage.base import (
     shard_of,
     upsert_incidents,
 )
+from hub.storage.fifo_lock import FifoLock
 from hub.storage.leader import FileLeaderLock
 from hub.storage.migrations import (SCHEMA_TABLE_SQLITE, Migration, MigrationStatus,
                                     pending_after)
@@ -309,7 +310,7 @@ class SQLiteStorage:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = FifoLock()  # first come, first served: a chunked job cannot starve a request
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.create_function("sentinel_shard_of", 2, shard_of, deterministic=True)  # SHARD_SQL_SQLITE
         self._db.execute("PRAGMA journal_mode=WAL")
