@@ -444,10 +444,14 @@ def test_an_operator_acknowledges_an_incident(grid: Grid, operator: Browser) -> 
     # the stream draws the panel again as incidents change (another sag here): what the operator is
     # typing, and where, survive it
     note.evaluate("(e) => { e.dataset.drawn = 'before'; }")
+    kept = page.locator('#filters select[name="substation"] option[data-drawn="before"]')
+    page.locator(f'#filters select[name="substation"] option:text-is("{NAIROBI}")').evaluate(
+        "(e) => { e.dataset.drawn = 'before'; }")
     grid.sag("FEEDER-ACK-2")
     expect(detail.locator('input[name="note"][data-drawn="before"]')).to_have_count(0, timeout=20_000)
     expect(note).to_have_value("crew informed")
     expect(note).to_be_focused()
+    expect(kept).to_have_count(1)  # the same substations: the filter's list was not rebuilt under the user
     detail.locator('button[data-action="ACKNOWLEDGED"]').click()
     expect(detail).to_have_attribute("data-status", "ACKNOWLEDGED")
     expect(detail.locator(".history")).to_contain_text(f"ACKNOWLEDGED by user:{OPERATOR}: crew informed")

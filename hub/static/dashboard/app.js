@@ -145,8 +145,11 @@
     }));
     const subs = $("#filters").substation;
     const current = subs.value;
-    subs.replaceChildren(el("option", { value: "", text: "all" }), ...names.map((n) => el("option", { text: n })));
-    subs.value = names.includes(current) ? current : "";
+    // rebuilt only when the substations change: a list someone has open is not closed under them
+    if ([...subs.options].slice(1).map((o) => o.text).join("\n") !== names.join("\n")) {
+      subs.replaceChildren(el("option", { value: "", text: "all" }), ...names.map((n) => el("option", { text: n })));
+      subs.value = names.includes(current) ? current : "";
+    }
     renderDetailHead();
   }
   const SEV = { INFO: 0, WARNING: 1, CRITICAL: 2, EMERGENCY: 3 };
