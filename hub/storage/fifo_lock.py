@@ -39,7 +39,18 @@ class FifoLock:
             gate = threading.Lock()
             gate.acquire()
             self._waiters.append(gate)
-        gate.acquire()  # released by the holder that hands the lock over: held from then on
+        try:
+            gate.acquire()  # released by the holder that hands the lock over: held from then on
+        except BaseException:  # interrupted while waiting (Ctrl-C in the main thread): not left in line
+            with self._guard:
+                try:
+                    self._waiters.remove(gate)
+                    handed = False
+                except ValueError:  # handed over just as it was interrupted: pass it on
+                    handed = True
+            if handed:
+                self.release()
+            raise
         return True
 
     def release(self) -> None:
