@@ -238,7 +238,7 @@ FROM (SELECT CAST(round(r.ts * 1000000) AS INTEGER) / 60000000 AS k, r.substatio
              r.metric, r.value, r.ts, row_number() OVER p AS rn,
              sum(r.value) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
       FROM rollup_todo_v6 AS d
-      JOIN readings AS r ON r.device_id = d.device_id AND r.metric = d.metric AND r.ts >= d.lo - 1
+      CROSS JOIN readings AS r ON r.device_id = d.device_id AND r.metric = d.metric AND r.ts >= d.lo - 1
            AND r.ts < d.hour + 3601 AND r.substation = d.substation
            AND CAST(round(r.ts * 1000000) AS INTEGER) / 60000000 >= d.lo / 60
            AND CAST(round(r.ts * 1000000) AS INTEGER) / 3600000000 = d.hour / 3600
@@ -256,7 +256,7 @@ FROM (SELECT d.hour, m.substation, m.device_id, m.metric, m.vmin, m.vmax, m.n, m
              row_number() OVER p AS rn,
              sum(m.vsum) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
       FROM rollup_todo_v6 AS d
-      JOIN rollups AS m ON m.width = 60 AND m.device_id = d.device_id AND m.metric = d.metric
+      CROSS JOIN rollups AS m ON m.width = 60 AND m.device_id = d.device_id AND m.metric = d.metric
            AND m.substation = d.substation AND m.bucket >= d.hour AND m.bucket < d.hour + 3600
       WINDOW p AS (PARTITION BY m.device_id, m.metric, m.substation, d.hour
                    ORDER BY m.last_ts DESC, m.last_value DESC, m.bucket DESC))
@@ -271,7 +271,7 @@ FROM (SELECT h.bucket / 86400 * 86400 AS day, h.substation, h.device_id, h.metri
              h.last_value, row_number() OVER p AS rn,
              sum(h.vsum) OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS total
       FROM (SELECT DISTINCT device_id, metric, substation, hour / 86400 * 86400 AS day FROM rollup_todo_v6) AS d
-      JOIN rollups AS h ON h.width = 3600 AND h.device_id = d.device_id AND h.metric = d.metric
+      CROSS JOIN rollups AS h ON h.width = 3600 AND h.device_id = d.device_id AND h.metric = d.metric
            AND h.substation = d.substation AND h.bucket >= d.day AND h.bucket < d.day + 86400
       WINDOW p AS (PARTITION BY h.device_id, h.metric, h.substation, h.bucket / 86400
                    ORDER BY h.last_ts DESC, h.last_value DESC, h.bucket DESC))
