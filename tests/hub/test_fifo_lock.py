@@ -101,30 +101,38 @@ def test_the_sqlite_storage_serialises_on_it(tmp_path) -> None:  # noqa: ANN001
         storage.close()
 
 
-def test_a_waiter_interrupted_leaves_the_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C while waiting (KeyboardInterrupt in the main thread) must not leave a waiter in line
-    that would be handed the lock and never release it."""
-    lock = FifoLock()
-    lock.acquire()
+def _gate_interrupted(monkeypatch: pytest.MonkeyPatch, before: object = None) -> None:
+    """The gates FifoLock makes from now on: a waiter's wait (a gate's second acquire) raises
+    KeyboardInterrupt, as Ctrl-C does in the main thread, after calling ``before`` if given."""
     real = threading.Lock
 
-    class Interrupted:  # the gate a waiter blocks on; its wait is interrupted
+    class Gate:
         def __init__(self) -> None:
             self.inner, self.calls = real(), 0
 
         def acquire(self) -> bool:
             self.calls += 1
-            if self.calls == 2:  # the second acquire is the wait
+            if self.calls == 2:
+                if callable(before):
+                    before()
                 raise KeyboardInterrupt
             return self.inner.acquire()
 
         def release(self) -> None:
             self.inner.release()
 
-    monkeypatch.setattr(threading, "Lock", Interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        lock.acquire()
-    monkeypatch.setattr(threading, "Lock", real)
+    monkeypatch.setattr(threading, "Lock", Gate)
+
+
+def test_a_waiter_interrupted_leaves_the_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while waiting must not leave a waiter in line that would be handed the lock and never
+    release it."""
+    lock = FifoLock()
+    lock.acquire()
+    with monkeypatch.context() as m:
+        _gate_interrupted(m)
+        with pytest.raises(KeyboardInterrupt):
+            lock.acquire()
     assert _queued(lock) == 0
     lock.release()
     assert not lock.locked()
@@ -135,24 +143,8 @@ def test_a_waiter_interrupted_leaves_the_line(monkeypatch: pytest.MonkeyPatch) -
 def test_a_waiter_interrupted_as_it_is_handed_the_lock_passes_it_on(monkeypatch: pytest.MonkeyPatch) -> None:
     lock = FifoLock()
     lock.acquire()
-    real = threading.Lock
-
-    class HandedThenInterrupted:
-        def __init__(self) -> None:
-            self.inner, self.calls = real(), 0
-
-        def acquire(self) -> bool:
-            self.calls += 1
-            if self.calls == 2:  # the wait: the holder hands the lock over, then Ctrl-C lands
-                lock.release()
-                raise KeyboardInterrupt
-            return self.inner.acquire()
-
-        def release(self) -> None:
-            self.inner.release()
-
-    monkeypatch.setattr(threading, "Lock", HandedThenInterrupted)
-    with pytest.raises(KeyboardInterrupt):
-        lock.acquire()
-    monkeypatch.setattr(threading, "Lock", real)
+    with monkeypatch.context() as m:
+        _gate_interrupted(m, before=lock.release)  # the holder hands the lock over, then Ctrl-C lands
+        with pytest.raises(KeyboardInterrupt):
+            lock.acquire()
     assert not lock.locked() and _queued(lock) == 0  # passed on: nobody holds it, nobody waits
