@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -227,6 +226,10 @@ _TODO_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS rollup_todo_v6 (device_id TEXT, 
 _REPLACE = """
 ON CONFLICT (width, device_id, metric, substation, bucket) DO UPDATE SET vmin = excluded.vmin, vmax = excluded.vmax,
     vsum = excluded.vsum, n = excluded.n, last_ts = excluded.last_ts, last_value = excluded.last_value"""
+# The three recomputes name their join order (CROSS JOIN: the marks to do outside, an index search of
+# their rows inside). With no statistics on the fresh temp table, SQLite's planner walked the whole
+# readings index (or the whole 1-minute rollups) and looked each row up among the marks: every fold
+# read every reading held (docs/rollups.md; tests/hub/test_rollups.py checks the plan).
 # the 1-minute rollups of the hours to do from their first minute to recompute (lo) on, from the
 # readings; sums in a fixed order (as PostgreSQL adds them: the same bits on both). The minutes before
 # lo hold no reading the mark is for, so the hour still filling costs the minutes since its last fold

@@ -515,3 +515,23 @@ def test_the_refresher_folds_the_longest_waiting_marks_first(storage: Storage) -
     for device in ("A", "B", "C"):
         _same(storage.series_buckets(hour, hour + timedelta(hours=1), 60, device, "voltage_l1"),
               _raw(storage, hour, hour + timedelta(hours=1), 60, device))
+
+
+def test_sqlite_folds_search_the_marks_rows_rather_than_walk_every_reading(tmp_path) -> None:  # noqa: ANN001
+    """The recomputes' plans start from the marks and search their readings (and minutes, and hours)
+    by index: with no statistics on the fresh temp table of marks, SQLite otherwise walked the whole
+    readings index and looked each reading up among the marks, so every fold read every reading."""
+    import hub.storage.sqlite as sqlite_storage
+
+    storage = sqlite_storage.SQLiteStorage(tmp_path / "hub.db")
+    try:
+        storage.insert_readings(_readings(random.Random(3), 2_000, 3 * 86_400), "test")
+        db = storage._db  # noqa: SLF001  (the plan of the storage's own statements)
+        db.execute(sqlite_storage._TODO_TABLE)  # noqa: SLF001
+        inner = {"_RECOMPUTE_MINUTES": "r", "_RECOMPUTE_HOURS": "m", "_RECOMPUTE_DAYS": "h"}
+        for name, alias in inner.items():
+            plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + getattr(sqlite_storage, name))]
+            assert any(step.startswith(f"SEARCH {alias} USING") for step in plan), (name, plan)
+            assert not any(step.startswith(f"SCAN {alias} ") or step == f"SCAN {alias}" for step in plan), (name, plan)
+    finally:
+        storage.close()
