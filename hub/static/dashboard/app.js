@@ -343,6 +343,10 @@
       ["Occurrences", inc.occurrences], ["Metric", inc.metric ? `${inc.metric} = ${fmt(inc.value)}` : null],
       ["Confidence", inc.confidence != null ? `${Math.round(inc.confidence * 100)} %` : null]];
     const box = $("#incident");
+    // the note being typed in, read and given back in the same step as the panel is replaced: two
+    // redraws in a row cannot lose it between them
+    const typing = document.activeElement && document.activeElement.name === "note" && box.contains(document.activeElement)
+      ? [document.activeElement.selectionStart, document.activeElement.selectionEnd] : null;
     box.dataset.id = inc.id;
     box.dataset.status = inc.status;
     box.replaceChildren(...[
@@ -357,6 +361,8 @@
       inc.history && inc.history.length ? el("details", { open: true }, el("summary", { text: "History" }),
         el("ol", { class: "history" }, inc.history.map((h) => el("li", { text: `${time(h.timestamp)} ${h.status} by ${h.actor}${h.note ? `: ${h.note}` : ""}` })))) : null,
     ].filter(Boolean));
+    const note = typing && box.querySelector('input[name="note"]');
+    if (note) { note.focus(); note.setSelectionRange(...typing); }
     box.hidden = false;
   }
   const reopenSoon = debounce(() => { if (S.incidentId) openIncident(S.incidentId); }, 400);
@@ -368,12 +374,10 @@
     }
     // the stream re-renders this panel as incidents change: what the operator is typing, where the
     // caret is, and a request on its way survive that
-    const typing = document.activeElement && document.activeElement.name === "note" && $("#incident").contains(document.activeElement)
-      ? document.activeElement : null;
+    // (the caret: openIncident moves it to the new input as it replaces the panel)
     const note = el("input", { type: "text", name: "note", placeholder: "Note (optional)", maxlength: 4096, "aria-label": "Note",
       oninput: () => { S.drafts[inc.id] = note.value; } });
     note.value = S.drafts[inc.id] || "";
-    if (typing) queueMicrotask(() => { note.focus(); note.setSelectionRange(typing.selectionStart, typing.selectionEnd); });
     const error = el("p", { class: "error", role: "alert", hidden: true });
     const steps = [["ACKNOWLEDGED", "Acknowledge", ["OPEN"]], ["IN_PROGRESS", "Start work", ["OPEN", "ACKNOWLEDGED"]],
       ["RESOLVED", "Resolve", ACTIVE]];
