@@ -157,8 +157,13 @@ class SubstationLiveness(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def active_incidents(storage: Storage) -> list[Incident]:
-    """Every incident not resolved yet, newest first."""
-    out = [i for s in ACTIVE_STATUSES for i in storage.list_incidents(status=s, limit=_ACTIVE_LISTED)]
+    """Every incident not resolved yet, newest first, each once.
+
+    One query a status: an incident acknowledged between two of them is in both. Statuses only move
+    forward and are read in that order, so the copy read last is the current one (it was listed
+    twice, and the dashboard drew its row twice)."""
+    by_id = {i.id: i for s in ACTIVE_STATUSES for i in storage.list_incidents(status=s, limit=_ACTIVE_LISTED)}
+    out = list(by_id.values())
     out.sort(key=lambda i: parse_incident_id(i.id), reverse=True)
     return out
 

@@ -291,3 +291,30 @@ def test_between_whole_window_reads_a_read_goes_back_only_the_overlap(storage: S
     # a `now` earlier than the last read's (a clock stepped back): the whole window again
     storage.insert_readings([reading("BACKDATED", now - timedelta(seconds=100))], "http")
     assert "BACKDATED" in seen(now)
+
+
+def test_an_incident_acknowledged_while_the_active_ones_are_read_is_listed_once(tmp_path) -> None:  # noqa: ANN001
+    """The active incidents are read a status at a time; one acknowledged between the reads of OPEN
+    and ACKNOWLEDGED is in both. It is listed once, as it is now (the dashboard drew it twice)."""
+    from hub.fleet.liveness import active_incidents
+    from hub.storage.base import NewIncident
+    from hub.storage.sqlite import SQLiteStorage
+
+    storage = SQLiteStorage(tmp_path / "hub.db")
+    try:
+        (inc,) = storage.add_incidents([NewIncident(
+            timestamp=datetime.now(UTC), type="voltage_sag", device_id="F1", severity="WARNING", description="sag",
+            agent="grid_monitor", substation="S1", metric="voltage_l1", value=190.0)])
+        read = storage.list_incidents
+
+        def list_then_acknowledge(**kw):  # noqa: ANN003, ANN202  (an operator acts between two reads)
+            got = read(**kw)
+            if kw.get("status") == "OPEN":
+                storage.set_incident_status(inc.id, "ACKNOWLEDGED", "user:oona")
+            return got
+
+        storage.list_incidents = list_then_acknowledge  # type: ignore[method-assign]
+        active = active_incidents(storage)
+        assert [(i.id, i.status) for i in active] == [(inc.id, "ACKNOWLEDGED")]
+    finally:
+        storage.close()
